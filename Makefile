@@ -1,0 +1,46 @@
+# klingflow: the two commands a fresh clone needs are `make demo` and `make test`.
+# Both create .venv (Python 3.13, the Lambda runtime) and install what they need.
+
+SHELL := /bin/bash
+# The first python3.13 that runs (a pyenv shim on PATH may exist without 3.13 being selected).
+PYTHON ?= $(shell for p in python3.13 $(HOME)/.pyenv/versions/3.13*/bin/python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV := .venv
+BIN := $(abspath $(VENV)/bin)
+# sam build looks for python3.13 on PATH: the venv provides it.
+export PATH := $(BIN):$(PATH)
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: demo test lint typecheck pytest validate build clean
+
+$(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/klingflow sandbox demo
+
+test: lint typecheck pytest validate
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed
+	$(BIN)/pytest
+
+validate: $(VENV)/.installed
+	$(BIN)/sam validate --lint
+
+build: $(VENV)/.installed
+	$(BIN)/sam build
+
+clean:
+	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

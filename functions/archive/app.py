@@ -1,0 +1,38 @@
+"""archive: SQS batches of jobs to confirm and copy into S3, with partial batch failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from klingflow import runtime
+from klingflow.archiving import Archiver
+from klingflow.queue import ArchiveMessage
+from klingflow.settings import ArchiveSettings
+
+settings = ArchiveSettings.from_env()
+service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(settings))
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def archive_one(record: SQSRecord) -> str:
+    message = ArchiveMessage.from_json(record.body)
+    logger.append_keys(job_id=message.job_id)
+    outcome = service.get().archive(message.job_id)
+    logger.info("archive", extra={"outcome": outcome, "reason": message.reason})
+    return outcome
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(  # type: ignore[return-value]
+        event=event, record_handler=archive_one, processor=processor, context=context
+    )

@@ -1,0 +1,42 @@
+"""callback: POST /callbacks/{job_id}/{token} from providers (public, token-protected).
+
+Answers fast and never downloads: the work is `CallbackReceiver.receive`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from klingflow import runtime
+from klingflow.hints import CallbackReceiver
+from klingflow.http import json_response, resolver
+from klingflow.settings import CallbackSettings
+
+settings = CallbackSettings.from_env()
+service: runtime.Lazy[CallbackReceiver] = runtime.Lazy(lambda: runtime.build_receiver(settings))
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+api = resolver()
+
+
+@api.post("/callbacks/<job_id>/<token>")
+def provider_callback(job_id: str, token: str) -> Any:
+    logger.append_keys(job_id=job_id)
+    try:
+        body: Any = json.loads(api.current_event.body or "null")
+    except ValueError:
+        body = None  # still a hint that something happened; archive asks the provider
+    outcome = service.get().receive(job_id, token, body)
+    logger.info("callback", extra={"outcome": outcome})
+    return json_response(200, {"ok": True})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.resolve(event, context)

@@ -1,0 +1,42 @@
+"""jobs: the read API, GET /jobs/{job_id} and GET /jobs (IAM-authorised)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from klingflow import runtime
+from klingflow.http import json_response, resolver
+from klingflow.queries import JobQueries
+from klingflow.settings import JobsSettings
+
+settings = JobsSettings.from_env()
+service: runtime.Lazy[JobQueries] = runtime.Lazy(lambda: runtime.build_queries(settings))
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+api = resolver()
+
+
+@api.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Any:
+    return json_response(200, service.get().get(job_id))
+
+
+@api.get("/jobs")
+def list_jobs() -> Any:
+    query = api.current_event.query_string_parameters or {}
+    return json_response(
+        200,
+        service.get().list(
+            limit=query.get("limit"), next_token=query.get("next_token"), status=query.get("status")
+        ),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return api.resolve(event, context)

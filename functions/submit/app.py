@@ -1,0 +1,68 @@
+"""submit: POST /jobs, S3 manifests under incoming/, and EventBridge `Job Requested`.
+
+Parse the trigger, hand it to `Intake`, shape the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from klingflow import runtime
+from klingflow.http import json_body, json_response, resolver
+from klingflow.intake import Intake
+from klingflow.models import Source
+from klingflow.settings import SubmitSettings
+
+settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
+service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+api = resolver()
+
+
+@api.post("/jobs")
+def post_job() -> Any:
+    request = api.current_event
+    job = service.get().accept(
+        json_body(request.body),
+        Source(type="api", ref=request.request_context.request_id),
+        idempotency_key=request.headers.get("idempotency-key"),
+    )
+    return json_response(
+        202, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
+    )
+
+
+def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
+    accepted = []
+    for record in S3Event(event).records:
+        s3 = record.s3
+        delivery = s3.get_object.version_id or s3.get_object.sequencer or s3.get_object.etag
+        job = service.get().accept_manifest(s3.get_object.key, delivery=str(delivery))
+        accepted.append({"key": s3.get_object.key, "job_id": job.job_id if job else None})
+    return {"manifests": accepted}
+
+
+def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
+    message = EventBridgeEvent(event)
+    job = service.get().accept(
+        message.detail, Source(type="event", ref=message.get_id), idempotency_key=f"event:{message.get_id}"
+    )
+    return {"job_id": job.job_id, "status": job.status.value}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "requestContext" in event:
+        return api.resolve(event, context)
+    if event.get("Records", [{}])[0].get("eventSource") == "aws:s3":
+        return _from_s3(event)
+    if event.get("detail-type") == "Job Requested":
+        return _from_eventbridge(event)
+    raise ValueError("submit got an event it does not handle")

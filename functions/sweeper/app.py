@@ -1,0 +1,25 @@
+"""sweeper: every minute, poll the jobs that are due and enforce deadlines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from klingflow import runtime
+from klingflow.settings import SweeperSettings
+from klingflow.sweeping import Sweeper
+
+settings = SweeperSettings.from_env()
+service: runtime.Lazy[Sweeper] = runtime.Lazy(lambda: runtime.build_sweeper(settings))
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    outcomes = service.get().sweep(time_left_s=lambda: context.get_remaining_time_in_millis() / 1000)
+    return {"outcomes": dict(outcomes)}

@@ -1,0 +1,124 @@
+"""Typed domain errors, and the one place they become HTTP answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One broken rule: which field, which rule, and a sentence a person can act on."""
+
+    field: str
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+class KlingflowError(Exception):
+    """Base of every error klingflow raises on purpose."""
+
+    code = "INTERNAL"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class RequestRejected(KlingflowError):
+    """The job request breaks one or more documented rules; nothing was spent."""
+
+    code = "VALIDATION_FAILED"
+    http_status = 400
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        summary = "; ".join(f"{e.field}: {e.message} [{e.rule}]" for e in errors)
+        super().__init__(f"job request rejected: {summary}")
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["details"] = [e.as_dict() for e in self.errors]
+        return body
+
+
+class JobNotFound(KlingflowError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class NoProviderAvailable(KlingflowError):
+    """No enabled provider supports this job (or the pinned one is not usable)."""
+
+    code = "NO_PROVIDER"
+    http_status = 422
+
+
+class UnsafeUrl(KlingflowError):
+    """A URL that the safe HTTP client refuses to fetch (scheme, host, address or size)."""
+
+    code = "UNSAFE_URL"
+    http_status = 400
+
+
+class ProviderErrorClass(StrEnum):
+    """One taxonomy for every dialect's failures; it decides what submit does next."""
+
+    INVALID_REQUEST = "invalid_request"
+    AUTH = "auth"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    RATE_LIMITED = "rate_limited"
+    CONCURRENCY_LIMIT = "concurrency_limit"
+    CONTENT_POLICY = "content_policy"
+    NOT_FOUND = "not_found"
+    PROVIDER_DOWN = "provider_down"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+class ProviderError(KlingflowError):
+    """A provider call failed; `error_class` says whether another provider might succeed."""
+
+    code = "PROVIDER_ERROR"
+    http_status = 502
+
+    def __init__(
+        self,
+        provider: str,
+        error_class: ProviderErrorClass,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider_code: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {error_class.value}: {message}")
+        self.provider = provider
+        self.error_class = error_class
+        self.status_code = status_code
+        self.provider_code = provider_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def request_may_have_landed(self) -> bool:
+        return self.error_class is ProviderErrorClass.UNKNOWN_OUTCOME
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def to_http(error: Exception) -> HttpAnswer:
+    """Map any exception to an HTTP answer; unknown ones never leak their text."""
+    if isinstance(error, KlingflowError):
+        return HttpAnswer(error.http_status, error.body())
+    return HttpAnswer(500, {"error": {"code": "INTERNAL", "message": "internal error"}})

@@ -1,0 +1,458 @@
+"""Submit: turn a request into a job and send it to a provider, paying at most once.
+
+Order matters for money: validate and probe everything first (nothing is spent on a request a
+provider would reject), store the job, then claim the one right to submit it, then submit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from ulid import ULID
+
+from .clock import Clock, epoch, iso
+from .errors import FieldError, ProviderError, ProviderErrorClass, RequestRejected
+from .events import EventPublisher
+from .media_rules import IMAGE_MAX_BYTES, check_motion_media, facts_from_probe, format_from_name
+from .models import (
+    Attempt,
+    Cost,
+    DetailType,
+    Job,
+    JobError,
+    JobEventDetail,
+    JobKind,
+    MediaFacts,
+    MotionControlRequest,
+    Source,
+    parse_request,
+)
+from .pricing import estimate
+from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
+from .providers.base import MotionControlSpec
+from .providers.registry import Registry
+from .states import JobStatus
+from .storage import Storage
+from .store import JobStore
+from .tokens import CallbackSigner
+
+logger = Logger(child=True)
+
+_DATA_URI = re.compile(r"^data:image/(?P<subtype>[a-z]+);base64,", re.IGNORECASE)
+# Failures another provider may not share: try the next candidate.
+FAIL_OVER = frozenset(
+    {
+        ProviderErrorClass.PROVIDER_DOWN,
+        ProviderErrorClass.RATE_LIMITED,
+        ProviderErrorClass.CONCURRENCY_LIMIT,
+        ProviderErrorClass.INSUFFICIENT_BALANCE,
+        ProviderErrorClass.AUTH,
+    }
+)
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    job_deadline_s: int
+    input_url_ttl_s: int
+    first_poll_with_callback_s: int
+    first_poll_without_callback_s: int
+    max_manifest_bytes: int = 256 * 1024
+    # A QUEUED job the sweeper sees after this long lost its submitter.
+    submit_grace_s: int = 300
+
+
+@dataclass(frozen=True)
+class _Input:
+    facts: MediaFacts
+    key: str | None  # set when the input is an object in our bucket
+    url: str | None  # set when the input is an https URL the provider fetches itself
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        storage: Storage,
+        events: EventPublisher,
+        registry: Registry,
+        signer: CallbackSigner,
+        api_url: Callable[[], str],
+        clock: Clock,
+        config: IntakeConfig,
+    ) -> None:
+        self._store = store
+        self._storage = storage
+        self._events = events
+        self._registry = registry
+        self._signer = signer
+        self._api_url = api_url
+        self._clock = clock
+        self._config = config
+        self.recorder = SubmissionRecorder(
+            store=store,
+            events=events,
+            registry=registry,
+            clock=clock,
+            first_poll_with_callback_s=config.first_poll_with_callback_s,
+            first_poll_without_callback_s=config.first_poll_without_callback_s,
+        )
+
+    # ---- accept ----------------------------------------------------------------------------
+
+    def accept(self, data: Any, source: Source, *, idempotency_key: str | None = None) -> Job:
+        """Validate, store and submit one request. Rejections raise RequestRejected and emit
+        `Job Rejected`; a request seen before (same idempotency key) returns its first job."""
+        try:
+            request = parse_request(data)
+            key = request.idempotency_key or idempotency_key
+            job_id = str(ULID.from_datetime(self._clock.now()))
+            inputs = self._inspect(job_id, request)
+            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
+        except RequestRejected as rejection:
+            self._reject(data, source, rejection)
+            raise
+        video = inputs["video"].facts
+        cheapest = estimate(
+            self._registry,
+            candidates[0],
+            mode=request.mode,
+            duration_s=video.duration_s,
+            orientation=request.character_orientation,
+        )
+        now = self._clock.now()
+        job = Job(
+            job_id=job_id,
+            kind=request.kind,
+            status=JobStatus.QUEUED,
+            request=request.model_dump(mode="json", exclude_none=True)
+            | {name: value.key or value.url for name, value in inputs.items()},
+            source=source,
+            created_at=iso(now),
+            updated_at=iso(now),
+            deadline_at=epoch(now) + self._config.job_deadline_s,
+            inputs={name: value.facts for name, value in inputs.items()},
+            cost=Cost(estimated_usd=cheapest.usd, billed_seconds=None),
+            metadata=request.metadata,
+            due_at=epoch(now) + self._config.submit_grace_s,
+        )
+        stored, created = self._store.create(job, idempotency_key=key)
+        if not created:
+            logger.info("request seen before", extra={"job_id": stored.job_id, "status": stored.status})
+            if stored.status is not JobStatus.QUEUED:
+                return stored
+        return self.submit(stored, candidates)
+
+    def accept_manifest(self, key: str, *, delivery: str) -> Job | None:
+        """A manifest dropped under incoming/. One that cannot become a job gets an error report
+        under rejected/ (the manifest itself stays where it is); None is returned for it.
+
+        `delivery` identifies this upload (version id or sequencer), so a redelivered S3 event
+        finds the job the first delivery made while a new upload of the same name is a new job.
+        """
+        source = Source(type="s3", ref=self._storage.uri(key))
+        try:
+            data = _relative_to(
+                key, json.loads(self._storage.read_small(key, self._config.max_manifest_bytes))
+            )
+        except (ValueError, UnicodeDecodeError) as error:
+            rejection = RequestRejected([FieldError("(manifest)", "json", f"not valid JSON: {error}")])
+            self._reject(None, source, rejection)
+            self._report(key, rejection)
+            return None
+        except RequestRejected as rejection:
+            self._reject(None, source, rejection)
+            self._report(key, rejection)
+            return None
+        try:
+            return self.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
+        except RequestRejected as rejection:
+            self._report(key, rejection)
+            return None
+
+    def _report(self, key: str, rejection: RequestRejected) -> None:
+        name = key.removeprefix("incoming/").removesuffix(".json")
+        self._storage.put_json(
+            f"rejected/{name}.error.json",
+            {
+                "manifest": self._storage.uri(key),
+                "rejected_at": iso(self._clock.now()),
+                **rejection.body(),
+            },
+        )
+
+    def _reject(self, data: Any, source: Source, rejection: RequestRejected) -> None:
+        metadata = data.get("metadata") if isinstance(data, dict) else None
+        detail = JobEventDetail(
+            job_id=None,
+            kind=JobKind.MOTION_CONTROL,
+            status="REJECTED",
+            metadata=metadata
+            if isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+            else {},
+            error=JobError(code=rejection.code, message=rejection.message),
+            source=source,
+        )
+        self._events.publish(DetailType.REJECTED, detail)
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def _inspect(self, job_id: str, request: MotionControlRequest) -> dict[str, _Input]:
+        errors: list[FieldError] = []
+        found: dict[str, _Input] = {}
+        for name, ref, kind in (("image", request.image, "image"), ("video", request.video, "video")):
+            try:
+                found[name] = self._inspect_one(job_id, name, ref, kind)
+            except RequestRejected as rejection:
+                errors.extend(rejection.errors)
+        errors.extend(
+            check_motion_media(
+                request.character_orientation,
+                found["image"].facts if "image" in found else None,
+                found["video"].facts if "video" in found else None,
+            )
+        )
+        if errors:
+            raise RequestRejected(errors)
+        return found
+
+    def _inspect_one(self, job_id: str, field: str, ref: str, kind: str) -> _Input:
+        if ref.startswith("https://"):
+            # A provider fetches it itself; all we can check is what the name says.
+            return _Input(MediaFacts(source=ref, format=format_from_name(ref)), None, ref)
+        if kind == "image" and (_DATA_URI.match(ref) or _looks_base64(ref)):
+            return self._store_base64_image(job_id, field, ref)
+        key = self._storage.key_of(field, ref)
+        info = self._storage.head(field, key)
+        reader = self._storage.reader(info)
+        probed: ImageInfo | VideoInfo
+        try:
+            probed = probe_image(reader) if kind == "image" else probe_video(reader)
+        except ProbeError as error:
+            raise RequestRejected(
+                [FieldError(field, f"{kind}_readable", f"{self._storage.uri(key)}: {error}")]
+            ) from None
+        return _Input(facts_from_probe(self._storage.uri(key), probed, info.content_type), key, None)
+
+    def _store_base64_image(self, job_id: str, field: str, ref: str) -> _Input:
+        payload = _DATA_URI.sub("", ref, count=1)
+        # Base64 grows data by a third: refuse oversized text before decoding it.
+        if len(payload) > IMAGE_MAX_BYTES * 4 // 3 + 4:
+            raise RequestRejected(
+                [FieldError(field, "image_max_bytes", f"base64 image is larger than {IMAGE_MAX_BYTES} bytes")]
+            )
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestRejected(
+                [FieldError(field, "base64", "image is neither a reference nor valid base64")]
+            ) from None
+        try:
+            probed = probe_image(BytesReader(data))
+        except ProbeError as error:
+            raise RequestRejected([FieldError(field, "image_readable", str(error))]) from None
+        # Stored in the bucket (a DynamoDB item cannot hold it) and handed over as a URL, which
+        # every dialect accepts.
+        key = f"incoming/{job_id}/{field}.{'jpg' if probed.format == 'jpeg' else probed.format}"
+        self._storage.put_bytes(key, data, f"image/{probed.format}")
+        return _Input(facts_from_probe(self._storage.uri(key), probed, f"image/{probed.format}"), key, None)
+
+    # ---- submit ----------------------------------------------------------------------------
+
+    def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
+        """Send a QUEUED job to the first candidate that takes it; at most one paid submission."""
+        claim = uuid.uuid4().hex
+        if not self._store.claim_submission(job.job_id, claim):
+            logger.info("another submitter holds this job", extra={"job_id": job.job_id})
+            return self._store.get(job.job_id) or job
+        request = job.motion_request
+        if candidates is None:
+            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
+        failures: list[str] = []
+        code = "ALL_PROVIDERS_FAILED"
+        for provider in candidates:
+            outcome = self._try(job, request, provider)
+            if isinstance(outcome, Job):
+                return outcome
+            failures.append(f"{provider}: {outcome.error_class.value} ({outcome.message})")
+            if outcome.error_class not in FAIL_OVER:
+                # Invalid request or content policy: another provider would say the same.
+                code = "PROVIDER_REJECTED"
+                break
+        return self.recorder.fail(job.job_id, code, "; ".join(failures))
+
+    def _try(self, job: Job, request: MotionControlRequest, provider: str) -> Job | ProviderError:
+        client = self._registry.client(provider)
+        adapter = client.adapter
+        spec = MotionControlSpec(
+            job_id=job.job_id,
+            request=request,
+            image_url=self._provider_url(job, "image"),
+            video_url=self._provider_url(job, "video"),
+            video_duration_s=job.inputs["video"].duration_s if "video" in job.inputs else None,
+            callback_url=self._signer.callback_url(self._api_url(), job.job_id)
+            if adapter.sends_callbacks
+            else None,
+        )
+        self._store.touch(
+            job.job_id, status_in=frozenset({JobStatus.QUEUED}), fields={"submitting_to": provider}
+        )
+        started = time.monotonic()
+        try:
+            submission, _ = client.create_motion_control(spec)
+        except ProviderError as error:
+            latency = int((time.monotonic() - started) * 1000)
+            self.recorder.attempt(job.job_id, provider, error.error_class.value, latency, error.message)
+            if not error.request_may_have_landed:
+                return error
+            # The provider may have created the task: find it, never send it again.
+            found = self.recorder.resolve_unknown(job.job_id, provider)
+            if found is not None:
+                return found
+            return self.recorder.fail(
+                job.job_id,
+                "SUBMIT_OUTCOME_UNKNOWN",
+                f"{provider} did not answer after the request was sent and the task cannot be looked "
+                f"up; not resent to avoid paying twice ({error.message})",
+            )
+        latency = int((time.monotonic() - started) * 1000)
+        self.recorder.attempt(job.job_id, provider, "submitted", latency, submission.task_id)
+        return self.recorder.submitted(job, provider, submission.task_id, request)
+
+    def _provider_url(self, job: Job, name: str) -> str:
+        ref = str(job.request[name])
+        if ref.startswith("https://"):
+            return ref
+        return self._storage.presign_get(ref, self._config.input_url_ttl_s)
+
+
+class SubmissionRecorder:
+    """Writes what happened to a submission: attempts, SUBMITTED or FAILED, and the events.
+
+    Shared by submit and by the sweeper, which resolves submissions whose submitter vanished.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        events: EventPublisher,
+        registry: Registry,
+        clock: Clock,
+        first_poll_with_callback_s: int,
+        first_poll_without_callback_s: int,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._registry = registry
+        self._clock = clock
+        self._first_poll_with_callback_s = first_poll_with_callback_s
+        self._first_poll_without_callback_s = first_poll_without_callback_s
+
+    def resolve_unknown(self, job_id: str, provider: str) -> Job | None:
+        """Look a task up by the id we gave it; the job moves to SUBMITTED when it exists."""
+        client = self._registry.client(provider)
+        if not client.adapter.supports_external_id:
+            return None
+        try:
+            report = client.query(job_id)
+        except ProviderError as error:
+            self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
+            return None
+        self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
+        job = self._store.get(job_id)
+        if job is None:
+            return None
+        return self.submitted(job, provider, report.task_id, job.motion_request)
+
+    def submitted(self, job: Job, provider: str, task_id: str, request: MotionControlRequest) -> Job:
+        adapter = self._registry.adapter(provider)
+        first_poll = (
+            self._first_poll_with_callback_s
+            if adapter.sends_callbacks
+            else self._first_poll_without_callback_s
+        )
+        priced = estimate(
+            self._registry,
+            provider,
+            mode=request.mode,
+            duration_s=job.inputs["video"].duration_s if "video" in job.inputs else None,
+            orientation=request.character_orientation,
+        )
+        moved = self._store.transition(
+            job.job_id,
+            JobStatus.SUBMITTED,
+            by="submit",
+            note=f"{provider} task {task_id}",
+            fields={
+                "provider": provider,
+                "provider_task_id": task_id,
+                "external_task_id": job.job_id if adapter.supports_external_id else None,
+                "cost": Cost(
+                    estimated_usd=priced.usd,
+                    currency=self._registry.configs[provider].currency,
+                ).model_dump(mode="json", exclude_none=True),
+            },
+            due_in_s=first_poll,
+        )
+        if moved is None:
+            return self._store.get(job.job_id) or job
+        self._events.job(DetailType.SUBMITTED, moved)
+        return moved
+
+    def fail(self, job_id: str, code: str, message: str) -> Job:
+        failed = self._store.transition(
+            job_id,
+            JobStatus.FAILED,
+            by="submit",
+            note=code,
+            fields={"error": {"code": code, "message": message}},
+        )
+        if failed is None:
+            current = self._store.get(job_id)
+            assert current is not None
+            return current
+        self._events.job(DetailType.FAILED, failed)
+        return failed
+
+    def attempt(
+        self, job_id: str, provider: str, outcome: str, latency_ms: int | None, detail: str | None
+    ) -> None:
+        self._store.add_attempt(
+            job_id,
+            Attempt(
+                provider=provider,
+                outcome=outcome,
+                at=iso(self._clock.now()),
+                latency_ms=latency_ms,
+                detail=detail,
+            ),
+        )
+
+
+def _relative_to(manifest_key: str, data: Any) -> Any:
+    """Bare file names in a manifest name objects beside it (incoming/a.json -> incoming/x.png)."""
+    if not isinstance(data, dict):
+        return data
+    folder = manifest_key.rpartition("/")[0]
+    resolved = dict(data)
+    for name in ("image", "video"):
+        ref = resolved.get(name)
+        if isinstance(ref, str) and "/" not in ref and ":" not in ref and 0 < len(ref) < 256 and folder:
+            resolved[name] = f"{folder}/{ref}"
+    return resolved
+
+
+def _looks_base64(value: str) -> bool:
+    # Object keys carry dots and are short; a bare base64 image is long and has neither.
+    return len(value) > 256 and re.fullmatch(r"[A-Za-z0-9+/=\s]+", value) is not None

@@ -1,0 +1,210 @@
+"""The common motion-control input rules from PROVIDERS.md that need the media itself.
+
+| reference image | jpg / jpeg / png, <= 10 MB, each side 300..65536 px, aspect ratio 1:2.5 .. 2.5:1 |
+| reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, 3 s .. 10 s (orientation image)
+|                 | or 3 s .. 30 s (orientation video) |
+
+Each limit is one constant below. A rule is checked only when the fact is known: an https input
+may only have a format guessed from its URL until it is probed.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Final
+from urllib.parse import urlsplit
+
+from .errors import FieldError
+from .models import MediaFacts, Orientation
+from .probe import ImageInfo, VideoInfo
+
+MB: Final = 1024 * 1024
+
+IMAGE_FORMATS: Final = frozenset({"jpeg", "png"})
+IMAGE_MAX_BYTES: Final = 10 * MB
+IMAGE_MIN_SIDE_PX: Final = 300
+IMAGE_MAX_SIDE_PX: Final = 65536
+# width/height, inclusive; fractions keep 2.5:1 exactly on the right side of the limit
+IMAGE_MIN_ASPECT_RATIO: Final = Fraction(1) / Fraction("2.5")
+IMAGE_MAX_ASPECT_RATIO: Final = Fraction("2.5")
+
+VIDEO_FORMATS: Final = frozenset({"mp4", "mov"})
+VIDEO_MAX_BYTES: Final = 100 * MB
+VIDEO_MIN_SIDE_PX: Final = 340
+VIDEO_MAX_SIDE_PX: Final = 3850
+VIDEO_MIN_DURATION_S: Final = 3.0
+VIDEO_MAX_DURATION_S: Final = {
+    Orientation.IMAGE: 10.0,
+    Orientation.VIDEO: 30.0,
+}
+
+# Extensions of other media kinds are named too, so a URL input of the wrong kind is rejected
+# before anything is fetched; unknown extensions say nothing (the probe will tell).
+_EXTENSION_FORMATS: Final = {
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "png": "png",
+    "mp4": "mp4",
+    "mov": "mov",
+    **{ext: ext for ext in ("gif", "webp", "heic", "heif", "avif", "bmp", "tiff", "tif")},
+    **{ext: ext for ext in ("m4v", "webm", "mkv", "avi", "wmv", "flv", "3gp", "mpg", "mpeg", "ts")},
+}
+_MIME_FORMATS: Final = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/png": "png"}
+
+
+def format_from_name(name: str) -> str | None:
+    """The media format an object key, s3:// or https URL (or data: URI) names, if any.
+
+    "jpeg"/"png"/"mp4"/"mov" for accepted kinds, the lowercase extension for other known media
+    kinds (so rules can reject them), None when the name says nothing.
+    """
+    if name[:5].lower() == "data:":
+        mime = name[5:].split(";", 1)[0].split(",", 1)[0].strip().lower()
+        return _MIME_FORMATS.get(mime, mime.partition("/")[2] or None)
+    path = urlsplit(name).path if "://" in name else name.split("?", 1)[0].split("#", 1)[0]
+    leaf = path.rstrip("/").rsplit("/", 1)[-1]
+    if "." not in leaf:
+        return None
+    return _EXTENSION_FORMATS.get(leaf.rsplit(".", 1)[1].lower())
+
+
+def facts_from_probe(source: str, info: ImageInfo | VideoInfo, content_type: str | None) -> MediaFacts:
+    """What a probe found, in the shape the job record keeps."""
+    return MediaFacts(
+        source=source,
+        content_type=content_type,
+        bytes=info.bytes,
+        width=info.width,
+        height=info.height,
+        duration_s=info.duration_s if isinstance(info, VideoInfo) else None,
+        format=info.format,
+    )
+
+
+def check_motion_media(
+    orientation: Orientation, image: MediaFacts | None, video: MediaFacts | None
+) -> list[FieldError]:
+    """Every rule the known facts break (an empty list when none is broken)."""
+    errors: list[FieldError] = []
+    if image is not None:
+        errors += _check_image(image)
+    if video is not None:
+        errors += _check_video(orientation, video)
+    return errors
+
+
+def _check_image(image: MediaFacts) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if image.format is not None and image.format.lower() not in IMAGE_FORMATS:
+        errors.append(
+            FieldError(
+                "image.format",
+                "image_format",
+                f"reference image is {image.format}; it must be JPEG (.jpg/.jpeg) or PNG",
+            )
+        )
+    if image.bytes is not None and image.bytes > IMAGE_MAX_BYTES:
+        errors.append(
+            FieldError(
+                "image.bytes",
+                "image_max_bytes",
+                f"reference image is {_size(image.bytes)}; it must be at most {_size(IMAGE_MAX_BYTES)}",
+            )
+        )
+    for side, value in (("width", image.width), ("height", image.height)):
+        if value is not None and not IMAGE_MIN_SIDE_PX <= value <= IMAGE_MAX_SIDE_PX:
+            errors.append(
+                FieldError(
+                    f"image.{side}",
+                    "image_side_px",
+                    f"reference image {side} is {value} px; each side must be "
+                    f"{IMAGE_MIN_SIDE_PX}..{IMAGE_MAX_SIDE_PX} px",
+                )
+            )
+    if image.width and image.height:
+        ratio = Fraction(image.width, image.height)
+        if not IMAGE_MIN_ASPECT_RATIO <= ratio <= IMAGE_MAX_ASPECT_RATIO:
+            errors.append(
+                FieldError(
+                    "image.aspect_ratio",
+                    "image_aspect_ratio",
+                    f"reference image is {image.width}x{image.height} px (width/height "
+                    f"{float(ratio):.3g}); the aspect ratio must be between "
+                    f"{_ratio(IMAGE_MIN_ASPECT_RATIO)} and {_ratio(IMAGE_MAX_ASPECT_RATIO)}",
+                )
+            )
+    return errors
+
+
+def _check_video(orientation: Orientation, video: MediaFacts) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if video.format is not None and video.format.lower() not in VIDEO_FORMATS:
+        errors.append(
+            FieldError(
+                "video.format", "video_format", f"reference video is {video.format}; it must be MP4 or MOV"
+            )
+        )
+    if video.bytes is not None and video.bytes > VIDEO_MAX_BYTES:
+        errors.append(
+            FieldError(
+                "video.bytes",
+                "video_max_bytes",
+                f"reference video is {_size(video.bytes)}; it must be at most {_size(VIDEO_MAX_BYTES)}",
+            )
+        )
+    for side, value in (("width", video.width), ("height", video.height)):
+        if value is not None and not VIDEO_MIN_SIDE_PX <= value <= VIDEO_MAX_SIDE_PX:
+            errors.append(
+                FieldError(
+                    f"video.{side}",
+                    "video_side_px",
+                    f"reference video {side} is {value} px; each side must be "
+                    f"{VIDEO_MIN_SIDE_PX}..{VIDEO_MAX_SIDE_PX} px",
+                )
+            )
+    duration = video.duration_s
+    if duration is not None:
+        # No tolerance: a duration is one correctly rounded division, so a clip that really is
+        # at the limit compares equal to it.
+        if duration < VIDEO_MIN_DURATION_S:
+            errors.append(
+                FieldError(
+                    "video.duration_s",
+                    "video_min_duration",
+                    f"reference video is {_seconds(duration, VIDEO_MIN_DURATION_S)} s; "
+                    f"it must be at least {_seconds(VIDEO_MIN_DURATION_S)} s",
+                )
+            )
+        limit = VIDEO_MAX_DURATION_S[orientation]
+        if duration > limit:
+            errors.append(
+                FieldError(
+                    "video.duration_s",
+                    f"video_max_duration_{orientation.value}_orientation",
+                    f"reference video is {_seconds(duration, limit)} s; with "
+                    f"character_orientation={orientation.value} it must be at most {_seconds(limit)} s",
+                )
+            )
+    return errors
+
+
+def _size(n: int) -> str:
+    mb = n / MB
+    shown = f"{mb:.0f}" if mb == int(mb) else f"{mb:.1f}"
+    return f"{shown} MB ({n} bytes)"
+
+
+def _ratio(r: Fraction) -> str:
+    def num(x: Fraction) -> str:
+        return f"{float(x):g}"
+
+    return f"{num(r)}:1" if r >= 1 else f"1:{num(1 / r)}"
+
+
+def _seconds(value: float, limit: float | None = None) -> str:
+    """`value` with as few decimals as read well, but never so few it looks equal to `limit`."""
+    for decimals in (1, 2, 3, 6):
+        shown = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+        if limit is None or value == limit or float(shown) != limit:
+            return shown
+    return repr(value)

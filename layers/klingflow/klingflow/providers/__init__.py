@@ -1,0 +1,1 @@
+"""Provider dialects: one module each, plus the registry that configures and chooses them."""

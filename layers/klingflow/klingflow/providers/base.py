@@ -1,0 +1,225 @@
+"""What every dialect adapter provides, and the HTTP plumbing they share.
+
+An adapter is pure translation: it builds requests and parses answers, so the seeds' example
+bodies can be round-tripped in unit tests without a network. `ProviderClient` does the I/O and
+turns transport failures into the shared error taxonomy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.models import Mode, MotionControlRequest
+from klingflow.states import JobStatus
+
+
+@dataclass(frozen=True)
+class MotionControlSpec:
+    """Everything a dialect needs to create a motion-control task."""
+
+    job_id: str
+    request: MotionControlRequest
+    image_url: str
+    video_url: str
+    video_duration_s: float | None
+    callback_url: str | None
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    task_id: str
+    external_task_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    url: str
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    """A provider's view of a task, in our vocabulary. `status` None: a word we do not know."""
+
+    task_id: str
+    status: JobStatus | None
+    provider_status: str
+    outputs: tuple[TaskOutput, ...] = ()
+    error_code: str | None = None
+    error_message: str | None = None
+    billed_seconds: float | None = None
+    external_task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    # True when the URL is the provider's own API and wants its credentials.
+    authenticated: bool = False
+
+
+class Adapter(ABC):
+    """One provider dialect. Subclasses set the class attributes and implement the translation."""
+
+    dialect: ClassVar[str]
+    sends_callbacks: ClassVar[bool]
+    # Whether a task can be found again by the id we chose, to resolve an unknown outcome.
+    supports_external_id: ClassVar[bool]
+    status_words: ClassVar[Mapping[str, JobStatus]]
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    # requests
+    @abstractmethod
+    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall: ...
+
+    @abstractmethod
+    def query(self, task_id: str) -> HttpCall: ...
+
+    # answers
+    @abstractmethod
+    def parse_create(self, body: Any) -> Submission: ...
+
+    @abstractmethod
+    def parse_task(self, body: Any) -> TaskReport: ...
+
+    def parse_callback(self, body: Any) -> TaskReport:
+        return self.parse_task(body)
+
+    def download(self, task_id: str, output: TaskOutput) -> Download:
+        return Download(output.url)
+
+    def auth_headers(self, credentials: Mapping[str, str]) -> dict[str, str]:
+        key = credentials.get("api_key", "")
+        return {"Authorization": f"Bearer {key}"}
+
+    def status_of(self, word: str) -> JobStatus | None:
+        return self.status_words.get(word.lower())
+
+    def classify(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
+        """Map an error answer onto the taxonomy; dialects with body codes refine this."""
+        message = _message(body) or f"HTTP {status}"
+        retry_after = _retry_after(headers)
+        error_class = {
+            400: ProviderErrorClass.INVALID_REQUEST,
+            401: ProviderErrorClass.AUTH,
+            402: ProviderErrorClass.INSUFFICIENT_BALANCE,
+            403: ProviderErrorClass.AUTH,
+            404: ProviderErrorClass.NOT_FOUND,
+            422: ProviderErrorClass.INVALID_REQUEST,
+            429: ProviderErrorClass.RATE_LIMITED,
+            504: ProviderErrorClass.UNKNOWN_OUTCOME,
+        }.get(status)
+        if error_class is None:
+            error_class = (
+                ProviderErrorClass.PROVIDER_DOWN if status >= 500 else ProviderErrorClass.INVALID_REQUEST
+            )
+        return ProviderError(
+            self.dialect, error_class, message, status_code=status, retry_after_s=retry_after
+        )
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+
+def billable_seconds(duration_s: float | None) -> int | None:
+    """Providers bill whole seconds of the reference video, rounded up."""
+    return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))
+
+
+def mode_quality(mode: Mode) -> str:
+    return "1080p" if mode is Mode.PRO else "720p"
+
+
+def _message(body: Any) -> str | None:
+    if isinstance(body, dict):
+        for key in ("message", "error", "msg", "detail"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return str(value["message"])
+    if isinstance(body, str) and body:
+        return body[:300]
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ProviderClient:
+    """Sends an adapter's calls over HTTP and maps every failure onto ProviderError."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        credentials: Mapping[str, str],
+        *,
+        client: httpx.Client | None = None,
+        timeout_s: float = 20.0,
+    ) -> None:
+        self.adapter = adapter
+        self._credentials = credentials
+        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
+
+    @property
+    def name(self) -> str:
+        return self.adapter.dialect
+
+    def send(self, call: HttpCall) -> tuple[Any, int]:
+        """Returns (parsed JSON body, latency in ms); raises ProviderError on any failure."""
+        started = time.monotonic()
+        url = self.adapter.base_url + call.path
+        headers = {"Accept": "application/json", **self.adapter.auth_headers(self._credentials)}
+        try:
+            response = self._client.request(call.method, url, json=call.json, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # Nothing reached the provider: safe to try elsewhere.
+            raise ProviderError(
+                self.name, ProviderErrorClass.PROVIDER_DOWN, f"cannot connect: {error}"
+            ) from error
+        except httpx.TransportError as error:
+            # The request may have been received: whether a task exists is unknown.
+            raise ProviderError(
+                self.name, ProviderErrorClass.UNKNOWN_OUTCOME, f"no answer after sending: {error!r}"
+            ) from error
+        latency_ms = int((time.monotonic() - started) * 1000)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise self.adapter.classify(response.status_code, body, response.headers)
+        return body, latency_ms
+
+    def create_motion_control(self, spec: MotionControlSpec) -> tuple[Submission, int]:
+        body, latency = self.send(self.adapter.create_motion_control(spec))
+        return self.adapter.parse_create(body), latency
+
+    def query(self, task_id: str) -> TaskReport:
+        body, _ = self.send(self.adapter.query(task_id))
+        return self.adapter.parse_task(body)

@@ -1,0 +1,76 @@
+"""The read model behind GET /jobs and GET /jobs/{job_id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import FieldError, JobNotFound, RequestRejected
+from .models import Job
+from .states import JobStatus
+from .storage import Storage
+from .store import JobStore
+
+
+class JobQueries:
+    def __init__(self, *, store: JobStore, storage: Storage, link_ttl_s: int, max_page_size: int) -> None:
+        self._store = store
+        self._storage = storage
+        self._link_ttl_s = link_ttl_s
+        self._max_page_size = max_page_size
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job = self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        view = job.model_dump(mode="json", exclude={"due_at", "hint_status", "callbacks", "polls"})
+        for output in view["outputs"]:
+            # Links expire; the S3 URI is the durable name.
+            output["url"] = self._storage.presign_get(output["key"], self._link_ttl_s)
+        if job.result_key:
+            view["result_url"] = self._storage.presign_get(job.result_key, self._link_ttl_s)
+        return view
+
+    def list(self, *, limit: str | None, next_token: str | None, status: str | None) -> dict[str, Any]:
+        page_size = self._page_size(limit)
+        wanted = None
+        if status:
+            try:
+                wanted = JobStatus(status.upper())
+            except ValueError:
+                raise RequestRejected(
+                    [
+                        FieldError(
+                            "status", "job_status", f"status must be one of {[s.value for s in JobStatus]}"
+                        )
+                    ]
+                ) from None
+        page = self._store.list_jobs(limit=page_size, next_token=next_token, status=wanted)
+        return {"jobs": [_summary(job) for job in page.jobs], "next_token": page.next_token}
+
+    def _page_size(self, limit: str | None) -> int:
+        if limit is None:
+            return min(50, self._max_page_size)
+        if not limit.isdigit() or not 1 <= int(limit) <= self._max_page_size:
+            raise RequestRejected(
+                [
+                    FieldError(
+                        "limit", "page_size", f"limit must be a whole number from 1 to {self._max_page_size}"
+                    )
+                ]
+            )
+        return int(limit)
+
+
+def _summary(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "kind": job.kind.value,
+        "status": job.status.value,
+        "provider": job.provider,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "cost": job.cost.model_dump(mode="json", exclude_none=True),
+        "error": job.error.model_dump(mode="json") if job.error else None,
+        "metadata": job.metadata,
+        "source": job.source.model_dump(mode="json"),
+    }

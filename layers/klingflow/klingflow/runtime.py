@@ -1,0 +1,209 @@
+"""Wiring: build each function's service from its settings, once per container, lazily.
+
+Handlers hold a `Lazy` of their service; tests replace it with `override()` to inject a clock,
+clients or an emulator. Nothing here runs at import time, so importing a handler costs nothing
+until the first event arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
+
+from .archiving import ArchiveConfig, Archiver
+from .clock import Clock, SystemClock
+from .events import EventPublisher
+from .hints import CallbackReceiver
+from .intake import Intake, IntakeConfig, SubmissionRecorder
+from .providers.registry import Registry, load_configs
+from .queries import JobQueries
+from .queue import ArchiveQueue
+from .safehttp import SafeHttp
+from .settings import (
+    ArchiveSettings,
+    CallbackSettings,
+    JobsSettings,
+    SubmitSettings,
+    SweeperSettings,
+    _ProviderSettings,
+    _ScheduleSettings,
+)
+from .storage import Storage
+from .store import JobStore
+from .sweeping import SweepConfig, Sweeper
+from .tokens import CallbackSigner
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+T = TypeVar("T")
+SECRET_MAX_AGE_S = 300
+
+
+class Lazy(Generic[T]):
+    """A value built on first use and kept for the container's life; replaceable in tests."""
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._value is None:
+            self._value = self._factory()
+        return self._value
+
+    def override(self, value: T | None) -> None:
+        self._value = value
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.client(service)  # type: ignore[call-overload]
+
+
+@cache
+def table(name: str) -> Table:
+    return boto3.resource("dynamodb").Table(name)
+
+
+@cache
+def _secrets() -> SecretsProvider:
+    return SecretsProvider(boto3_client=client("secretsmanager"))
+
+
+@cache
+def _ssm() -> SSMProvider:
+    return SSMProvider(boto3_client=client("ssm"))
+
+
+def secret_text(arn: str) -> str:
+    return str(_secrets().get(arn, max_age=SECRET_MAX_AGE_S))
+
+
+def provider_credentials(arn: str) -> Callable[[str], Mapping[str, str]]:
+    """Credentials per provider from one JSON secret: {"<provider>": {"api_key": ...}}."""
+
+    def lookup(provider: str) -> Mapping[str, str]:
+        document = _secrets().get(arn, transform="json", max_age=SECRET_MAX_AGE_S)
+        entry = document.get(provider, {}) if isinstance(document, dict) else {}
+        return {str(k): str(v) for k, v in entry.items()}
+
+    return lookup
+
+
+def registry(settings: _ProviderSettings) -> Registry:
+    return Registry(
+        load_configs(settings.provider_overrides),
+        provider_credentials(settings.provider_secret_arn),
+        usd_per_cny=settings.usd_per_cny,
+        timeout_s=settings.provider_timeout_s,
+    )
+
+
+def store(settings: _ScheduleSettings, clock: Clock) -> JobStore:
+    return JobStore(
+        table(settings.jobs_table),
+        clock,
+        due_shards=settings.due_shards,
+        retention_days=settings.retention_days,
+    )
+
+
+def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
+    clock = clock or SystemClock()
+    return Intake(
+        store=store(settings, clock),
+        storage=Storage(client("s3"), settings.bucket),
+        events=EventPublisher(client("events"), settings.event_bus),
+        registry=registry(settings),
+        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
+        api_url=lambda: str(_ssm().get(settings.api_url_parameter, max_age=SECRET_MAX_AGE_S)),
+        clock=clock,
+        config=IntakeConfig(
+            job_deadline_s=settings.job_deadline_s,
+            input_url_ttl_s=settings.input_url_ttl_s,
+            first_poll_with_callback_s=settings.first_poll_with_callback_s,
+            first_poll_without_callback_s=settings.first_poll_without_callback_s,
+            max_manifest_bytes=settings.max_manifest_bytes,
+        ),
+    )
+
+
+def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
+    clock = clock or SystemClock()
+    return CallbackReceiver(
+        store=store(settings, clock),
+        queue=ArchiveQueue(client("sqs"), settings.archive_queue_url),
+        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
+        # Parsing a callback needs the adapters only, never credentials.
+        registry=Registry(load_configs(settings.provider_overrides), lambda _: {}),
+    )
+
+
+def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Archiver:
+    clock = clock or SystemClock()
+    return Archiver(
+        store=store(settings, clock),
+        storage=Storage(client("s3"), settings.bucket),
+        events=EventPublisher(client("events"), settings.event_bus),
+        registry=registry(settings),
+        http=SafeHttp(
+            allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.download_timeout_s
+        ),
+        clock=clock,
+        config=ArchiveConfig(
+            max_output_bytes=settings.max_output_bytes,
+            part_size_bytes=settings.part_size_bytes,
+            archive_stall_s=settings.archive_stall_s,
+            poll_again_s=settings.first_poll_without_callback_s,
+        ),
+    )
+
+
+def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
+    clock = clock or SystemClock()
+    jobs = store(settings, clock)
+    events = EventPublisher(client("events"), settings.event_bus)
+    providers = registry(settings)
+    recorder = SubmissionRecorder(
+        store=jobs,
+        events=events,
+        registry=providers,
+        clock=clock,
+        first_poll_with_callback_s=settings.first_poll_with_callback_s,
+        first_poll_without_callback_s=settings.first_poll_without_callback_s,
+    )
+    return Sweeper(
+        store=jobs,
+        queue=ArchiveQueue(client("sqs"), settings.archive_queue_url),
+        events=events,
+        registry=providers,
+        clock=clock,
+        config=SweepConfig(
+            poll_concurrency=settings.poll_concurrency,
+            max_jobs_per_run=settings.max_jobs_per_run,
+            first_poll_s=settings.first_poll_without_callback_s,
+            poll_max_interval_s=settings.poll_max_interval_s,
+            archive_stall_s=settings.archive_stall_s,
+        ),
+        resolve_unknown=recorder.resolve_unknown,
+    )
+
+
+def build_queries(settings: JobsSettings) -> JobQueries:
+    return JobQueries(
+        store=JobStore(table(settings.jobs_table), SystemClock()),
+        storage=Storage(client("s3"), settings.bucket),
+        link_ttl_s=settings.output_link_ttl_s,
+        max_page_size=settings.max_page_size,
+    )
+
+
+def reset() -> None:
+    """Forget every cached client (a new sandbox, a new moto endpoint)."""
+    for cached in (client, table, _secrets, _ssm):
+        cached.cache_clear()

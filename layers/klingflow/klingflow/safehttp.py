@@ -1,0 +1,442 @@
+"""The one HTTP client for fetching output files from URLs that providers hand us.
+
+Video providers tell us where a finished video lives, often in an unsigned callback that
+anyone who can reach our endpoint could forge. Fetching such a URL naively lets a caller
+make our Lambda read cloud metadata (169.254.169.254), poke services inside the VPC, or
+fill memory and disk with an endless body. So every fetch goes through `SafeHttp`, which:
+
+* accepts only hosts on the provider's allowlist (exact names or "*.example.com"),
+  and only https (plain http and loopback are a sandbox-only opt-in);
+* resolves the host itself and refuses unless every address is public unicast, so a
+  name that points anywhere internal is refused even if it is on the allowlist;
+* connects to the address it checked, not to whatever DNS says a moment later, while
+  TLS SNI, certificate verification and the Host header still use the real name;
+* follows redirects by hand so each hop passes the same checks;
+* stops reading as soon as the body exceeds the caller's byte limit.
+
+Error messages name the host but never the full URL: output URLs usually carry signed
+query strings that should not end up in logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Final
+
+import httpx
+
+from klingflow.errors import KlingflowError, UnsafeUrl
+
+__all__ = [
+    "DownloadFailed",
+    "Resolver",
+    "ResponseTooLarge",
+    "SafeHttp",
+    "SafeResponse",
+    "TooManyRedirects",
+    "address_problem",
+    "default_resolver",
+]
+
+Resolver = Callable[[str, int], list[str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+# Headers that carry credentials meant for the first origin only.
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
+_CGNAT: Final = ipaddress.IPv4Network("100.64.0.0/10")
+_UNIQUE_LOCAL: Final = ipaddress.IPv6Network("fc00::/7")
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+_TEREDO: Final = ipaddress.IPv6Network("2001::/32")
+
+
+class ResponseTooLarge(UnsafeUrl):
+    """The body is (or announces itself as) larger than the caller's byte limit."""
+
+    code = "RESPONSE_TOO_LARGE"
+
+
+class TooManyRedirects(UnsafeUrl):
+    """The redirect chain is longer than `max_redirects`."""
+
+    code = "TOO_MANY_REDIRECTS"
+
+
+class DownloadFailed(KlingflowError):
+    """The fetch was allowed but did not succeed: a non-2xx answer, DNS or network failure.
+
+    `status_code` is the final HTTP status, or None when no answer was received.
+    """
+
+    code = "DOWNLOAD_FAILED"
+    http_status = 502
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def default_resolver(host: str, port: int) -> list[str]:
+    """All addresses the system resolver gives for host, in its order, without duplicates."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = str(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class SafeResponse:
+    """A streaming answer whose body can only be read within the byte limit."""
+
+    def __init__(self, response: httpx.Response, *, url: str, max_bytes: int) -> None:
+        self._response = response
+        self._max_bytes = max_bytes
+        self._host = httpx.URL(url).host
+        self.url = url
+        self.bytes_received = 0
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    @property
+    def content_length(self) -> int | None:
+        return _content_length(self._response)
+
+    def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
+        """Yield the (decoded) body; raise ResponseTooLarge before yielding past max_bytes.
+
+        Decoded bytes are counted, not wire bytes, so a small compressed body cannot
+        inflate past the limit.
+        """
+        try:
+            for chunk in self._response.iter_bytes(chunk_size=chunk_size):
+                self.bytes_received += len(chunk)
+                if self.bytes_received > self._max_bytes:
+                    raise ResponseTooLarge(
+                        f"output from host {self._host!r} exceeded the limit of {self._max_bytes} bytes; "
+                        "download stopped"
+                    )
+                yield chunk
+        except httpx.TransportError as error:
+            raise DownloadFailed(
+                f"reading output from host {self._host!r} failed: {type(error).__name__}: {error}"
+            ) from error
+
+
+class SafeHttp:
+    """Fetches untrusted output URLs; see the module docstring for the rules it enforces."""
+
+    def __init__(
+        self,
+        *,
+        client: httpx.Client | None = None,
+        resolver: Resolver | None = None,
+        allow_loopback_http: bool = False,
+        connect_timeout_s: float = 5,
+        read_timeout_s: float = 30,
+        max_redirects: int = 5,
+    ) -> None:
+        if max_redirects < 0:
+            raise ValueError("max_redirects must be >= 0")
+        self._client = client
+        self._owns_client = client is None
+        self._client_lock = threading.Lock()
+        self._resolver: Resolver = resolver or default_resolver
+        self._allow_loopback_http = allow_loopback_http
+        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._max_redirects = max_redirects
+
+    @property
+    def client(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    # A proxy from the environment would connect by name and undo the pinning.
+                    trust_env=False,
+                    # Pooled connections are keyed by IP, so a kept-alive connection could be
+                    # reused for another allowlisted name on that IP whose certificate was
+                    # never checked. Downloads are few and large; reconnecting is cheap.
+                    limits=httpx.Limits(max_keepalive_connections=0),
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Close the client if this instance created it; an injected one belongs to the caller."""
+        with self._client_lock:
+            if self._owns_client and self._client is not None:
+                self._client.close()
+                self._client = None
+
+    @contextmanager
+    def stream(
+        self,
+        url: str,
+        *,
+        allowed_hosts: Sequence[str],
+        max_bytes: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[SafeResponse]:
+        """GET url, following checked redirects; yield the final 2xx answer, body unread.
+
+        Raises UnsafeUrl (or ResponseTooLarge / TooManyRedirects) for anything the rules
+        refuse, DownloadFailed for a non-2xx answer or a network failure.
+        """
+        rules = _Allowlist(allowed_hosts)
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        current = _parse(url)
+        original_origin = _origin(current)
+        request_headers = _base_headers(headers)
+        redirects = 0
+        while True:
+            if _origin(current) != original_origin:
+                # Credentials were meant for the first origin only.
+                request_headers = {
+                    k: v for k, v in request_headers.items() if k.lower() not in _CREDENTIAL_HEADERS
+                }
+            response = self._send_checked(current, rules, request_headers)
+            try:
+                location = response.headers.get("location")
+                if response.status_code in _REDIRECT_STATUSES and location:
+                    redirects += 1
+                    if redirects > self._max_redirects:
+                        raise TooManyRedirects(
+                            f"output URL host {_host_of(current)!r} redirected more than "
+                            f"{self._max_redirects} times; refusing to follow further"
+                        )
+                    current = _parse(location, base=current)
+                    continue
+                if not 200 <= response.status_code < 300:
+                    raise DownloadFailed(
+                        f"output URL host {_host_of(current)!r} answered HTTP {response.status_code}",
+                        status_code=response.status_code,
+                    )
+                announced = _content_length(response)
+                if announced is not None and announced > max_bytes:
+                    raise ResponseTooLarge(
+                        f"output from host {_host_of(current)!r} announces {announced} bytes, "
+                        f"over the limit of {max_bytes} bytes"
+                    )
+                yield SafeResponse(response, url=str(current), max_bytes=max_bytes)
+                return
+            finally:
+                response.close()
+
+    def _send_checked(self, url: httpx.URL, rules: _Allowlist, headers: Mapping[str, str]) -> httpx.Response:
+        host = _host_of(url)
+        if url.userinfo:
+            raise UnsafeUrl(f"output URL for host {host!r} carries credentials (userinfo); refused")
+        if not rules.allows(host):
+            raise UnsafeUrl(f"output URL host {host!r} is not in the allowlist for this provider")
+        if url.scheme not in _DEFAULT_PORTS:
+            raise UnsafeUrl(f"output URL host {host!r} uses scheme {url.scheme!r}; only https is allowed")
+        if url.scheme == "http" and not self._allow_loopback_http:
+            raise UnsafeUrl(f"output URL host {host!r} uses plain http; only https is allowed")
+
+        port = url.port or _DEFAULT_PORTS[url.scheme]
+        addresses = self._resolve(host, port)
+        for address in addresses:
+            problem = self._address_problem(address)
+            if problem is not None:
+                raise UnsafeUrl(f"output URL host {host!r} resolves to {address}, {problem}")
+        if url.scheme == "http" and not all(_is_plain_loopback(a) for a in addresses):
+            raise UnsafeUrl(
+                f"output URL host {host!r} uses plain http, which is only allowed to loopback "
+                "addresses in the sandbox"
+            )
+
+        pinned = addresses[0]
+        pinned_url = url.copy_with(host=str(pinned), fragment=None)
+        host_header = _bracketed(host) if url.port is None else f"{_bracketed(host)}:{url.port}"
+        extensions: dict[str, object] = {"timeout": self._timeout.as_dict()}
+        if url.scheme == "https" and _ip_literal(host) is None:
+            # The connection goes to the IP; TLS must still present and verify the real name.
+            extensions["sni_hostname"] = host
+        request = httpx.Request(
+            "GET", pinned_url, headers={**headers, "Host": host_header}, extensions=extensions
+        )
+        try:
+            # A hand-built request (not client.build_request) and auth=None keep any default
+            # headers, cookies or auth of an injected client away from untrusted hosts.
+            return self.client.send(request, stream=True, auth=None, follow_redirects=False)
+        except httpx.TransportError as error:
+            raise DownloadFailed(
+                f"fetching output from host {host!r} ({pinned}) failed: {type(error).__name__}: {error}"
+            ) from error
+
+    def _resolve(self, host: str, port: int) -> list[IPAddress]:
+        literal = _ip_literal(host)
+        if literal is not None:
+            return [literal]
+        try:
+            raw = self._resolver(host, port)
+        except OSError as error:
+            raise DownloadFailed(f"output URL host {host!r} does not resolve: {error}") from error
+        if not raw:
+            raise DownloadFailed(f"output URL host {host!r} resolves to no address")
+        addresses: list[IPAddress] = []
+        for text in raw:
+            try:
+                addresses.append(ipaddress.ip_address(text))
+            except ValueError:
+                raise UnsafeUrl(
+                    f"output URL host {host!r} resolves to {text!r}, which is not an IP address"
+                ) from None
+        return addresses
+
+    def _address_problem(self, address: IPAddress) -> str | None:
+        if self._allow_loopback_http and _is_plain_loopback(address):
+            return None
+        return address_problem(address)
+
+
+def address_problem(address: IPAddress) -> str | None:
+    """Why address is not a public unicast address we may fetch from, or None if it is."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            # An address that embeds an IPv4 address reaches that IPv4 host; judge it instead.
+            form, inner = embedded
+            problem = address_problem(inner)
+            return None if problem is None else f"{form} of {problem}"
+    for applies, problem in _ADDRESS_RULES:
+        if applies(address):
+            return problem
+    return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
+    if address.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 form", address.ipv4_mapped
+    if address in _NAT64:
+        return "a NAT64 form", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None and address_problem(address.sixtofour) is not None:
+        return "a 6to4 form", address.sixtofour
+    return None
+
+
+# Checked in order; the first rule that applies names the problem. The explicit rules come
+# before `is_private`/`is_global` because those tables differ between Python versions and
+# miss some ranges (site-local fec0::/10 and multicast count as "global").
+_ADDRESS_RULES: Final[list[tuple[Callable[[IPAddress], bool], str]]] = [
+    (lambda a: a.is_unspecified, "an unspecified address"),
+    (lambda a: a.is_loopback, "a loopback address"),
+    (lambda a: a.is_link_local, "a link-local address (cloud metadata endpoints live there)"),
+    (lambda a: a.is_multicast, "a multicast address"),
+    (lambda a: a.version == 4 and a in _CGNAT, "a carrier-grade NAT (100.64.0.0/10) address"),
+    (lambda a: a.version == 6 and a in _TEREDO, "a Teredo tunnel address"),
+    (lambda a: isinstance(a, ipaddress.IPv6Address) and a.is_site_local, "a site-local address"),
+    (lambda a: a.version == 6 and a in _UNIQUE_LOCAL, "a unique-local address"),
+    (lambda a: a.is_reserved, "a reserved address"),
+    (lambda a: a.is_private, "a private address"),
+    (lambda a: not a.is_global, "a special-purpose, non-public address"),
+]
+
+
+class _Allowlist:
+    def __init__(self, entries: Sequence[str]) -> None:
+        if isinstance(entries, str):
+            # A lone string is a Sequence[str] of characters; almost certainly a mistake.
+            raise TypeError("allowed_hosts must be a sequence of host names, not a single string")
+        self._exact: set[str] = set()
+        self._ips: set[IPAddress] = set()
+        self._suffixes: list[str] = []
+        for entry in entries:
+            name = _normalise(entry.strip().removeprefix("[").removesuffix("]"))
+            if name.startswith("*."):
+                suffix = name[1:]
+                if "*" in suffix or len(suffix) < 2 or "." not in suffix[1:]:
+                    # "*.com" would admit a whole TLD; refuse rather than guess what was meant.
+                    raise ValueError(f"allowed_hosts entry {entry!r} is not a usable wildcard")
+                self._suffixes.append(suffix)
+            elif "*" in name or not name:
+                raise ValueError(f"allowed_hosts entry {entry!r} is not a host name or '*.domain' wildcard")
+            elif (ip := _ip_literal(name)) is not None:
+                self._ips.add(ip)
+            else:
+                self._exact.add(name)
+
+    def allows(self, host: str) -> bool:
+        ip = _ip_literal(host)
+        if ip is not None:
+            # IP literals never match wildcards: "*.example.com" says nothing about addresses.
+            return ip in self._ips
+        return host in self._exact or any(host.endswith(s) for s in self._suffixes)
+
+
+def _parse(text: str, *, base: httpx.URL | None = None) -> httpx.URL:
+    try:
+        url = base.join(text) if base is not None else httpx.URL(text)
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        where = f" (redirect from host {base.host!r})" if base is not None else ""
+        raise UnsafeUrl(f"output URL{where} is not a valid URL: {error}") from None
+    if not url.is_absolute_url or not url.host:
+        where = f" (redirect from host {base.host!r})" if base is not None else ""
+        raise UnsafeUrl(f"output URL{where} is not an absolute URL with a host")
+    return url
+
+
+def _host_of(url: httpx.URL) -> str:
+    # raw_host is the IDNA (punycode) form, which is what DNS, SNI and allowlists compare.
+    return _normalise(url.raw_host.decode("ascii"))
+
+
+def _normalise(host: str) -> str:
+    return host.lower().rstrip(".")
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    return (url.scheme, _host_of(url), url.port or _DEFAULT_PORTS.get(url.scheme, 0))
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _is_plain_loopback(address: IPAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return False
+    return address.is_loopback
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _base_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    result = {"User-Agent": "klingflow-safehttp", "Accept-Encoding": "identity"}
+    for key, value in (headers or {}).items():
+        if key.lower() == "host":
+            continue  # always derived from the URL; a caller-set Host would defeat the allowlist
+        for existing in [k for k in result if k.lower() == key.lower()]:
+            del result[existing]
+        result[key] = value
+    return result
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        return None
+    return length if length >= 0 else None

@@ -1,0 +1,87 @@
+"""Configuration: the only module that reads the environment.
+
+Each function has one settings model, validated at cold start so a misconfigured deployment
+fails on its first invocation with the name of the missing variable, not deep inside a job.
+Variable names are the upper-case field names (JOBS_TABLE, BUCKET, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, Json
+
+
+def _upper(name: str) -> str:
+    return name.upper()
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(alias_generator=_upper, populate_by_name=True, extra="ignore", frozen=True)
+
+    jobs_table: str = Field(min_length=1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        return cls.model_validate(dict(os.environ if environ is None else environ))
+
+
+class _ProviderSettings(_Settings):
+    provider_secret_arn: str = Field(min_length=1)
+    # JSON: {"<provider>": {"base_url": ..., "enabled": ..., "price_per_second": {...}, ...}}
+    provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    usd_per_cny: float = Field(default=0.14, gt=0)
+    provider_timeout_s: float = Field(default=20.0, gt=0)
+    # Sandbox only: lets the safe HTTP client fetch plain http from loopback addresses.
+    allow_loopback_http: bool = False
+
+
+class _ScheduleSettings(_Settings):
+    due_shards: int = Field(default=4, ge=1, le=64)
+    job_deadline_s: int = Field(default=3 * 3600, ge=60)
+    # First poll when the provider will call back (the callback usually wins) / when it never does.
+    first_poll_with_callback_s: int = Field(default=120, ge=1)
+    first_poll_without_callback_s: int = Field(default=20, ge=1)
+    poll_max_interval_s: int = Field(default=300, ge=1)
+    retention_days: int = Field(default=90, ge=1)
+    # Re-enqueue a SUCCEEDED job whose archive has not finished after this long.
+    archive_stall_s: int = Field(default=900, ge=30)
+
+
+class SubmitSettings(_ProviderSettings, _ScheduleSettings):
+    bucket: str = Field(min_length=1)
+    event_bus: str = Field(min_length=1)
+    callback_secret_arn: str = Field(min_length=1)
+    # SSM parameter holding the HTTP API's URL (a direct reference would be a template cycle).
+    api_url_parameter: str = Field(min_length=1)
+    input_url_ttl_s: int = Field(default=6 * 3600, ge=600, le=7 * 24 * 3600)
+    max_manifest_bytes: int = Field(default=256 * 1024, ge=1024)
+
+
+class CallbackSettings(_ScheduleSettings):
+    callback_secret_arn: str = Field(min_length=1)
+    archive_queue_url: str = Field(min_length=1)
+    provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+
+class ArchiveSettings(_ProviderSettings, _ScheduleSettings):
+    bucket: str = Field(min_length=1)
+    event_bus: str = Field(min_length=1)
+    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    part_size_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
+    download_timeout_s: float = Field(default=60.0, gt=0)
+
+
+class SweeperSettings(_ProviderSettings, _ScheduleSettings):
+    archive_queue_url: str = Field(min_length=1)
+    event_bus: str = Field(min_length=1)
+    poll_concurrency: int = Field(default=8, ge=1, le=64)
+    max_jobs_per_run: int = Field(default=500, ge=1)
+
+
+class JobsSettings(_Settings):
+    bucket: str = Field(min_length=1)
+    output_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    max_page_size: int = Field(default=100, ge=1, le=1000)

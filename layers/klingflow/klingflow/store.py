@@ -1,0 +1,346 @@
+"""The jobs table: every read and conditional write klingflow makes to DynamoDB.
+
+Item kinds share one table, told apart by the `pk` prefix:
+- `JOB#<job_id>`: a job. While a job is not terminal it carries `due_shard` and `due_at`, which
+  put it in the sparse `due-index` the sweeper reads; reaching a terminal state removes them,
+  so the sweeper's cost follows the due jobs, not the table. Terminal jobs get a TTL.
+- `IDEMP#<sha256>`: an idempotency key pointing at the job it created.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .clock import Clock, epoch, iso
+from .errors import FieldError, RequestRejected
+from .models import Attempt, HistoryEntry, Job
+from .states import JobStatus, allowed_sources
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+DUE_INDEX = "due-index"
+LIST_INDEX = "list-index"
+LIST_PK = "JOB"
+_KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "submitting_to", "hint_rank")
+
+
+def _to_dynamo(value: Any) -> Any:
+    # DynamoDB takes no floats; Decimal(str(x)) keeps the value as written.
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    next_token: str | None
+
+
+class JobStore:
+    def __init__(self, table: Table, clock: Clock, *, due_shards: int = 4, retention_days: int = 90) -> None:
+        self._table = table
+        self._clock = clock
+        self._due_shards = due_shards
+        self._retention = timedelta(days=retention_days)
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_key(job_id: str) -> dict[str, str]:
+        return {"pk": f"JOB#{job_id}"}
+
+    def due_shard(self, job_id: str) -> str:
+        return str(zlib.crc32(job_id.encode()) % self._due_shards)
+
+    # ---- create and read -------------------------------------------------------------------
+
+    def create(self, job: Job, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Store a new QUEUED job; with a key already used, return that key's job instead.
+
+        The key item is written first, conditionally: of two concurrent deliveries of the same
+        request exactly one wins, and the loser reads the winner's job id.
+        """
+        job_id = job.job_id
+        if idempotency_key is not None:
+            key_item: dict[str, Any] = {
+                "pk": f"IDEMP#{hashlib.sha256(idempotency_key.encode()).hexdigest()}",
+                "job_id": job.job_id,
+                "created_at": job.created_at,
+                "expires_at": epoch(self._clock.now() + self._retention),
+            }
+            try:
+                self._table.put_item(Item=key_item, ConditionExpression="attribute_not_exists(pk)")
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+                existing = self._table.get_item(Key={"pk": key_item["pk"]}, ConsistentRead=True)["Item"]
+                job_id = str(existing["job_id"])
+                found = self.get(job_id)
+                if found is not None:
+                    return found, False
+                # The earlier attempt stopped between the two writes: finish its work under its id.
+                job = job.model_copy(update={"job_id": job_id})
+        item = _to_dynamo(job.model_dump(mode="json"))
+        item.update(self._job_key(job_id))
+        item["list_pk"] = LIST_PK
+        if job.due_at is not None:
+            item["due_shard"] = self.due_shard(job_id)
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            found = self.get(job_id)
+            assert found is not None
+            return found, False
+        return job, True
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item")
+        return self._job(item) if item else None
+
+    def submitting_to(self, job_id: str) -> str | None:
+        """The provider a claimed submission was last being sent to, if it was claimed."""
+        item = self._table.get_item(
+            Key=self._job_key(job_id), ConsistentRead=True, ProjectionExpression="submit_claim, submitting_to"
+        ).get("Item")
+        if not item or "submit_claim" not in item or "submitting_to" not in item:
+            return None
+        return str(item["submitting_to"])
+
+    @staticmethod
+    def _job(item: Mapping[str, Any]) -> Job:
+        return Job.model_validate(_from_dynamo({k: v for k, v in item.items() if k not in _KEY_FIELDS}))
+
+    # ---- conditional writes ----------------------------------------------------------------
+
+    def _update(
+        self,
+        job_id: str,
+        *,
+        status_in: frozenset[JobStatus],
+        sets: Mapping[str, Any],
+        removes: tuple[str, ...] = (),
+        appends: Mapping[str, list[Any]] | None = None,
+        increments: Mapping[str, int] | None = None,
+        extra_condition: str | None = None,
+        extra_values: Mapping[str, Any] | None = None,
+    ) -> Job | None:
+        """One conditional UpdateItem; None when the job is not in `status_in` (a no-op)."""
+        names: dict[str, str] = {"#status": "status"}
+        values: dict[str, Any] = {}
+        clauses = []
+        for i, (name, value) in enumerate(sets.items()):
+            names[f"#s{i}"] = name
+            values[f":s{i}"] = _to_dynamo(value)
+            clauses.append(f"#s{i} = :s{i}")
+        for i, (name, items) in enumerate((appends or {}).items()):
+            names[f"#a{i}"] = name
+            values[f":a{i}"] = _to_dynamo(items)
+            values[":empty"] = []
+            clauses.append(f"#a{i} = list_append(if_not_exists(#a{i}, :empty), :a{i})")
+        for i, (name, step) in enumerate((increments or {}).items()):
+            names[f"#i{i}"] = name
+            values[f":i{i}"] = step
+            values[":zero"] = 0
+            clauses.append(f"#i{i} = if_not_exists(#i{i}, :zero) + :i{i}")
+        expression = "SET " + ", ".join(clauses)
+        if removes:
+            for i, name in enumerate(removes):
+                names[f"#r{i}"] = name
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+        placeholders = []
+        for i, status in enumerate(sorted(status_in)):
+            values[f":from{i}"] = status.value
+            placeholders.append(f":from{i}")
+        condition = f"attribute_exists(pk) AND #status IN ({', '.join(placeholders)})"
+        if extra_condition:
+            condition += f" AND ({extra_condition})"
+            values.update(extra_values or {})
+        try:
+            item = self._table.update_item(
+                Key=self._job_key(job_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        return self._job(item)
+
+    def transition(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        by: str,
+        note: str | None = None,
+        fields: Mapping[str, Any] | None = None,
+        due_in_s: int | None = None,
+        increments: Mapping[str, int] | None = None,
+    ) -> Job | None:
+        """Move a job to `target` from one of its allowed sources; None when that is not possible.
+
+        Returns None for late, duplicated and out-of-order signals: the caller treats that as a
+        no-op. A terminal target leaves the due index and starts the TTL clock.
+        """
+        now = self._clock.now()
+        sets: dict[str, Any] = {"status": target.value, "updated_at": iso(now), **(fields or {})}
+        removes: tuple[str, ...] = ()
+        if target.terminal:
+            removes = ("due_shard", "due_at")
+            sets["expires_at"] = epoch(now + self._retention)
+        elif due_in_s is not None:
+            sets["due_at"] = epoch(now) + due_in_s
+            sets["due_shard"] = self.due_shard(job_id)
+        entry = HistoryEntry(at=iso(now), status=target, by=by, note=note)
+        return self._update(
+            job_id,
+            status_in=allowed_sources(target),
+            sets=sets,
+            removes=removes,
+            appends={"history": [entry.model_dump(mode="json")]},
+            increments=increments,
+        )
+
+    def touch(
+        self,
+        job_id: str,
+        *,
+        status_in: frozenset[JobStatus],
+        fields: Mapping[str, Any] | None = None,
+        due_in_s: int | None = None,
+        increments: Mapping[str, int] | None = None,
+    ) -> Job | None:
+        """Update a job without changing its status (reschedule a poll, note progress)."""
+        now = self._clock.now()
+        sets: dict[str, Any] = {"updated_at": iso(now), **(fields or {})}
+        if due_in_s is not None:
+            sets["due_at"] = epoch(now) + due_in_s
+            sets["due_shard"] = self.due_shard(job_id)
+        return self._update(job_id, status_in=status_in, sets=sets, increments=increments)
+
+    def record_hint(self, job_id: str, hint: JobStatus, *, active: frozenset[JobStatus]) -> Job | None:
+        """Record a callback's status only if it is further along than any hint seen before.
+
+        A retried or reordered callback carries a hint we already have (or an older one), fails
+        the condition and writes nothing.
+        """
+        now = self._clock.now()
+        return self._update(
+            job_id,
+            status_in=active,
+            sets={"hint_status": hint.value, "hint_rank": hint.rank, "last_callback_at": iso(now)},
+            increments={"callbacks": 1},
+            extra_condition="attribute_not_exists(hint_rank) OR hint_rank < :rank",
+            extra_values={":rank": hint.rank},
+        )
+
+    def claim_submission(self, job_id: str, claim: str) -> bool:
+        """Take the right to send this job to a provider; only one caller ever gets it."""
+        now = self._clock.now()
+        job = self._update(
+            job_id,
+            status_in=frozenset({JobStatus.QUEUED}),
+            sets={"submit_claim": claim, "submit_claimed_at": iso(now), "updated_at": iso(now)},
+            extra_condition="attribute_not_exists(submit_claim)",
+        )
+        return job is not None
+
+    def add_attempt(self, job_id: str, attempt: Attempt) -> None:
+        self._table.update_item(
+            Key=self._job_key(job_id),
+            UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :empty), :a)",
+            ExpressionAttributeValues={":a": [_to_dynamo(attempt.model_dump(mode="json"))], ":empty": []},
+            ConditionExpression="attribute_exists(pk)",
+        )
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def due_jobs(self, *, limit: int) -> Iterator[Job]:
+        """Jobs whose due time has come, read from the sparse index shard by shard."""
+        now = epoch(self._clock.now())
+        left = limit
+        for shard in range(self._due_shards):
+            kwargs: dict[str, Any] = {
+                "IndexName": DUE_INDEX,
+                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+                "ExpressionAttributeValues": {":shard": str(shard), ":now": now},
+            }
+            while left > 0:
+                page = self._table.query(Limit=min(left, 100), **kwargs)
+                for item in page.get("Items", []):
+                    left -= 1
+                    yield self._job(item)
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def list_jobs(
+        self, *, limit: int, next_token: str | None = None, status: JobStatus | None = None
+    ) -> Page:
+        """Newest first. `next_token` is opaque to callers (the index position, base64)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": LIST_INDEX,
+            "KeyConditionExpression": "list_pk = :pk",
+            "ExpressionAttributeValues": {":pk": LIST_PK},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if status is not None:
+            kwargs["FilterExpression"] = "#status = :status"
+            kwargs["ExpressionAttributeNames"] = {"#status": "status"}
+            kwargs["ExpressionAttributeValues"][":status"] = status.value
+        if next_token:
+            kwargs["ExclusiveStartKey"] = _decode_token(next_token)
+        page = self._table.query(**kwargs)
+        last = page.get("LastEvaluatedKey")
+        token = base64.urlsafe_b64encode(json.dumps(_from_dynamo(last)).encode()).decode() if last else None
+        return Page([self._job(item) for item in page.get("Items", [])], token)
+
+
+def _decode_token(token: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError):
+        key = None
+    if not isinstance(key, dict) or set(key) != {"pk", "list_pk", "job_id"}:
+        raise RequestRejected(
+            [FieldError("next_token", "page_token", "next_token is not one this API issued")]
+        )
+    return key

@@ -1,0 +1,175 @@
+"""Sweeper: the safety net for every signal that never came.
+
+Reads only the due jobs from the sparse index, polls their providers with bounded concurrency,
+backs off, enforces each job's deadline and re-enqueues outputs that were never archived.
+Callbacks are an optimisation; this is what guarantees that every job ends.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from aws_lambda_powertools import Logger
+
+from .clock import Clock, epoch
+from .errors import ProviderError
+from .events import EventPublisher
+from .models import DetailType, Job
+from .providers.registry import Registry
+from .queue import ArchiveQueue
+from .states import JobStatus
+from .store import JobStore
+
+logger = Logger(child=True)
+
+_POLLED = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
+_FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    poll_concurrency: int
+    max_jobs_per_run: int
+    first_poll_s: int
+    poll_max_interval_s: int
+    archive_stall_s: int
+    # How long a submit claim may stay unresolved before the sweeper resolves it.
+    submit_grace_s: int = 300
+
+
+class Sweeper:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        queue: ArchiveQueue,
+        events: EventPublisher,
+        registry: Registry,
+        clock: Clock,
+        config: SweepConfig,
+        resolve_unknown: Callable[[str, str], Job | None],
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._events = events
+        self._registry = registry
+        self._clock = clock
+        self._config = config
+        self._resolve_unknown = resolve_unknown
+
+    def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[str]:
+        """One pass over the due jobs; returns how many ended in each outcome."""
+        jobs = list(self._store.due_jobs(limit=self._config.max_jobs_per_run))
+        outcomes: Counter[str] = Counter()
+        with ThreadPoolExecutor(max_workers=self._config.poll_concurrency) as pool:
+            for outcome in pool.map(lambda job: self._visit(job, time_left_s), jobs):
+                outcomes[outcome] += 1
+        logger.info("sweep done", extra={"due": len(jobs), "outcomes": dict(outcomes)})
+        return outcomes
+
+    def _visit(self, job: Job, time_left_s: Callable[[], float]) -> str:
+        if time_left_s() < 5:
+            return "deferred"  # the next tick picks it up; never run past the function timeout
+        try:
+            return self._visit_one(job)
+        except Exception:  # one bad job must not stop the sweep of the others
+            logger.exception("sweep of job failed", extra={"job_id": job.job_id})
+            return "error"
+
+    def _visit_one(self, job: Job) -> str:
+        now = self._clock.now()
+        if epoch(now) >= job.deadline_at:
+            return self._time_out(job)
+        if job.status is JobStatus.QUEUED:
+            return self._lost_submission(job, now)
+        if job.status is JobStatus.SUCCEEDED:
+            self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
+            self._store.touch(
+                job.job_id, status_in=frozenset({JobStatus.SUCCEEDED}), due_in_s=self._config.archive_stall_s
+            )
+            return "re-enqueued"
+        assert job.provider is not None and job.provider_task_id is not None
+        try:
+            report = self._registry.client(job.provider).query(job.provider_task_id)
+        except ProviderError as error:
+            delay = self._backoff(job, retry_after=error.retry_after_s)
+            self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
+            logger.warning(
+                "poll failed", extra={"job_id": job.job_id, "error": error.message, "next_in_s": delay}
+            )
+            return "poll-failed"
+        if report.status in _FINISHED:
+            # Archive confirms again and does the copying; the job stays due in case it is lost.
+            self._queue.enqueue(job.job_id, f"sweeper-{report.provider_status}")
+            self._store.touch(
+                job.job_id, status_in=_POLLED, due_in_s=self._config.archive_stall_s, increments={"polls": 1}
+            )
+            return "finished"
+        delay = self._backoff(job)
+        if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
+            self._store.transition(
+                job.job_id, JobStatus.RUNNING, by="sweeper", due_in_s=delay, increments={"polls": 1}
+            )
+        else:
+            self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
+        return "polled"
+
+    def _backoff(self, job: Job, retry_after: float | None = None) -> int:
+        """Exponential from the first poll interval, capped, never past the deadline."""
+        delay: int = min(
+            self._config.poll_max_interval_s, self._config.first_poll_s * 2 ** min(job.polls, 16)
+        )
+        if retry_after is not None:
+            delay = max(delay, int(retry_after))
+        until_deadline = job.deadline_at - epoch(self._clock.now())
+        return max(1, min(delay, until_deadline))
+
+    def _time_out(self, job: Job) -> str:
+        ended = self._store.transition(
+            job.job_id,
+            JobStatus.TIMED_OUT,
+            by="sweeper",
+            note="deadline passed",
+            fields={
+                "error": {
+                    "code": "DEADLINE_EXCEEDED",
+                    "message": f"not finished by its deadline (was {job.status.value})",
+                }
+            },
+        )
+        if ended is not None:
+            self._events.job(DetailType.TIMED_OUT, ended)
+        return "timed-out"
+
+    def _lost_submission(self, job: Job, now: datetime) -> str:
+        """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
+        provider = self._store.submitting_to(job.job_id)
+        if provider is None:
+            # Never claimed: its trigger retries (S3, EventBridge) or its caller does (API).
+            self._store.touch(
+                job.job_id, status_in=frozenset({JobStatus.QUEUED}), due_in_s=self._config.submit_grace_s
+            )
+            return "waiting"
+        found = self._resolve_unknown(job.job_id, provider)
+        if found is not None:
+            return "found"
+        ended = self._store.transition(
+            job.job_id,
+            JobStatus.FAILED,
+            by="sweeper",
+            note="SUBMIT_OUTCOME_UNKNOWN",
+            fields={
+                "error": {
+                    "code": "SUBMIT_OUTCOME_UNKNOWN",
+                    "message": f"the submission to {provider} never reported back and the task cannot "
+                    "be found; not resent to avoid paying twice",
+                }
+            },
+        )
+        if ended is not None:
+            self._events.job(DetailType.FAILED, ended)
+        return "failed-unknown"

@@ -1,0 +1,185 @@
+"""`make demo`: one real motion-control job through the whole sandbox, start to archive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import ASSETS
+from .sandbox import Sandbox, SandboxOptions
+from .sandbox.client import ApiClient
+
+TERMINAL = {"ARCHIVED", "FAILED", "TIMED_OUT", "CANCELLED"}
+
+
+def wait_for(condition: Callable[[], Any], *, timeout_s: float, every_s: float = 0.2) -> Any:
+    """Poll until `condition` returns something truthy, or give up at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)
+
+
+def run(
+    *, provider: str | None = None, timeout_s: float = 120.0, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    started = time.monotonic()
+    say("starting the sandbox: moto, resources from template.yaml, provider emulator, HTTP API ...")
+    with Sandbox(SandboxOptions()) as sandbox:
+        assert sandbox.api is not None
+        say(f"  API      {sandbox.api.url}")
+        say(f"  bucket   s3://{sandbox.bucket}  (moto at {sandbox.endpoint})")
+        for name, url in sandbox.base_urls.items():
+            say(f"  provider {name:<10} {url}")
+        s3 = sandbox.client("s3")
+        folder = f"incoming/demo-{int(time.time())}"
+        s3.put_object(
+            Bucket=sandbox.bucket,
+            Key=f"{folder}/character.png",
+            Body=(ASSETS / "character.png").read_bytes(),
+            ContentType="image/png",
+        )
+        s3.put_object(
+            Bucket=sandbox.bucket,
+            Key=f"{folder}/dance.mp4",
+            Body=(ASSETS / "dance.mp4").read_bytes(),
+            ContentType="video/mp4",
+        )
+        manifest: dict[str, Any] = {
+            "image": "character.png",
+            "video": "dance.mp4",
+            "character_orientation": "image",
+            "mode": "std",
+            "prompt": "the character performs the dance from the reference video",
+            "metadata": {"origin": "make demo"},
+        }
+        if provider:
+            manifest["provider"] = provider
+        manifest_key = f"{folder}/job.json"
+        s3.put_object(
+            Bucket=sandbox.bucket,
+            Key=manifest_key,
+            Body=json.dumps(manifest).encode(),
+            ContentType="application/json",
+        )
+        say(
+            f"dropped character.png, dance.mp4 and the manifest job.json into s3://{sandbox.bucket}/{folder}/"
+        )
+
+        api = ApiClient(sandbox.api.url)
+        source = f"s3://{sandbox.bucket}/{manifest_key}"
+
+        def find_job() -> str | None:
+            for job in api.get_json("/jobs?limit=20")["jobs"]:
+                if (job.get("source") or {}).get("ref") == source:
+                    return str(job["job_id"])
+            return None
+
+        job_id = wait_for(find_job, timeout_s=30)
+        if not job_id:
+            reports = s3.list_objects_v2(Bucket=sandbox.bucket, Prefix="rejected/").get("Contents", [])
+            for report in reports:
+                say(s3.get_object(Bucket=sandbox.bucket, Key=report["Key"])["Body"].read().decode())
+            raise SystemExit(f"no job appeared for the manifest ({len(reports)} rejection report(s))")
+        say(f"job {job_id}")
+        shown = 0
+        deadline = time.monotonic() + timeout_s
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = api.get_json(f"/jobs/{job_id}")
+            for entry in job["history"][shown:]:
+                note = f"  ({entry['note']})" if entry.get("note") else ""
+                say(f"  {entry['at']}  {entry['status']:<10} by {entry['by']}{note}")
+            shown = len(job["history"])
+            if job["status"] in TERMINAL:
+                break
+            time.sleep(0.25)
+        outputs = []
+        for output in job.get("outputs", []):
+            body = s3.get_object(Bucket=sandbox.bucket, Key=output["key"])["Body"].read()
+            outputs.append(
+                {
+                    "s3_uri": output["s3_uri"],
+                    "bytes": output["bytes"],
+                    "sha256": output["sha256"],
+                    "duration_s": output.get("duration_s"),
+                    "verified": len(body) == output["bytes"]
+                    and hashlib.sha256(body).hexdigest() == output["sha256"],
+                }
+            )
+        wanted = {"ARCHIVED": "Job Completed", "FAILED": "Job Failed", "TIMED_OUT": "Job Timed Out"}.get(
+            job.get("status", "")
+        )
+
+        def outcome_event() -> bool:
+            return any(
+                e["detail-type"] == wanted and e["detail"].get("job_id") == job_id
+                for e in sandbox.captured_events()
+            )
+
+        if wanted:
+            wait_for(outcome_event, timeout_s=10)
+        events = [
+            {
+                "detail-type": e["detail-type"],
+                "status": e["detail"].get("status"),
+                "provider": e["detail"].get("provider"),
+            }
+            for e in sandbox.captured_events()
+            if e["detail"].get("job_id") == job_id
+        ]
+        summary = {
+            "job_id": job_id,
+            "status": job.get("status"),
+            "provider": job.get("provider"),
+            "provider_task_id": job.get("provider_task_id"),
+            "outputs": outputs,
+            "result": f"s3://{sandbox.bucket}/{job['result_key']}" if job.get("result_key") else None,
+            "cost": job.get("cost"),
+            "error": job.get("error"),
+            "attempts": job.get("attempts"),
+            "events": events,
+            "elapsed_s": round(time.monotonic() - started, 1),
+        }
+        api.close()
+        return summary
+
+
+def ok(summary: dict[str, Any]) -> bool:
+    return (
+        summary.get("status") == "ARCHIVED"
+        and bool(summary["outputs"])
+        and all(o["verified"] for o in summary["outputs"])
+    )
+
+
+def render(summary: dict[str, Any]) -> str:
+    head = f"{summary['status']} on {summary['provider']} (task {summary['provider_task_id']})"
+    lines = [f"\njob {summary['job_id']}: {head}"]
+    for output in summary["outputs"]:
+        lines += [
+            f"  output   {output['s3_uri']}",
+            f"  bytes    {output['bytes']}",
+            f"  sha256   {output['sha256']}  ({'verified' if output['verified'] else 'MISMATCH'})",
+            f"  duration {output['duration_s']} s",
+        ]
+    if summary.get("result"):
+        lines.append(f"  result   {summary['result']}")
+    cost = summary.get("cost") or {}
+    lines.append(
+        f"  cost     estimated ${cost.get('estimated_usd')}  billed ${cost.get('billed_usd')} "
+        f"for {cost.get('billed_seconds')} s"
+    )
+    if summary.get("error"):
+        lines.append(f"  error    {summary['error']}")
+    lines.append("events on the klingflow bus:")
+    lines += [
+        f"  {e['detail-type']:<14} status={e['status']} provider={e['provider']}" for e in summary["events"]
+    ]
+    lines.append(f"done in {summary['elapsed_s']} s")
+    return "\n".join(lines)

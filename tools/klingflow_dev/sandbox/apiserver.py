@@ -1,0 +1,160 @@
+"""Serve the template's HTTP API routes by invoking the real handlers with API Gateway v2 events."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .aws import ACCOUNT
+from .lambdas import Invoker
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # as in the template: /jobs/{job_id}
+    function: str
+    iam: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
+        found = re.match(pattern, path)
+        return found.groupdict() if found else None
+
+
+def api_event(
+    route: Route,
+    *,
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    params: dict[str, str],
+) -> dict[str, Any]:
+    host = headers.get("host", "")
+    now = datetime.now(UTC)
+    text_body = body.decode("utf-8", errors="strict") if body else None
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.key,
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "sandbox",
+            "domainName": host,
+            "domainPrefix": "sandbox",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": uuid.uuid4().hex,
+            "routeKey": route.key,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = dict(parse_qsl(query))
+    if params:
+        event["pathParameters"] = params
+    if text_body is not None:
+        event["body"] = text_body
+    if route.iam:
+        event["requestContext"]["authorizer"] = {"iam": {"accessKey": "sandbox", "accountId": ACCOUNT}}
+    return event
+
+
+class ApiServer:
+    def __init__(self, routes: list[Route], invoker: Invoker) -> None:
+        self.routes = routes
+        self._invoker = invoker
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-api", daemon=True)
+        self.requests: list[tuple[str, str, int, float]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _serve(self, method: str) -> None:
+                started = time.monotonic()
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, reply_headers, reply = api.handle(method, parts.path, parts.query, headers, body)
+                self.send_response(status)
+                for name, value in reply_headers.items():
+                    if name.lower() != "content-length":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+                api.requests.append((method, parts.path, status, time.monotonic() - started))
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+        return Handler
+
+    def handle(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        for route in self.routes:
+            params = route.match(method, path)
+            if params is None:
+                continue
+            if route.iam and not headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
+                # API Gateway's answer to an unsigned request on an IAM route.
+                return 403, {"Content-Type": "application/json"}, b'{"message":"Forbidden"}'
+            event = api_event(
+                route, method=method, raw_path=path, query=query, headers=headers, body=body, params=params
+            )
+            try:
+                answer = self._invoker.invoke(route.function, event, source=f"api {route.key}")
+            except Exception:
+                return 500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}'
+            reply = answer.get("body") or ""
+            data = base64.b64decode(reply) if answer.get("isBase64Encoded") else str(reply).encode()
+            return int(answer.get("statusCode", 200)), dict(answer.get("headers") or {}), data
+        return 404, {"Content-Type": "application/json"}, json.dumps({"message": "Not Found"}).encode()

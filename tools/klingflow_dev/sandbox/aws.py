@@ -1,0 +1,191 @@
+"""Create the template's shared resources in moto, from the template's own properties."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from .template import Resolver
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+STACK = "klingflow-sandbox"
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/5f0c2c7e-8d7a-4f4e-9a55-0a1b2c3d4e5f"
+
+
+@dataclass
+class Created:
+    """What the sandbox built, by logical id; and what it leaves to AWS alone."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class ResourceBuilder:
+    """Turns CloudFormation resource properties into the matching API calls against moto."""
+
+    def __init__(self, session: boto3.Session, endpoint: str, resolver: Resolver) -> None:
+        self._session = session
+        self._endpoint = endpoint
+        self._resolve = resolver
+        self.created = Created()
+
+    def client(self, service: str) -> Any:
+        return self._session.client(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+
+    def build(self, resources: dict[str, Any], *, api_url: str) -> Created:
+        order = [
+            "AWS::SQS::Queue",
+            "AWS::DynamoDB::Table",
+            "AWS::S3::Bucket",
+            "AWS::Events::EventBus",
+            "AWS::SecretsManager::Secret",
+            "AWS::SSM::Parameter",
+        ]
+        handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {
+            "AWS::SQS::Queue": self._queue,
+            "AWS::DynamoDB::Table": self._table,
+            "AWS::S3::Bucket": self._bucket,
+            "AWS::Events::EventBus": self._bus,
+            "AWS::SecretsManager::Secret": self._secret,
+            "AWS::SSM::Parameter": lambda logical, props: self._parameter(logical, props, api_url),
+        }
+        # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
+        queues = {k: v for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
+        ordered_queues = sorted(queues, key=lambda k: "RedrivePolicy" in queues[k].get("Properties", {}))
+        for kind in order:
+            names = (
+                ordered_queues
+                if kind == "AWS::SQS::Queue"
+                else [k for k, v in resources.items() if v["Type"] == kind]
+            )
+            for logical in names:
+                handlers[kind](logical, resources[logical].get("Properties", {}))
+        for logical, resource in resources.items():
+            if logical not in self.created.names:
+                self.created.skipped[logical] = resource["Type"]
+        return self.created
+
+    def _queue(self, logical: str, props: dict[str, Any]) -> None:
+        name = f"{STACK}-{logical}"
+        attributes: dict[str, str] = {}
+        for key in (
+            "VisibilityTimeout",
+            "MessageRetentionPeriod",
+            "DelaySeconds",
+            "ReceiveMessageWaitTimeSeconds",
+        ):
+            if key in props:
+                attributes[key] = str(self._resolve(props[key]))
+        if "RedrivePolicy" in props:
+            attributes["RedrivePolicy"] = json.dumps(self._resolve(props["RedrivePolicy"]))
+        url = self.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
+        self._resolve.refs[logical] = url
+        self._resolve.attributes[(logical, "Arn")] = arn
+        self._resolve.attributes[(logical, "QueueName")] = name
+        self.created.names[logical] = url
+
+    def _table(self, logical: str, props: dict[str, Any]) -> None:
+        props = self._resolve(props)
+        name = props.get("TableName", f"{STACK}-{logical}")
+        args: dict[str, Any] = {
+            "TableName": name,
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        if props.get("GlobalSecondaryIndexes"):
+            args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        dynamodb = self.client("dynamodb")
+        dynamodb.create_table(**args)
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        self._resolve.refs[logical] = name
+        self._resolve.attributes[(logical, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        self.created.names[logical] = name
+
+    def _bucket(self, logical: str, props: dict[str, Any]) -> None:
+        props = self._resolve(props)
+        name = props.get("BucketName", f"{STACK}-{logical}".lower())
+        s3 = self.client("s3")
+        s3.create_bucket(Bucket=name)
+        if "PublicAccessBlockConfiguration" in props:
+            s3.put_public_access_block(
+                Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+            )
+        if "BucketEncryption" in props:
+            # CloudFormation says ServerSideEncryptionByDefault where the API says Apply...
+            rules = [
+                {
+                    "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                    **({"BucketKeyEnabled": rule["BucketKeyEnabled"]} if "BucketKeyEnabled" in rule else {}),
+                }
+                for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            ]
+            s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
+        if rules:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(rule) for rule in rules]}
+            )
+        self._resolve.refs[logical] = name
+        self._resolve.attributes[(logical, "Arn")] = f"arn:aws:s3:::{name}"
+        self.created.names[logical] = name
+
+    def _bus(self, logical: str, props: dict[str, Any]) -> None:
+        name = str(self._resolve(props["Name"]))
+        arn = self.client("events").create_event_bus(Name=name)["EventBusArn"]
+        self._resolve.refs[logical] = name
+        self._resolve.attributes[(logical, "Arn")] = arn
+        self._resolve.attributes[(logical, "Name")] = name
+        self.created.names[logical] = name
+
+    def _secret(self, logical: str, props: dict[str, Any]) -> None:
+        props = self._resolve(props)
+        if "SecretString" in props:
+            value = props["SecretString"]
+        else:
+            spec = props.get("GenerateSecretString", {})
+            alphabet = string.ascii_letters + string.digits
+            value = "".join(secrets.choice(alphabet) for _ in range(int(spec.get("PasswordLength", 32))))
+        arn = self.client("secretsmanager").create_secret(Name=f"{STACK}/{logical}", SecretString=value)[
+            "ARN"
+        ]
+        self._resolve.refs[logical] = arn
+        self.created.names[logical] = arn
+
+    def _parameter(self, logical: str, props: dict[str, Any], api_url: str) -> None:
+        # The one value CloudFormation would compute from the deployed API: here the API is the
+        # sandbox's own HTTP server.
+        if "HttpApi" in self._resolve.references(props.get("Value")):
+            value = api_url
+        else:
+            value = str(self._resolve(props["Value"]))
+        name = str(self._resolve(props["Name"]))
+        self.client("ssm").put_parameter(
+            Name=name, Value=value, Type=props.get("Type", "String"), Overwrite=True
+        )
+        self._resolve.refs[logical] = name
+        self.created.names[logical] = name
+
+
+def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation's lifecycle rule shape -> the S3 API's."""
+    api: dict[str, Any] = {
+        "ID": rule.get("Id", "rule"),
+        "Status": rule["Status"],
+        "Filter": {"Prefix": rule.get("Prefix", "")},
+    }
+    if "AbortIncompleteMultipartUpload" in rule:
+        api["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+    if "ExpirationInDays" in rule:
+        api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    return api

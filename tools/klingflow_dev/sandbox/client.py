@@ -1,0 +1,46 @@
+"""Talk to the sandbox's HTTP API the way a user talks to the deployed one: SigV4-signed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from .aws import REGION
+
+
+class ApiClient:
+    def __init__(self, base_url: str, *, credentials: Credentials | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials or Credentials("sandbox", "sandbox", "sandbox")
+        self._http = httpx.Client(timeout=30)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        signed: bool = True,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        data = json.dumps(body).encode() if body is not None else b""
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if signed:
+            aws_request = AWSRequest(method=method, url=url, data=data, headers=all_headers)
+            SigV4Auth(self._credentials, "execute-api", REGION).add_auth(aws_request)
+            all_headers = dict(aws_request.headers.items())
+        return self._http.request(method, url, content=data, headers=all_headers)
+
+    def get_json(self, path: str) -> Any:
+        response = self.request("GET", path)
+        response.raise_for_status()
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,298 @@
+"""The sandbox: moto on loopback, resources from template.yaml, the emulator, the API, the
+event sources, and the real handlers, all in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from klingflow import runtime
+from moto.server import ThreadedMotoServer
+
+from klingflow_dev.emulator import Emulator, EmulatorServer
+
+from . import template
+from .apiserver import ApiServer, Route
+from .aws import ACCOUNT, REGION, STACK, STACK_ID, ResourceBuilder
+from .lambdas import Function, Invoker
+from .sources import Loop, RuleQueue, S3Notifications, Schedule, SqsBatches
+
+REPO = Path(__file__).resolve().parents[3]
+FUNCTION = "AWS::Serverless::Function"
+
+
+@dataclass
+class SandboxOptions:
+    repo: Path = REPO
+    # The template says every minute; a demo cannot wait that long between sweeps.
+    schedule_every_s: float = 1.0
+    poll_every_s: float = 0.2
+    provider_latency_s: float = 3.0
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # Sandbox-only settings: plain http to loopback, short first polls.
+    environment: dict[str, str] = field(
+        default_factory=lambda: {
+            "ALLOW_LOOPBACK_HTTP": "true",
+            "FIRST_POLL_WITH_CALLBACK_S": "5",
+            "FIRST_POLL_WITHOUT_CALLBACK_S": "1",
+            "POLL_MAX_INTERVAL_S": "2",
+            "ARCHIVE_STALL_S": "30",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
+    )
+    provider_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Sandbox:
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options or SandboxOptions()
+        self.events: list[dict[str, Any]] = []
+        self._events_lock = threading.Lock()
+        self._loops: list[Loop] = []
+        self._moto: ThreadedMotoServer | None = None
+        self.emulator_server: EmulatorServer | None = None
+        self.api: ApiServer | None = None
+        self.invoker: Invoker | None = None
+        self.names: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log drowns the demo
+        # Metrics are disabled here; Powertools still warns when a handler flushes none.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._set_env(
+            {
+                "AWS_ACCESS_KEY_ID": "sandbox",
+                "AWS_SECRET_ACCESS_KEY": "sandbox",
+                "AWS_SESSION_TOKEN": "sandbox",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_ENDPOINT_URL": self.endpoint,
+            }
+        )
+        self.session = boto3.Session(region_name=REGION)
+        runtime.reset()
+
+        keys = {"apimaster": "sandbox-apimaster-key", "gateway": "sandbox-gateway-key"}
+        self.emulator = Emulator(keys=keys)
+        self.emulator_server = EmulatorServer(self.emulator)
+        base_urls = self.emulator_server.start()
+        for dialect in base_urls:
+            self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
+
+        document = template.load(self.options.repo / "template.yaml")
+        overrides = {name: {"base_url": url, "enabled": True} for name, url in base_urls.items()}
+        for name, extra in self.options.provider_overrides.items():
+            overrides[name] = {**overrides.get(name, {}), **extra}
+        parameters = {name: spec.get("Default") for name, spec in document.get("Parameters", {}).items()}
+        parameters.update({"ProviderOverrides": json.dumps(overrides), **self.options.parameters})
+        self.resolver = template.Resolver(
+            parameters=parameters,
+            pseudo={
+                "AWS::StackId": STACK_ID,
+                "AWS::StackName": STACK,
+                "AWS::Region": REGION,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+            },
+        )
+        resources = document["Resources"]
+        for logical, resource in resources.items():
+            if resource["Type"] in (FUNCTION, "AWS::Serverless::HttpApi", "AWS::Serverless::LayerVersion"):
+                self.resolver.refs[logical] = f"{STACK}-{logical}"
+
+        functions = self._functions(document)
+        self.invoker = Invoker(functions, self._send_to_dlq)
+        self.api = ApiServer(self._routes(resources), self.invoker)
+        self.api.start()
+        builder = ResourceBuilder(self.session, self.endpoint, self.resolver)
+        created = builder.build(resources, api_url=self.api.url)
+        self.names = created.names
+        self.skipped = created.skipped
+        # What a user does after deploying: put the provider keys into the secret.
+        self.client("secretsmanager").put_secret_value(
+            SecretId=self.names["ProviderKeysSecret"],
+            SecretString=json.dumps({k: {"api_key": v} for k, v in keys.items()}),
+        )
+        self._environment(document, functions)
+        self._event_sources(resources)
+        for loop in self._loops:
+            loop.start()
+        return self
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            loop.stop()
+        if self.invoker:
+            self.invoker.close()
+        if self.api:
+            self.api.stop()
+        if self.emulator_server:
+            self.emulator_server.stop()
+        if self._moto:
+            self._moto.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- helpers for users of the sandbox ------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+
+    @property
+    def bucket(self) -> str:
+        return self.names["MediaBucket"]
+
+    @property
+    def base_urls(self) -> dict[str, str]:
+        assert self.emulator_server is not None
+        return self.emulator_server.base_urls
+
+    def captured_events(self) -> list[dict[str, Any]]:
+        with self._events_lock:
+            return list(self.events)
+
+    def loop_errors(self) -> list[str]:
+        return [error for loop in self._loops for error in loop.errors]
+
+    # ---- building ----------------------------------------------------------------------------
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _functions(self, document: dict[str, Any]) -> dict[str, Function]:
+        defaults = document.get("Globals", {}).get("Function", {})
+        functions = {}
+        for logical, resource in document["Resources"].items():
+            if resource["Type"] != FUNCTION:
+                continue
+            props = {**defaults, **resource["Properties"]}
+            invoke_config = props.get("EventInvokeConfig", {})
+            functions[logical] = Function(
+                logical_id=logical,
+                code_dir=self.options.repo / props["CodeUri"],
+                handler=props["Handler"],
+                timeout_s=float(props.get("Timeout", 3)),
+                memory_mb=int(props.get("MemorySize", 128)),
+                max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
+            )
+        return functions
+
+    def _environment(self, document: dict[str, Any], functions: dict[str, Function]) -> None:
+        """Each function's variables, from Globals and its own; one process holds them all, so
+        two functions giving one variable different values is an error, not a silent pick."""
+        common = document.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        merged: dict[str, str] = {}
+        for logical, function in functions.items():
+            props = document["Resources"][logical]["Properties"]
+            variables = {**common, **props.get("Environment", {}).get("Variables", {})}
+            function.environment = {k: str(self.resolver(v)) for k, v in variables.items()}
+            dlq = props.get("DeadLetterQueue", {})
+            if dlq.get("TargetArn"):
+                arn = str(self.resolver(dlq["TargetArn"]))
+                function.dead_letter_queue_url = f"{self.endpoint}/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+            for name, value in function.environment.items():
+                if merged.setdefault(name, value) != value:
+                    raise RuntimeError(
+                        f"{name} differs between functions; the sandbox runs them in one process"
+                    )
+        self._set_env({**merged, **self.options.environment})
+
+    def _routes(self, resources: dict[str, Any]) -> list[Route]:
+        routes = []
+        for logical, resource in resources.items():
+            if resource["Type"] != FUNCTION:
+                continue
+            for event in resource["Properties"].get("Events", {}).values():
+                if event["Type"] != "HttpApi":
+                    continue
+                props = event["Properties"]
+                public = props.get("Auth", {}).get("Authorizer") == "NONE"
+                routes.append(Route(props["Method"].upper(), props["Path"], logical, iam=not public))
+        return routes
+
+    def _event_sources(self, resources: dict[str, Any]) -> None:
+        assert self.invoker is not None
+        s3, sqs, events = self.client("s3"), self.client("sqs"), self.client("events")
+        every = self.options.poll_every_s
+        for logical, resource in resources.items():
+            if resource["Type"] != FUNCTION:
+                continue
+            for name, event in resource["Properties"].get("Events", {}).items():
+                props = event.get("Properties", {})
+                kind = event["Type"]
+                if kind == "S3":
+                    rules = {
+                        r["Name"]: r["Value"]
+                        for r in props.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+                    }
+                    source = S3Notifications(
+                        s3,
+                        str(self.resolver(props["Bucket"])),
+                        prefix=rules.get("prefix", ""),
+                        suffix=rules.get("suffix", ""),
+                        function=logical,
+                        invoker=self.invoker,
+                    )
+                    source.prime()
+                    self._loops.append(Loop(f"s3-{name}", every, source.step))
+                elif kind == "SQS":
+                    arn = str(self.resolver(props["Queue"]))
+                    url = f"{self.endpoint}/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+                    batches = SqsBatches(sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker)
+                    self._loops.append(Loop(f"sqs-{name}", 0.05, batches.step))
+                elif kind in ("ScheduleV2", "Schedule"):
+                    schedule = Schedule(logical, self.invoker, name)
+                    self._loops.append(Loop(f"schedule-{name}", self.options.schedule_every_s, schedule.step))
+                elif kind == "EventBridgeRule":
+                    bus = str(self.resolver(props.get("EventBusName", "default")))
+                    queue = self._rule_queue(events, sqs, bus, f"{logical}-{name}", props["Pattern"])
+                    self._loops.append(
+                        Loop(f"rule-{name}", 0.05, RuleQueue(sqs, queue, logical, self.invoker).step)
+                    )
+        # A tap on the bus: every event klingflow emits, for the demo's summary and the tests.
+        bus = self.names["EventBus"]
+        tap = self._rule_queue(events, sqs, bus, "sandbox-tap", {"source": ["klingflow"]})
+        self._loops.append(Loop("tap", 0.05, RuleQueue(sqs, tap, None, self.invoker, self._capture).step))
+
+    def _rule_queue(self, events: Any, sqs: Any, bus: str, name: str, pattern: dict[str, Any]) -> str:
+        url = str(sqs.create_queue(QueueName=f"{STACK}-rule-{name}")["QueueUrl"])
+        arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-rule-{name}"
+        events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED")
+        events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "sandbox", "Arn": arn}])
+        return url
+
+    def _capture(self, event: dict[str, Any]) -> None:
+        with self._events_lock:
+            self.events.append(event)
+
+    def _send_to_dlq(self, queue_url: str, event: dict[str, Any]) -> None:
+        self.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
