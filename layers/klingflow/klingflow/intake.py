@@ -27,6 +27,7 @@ from .models import (
     Attempt,
     Cost,
     DetailType,
+    HistoryEntry,
     Job,
     JobError,
     JobEventDetail,
@@ -145,6 +146,9 @@ class Intake:
             cost=Cost(estimated_usd=cheapest.usd, billed_seconds=None),
             metadata=request.metadata,
             due_at=epoch(now) + self._config.submit_grace_s,
+            history=[
+                HistoryEntry(at=iso(now), status=JobStatus.QUEUED, by="submit", note=f"from {source.type}")
+            ],
         )
         stored, created = self._store.create(job, idempotency_key=key)
         if not created:

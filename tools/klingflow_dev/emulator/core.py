@@ -12,7 +12,7 @@ import itertools
 import struct
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +68,7 @@ class Task:
     input_error: str | None = None
     notified: list[str] = field(default_factory=list)
     held: list[dict[str, Any]] = field(default_factory=list)  # callbacks kept back to reorder
+    base: str = ""  # the server address the task was created on (its output links live there)
 
     def phase(self, now: datetime) -> str:
         if self.input_error is not None:
@@ -99,6 +100,7 @@ class Emulator:
         self.callbacks_sent: list[tuple[str, str, int | str]] = []  # (task id, phase, status)
         self.base_urls: dict[str, str] = {}
         self._pending: list[Delivery] = []
+        self._inflight: set[Future[None]] = set()
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-callback")
@@ -219,7 +221,20 @@ class Emulator:
             due_now = [d for d in self._pending if d.due <= now]
             self._pending = [d for d in self._pending if d.due > now]
         for delivery in due_now:
-            self._pool.submit(self._deliver, delivery)
+            future = self._pool.submit(self._deliver, delivery)
+            with self._lock:
+                self._inflight.add(future)
+            future.add_done_callback(self._delivered)
+
+    def _delivered(self, future: Future[None]) -> None:
+        with self._lock:
+            self._inflight.discard(future)
+
+    def wait_idle(self, timeout_s: float = 30) -> None:
+        """Wait until every callback handed to the pool has been answered (or failed)."""
+        with self._lock:
+            inflight = list(self._inflight)
+        wait(inflight, timeout=timeout_s)
 
     def _queue_callbacks(
         self, task: Task, now: datetime, notify: Callable[[Task, str], dict[str, Any] | None]
@@ -240,11 +255,10 @@ class Emulator:
                 return
             bodies, task.held = list(reversed(task.held)), []
         due = now + timedelta(seconds=faults.callback_delay_s)
-        for order, item in enumerate(bodies):
-            for copy in range(1 + faults.duplicate_callbacks):
-                self._pending.append(
-                    Delivery(task.callback_url, item, due + timedelta(milliseconds=order * 10 + copy))
-                )
+        # Same due time for all: the list order is the send order.
+        for item in bodies:
+            for _ in range(1 + faults.duplicate_callbacks):
+                self._pending.append(Delivery(task.callback_url, item, due))
 
     def _deliver(self, delivery: Delivery) -> None:
         status: int | str

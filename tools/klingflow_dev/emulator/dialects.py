@@ -137,7 +137,7 @@ class Gateway(Dialect):
             external_task_id=external if isinstance(external, str) else None,
         )
         task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
-        task.body["_base"] = base
+        task.base = base
         return Reply(
             200,
             {
@@ -171,7 +171,7 @@ class Gateway(Dialect):
     def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
         if phase not in ("completed", "failed"):
             return None
-        return self.view(task, task.finished_at(), str(task.body.get("_base", "")))
+        return self.view(task, task.finished_at(), task.base)
 
 
 class Apimaster(Dialect):

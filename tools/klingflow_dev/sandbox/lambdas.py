@@ -9,7 +9,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +46,7 @@ class Function:
     dead_letter_queue_url: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     module: ModuleType | None = None
+    on_load: Callable[[ModuleType, str], None] | None = None
     # One container per function: Lambda never runs two events at once in one container.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -60,6 +61,8 @@ class Function:
             sys.modules[name] = module
             spec.loader.exec_module(module)
             self.module = module
+            if self.on_load is not None:
+                self.on_load(module, self.logical_id)
         handler: Callable[[dict[str, Any], Any], Any] = getattr(self.module, attribute)
         return handler
 
@@ -84,6 +87,7 @@ class Invoker:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sandbox-async")
         self.log: list[Invocation] = []
         self._log_lock = threading.Lock()
+        self._pending: set[Future[Any]] = set()
 
     def invoke(self, logical_id: str, event: dict[str, Any], *, source: str) -> Any:
         function = self.functions[logical_id]
@@ -99,7 +103,21 @@ class Invoker:
         return result
 
     def invoke_async(self, logical_id: str, event: dict[str, Any], *, source: str) -> Future[Any]:
-        return self._pool.submit(self._with_retries, logical_id, event, source)
+        future = self._pool.submit(self._with_retries, logical_id, event, source)
+        with self._log_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future[Any]) -> None:
+        with self._log_lock:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout_s: float = 60) -> None:
+        """Wait for every asynchronous invocation started so far (deterministic tests)."""
+        with self._log_lock:
+            pending = list(self._pending)
+        wait(pending, timeout=timeout_s)
 
     def _with_retries(self, logical_id: str, event: dict[str, Any], source: str) -> Any:
         function = self.functions[logical_id]

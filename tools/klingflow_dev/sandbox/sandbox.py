@@ -9,12 +9,15 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 from klingflow import runtime
+from klingflow.clock import Clock
 from moto.server import ThreadedMotoServer
 
 from klingflow_dev.emulator import Emulator, EmulatorServer
@@ -51,6 +54,9 @@ class SandboxOptions:
         }
     )
     provider_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Deterministic mode for tests: no background loops, time moves only when the test says so;
+    # the test steps the event sources itself (deliver_s3, drain_archive, sweep, tick_providers).
+    clock: Clock | None = None
 
 
 class Sandbox:
@@ -76,6 +82,8 @@ class Sandbox:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from nothing.
+        httpx.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
         self._set_env(
             {
                 "AWS_ACCESS_KEY_ID": "sandbox",
@@ -90,9 +98,9 @@ class Sandbox:
         runtime.reset()
 
         keys = {"apimaster": "sandbox-apimaster-key", "gateway": "sandbox-gateway-key"}
-        self.emulator = Emulator(keys=keys)
+        self.emulator = Emulator(keys=keys, clock=self.options.clock)
         self.emulator_server = EmulatorServer(self.emulator)
-        base_urls = self.emulator_server.start()
+        base_urls = self.emulator_server.start(drive=self.options.clock is None)
         for dialect in base_urls:
             self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
 
@@ -119,6 +127,9 @@ class Sandbox:
                 self.resolver.refs[logical] = f"{STACK}-{logical}"
 
         functions = self._functions(document)
+        if self.options.clock is not None:
+            for function in functions.values():
+                function.on_load = self._inject_clock
         self.invoker = Invoker(functions, self._send_to_dlq)
         self.api = ApiServer(self._routes(resources), self.invoker)
         self.api.start()
@@ -133,8 +144,9 @@ class Sandbox:
         )
         self._environment(document, functions)
         self._event_sources(resources)
-        for loop in self._loops:
-            loop.start()
+        if self.options.clock is None:
+            for loop in self._loops:
+                loop.start()
         return self
 
     def stop(self) -> None:
@@ -180,6 +192,47 @@ class Sandbox:
 
     def loop_errors(self) -> list[str]:
         return [error for loop in self._loops for error in loop.errors]
+
+    # ---- stepping, for deterministic tests ---------------------------------------------------
+
+    def step(self, kind: str) -> None:
+        """Run every event source of one kind once: s3, sqs, schedule, rule or tap."""
+        for loop in self._loops:
+            if loop.name.startswith(f"{kind}-") or loop.name == kind:
+                loop.step()
+
+    def deliver_s3(self) -> None:
+        self.step("s3")
+        assert self.invoker is not None
+        self.invoker.wait_idle()
+
+    def drain_archive(self) -> None:
+        self.step("sqs")
+
+    def sweep(self) -> None:
+        self.step("schedule")
+
+    def tick_providers(self) -> None:
+        """Deliver due provider callbacks and wait until they have been answered."""
+        assert self.emulator_server is not None
+        self.emulator_server.tick()
+        self.emulator.wait_idle()
+
+    def collect_events(self) -> list[dict[str, Any]]:
+        self.step("tap")
+        return self.captured_events()
+
+    def _inject_clock(self, module: Any, logical_id: str) -> None:
+        assert self.options.clock is not None
+        builders: dict[str, Callable[[Any, Clock], Any]] = {
+            "SubmitFunction": runtime.build_intake,
+            "CallbackFunction": runtime.build_receiver,
+            "ArchiveFunction": runtime.build_archiver,
+            "SweeperFunction": runtime.build_sweeper,
+        }
+        build = builders.get(logical_id)
+        if build is not None:
+            module.service.override(build(module.settings, self.options.clock))
 
     # ---- building ----------------------------------------------------------------------------
 

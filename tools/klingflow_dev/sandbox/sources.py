@@ -23,6 +23,7 @@ class Loop:
     """Runs `step` every `every_s` seconds until stopped; a failing step is logged, not fatal."""
 
     def __init__(self, name: str, every_s: float, step: Callable[[], None]) -> None:
+        self.name = name
         self._stop = threading.Event()
         self._step = step
         self._every_s = every_s
@@ -31,6 +32,9 @@ class Loop:
 
     def start(self) -> None:
         self._thread.start()
+
+    def step(self) -> None:
+        self._step()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -42,7 +46,8 @@ class Loop:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
 
 class S3Notifications:

@@ -1,0 +1,40 @@
+"""Shared fixtures: sample events from events/, a manual clock, and the sandbox."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from klingflow_dev.clock import ManualClock
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = REPO / "events"
+
+
+def sample_event(name: str) -> dict[str, Any]:
+    """A fresh copy of one of the sample events in events/ (the ones `sam local invoke -e` uses)."""
+    return copy.deepcopy(json.loads((EVENTS / name).read_text()))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Credentials that can only ever reach moto."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    yield

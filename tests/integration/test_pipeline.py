@@ -1,0 +1,146 @@
+"""The pipeline end to end through the real handlers, one deterministic step at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from klingflow_dev import ASSETS
+from tests.integration.conftest import Stack
+
+
+def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) -> None:
+    # Given media and a manifest that names them relative to itself
+    stack.put_media("incoming/m1")
+    manifest = {
+        "image": "character.png",
+        "video": "dance.mp4",
+        "character_orientation": "image",
+        "mode": "std",
+    }
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/m1/job.json", Body=json.dumps(manifest).encode())
+
+    # When S3 notifies submit, the provider finishes and its callback arrives
+    stack.sandbox.deliver_s3()
+    [summary] = stack.api.get_json("/jobs")["jobs"]
+    job_id = summary["job_id"]
+    assert summary["status"] == "SUBMITTED"
+    assert summary["provider"] == "gateway"  # the cheapest: 0.5 CNY/s against $0.10288/s
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+
+    # Then the job is archived, the copy is byte-for-byte the provider's output
+    job = stack.job(job_id)
+    assert job["status"] == "ARCHIVED"
+    [output] = job["outputs"]
+    stored = stack.s3.get_object(Bucket=stack.bucket, Key=output["key"])["Body"].read()
+    expected = (ASSETS / "output-std.mp4").read_bytes()
+    assert output["sha256"] == hashlib.sha256(expected).hexdigest() == hashlib.sha256(stored).hexdigest()
+    assert output["bytes"] == len(expected)
+    assert output["duration_s"] == 5.0
+    result = json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key=f"outputs/{job_id}/result.json")["Body"].read()
+    )
+    assert result["outputs"][0]["sha256"] == output["sha256"]
+    assert job["cost"]["billed_seconds"] == 5
+    assert [h["status"] for h in job["history"]] == ["QUEUED", "SUBMITTED", "SUCCEEDED", "ARCHIVED"]
+    # And exactly one event per outcome went to the bus
+    assert stack.events_for(job_id) == ["Job Submitted", "Job Completed"]
+
+
+def test_a_job_on_apimaster_which_never_calls_back_is_finished_by_the_sweeper(stack: Stack) -> None:
+    # Given a job pinned to the dialect without callbacks
+    job = stack.post_job("incoming/a1", provider="apimaster")
+    assert job["status"] == "SUBMITTED"
+
+    # When the provider finishes, nothing calls back; the sweeper polls, archive copies
+    stack.finish_at_provider()
+    assert stack.emulator.callbacks_sent == []
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+
+    # Then the job is archived through the authenticated /content endpoint
+    done = stack.job(job["job_id"])
+    assert done["status"] == "ARCHIVED"
+    assert (
+        "apimaster",
+        "GET",
+        f"/v1/videos/{done['provider_task_id']}/content",
+        None,
+    ) in stack.emulator.requests
+    assert [h["by"] for h in done["history"]][-2:] == ["archive", "archive"]
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
+
+
+def test_duplicated_and_reordered_callbacks_change_nothing(stack: Stack) -> None:
+    # Given a provider that sends every callback three times
+    stack.emulator.set_faults("gateway", duplicate_callbacks=2)
+    job = stack.post_job("incoming/d1")
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    assert stack.job(job["job_id"])["status"] == "ARCHIVED"
+    delivered = [c for c in stack.emulator.callbacks_sent if c[1] == "completed"]
+    assert len(delivered) == 3 and all(status == 200 for _, _, status in delivered)
+    before = stack.item(job["job_id"])
+
+    # When the completion and an older "processing" callback arrive again, late and out of order
+    url = stack.callback_url(job["job_id"])
+    task_id = job["provider_task_id"]
+    for status in ("completed", "processing", "pending"):
+        answer = stack.api.request(
+            "POST", url.removeprefix(stack.api.base_url), {"id": task_id, "status": status}, signed=False
+        )
+        assert answer.status_code == 200
+    stack.sandbox.drain_archive()
+
+    # Then the stored job is exactly as it was, and no second outcome was announced
+    assert stack.item(job["job_id"]) == before
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
+
+
+def test_a_processing_hint_after_completion_is_ignored_before_archive(stack: Stack) -> None:
+    # Given a provider whose callbacks arrive newest first
+    job = stack.post_job("incoming/r1")
+    url = stack.callback_url(job["job_id"]).removeprefix(stack.api.base_url)
+    task = {"id": job["provider_task_id"]}
+
+    # When "completed" arrives, then the stale "processing"
+    assert stack.api.request("POST", url, {**task, "status": "completed"}, signed=False).status_code == 200
+    after_completed = stack.item(job["job_id"])
+    assert stack.api.request("POST", url, {**task, "status": "processing"}, signed=False).status_code == 200
+
+    # Then the stale hint wrote nothing and the job did not go back to RUNNING
+    assert stack.item(job["job_id"]) == after_completed
+    assert after_completed["hint_status"] == "SUCCEEDED"
+    assert after_completed["status"] == "SUBMITTED"
+
+
+def test_a_callback_with_a_wrong_token_gets_404_and_writes_nothing(stack: Stack) -> None:
+    # Given a submitted job
+    job = stack.post_job("incoming/t1")
+    before = stack.item(job["job_id"])
+    good = stack.callback_url(job["job_id"]).removeprefix(stack.api.base_url)
+    forged = good.rsplit("/", 1)[0] + "/not-the-token"
+
+    # When somebody posts a completion with a wrong token, or for a job that does not exist
+    completed = {
+        "id": job["provider_task_id"],
+        "status": "completed",
+        "video_url": "https://evil.example/x.mp4",
+    }
+    wrong_token = stack.api.request("POST", forged, completed, signed=False)
+    unknown_job = stack.api.request(
+        "POST", "/callbacks/01JD0000000000000000000000/x", completed, signed=False
+    )
+
+    # Then both get the same 404, nothing is written and nothing is queued for archive
+    assert wrong_token.status_code == unknown_job.status_code == 404
+    assert wrong_token.json() == unknown_job.json()
+    assert stack.item(job["job_id"]) == before
+    stack.sandbox.drain_archive()
+    assert stack.item(job["job_id"]) == before
+
+
+def test_the_read_api_refuses_unsigned_requests(stack: Stack) -> None:
+    assert stack.api.request("GET", "/jobs", signed=False).status_code == 403
+    assert stack.api.request("POST", "/jobs", {}, signed=False).status_code == 403
