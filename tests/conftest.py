@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from klingflow_dev.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +25,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials that can only ever reach moto."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
@@ -37,4 +35,3 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    yield

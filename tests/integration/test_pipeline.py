@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from klingflow_dev import ASSETS
+
 from tests.integration.conftest import Stack
 
 

@@ -323,6 +323,11 @@ class Intake:
             found = self.recorder.resolve_unknown(job.job_id, provider)
             if found is not None:
                 return found
+            if adapter.supports_external_id:
+                # Not visible yet is not "never created": the job stays QUEUED under our claim
+                # and the sweeper looks again after the grace period before giving up.
+                self.recorder.attempt(job.job_id, provider, "lookup_deferred", None, "task not found yet")
+                return self._store.get(job.job_id) or job
             return self.recorder.fail(
                 job.job_id,
                 "SUBMIT_OUTCOME_UNKNOWN",

@@ -34,7 +34,8 @@ class Faults:
     create_status: int | None = None  # answer every create with this HTTP status (503, 429, 402...)
     create_code: int | None = None  # body code for dialects that carry one (kling: 1303)
     retry_after_s: int | None = None  # Retry-After header on 429/503
-    hang_create_s: float = 0.0  # sleep this long before answering a create (past client timeouts)
+    hang_create_s: float = 0.0  # take the task, then answer this late (past client timeouts)
+    query_status: int | None = None  # answer every task query with this HTTP status
     fail_tasks: bool = False  # tasks end failed instead of completed
     latency_s: float = 6.0  # time from create to completion
     drop_callbacks: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -20,6 +21,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     dialect: Dialect
     base: str
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (the point of the hang fault) is not an emulator error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -69,9 +76,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(parts.path, parse_qs(parts.query))
             return
         faults = emulator.faults_for(dialect.name)
-        if method == "POST" and faults.hang_create_s:
-            time.sleep(faults.hang_create_s)  # a provider that takes the request and goes quiet
+        if method == "GET" and faults.query_status is not None:
+            self._send(Reply(faults.query_status, dialect.error_body(faults.query_status, "injected fault")))
+            return
         reply = dialect.handle(method, parts.path, headers, body, self.server.base)
+        if method == "POST" and faults.hang_create_s:
+            # A provider that takes the request (the task exists) and answers too late.
+            time.sleep(faults.hang_create_s)
         if isinstance(reply.body, bytes) and faults.truncate_downloads:
             self._truncated(reply.body)
             return

@@ -1,0 +1,139 @@
+"""Submission: the cheapest provider first, fail-over on outages, and never paying twice."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.conftest import Stack
+
+
+def _creates(stack: Stack, dialect: str) -> int:
+    return sum(
+        1
+        for d, method, path, _ in stack.emulator.requests
+        if d == dialect and method == "POST" and "video" in path
+    )
+
+
+def test_when_the_cheapest_provider_is_down_the_next_one_gets_the_job(stack: Stack) -> None:
+    # Given the cheapest provider answering 503
+    stack.emulator.set_faults("gateway", create_status=503)
+
+    # When a job is posted
+    job = stack.post_job("incoming/f1")
+
+    # Then it lands on the next one, and its attempts say why
+    assert job["status"] == "SUBMITTED"
+    assert job["provider"] == "apimaster"
+    assert [(a["provider"], a["outcome"]) for a in job["attempts"]] == [
+        ("gateway", "provider_down"),
+        ("apimaster", "submitted"),
+    ]
+
+
+def test_when_every_provider_is_down_the_job_fails_naming_each_attempt(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", create_status=503)
+    stack.emulator.set_faults("apimaster", create_status=402)
+
+    job = stack.post_job("incoming/f2")
+
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "ALL_PROVIDERS_FAILED"
+    assert "gateway: provider_down" in job["error"]["message"]
+    assert "apimaster: insufficient_balance" in job["error"]["message"]
+    assert stack.events_for(job["job_id"]) == ["Job Failed"]
+
+
+def test_a_request_the_provider_calls_invalid_is_not_sent_anywhere_else(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", create_status=400)
+
+    job = stack.post_job("incoming/f3")
+
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "PROVIDER_REJECTED"
+    assert _creates(stack, "apimaster") == 0
+
+
+def test_a_submit_that_times_out_after_sending_is_looked_up_not_resent(stack: Stack) -> None:
+    # Given a provider that takes the request and answers after the client has given up (1 s)
+    stack.emulator.set_faults("gateway", hang_create_s=2.5)
+
+    # When a job is posted
+    job = stack.post_job("incoming/u1")
+
+    # Then it was sent exactly once and found again by the id we gave it
+    assert _creates(stack, "gateway") == 1
+    assert job["status"] == "SUBMITTED"
+    assert job["provider"] == "gateway"
+    assert [a["outcome"] for a in job["attempts"]] == ["unknown_outcome", "found_by_lookup"]
+    assert _creates(stack, "apimaster") == 0
+
+
+def test_an_unknown_outcome_on_a_dialect_without_lookup_fails_visibly_and_is_not_resent(stack: Stack) -> None:
+    stack.emulator.set_faults("apimaster", hang_create_s=2.5)
+
+    job = stack.post_job("incoming/u2", provider="apimaster")
+
+    assert _creates(stack, "apimaster") == 1
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "SUBMIT_OUTCOME_UNKNOWN"
+    assert _creates(stack, "gateway") == 0
+
+
+def test_the_same_idempotency_key_returns_the_first_job_and_submits_once(stack: Stack) -> None:
+    stack.put_media("incoming/i1")
+    request = stack.request("incoming/i1")
+    first = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "order-42"})
+    second = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "order-42"})
+    assert first.json()["job_id"] == second.json()["job_id"]
+    assert _creates(stack, "gateway") == 1
+
+
+def test_a_task_the_provider_fails_ends_failed_with_its_reason(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", fail_tasks=True)
+    job = stack.post_job("incoming/x1")
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    assert done["status"] == "FAILED"
+    assert done["error"] == {"code": "PROVIDER_FAILED", "message": "内容审核未通过"}
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Failed"]
+
+
+def test_a_job_past_its_deadline_is_timed_out_by_the_sweeper(stack: Stack) -> None:
+    # Given a provider that never finishes and never calls back
+    stack.emulator.set_faults("gateway", latency_s=10**7)
+    job = stack.post_job("incoming/dl")
+
+    # When the deadline (3 h by default) passes and the sweeper runs
+    stack.clock.advance(3 * 3600 + 1)
+    stack.sandbox.sweep()
+
+    # Then the job is TIMED_OUT, announced, and out of the due index
+    done = stack.job(job["job_id"])
+    assert done["status"] == "TIMED_OUT"
+    assert done["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert "due_shard" not in stack.item(job["job_id"])
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Timed Out"]
+
+
+def test_a_job_requested_event_on_the_bus_becomes_a_job(stack: Stack) -> None:
+    stack.put_media("incoming/e1")
+    events = stack.sandbox.client("events")
+
+    events.put_events(
+        Entries=[
+            {
+                "Source": "com.example.orders",
+                "DetailType": "Job Requested",
+                "Detail": json.dumps(stack.request("incoming/e1")),
+                "EventBusName": stack.sandbox.names["EventBus"],
+            }
+        ]
+    )
+    stack.sandbox.step("rule")
+    assert stack.sandbox.invoker is not None
+    stack.sandbox.invoker.wait_idle()
+    [job] = stack.api.get_json("/jobs")["jobs"]
+    assert job["status"] == "SUBMITTED"
+    assert job["source"]["type"] == "event"

@@ -1,0 +1,127 @@
+"""The jobs table's conditional writes, against a moto table built from template.yaml's own schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from klingflow.models import Job, Source
+from klingflow.states import JobStatus
+from klingflow.store import JobStore
+from klingflow_dev.clock import ManualClock
+from klingflow_dev.sandbox import template
+from klingflow_dev.sandbox.aws import ACCOUNT, REGION, STACK, STACK_ID, ResourceBuilder
+from moto import mock_aws
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def store(aws_env: None, clock: ManualClock) -> Iterator[JobStore]:
+    with mock_aws():
+        document = template.load(REPO / "template.yaml")
+        resolver = template.Resolver(
+            parameters={k: v.get("Default") for k, v in document["Parameters"].items()},
+            pseudo={
+                "AWS::StackId": STACK_ID,
+                "AWS::StackName": STACK,
+                "AWS::Region": REGION,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+            },
+        )
+        session = boto3.Session(region_name=REGION)
+        builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]
+        builder._table("JobsTable", document["Resources"]["JobsTable"]["Properties"])
+        table = session.resource("dynamodb").Table(builder.created.names["JobsTable"])
+        yield JobStore(table, clock, due_shards=4)
+
+
+def _job(job_id: str = "01JOB", **changes: Any) -> Job:
+    data: dict[str, Any] = {
+        "job_id": job_id,
+        "kind": "motion_control",
+        "status": JobStatus.QUEUED,
+        "request": {"image": "a.png"},
+        "source": Source(type="api"),
+        "created_at": "2026-11-21T12:00:00Z",
+        "updated_at": "2026-11-21T12:00:00Z",
+        "deadline_at": 10**10,
+        "due_at": 0,
+    }
+    data.update(changes)
+    return Job.model_validate(data)
+
+
+def test_the_same_idempotency_key_yields_the_first_job(store: JobStore) -> None:
+    first, created = store.create(_job("01A"), idempotency_key="k")
+    second, created_again = store.create(_job("01B"), idempotency_key="k")
+    assert created and not created_again
+    assert second.job_id == first.job_id == "01A"
+    assert store.get("01B") is None
+
+
+def test_a_transition_names_its_sources_so_duplicates_and_late_signals_are_no_ops(store: JobStore) -> None:
+    store.create(_job())
+    assert store.transition("01JOB", JobStatus.SUBMITTED, by="t", due_in_s=10) is not None
+    assert store.transition("01JOB", JobStatus.SUBMITTED, by="t") is None  # duplicate
+    assert store.transition("01JOB", JobStatus.SUCCEEDED, by="t") is not None
+    assert store.transition("01JOB", JobStatus.RUNNING, by="t") is None  # late, would go backwards
+    job = store.get("01JOB")
+    assert job is not None
+    assert [h.status for h in job.history] == [JobStatus.SUBMITTED, JobStatus.SUCCEEDED]
+
+
+def test_a_terminal_state_absorbs_everything_and_leaves_the_due_index(
+    store: JobStore, clock: ManualClock
+) -> None:
+    store.create(_job())
+    store.transition("01JOB", JobStatus.SUBMITTED, by="t", due_in_s=0)
+    assert [j.job_id for j in store.due_jobs(limit=10)] == ["01JOB"]
+    store.transition("01JOB", JobStatus.FAILED, by="t")
+    for target in (
+        JobStatus.SUBMITTED,
+        JobStatus.RUNNING,
+        JobStatus.SUCCEEDED,
+        JobStatus.ARCHIVED,
+        JobStatus.TIMED_OUT,
+    ):
+        assert store.transition("01JOB", target, by="t") is None
+    assert list(store.due_jobs(limit=10)) == []
+
+
+def test_only_jobs_whose_time_has_come_are_due(store: JobStore, clock: ManualClock) -> None:
+    for index in range(6):
+        store.create(_job(f"01J{index}"))
+        store.transition(f"01J{index}", JobStatus.SUBMITTED, by="t", due_in_s=index * 60)
+    clock.advance(150)
+    assert sorted(j.job_id for j in store.due_jobs(limit=100)) == ["01J0", "01J1", "01J2"]
+    assert len(list(store.due_jobs(limit=2))) == 2
+
+
+def test_only_one_caller_ever_claims_a_submission(store: JobStore) -> None:
+    store.create(_job())
+    assert store.claim_submission("01JOB", "first")
+    assert not store.claim_submission("01JOB", "second")
+
+
+def test_a_hint_is_recorded_only_when_it_is_further_along(store: JobStore) -> None:
+    store.create(_job())
+    store.transition("01JOB", JobStatus.SUBMITTED, by="t")
+    active = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
+    assert store.record_hint("01JOB", JobStatus.SUCCEEDED, active=active) is not None
+    assert store.record_hint("01JOB", JobStatus.SUCCEEDED, active=active) is None
+    assert store.record_hint("01JOB", JobStatus.RUNNING, active=active) is None
+
+
+def test_listing_is_newest_first_and_pages_with_an_opaque_token(store: JobStore) -> None:
+    for index in range(5):
+        store.create(_job(f"01J{index}"))
+    page = store.list_jobs(limit=2)
+    assert [j.job_id for j in page.jobs] == ["01J4", "01J3"]
+    assert page.next_token is not None
+    rest = store.list_jobs(limit=10, next_token=page.next_token)
+    assert [j.job_id for j in rest.jobs] == ["01J2", "01J1", "01J0"]
