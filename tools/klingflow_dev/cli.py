@@ -8,7 +8,7 @@ import json
 import sys
 import threading
 
-from klingflow_dev import demo
+from klingflow_dev import demo, schemas
 from klingflow_dev.emulator import EmulatorServer
 from klingflow_dev.sandbox import Sandbox
 
@@ -53,6 +53,18 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schemas(args: argparse.Namespace) -> int:
+    for path in schemas.write():
+        print(path)
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    for path in schemas.write():
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="klingflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_parser("up", help="run the sandbox until interrupted").set_defaults(run=_up)
     commands.add_parser("emulator", help="serve the provider emulator on loopback").set_defaults(
         run=_emulator
+    )
+    commands.add_parser("schemas", help="write docs/events/*.schema.json from the models").set_defaults(
+        run=_schemas
     )
     args = parser.parse_args(argv)
     return int(args.run(args))

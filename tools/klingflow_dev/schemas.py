@@ -1,0 +1,42 @@
+"""The JSON Schemas of klingflow's events, generated from the models so docs cannot drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from klingflow.models import DetailType, JobEventDetail, MotionControlRequest
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    outbound = JobEventDetail.model_json_schema()
+    outbound["title"] = "klingflow job event detail"
+    outbound["description"] = (
+        "Detail of every event on the klingflow bus (source `klingflow`), detail types: "
+        + ", ".join(f"`{t.value}`" for t in DetailType if t is not DetailType.REQUESTED)
+        + "."
+    )
+    inbound = MotionControlRequest.model_json_schema()
+    inbound["title"] = "klingflow Job Requested detail"
+    inbound["description"] = (
+        "Detail of an inbound `Job Requested` event on the klingflow bus: the same job request "
+        "POST /jobs and S3 manifests take."
+    )
+    return {"job-event.schema.json": outbound, "job-requested.schema.json": inbound}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write(folder: Path = DOCS) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in schemas().items():
+        path = folder / name
+        path.write_text(render(schema))
+        written.append(path)
+    return written
