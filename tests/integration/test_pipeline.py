@@ -49,6 +49,36 @@ def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) 
     assert stack.events_for(job_id) == ["Job Submitted", "Job Completed"]
 
 
+def test_an_output_larger_than_a_part_is_streamed_in_parts_and_checksummed(stack: Stack) -> None:
+    # Given a provider whose output is 11 MiB (archive uploads 8 MiB parts)
+    stack.emulator.set_faults("gateway", output_bytes=11 * 1024 * 1024)
+    job = stack.post_job("incoming/big")
+
+    # When it finishes and is archived
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+
+    # Then the stored object is the provider's bytes, uploaded as a two-part multipart upload
+    [output] = stack.job(job["job_id"])["outputs"]
+    expected = stack.emulator.output_bytes("gateway")
+    assert output["bytes"] == len(expected) == 11 * 1024 * 1024
+    assert output["sha256"] == hashlib.sha256(expected).hexdigest()
+    assert output["duration_s"] == 5.0  # still a playable MP4: padding is a `free` box
+    etag = stack.s3.head_object(Bucket=stack.bucket, Key=output["key"])["ETag"]
+    assert etag.strip('"').endswith("-2")
+
+
+def test_the_read_api_gives_presigned_links_to_outputs(stack: Stack) -> None:
+    job = stack.post_job("incoming/links")
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    [output] = done["outputs"]
+    assert "X-Amz-Signature" in output["url"]
+    assert output["url"].split("?")[0].endswith(output["key"])
+    assert "X-Amz-Signature" in done["result_url"]
+
+
 def test_a_job_on_apimaster_which_never_calls_back_is_finished_by_the_sweeper(stack: Stack) -> None:
     # Given a job pinned to the dialect without callbacks
     job = stack.post_job("incoming/a1", provider="apimaster")

@@ -137,3 +137,26 @@ def test_a_job_requested_event_on_the_bus_becomes_a_job(stack: Stack) -> None:
     [job] = stack.api.get_json("/jobs")["jobs"]
     assert job["status"] == "SUBMITTED"
     assert job["source"]["type"] == "event"
+
+
+def test_a_task_not_yet_visible_after_a_timeout_is_looked_up_again_by_the_sweeper(stack: Stack) -> None:
+    # Given a provider that answers too late and cannot find the task right away
+    stack.emulator.set_faults("gateway", hang_create_s=2.5, query_status=404)
+    job = stack.post_job("incoming/u3")
+    assert job["status"] == "QUEUED"
+    assert [a["outcome"] for a in job["attempts"]] == [
+        "unknown_outcome",
+        "lookup_not_found",
+        "lookup_deferred",
+    ]
+
+    # When the task becomes visible and the sweeper runs after the grace period
+    stack.emulator.set_faults("gateway", hang_create_s=0, query_status=None)
+    stack.clock.advance(301)
+    stack.sandbox.sweep()
+
+    # Then the job found its task, and the provider was still asked to create it only once
+    found = stack.job(job["job_id"])
+    assert found["status"] == "SUBMITTED"
+    assert found["attempts"][-1]["outcome"] == "found_by_lookup"
+    assert _creates(stack, "gateway") == 1

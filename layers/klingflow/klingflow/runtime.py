@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
+from botocore.config import Config
 
 from .archiving import ArchiveConfig, Archiver
 from .clock import Clock, SystemClock
@@ -62,7 +63,9 @@ class Lazy(Generic[T]):
 
 @cache
 def client(service: str) -> Any:
-    return boto3.client(service)  # type: ignore[call-overload]
+    # Presigned links must be SigV4: boto3 still signs S3 URLs with SigV2 in some regions.
+    config = Config(signature_version="s3v4") if service == "s3" else None
+    return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 
 @cache

@@ -133,8 +133,11 @@ class Storage:
                 total += len(chunk)
                 buffer += chunk
                 while len(buffer) >= part_size:
-                    self._put_part(key, upload_id, parts, bytes(buffer[:part_size]))
+                    with memoryview(buffer) as view:
+                        part = bytes(view[:part_size])  # one copy: the part that is sent
                     del buffer[:part_size]
+                    self._put_part(key, upload_id, parts, part)
+                    del part
             if buffer or not parts:
                 self._put_part(key, upload_id, parts, bytes(buffer))
             self.client.complete_multipart_upload(
