@@ -59,12 +59,6 @@ def _schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _schemas(args: argparse.Namespace) -> int:
-    for path in schemas.write():
-        print(path)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="klingflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
