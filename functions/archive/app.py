@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,7 +17,6 @@ from klingflow.settings import ArchiveSettings
 settings = ArchiveSettings.from_env()
 service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(settings))
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
@@ -26,11 +26,12 @@ def archive_one(record: SQSRecord) -> str:
     logger.append_keys(job_id=message.job_id)
     outcome = service.get().archive(message.job_id)
     logger.info("archive", extra={"outcome": outcome, "reason": message.reason})
+    name = outcome.split(":")[0].split(" ")[0].capitalize()  # archived / failed / ignored / still ...
+    metrics.add_metric(name=f"Archive{name}", unit=MetricUnit.Count, value=1)
     return outcome
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(  # type: ignore[return-value]

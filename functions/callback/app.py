@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from klingflow import runtime
 from klingflow.hints import CallbackReceiver
@@ -18,7 +19,6 @@ from klingflow.settings import CallbackSettings
 settings = CallbackSettings.from_env()
 service: runtime.Lazy[CallbackReceiver] = runtime.Lazy(lambda: runtime.build_receiver(settings))
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 api = resolver()
 
@@ -32,11 +32,12 @@ def provider_callback(job_id: str, token: str) -> Any:
         body = None  # still a hint that something happened; archive asks the provider
     outcome = service.get().receive(job_id, token, body)
     logger.info("callback", extra={"outcome": outcome})
+    name = "CallbacksIgnored" if outcome.startswith("ignored") else "CallbacksRecorded"
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     return json_response(200, {"ok": True})
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return api.resolve(event, context)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from klingflow import runtime
 from klingflow.http import json_response, resolver
@@ -14,8 +14,6 @@ from klingflow.settings import JobsSettings
 settings = JobsSettings.from_env()
 service: runtime.Lazy[JobQueries] = runtime.Lazy(lambda: runtime.build_queries(settings))
 logger = Logger()
-tracer = Tracer()
-metrics = Metrics()
 api = resolver()
 
 
@@ -36,7 +34,5 @@ def list_jobs() -> Any:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return api.resolve(event, context)

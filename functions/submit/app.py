@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from klingflow import runtime
@@ -19,7 +20,6 @@ from klingflow.settings import SubmitSettings
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 api = resolver()
 
@@ -32,6 +32,7 @@ def post_job() -> Any:
         Source(type="api", ref=request.request_context.request_id),
         idempotency_key=request.headers.get("idempotency-key"),
     )
+    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     return json_response(
         202, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
@@ -44,6 +45,9 @@ def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
         delivery = s3.get_object.version_id or s3.get_object.sequencer or s3.get_object.etag
         job = service.get().accept_manifest(s3.get_object.key, delivery=str(delivery))
         accepted.append({"key": s3.get_object.key, "job_id": job.job_id if job else None})
+        metrics.add_metric(
+            name="JobsAccepted" if job else "ManifestsRejected", unit=MetricUnit.Count, value=1
+        )
     return {"manifests": accepted}
 
 
@@ -52,11 +56,11 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     job = service.get().accept(
         message.detail, Source(type="event", ref=message.get_id), idempotency_key=f"event:{message.get_id}"
     )
+    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     return {"job_id": job.job_id, "status": job.status.value}
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "requestContext" in event:

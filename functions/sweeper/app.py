@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from klingflow import runtime
 from klingflow.settings import SweeperSettings
@@ -13,13 +14,14 @@ from klingflow.sweeping import Sweeper
 settings = SweeperSettings.from_env()
 service: runtime.Lazy[Sweeper] = runtime.Lazy(lambda: runtime.build_sweeper(settings))
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcomes = service.get().sweep(time_left_s=lambda: context.get_remaining_time_in_millis() / 1000)
+    metrics.add_metric(name="JobsDue", unit=MetricUnit.Count, value=sum(outcomes.values()))
+    for outcome, count in outcomes.items():
+        metrics.add_metric(name=f"Sweep-{outcome}", unit=MetricUnit.Count, value=count)
     return {"outcomes": dict(outcomes)}

@@ -175,3 +175,28 @@ def test_a_callback_with_a_wrong_token_gets_404_and_writes_nothing(stack: Stack)
 def test_the_read_api_refuses_unsigned_requests(stack: Stack) -> None:
     assert stack.api.request("GET", "/jobs", signed=False).status_code == 403
     assert stack.api.request("POST", "/jobs", {}, signed=False).status_code == 403
+
+
+def test_outputs_that_failed_to_copy_are_re_enqueued_by_the_sweeper_until_archived(stack: Stack) -> None:
+    # Given a provider whose download breaks off halfway
+    stack.emulator.set_faults("gateway", truncate_downloads=True)
+    job = stack.post_job("incoming/tr")
+    stack.finish_at_provider()
+
+    # When archive tries: the copy fails, the message goes back, the job waits as SUCCEEDED
+    stack.sandbox.drain_archive()
+    assert stack.job(job["job_id"])["status"] == "SUCCEEDED"
+    assert stack.s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", []) == []
+
+    # And once downloads work again, the sweeper re-enqueues the stalled job
+    stack.emulator.set_faults("gateway", truncate_downloads=False)
+    # (the failed message is still invisible on the queue: the sweeper's copy is what arrives)
+    stack.clock.advance(31)
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+
+    # Then it is archived, whole
+    done = stack.job(job["job_id"])
+    assert done["status"] == "ARCHIVED"
+    assert done["outputs"][0]["sha256"] == hashlib.sha256(stack.emulator.output_bytes("gateway")).hexdigest()
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
