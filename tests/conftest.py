@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from klingflow_dev.clock import ManualClock
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from klingflow import runtime
 from klingflow.hints import CallbackReceiver
 from klingflow.http import json_response, resolver

@@ -6,6 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from klingflow import runtime
 from klingflow.http import json_response, resolver
 from klingflow.queries import JobQueries

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from klingflow import runtime
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from klingflow_dev import demo
 
 pytestmark = pytest.mark.e2e

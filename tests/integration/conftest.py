@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from klingflow_dev import ASSETS
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox import Sandbox, SandboxOptions

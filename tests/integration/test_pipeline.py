@@ -6,7 +6,6 @@ import hashlib
 import json
 
 from klingflow_dev import ASSETS
-
 from tests.integration.conftest import Stack
 
 

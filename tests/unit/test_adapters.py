@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from klingflow.errors import ProviderErrorClass
 from klingflow.models import parse_request
 from klingflow.providers.apimaster import ApimasterAdapter

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from klingflow import media_rules as rules
 from klingflow.errors import FieldError
 from klingflow.media_rules import check_motion_media, facts_from_probe, format_from_name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from klingflow.errors import RequestRejected
 from klingflow.models import MotionControlRequest, parse_request
 

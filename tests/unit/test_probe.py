@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from klingflow.probe import (
     IMAGE_CHUNK_BYTES,
     JPEG_SCAN_LIMIT_BYTES,

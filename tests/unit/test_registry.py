@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from klingflow.errors import NoProviderAvailable, RequestRejected
 from klingflow.models import JobKind, Mode, Orientation
 from klingflow.pricing import estimate

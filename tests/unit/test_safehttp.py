@@ -24,6 +24,7 @@ from cryptography import x509  # a dependency of moto, so always present in the 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from klingflow.errors import KlingflowError, UnsafeUrl
 from klingflow.safehttp import (
     DownloadFailed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from klingflow.states import TERMINAL, JobStatus, allowed_sources, can_move
 
 

@@ -7,8 +7,9 @@ import tracemalloc
 from collections.abc import Iterator
 
 import boto3
-from klingflow.storage import Storage
 from moto import mock_aws
+
+from klingflow.storage import Storage
 
 MIB = 1024 * 1024
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from klingflow.models import Job, Source
 from klingflow.states import JobStatus
 from klingflow.store import JobStore
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox import template
-from klingflow_dev.sandbox.aws import ACCOUNT, REGION, STACK, STACK_ID, ResourceBuilder
-from moto import mock_aws
-
+from klingflow_dev.sandbox.aws import PSEUDO, REGION, ResourceBuilder
 from tests.conftest import REPO
 
 
@@ -24,14 +24,7 @@ def store(aws_env: None, clock: ManualClock) -> Iterator[JobStore]:
         document = template.load(REPO / "template.yaml")
         resolver = template.Resolver(
             parameters={k: v.get("Default") for k, v in document["Parameters"].items()},
-            pseudo={
-                "AWS::StackId": STACK_ID,
-                "AWS::StackName": STACK,
-                "AWS::Region": REGION,
-                "AWS::AccountId": ACCOUNT,
-                "AWS::Partition": "aws",
-                "AWS::URLSuffix": "amazonaws.com",
-            },
+            pseudo=PSEUDO,
         )
         session = boto3.Session(region_name=REGION)
         builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, iso
+from .endings import end_job
 from .errors import UnsafeUrl
 from .events import EventPublisher
 from .models import Cost, DetailType, Job, Output
@@ -84,11 +85,7 @@ class Archiver:
             "PROVIDER_CANCELLED" if target is JobStatus.CANCELLED else "PROVIDER_FAILED"
         )
         message = report.error_message or f"{job.provider} reports the task {report.provider_status}"
-        ended = self._store.transition(
-            job.job_id, target, by="archive", note=code, fields={"error": {"code": code, "message": message}}
-        )
-        if ended is not None:
-            self._events.job(DetailType.FAILED, ended)
+        end_job(self._store, self._events, job.job_id, target, by="archive", code=code, message=message)
         return f"failed: {message}"
 
     def _copy_outputs(self, job: Job, report: TaskReport) -> str:
@@ -194,13 +191,7 @@ class Archiver:
         return job.cost.model_copy(update={"billed_usd": billed, "billed_seconds": seconds})
 
     def _fail(self, job: Job, code: str, message: str) -> str:
-        ended = self._store.transition(
-            job.job_id,
-            JobStatus.FAILED,
-            by="archive",
-            note=code,
-            fields={"error": {"code": code, "message": message}},
+        end_job(
+            self._store, self._events, job.job_id, JobStatus.FAILED, by="archive", code=code, message=message
         )
-        if ended is not None:
-            self._events.job(DetailType.FAILED, ended)
         return f"failed: {message}"

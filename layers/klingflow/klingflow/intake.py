@@ -20,6 +20,7 @@ from aws_lambda_powertools import Logger
 from ulid import ULID
 
 from .clock import Clock, epoch, iso
+from .endings import end_job
 from .errors import FieldError, ProviderError, ProviderErrorClass, RequestRejected
 from .events import EventPublisher
 from .media_rules import IMAGE_MAX_BYTES, check_motion_media, facts_from_probe, format_from_name
@@ -420,18 +421,13 @@ class SubmissionRecorder:
         return moved
 
     def fail(self, job_id: str, code: str, message: str) -> Job:
-        failed = self._store.transition(
-            job_id,
-            JobStatus.FAILED,
-            by="submit",
-            note=code,
-            fields={"error": {"code": code, "message": message}},
+        failed = end_job(
+            self._store, self._events, job_id, JobStatus.FAILED, by="submit", code=code, message=message
         )
         if failed is None:
             current = self._store.get(job_id)
             assert current is not None
             return current
-        self._events.job(DetailType.FAILED, failed)
         return failed
 
     def attempt(

@@ -16,9 +16,10 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch
+from .endings import end_job
 from .errors import ProviderError
 from .events import EventPublisher
-from .models import DetailType, Job
+from .models import Job
 from .providers.registry import Registry
 from .queue import ArchiveQueue
 from .states import JobStatus
@@ -129,20 +130,16 @@ class Sweeper:
         return max(1, min(delay, until_deadline))
 
     def _time_out(self, job: Job) -> str:
-        ended = self._store.transition(
+        message = f"not finished by its deadline (was {job.status.value})"
+        end_job(
+            self._store,
+            self._events,
             job.job_id,
             JobStatus.TIMED_OUT,
             by="sweeper",
-            note="deadline passed",
-            fields={
-                "error": {
-                    "code": "DEADLINE_EXCEEDED",
-                    "message": f"not finished by its deadline (was {job.status.value})",
-                }
-            },
+            code="DEADLINE_EXCEEDED",
+            message=message,
         )
-        if ended is not None:
-            self._events.job(DetailType.TIMED_OUT, ended)
         return "timed-out"
 
     def _lost_submission(self, job: Job, now: datetime) -> str:
@@ -157,19 +154,17 @@ class Sweeper:
         found = self._resolve_unknown(job.job_id, provider)
         if found is not None:
             return "found"
-        ended = self._store.transition(
+        message = (
+            f"the submission to {provider} never reported back and the task cannot be found; "
+            "not resent to avoid paying twice"
+        )
+        end_job(
+            self._store,
+            self._events,
             job.job_id,
             JobStatus.FAILED,
             by="sweeper",
-            note="SUBMIT_OUTCOME_UNKNOWN",
-            fields={
-                "error": {
-                    "code": "SUBMIT_OUTCOME_UNKNOWN",
-                    "message": f"the submission to {provider} never reported back and the task cannot "
-                    "be found; not resent to avoid paying twice",
-                }
-            },
+            code="SUBMIT_OUTCOME_UNKNOWN",
+            message=message,
         )
-        if ended is not None:
-            self._events.job(DetailType.FAILED, ended)
         return "failed-unknown"

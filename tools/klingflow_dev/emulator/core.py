@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
 from klingflow.clock import Clock, SystemClock
 from klingflow.probe import BytesReader, ProbeError, probe_video
-
 from klingflow_dev import ASSETS
 
 PHASES = ("queued", "processing", "completed", "failed")

@@ -17,6 +17,15 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STACK = "klingflow-sandbox"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/5f0c2c7e-8d7a-4f4e-9a55-0a1b2c3d4e5f"
+# CloudFormation's pseudo parameters, as the sandbox's stack has them.
+PSEUDO = {
+    "AWS::StackId": STACK_ID,
+    "AWS::StackName": STACK,
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
 
 
 @dataclass

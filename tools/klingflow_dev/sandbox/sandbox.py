@@ -16,15 +16,15 @@ from typing import Any
 
 import boto3
 import httpx
-from klingflow import runtime
-from klingflow.clock import Clock
 from moto.server import ThreadedMotoServer
 
+from klingflow import runtime
+from klingflow.clock import Clock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 
 from . import template
 from .apiserver import ApiServer, Route
-from .aws import ACCOUNT, REGION, STACK, STACK_ID, ResourceBuilder
+from .aws import ACCOUNT, PSEUDO, REGION, STACK, ResourceBuilder
 from .lambdas import Function, Invoker
 from .sources import Loop, RuleQueue, S3Notifications, Schedule, SqsBatches
 
@@ -112,14 +112,7 @@ class Sandbox:
         parameters.update({"ProviderOverrides": json.dumps(overrides), **self.options.parameters})
         self.resolver = template.Resolver(
             parameters=parameters,
-            pseudo={
-                "AWS::StackId": STACK_ID,
-                "AWS::StackName": STACK,
-                "AWS::Region": REGION,
-                "AWS::AccountId": ACCOUNT,
-                "AWS::Partition": "aws",
-                "AWS::URLSuffix": "amazonaws.com",
-            },
+            pseudo=PSEUDO,
         )
         resources = document["Resources"]
         for logical, resource in resources.items():
