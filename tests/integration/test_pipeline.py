@@ -199,3 +199,23 @@ def test_outputs_that_failed_to_copy_are_re_enqueued_by_the_sweeper_until_archiv
     assert done["status"] == "ARCHIVED"
     assert done["outputs"][0]["sha256"] == hashlib.sha256(stack.emulator.output_bytes("gateway")).hexdigest()
     assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
+
+
+def test_a_provider_that_fails_to_answer_a_poll_is_asked_again_later_not_at_once(stack: Stack) -> None:
+    # Given an apimaster job whose provider answers polls with 503
+    job = stack.post_job("incoming/bo", provider="apimaster")
+    stack.emulator.set_faults("apimaster", query_status=503)
+    stack.clock.advance(5)
+
+    # When the sweeper polls
+    stack.sandbox.sweep()
+
+    # Then the job is still active, its poll counted and its next poll pushed into the future
+    item = stack.item(job["job_id"])
+    now = int(stack.clock.now().timestamp())
+    assert item["status"] == "SUBMITTED"
+    assert item["polls"] == 1
+    assert item["due_at"] > now
+    queries = [r for r in stack.emulator.requests if r[0] == "apimaster" and r[1] == "GET"]
+    stack.sandbox.sweep()  # not due yet: no second poll
+    assert [r for r in stack.emulator.requests if r[0] == "apimaster" and r[1] == "GET"] == queries
