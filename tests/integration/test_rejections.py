@@ -120,3 +120,21 @@ def test_a_pinned_provider_that_is_unknown_is_named(stack: Stack) -> None:
     answer = stack.api.request("POST", "/jobs", stack.request("incoming/p", provider="nope"))
     assert answer.status_code == 400
     assert answer.json()["error"]["details"][0]["field"] == "provider"
+
+
+def test_inputs_outside_incoming_or_in_another_bucket_are_refused(stack: Stack) -> None:
+    answer = stack.api.request(
+        "POST",
+        "/jobs",
+        {
+            "image": "outputs/someone-else/output-1.mp4",
+            "video": "s3://other-bucket/incoming/v.mp4",
+            "character_orientation": "image",
+            "mode": "std",
+        },
+    )
+    assert answer.status_code == 400
+    assert {(d["field"], d["rule"]) for d in answer.json()["error"]["details"]} == {
+        ("image", "incoming_prefix"),
+        ("video", "own_bucket"),
+    }

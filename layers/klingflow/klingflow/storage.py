@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+INCOMING = "incoming/"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -61,7 +64,9 @@ class Storage:
         return f"s3://{self.bucket}/{key}"
 
     def key_of(self, field: str, ref: str) -> str:
-        """The object key an input reference names; only our own bucket can be read."""
+        """The object key an input reference names: only under incoming/ in our own bucket
+        (submit may read nothing else, and one job must not reach another's outputs)."""
+        key = ref.lstrip("/")
         if ref.startswith("s3://"):
             bucket, _, key = ref[5:].partition("/")
             if bucket != self.bucket:
@@ -74,8 +79,17 @@ class Storage:
                         )
                     ]
                 )
-            return key
-        return ref.lstrip("/")
+        if not key.startswith(INCOMING) or ".." in key.split("/"):
+            raise RequestRejected(
+                [
+                    FieldError(
+                        field,
+                        "incoming_prefix",
+                        f"input objects must be under {INCOMING} in the bucket, not {key!r}",
+                    )
+                ]
+            )
+        return key
 
     def head(self, field: str, key: str) -> ObjectInfo:
         try:
