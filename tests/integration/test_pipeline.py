@@ -43,6 +43,8 @@ def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) 
     )
     assert result["outputs"][0]["sha256"] == output["sha256"]
     assert job["cost"]["billed_seconds"] == 5
+    assert (job["cost"]["provider_amount"], job["cost"]["currency"]) == (2.5, "CNY")  # 0.5 CNY/s x 5 s
+    assert job["cost"]["billed_usd"] == 0.35
     assert [h["status"] for h in job["history"]] == ["QUEUED", "SUBMITTED", "SUCCEEDED", "ARCHIVED"]
     # And exactly one event per outcome went to the bus
     assert stack.events_for(job_id) == ["Job Submitted", "Job Completed"]

@@ -185,10 +185,17 @@ class Archiver:
         seconds = billable_seconds(report.billed_seconds) or billable_seconds(
             video.duration_s if video else None
         )
-        billed = None
-        if seconds is not None:
-            billed = self._registry.price_usd(job.provider, job.motion_request.mode, seconds)
-        return job.cost.model_copy(update={"billed_usd": billed, "billed_seconds": seconds})
+        if seconds is None:
+            return job.cost.model_copy(update={"billed_seconds": None})
+        mode = job.motion_request.mode
+        return job.cost.model_copy(
+            update={
+                "billed_usd": self._registry.price_usd(job.provider, mode, seconds),
+                "provider_amount": self._registry.price(job.provider, mode, seconds),
+                "currency": self._registry.configs[job.provider].currency,
+                "billed_seconds": seconds,
+            }
+        )
 
     def _fail(self, job: Job, code: str, message: str) -> str:
         end_job(

@@ -107,12 +107,14 @@ class Registry:
     def credentials(self, name: str) -> Mapping[str, str]:
         return self._credentials(name)
 
+    def price(self, name: str, mode: Mode, seconds: int) -> float:
+        """What the provider charges, in its own currency."""
+        return round(self.configs[name].price_per_second[mode] * seconds, 5)
+
     def price_usd(self, name: str, mode: Mode, seconds: int) -> float:
-        config = self.configs[name]
-        rate = config.price_per_second[mode]
-        if config.currency == "CNY":
-            rate *= self._usd_per_cny
-        return round(rate * seconds, 5)
+        """The same charge in USD, so providers billing in different currencies compare."""
+        rate = self.price(name, mode, seconds)
+        return round(rate * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else rate
 
     def download_hosts(self, name: str) -> list[str]:
         config = self.configs[name]
