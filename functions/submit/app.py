@@ -6,6 +6,7 @@ Parse the trigger, hand it to `Intake`, shape the answer.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -13,6 +14,7 @@ from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Eve
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
+from klingflow.errors import NoProviderAvailable, RequestRejected
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
 from klingflow.models import Source
@@ -42,10 +44,11 @@ def post_job() -> Any:
 def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
     accepted = []
     for record in S3Event(event).records:
-        s3 = record.s3
-        delivery = s3.get_object.version_id or s3.get_object.sequencer or s3.get_object.etag
-        job = service.get().accept_manifest(s3.get_object.key, delivery=str(delivery))
-        accepted.append({"key": s3.get_object.key, "job_id": job.job_id if job else None})
+        s3 = record.s3.get_object
+        key = unquote_plus(s3.key)  # S3 events carry keys URL-encoded ("my job.json" -> "my+job.json")
+        delivery = s3.version_id or s3.sequencer or s3.etag
+        job = service.get().accept_manifest(key, delivery=str(delivery))
+        accepted.append({"key": key, "job_id": job.job_id if job else None})
         metrics.add_metric(
             name="JobsAccepted" if job else "ManifestsRejected", unit=MetricUnit.Count, value=1
         )
@@ -54,9 +57,16 @@ def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
 
 def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     message = EventBridgeEvent(event)
-    job = service.get().accept(
-        message.detail, Source(type="event", ref=message.get_id), idempotency_key=f"event:{message.get_id}"
-    )
+    try:
+        job = service.get().accept(
+            message.detail,
+            Source(type="event", ref=message.get_id),
+            idempotency_key=f"event:{message.get_id}",
+        )
+    except (RequestRejected, NoProviderAvailable) as rejection:
+        # Announced once as `Job Rejected`; raising would only make Lambda retry it twice more.
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        return {"rejected": rejection.body()}
     metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     return {"job_id": job.job_id, "status": job.status.value}
 

@@ -106,11 +106,19 @@ class Archiver:
             return self._fail(job, "NO_OUTPUTS", f"{job.provider} reports success but lists no output")
         adapter = self._registry.adapter(provider)
         outputs = []
-        try:
-            for index, produced in enumerate(report.outputs, start=1):
-                outputs.append(self._copy_one(job, index, adapter.download(task_id, produced)))
-        except UnsafeUrl as error:
-            return self._fail(job, "OUTPUT_REFUSED", str(error))
+        for index, produced in enumerate(report.outputs, start=1):
+            download = adapter.download(task_id, produced)
+            try:
+                outputs.append(self._copy_one(job, index, download))
+            except UnsafeUrl:
+                # A link we may not fetch (host not allowed, redirect elsewhere): the dialect's
+                # own content endpoint if it has one; otherwise it raises and is retried, then
+                # dead-lettered and alarmed, because a paid output must not be dropped on a
+                # policy an operator can correct (download_hosts).
+                fallback = adapter.content_endpoint(task_id)
+                if fallback is None or fallback.url == download.url:
+                    raise
+                outputs.append(self._copy_one(job, index, fallback))
         cost = self._billed(job, report)
         result_key = f"outputs/{job.job_id}/result.json"
         self._storage.put_json(

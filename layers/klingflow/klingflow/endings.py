@@ -23,12 +23,12 @@ def end_job(
     by: str,
     code: str,
     message: str,
+    only_from: frozenset[JobStatus] | None = None,
 ) -> Job | None:
     """Move a job to a failed terminal state with its reason; None when it had already ended
     (then someone else announced the outcome, so nothing is emitted twice)."""
-    ended = store.transition(
-        job_id, target, by=by, note=code, fields={"error": {"code": code, "message": message}}
-    )
+    error = {"error": {"code": code, "message": message}}
+    ended = store.transition(job_id, target, by=by, note=code, fields=error, only_from=only_from)
     if ended is not None:
         events.job(_EVENT[target], ended)
     return ended

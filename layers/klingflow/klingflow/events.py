@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 
 from .models import DetailType, EventCost, EventOutput, Job, JobEventDetail
 
@@ -13,7 +14,9 @@ if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
 
 SOURCE = "klingflow"
+PUT_ATTEMPTS = 3
 logger = Logger(child=True)
+metrics = Metrics()
 
 
 def detail_for(job: Job) -> JobEventDetail:
@@ -38,20 +41,29 @@ class EventPublisher:
         self._client = client
         self._bus = bus
 
-    def publish(self, detail_type: DetailType, detail: JobEventDetail) -> None:
+    def publish(self, detail_type: DetailType, detail: JobEventDetail) -> bool:
+        """Put one event, retrying refused entries (throttling) a few times.
+
+        Never raises for a refused entry: the job's state is already written, and failing the
+        invocation would not bring the event back (the retry finds the job already moved on).
+        A lost event is logged and counted (metric EventsLost, alarmed).
+        """
         entry = {
             "Source": SOURCE,
             "DetailType": detail_type.value,
             "Detail": json.dumps(detail.model_dump(mode="json")),
             "EventBusName": self._bus,
         }
-        answer = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
-        if answer.get("FailedEntryCount"):
-            # The job's state is already written; a lost event must not undo it, but it must show.
-            logger.error(
-                "event not accepted", extra={"detail_type": detail_type.value, "answer": answer["Entries"]}
-            )
-            raise RuntimeError(f"EventBridge refused {detail_type.value}: {answer['Entries']}")
+        for _ in range(PUT_ATTEMPTS):
+            answer = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
+            if not answer.get("FailedEntryCount"):
+                return True
+        metrics.add_metric(name="EventsLost", unit=MetricUnit.Count, value=1)  # alarmed in template.yaml
+        logger.error(
+            "event lost: EventBridge refused it",
+            extra={"detail_type": detail_type.value, "job_id": detail.job_id, "answer": answer["Entries"]},
+        )
+        return False
 
-    def job(self, detail_type: DetailType, job: Job) -> None:
-        self.publish(detail_type, detail_for(job))
+    def job(self, detail_type: DetailType, job: Job) -> bool:
+        return self.publish(detail_type, detail_for(job))

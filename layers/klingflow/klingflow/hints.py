@@ -58,12 +58,15 @@ class CallbackReceiver:
         hint = report.status
         if hint is None or hint is JobStatus.SUBMITTED:
             return f"ignored: status {report.provider_status!r} moves nothing"
+        if hint in _CONFIRM:
+            # Queued before the hint is recorded: if queueing fails, the provider's retry finds
+            # the hint unrecorded and tries again. A duplicate message only costs archive a query.
+            if (job.hint_status.rank if job.hint_status else -1) >= hint.rank:
+                return "ignored: duplicate or out of order"
+            self._queue.enqueue(job_id, f"callback-{report.provider_status}")
         if self._store.record_hint(job_id, hint, active=ACTIVE) is None:
             return "ignored: duplicate or out of order"
         if hint is JobStatus.RUNNING:
             self._store.transition(job_id, JobStatus.RUNNING, by="callback", note=report.provider_status)
             return "recorded: running"
-        if hint in _CONFIRM:
-            self._queue.enqueue(job_id, f"callback-{report.provider_status}")
-            return f"recorded: {hint.value.lower()}, queued for archive"
-        return "recorded"
+        return f"recorded: {hint.value.lower()}, queued for archive"

@@ -21,7 +21,14 @@ from ulid import ULID
 
 from .clock import Clock, epoch, iso
 from .endings import end_job
-from .errors import FieldError, ProviderError, ProviderErrorClass, RequestRejected
+from .errors import (
+    FieldError,
+    KlingflowError,
+    NoProviderAvailable,
+    ProviderError,
+    ProviderErrorClass,
+    RequestRejected,
+)
 from .events import EventPublisher
 from .media_rules import IMAGE_MAX_BYTES, check_motion_media, facts_from_probe, format_from_name
 from .models import (
@@ -49,6 +56,7 @@ from .tokens import CallbackSigner
 
 logger = Logger(child=True)
 
+_QUEUED = frozenset({JobStatus.QUEUED})
 _DATA_URI = re.compile(r"^data:image/(?P<subtype>[a-z]+);base64,", re.IGNORECASE)
 # Failures another provider may not share: try the next candidate.
 FAIL_OVER = frozenset(
@@ -121,7 +129,7 @@ class Intake:
             job_id = str(ULID.from_datetime(self._clock.now()))
             inputs = self._inspect(job_id, request)
             candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
-        except RequestRejected as rejection:
+        except (RequestRejected, NoProviderAvailable) as rejection:
             self._reject(data, source, rejection)
             raise
         video = inputs["video"].facts
@@ -181,11 +189,11 @@ class Intake:
             return None
         try:
             return self.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
-        except RequestRejected as rejection:
+        except (RequestRejected, NoProviderAvailable) as rejection:
             self._report(key, rejection)
             return None
 
-    def _report(self, key: str, rejection: RequestRejected) -> None:
+    def _report(self, key: str, rejection: KlingflowError) -> None:
         name = key.removeprefix("incoming/").removesuffix(".json")
         self._storage.put_json(
             f"rejected/{name}.error.json",
@@ -196,7 +204,7 @@ class Intake:
             },
         )
 
-    def _reject(self, data: Any, source: Source, rejection: RequestRejected) -> None:
+    def _reject(self, data: Any, source: Source, rejection: KlingflowError) -> None:
         metadata = data.get("metadata") if isinstance(data, dict) else None
         detail = JobEventDetail(
             job_id=None,
@@ -276,17 +284,20 @@ class Intake:
 
     def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
         """Send a QUEUED job to the first candidate that takes it; at most one paid submission."""
+        request = job.motion_request
+        if candidates is None:
+            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
+        # Everything that can fail before a provider is called (secrets, the API URL, presigning)
+        # happens before the claim, so such a failure leaves the job for the trigger's retry.
+        specs = {provider: self._spec(job, request, provider) for provider in candidates}
         claim = uuid.uuid4().hex
         if not self._store.claim_submission(job.job_id, claim):
             logger.info("another submitter holds this job", extra={"job_id": job.job_id})
             return self._store.get(job.job_id) or job
-        request = job.motion_request
-        if candidates is None:
-            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
         failures: list[str] = []
         code = "ALL_PROVIDERS_FAILED"
         for provider in candidates:
-            outcome = self._try(job, request, provider)
+            outcome = self._try(job, request, provider, specs[provider])
             if isinstance(outcome, Job):
                 return outcome
             failures.append(f"{provider}: {outcome.error_class.value} ({outcome.message})")
@@ -296,10 +307,9 @@ class Intake:
                 break
         return self.recorder.fail(job.job_id, code, "; ".join(failures))
 
-    def _try(self, job: Job, request: MotionControlRequest, provider: str) -> Job | ProviderError:
-        client = self._registry.client(provider)
-        adapter = client.adapter
-        spec = MotionControlSpec(
+    def _spec(self, job: Job, request: MotionControlRequest, provider: str) -> MotionControlSpec:
+        adapter = self._registry.client(provider).adapter  # reads the provider's credentials
+        return MotionControlSpec(
             job_id=job.job_id,
             request=request,
             image_url=self._provider_url(job, "image"),
@@ -309,9 +319,15 @@ class Intake:
             if adapter.sends_callbacks
             else None,
         )
-        self._store.touch(
-            job.job_id, status_in=frozenset({JobStatus.QUEUED}), fields={"submitting_to": provider}
-        )
+
+    def _try(
+        self, job: Job, request: MotionControlRequest, provider: str, spec: MotionControlSpec
+    ) -> Job | ProviderError:
+        client = self._registry.client(provider)
+        adapter = client.adapter
+        # Recorded before sending, so whoever finds this job later knows where to look it up.
+        if self._store.touch(job.job_id, status_in=_QUEUED, fields={"submitting_to": provider}) is None:
+            return self._store.get(job.job_id) or job
         started = time.monotonic()
         try:
             submission, _ = client.create_motion_control(spec)
@@ -321,7 +337,10 @@ class Intake:
             if not error.request_may_have_landed:
                 return error
             # The provider may have created the task: find it, never send it again.
-            found = self.recorder.resolve_unknown(job.job_id, provider)
+            try:
+                found = self.recorder.resolve_unknown(job.job_id, provider)
+            except ProviderError:
+                found = None  # the lookup itself failed: try again later, below
             if found is not None:
                 return found
             if adapter.supports_external_id:
@@ -378,7 +397,9 @@ class SubmissionRecorder:
             report = client.query(job_id)
         except ProviderError as error:
             self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
-            return None
+            if error.error_class is ProviderErrorClass.NOT_FOUND:
+                return None
+            raise  # "could not ask" is not "not there"
         self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
         job = self._store.get(job_id)
         if job is None:
@@ -421,8 +442,16 @@ class SubmissionRecorder:
         return moved
 
     def fail(self, job_id: str, code: str, message: str) -> Job:
+        # Submit only ever decides about a job that has not reached a provider (QUEUED).
         failed = end_job(
-            self._store, self._events, job_id, JobStatus.FAILED, by="submit", code=code, message=message
+            self._store,
+            self._events,
+            job_id,
+            JobStatus.FAILED,
+            by="submit",
+            code=code,
+            message=message,
+            only_from=_QUEUED,
         )
         if failed is None:
             current = self._store.get(job_id)

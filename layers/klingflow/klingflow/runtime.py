@@ -192,6 +192,8 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
             first_poll_s=settings.first_poll_without_callback_s,
             poll_max_interval_s=settings.poll_max_interval_s,
             archive_stall_s=settings.archive_stall_s,
+            archive_deadline_s=settings.archive_deadline_s,
+            time_guard_s=settings.provider_timeout_s + 5,
         ),
         resolve_unknown=recorder.resolve_unknown,
     )

@@ -48,6 +48,8 @@ class _ScheduleSettings(_Settings):
     retention_days: int = Field(default=90, ge=1)
     # Re-enqueue a SUCCEEDED job whose archive has not finished after this long.
     archive_stall_s: int = Field(default=900, ge=30)
+    # A SUCCEEDED job still not archived this long after its deadline fails (ARCHIVE_FAILED).
+    archive_deadline_s: int = Field(default=24 * 3600, ge=60)
 
 
 class SubmitSettings(_ProviderSettings, _ScheduleSettings):

@@ -52,9 +52,9 @@ ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.FAILED: frozenset(
         {JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.SUCCEEDED}
     ),
-    JobStatus.TIMED_OUT: frozenset(
-        {JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.SUCCEEDED}
-    ),
+    # Not from SUCCEEDED: that job was paid for and its outputs exist; failing to copy them is
+    # FAILED (ARCHIVE_FAILED) after the archive deadline, not a timeout.
+    JobStatus.TIMED_OUT: frozenset({JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING}),
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.SUBMITTED, JobStatus.RUNNING}),
 }
 

@@ -130,14 +130,18 @@ class JobStore:
         item = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item")
         return self._job(item) if item else None
 
-    def submitting_to(self, job_id: str) -> str | None:
-        """The provider a claimed submission was last being sent to, if it was claimed."""
-        item = self._table.get_item(
-            Key=self._job_key(job_id), ConsistentRead=True, ProjectionExpression="submit_claim, submitting_to"
-        ).get("Item")
-        if not item or "submit_claim" not in item or "submitting_to" not in item:
-            return None
-        return str(item["submitting_to"])
+    def submission_state(self, job_id: str) -> tuple[bool, str | None]:
+        """(claimed, provider it was last being sent to): what a stalled submission got to."""
+        item = (
+            self._table.get_item(
+                Key=self._job_key(job_id),
+                ConsistentRead=True,
+                ProjectionExpression="submit_claim, submitting_to",
+            ).get("Item")
+            or {}
+        )
+        provider = item.get("submitting_to")
+        return "submit_claim" in item, str(provider) if provider is not None else None
 
     @staticmethod
     def _job(item: Mapping[str, Any]) -> Job:
@@ -213,8 +217,12 @@ class JobStore:
         fields: Mapping[str, Any] | None = None,
         due_in_s: int | None = None,
         increments: Mapping[str, int] | None = None,
+        only_from: frozenset[JobStatus] | None = None,
     ) -> Job | None:
         """Move a job to `target` from one of its allowed sources; None when that is not possible.
+
+        `only_from` narrows the allowed sources further, for a caller that knows which state
+        its decision was based on.
 
         Returns None for late, duplicated and out-of-order signals: the caller treats that as a
         no-op. A terminal target leaves the due index and starts the TTL clock.
@@ -229,9 +237,10 @@ class JobStore:
             sets["due_at"] = epoch(now) + due_in_s
             sets["due_shard"] = self.due_shard(job_id)
         entry = HistoryEntry(at=iso(now), status=target, by=by, note=note)
+        sources = allowed_sources(target) if only_from is None else allowed_sources(target) & only_from
         return self._update(
             job_id,
-            status_in=allowed_sources(target),
+            status_in=sources,
             sets=sets,
             removes=removes,
             appends={"history": [entry.model_dump(mode="json")]},

@@ -27,7 +27,9 @@ from .store import JobStore
 
 logger = Logger(child=True)
 
+_QUEUED = frozenset({JobStatus.QUEUED})
 _POLLED = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
+_SUCCEEDED = frozenset({JobStatus.SUCCEEDED})
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
@@ -38,8 +40,11 @@ class SweepConfig:
     first_poll_s: int
     poll_max_interval_s: int
     archive_stall_s: int
-    # How long a submit claim may stay unresolved before the sweeper resolves it.
+    archive_deadline_s: int = 24 * 3600
+    # How long a QUEUED job may wait for its submitter before the sweeper resolves it.
     submit_grace_s: int = 300
+    # Stop starting visits when less than this is left of the invocation (one provider call).
+    time_guard_s: float = 25.0
 
 
 class Sweeper:
@@ -73,30 +78,41 @@ class Sweeper:
         return outcomes
 
     def _visit(self, job: Job, time_left_s: Callable[[], float]) -> str:
-        if time_left_s() < 5:
+        if time_left_s() < self._config.time_guard_s:
             return "deferred"  # the next tick picks it up; never run past the function timeout
         try:
             return self._visit_one(job)
         except Exception:  # one bad job must not stop the sweep of the others
             logger.exception("sweep of job failed", extra={"job_id": job.job_id})
+            # Step it back in the queue, or it would stand at the head of its shard every tick.
+            active = frozenset({JobStatus.QUEUED, *_POLLED, *_SUCCEEDED})
+            self._store.touch(
+                job.job_id, status_in=active, due_in_s=self._backoff(job), increments={"polls": 1}
+            )
             return "error"
 
     def _visit_one(self, job: Job) -> str:
         now = self._clock.now()
-        if epoch(now) >= job.deadline_at:
-            return self._time_out(job)
-        if job.status is JobStatus.QUEUED:
-            return self._lost_submission(job, now)
-        if job.status is JobStatus.SUCCEEDED:
-            self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
-            self._store.touch(
-                job.job_id, status_in=frozenset({JobStatus.SUCCEEDED}), due_in_s=self._config.archive_stall_s
-            )
-            return "re-enqueued"
+        late = epoch(now) >= job.deadline_at
+        match job.status:
+            case JobStatus.QUEUED if late:
+                return self._time_out(job, _QUEUED)
+            case JobStatus.QUEUED:
+                return self._lost_submission(job, now)
+            case JobStatus.SUCCEEDED:
+                return self._stalled_archive(job, now)
+            case JobStatus.SUBMITTED | JobStatus.RUNNING:
+                return self._poll(job, late=late)
+            case _:
+                return "skipped"
+
+    def _poll(self, job: Job, *, late: bool) -> str:
         assert job.provider is not None and job.provider_task_id is not None
         try:
             report = self._registry.client(job.provider).query(job.provider_task_id)
         except ProviderError as error:
+            if late:
+                return self._time_out(job, _POLLED)
             delay = self._backoff(job, retry_after=error.retry_after_s)
             self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
             logger.warning(
@@ -104,12 +120,15 @@ class Sweeper:
             )
             return "poll-failed"
         if report.status in _FINISHED:
-            # Archive confirms again and does the copying; the job stays due in case it is lost.
+            # Finished, even if only just before the deadline: archive confirms and copies. The
+            # job stays due in case that message is lost.
             self._queue.enqueue(job.job_id, f"sweeper-{report.provider_status}")
             self._store.touch(
                 job.job_id, status_in=_POLLED, due_in_s=self._config.archive_stall_s, increments={"polls": 1}
             )
             return "finished"
+        if late:
+            return self._time_out(job, _POLLED)
         delay = self._backoff(job)
         if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
             self._store.transition(
@@ -118,6 +137,24 @@ class Sweeper:
         else:
             self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
         return "polled"
+
+    def _stalled_archive(self, job: Job, now: datetime) -> str:
+        """The provider succeeded but the copy has not finished: try again, or give up visibly."""
+        if epoch(now) >= job.deadline_at + self._config.archive_deadline_s:
+            end_job(
+                self._store,
+                self._events,
+                job.job_id,
+                JobStatus.FAILED,
+                by="sweeper",
+                code="ARCHIVE_FAILED",
+                message="the provider finished but its outputs were not copied before the archive deadline",
+                only_from=_SUCCEEDED,
+            )
+            return "archive-failed"
+        self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
+        self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=self._config.archive_stall_s)
+        return "re-enqueued"
 
     def _backoff(self, job: Job, retry_after: float | None = None) -> int:
         """Exponential from the first poll interval, capped, never past the deadline."""
@@ -129,8 +166,7 @@ class Sweeper:
         until_deadline = job.deadline_at - epoch(self._clock.now())
         return max(1, min(delay, until_deadline))
 
-    def _time_out(self, job: Job) -> str:
-        message = f"not finished by its deadline (was {job.status.value})"
+    def _time_out(self, job: Job, only_from: frozenset[JobStatus]) -> str:
         end_job(
             self._store,
             self._events,
@@ -138,26 +174,46 @@ class Sweeper:
             JobStatus.TIMED_OUT,
             by="sweeper",
             code="DEADLINE_EXCEEDED",
-            message=message,
+            message=f"not finished by its deadline (was {job.status.value})",
+            only_from=only_from,
         )
         return "timed-out"
 
     def _lost_submission(self, job: Job, now: datetime) -> str:
         """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
-        provider = self._store.submitting_to(job.job_id)
-        if provider is None:
-            # Never claimed: its trigger retries (S3, EventBridge) or its caller does (API).
-            self._store.touch(
-                job.job_id, status_in=frozenset({JobStatus.QUEUED}), due_in_s=self._config.submit_grace_s
+        claimed, provider = self._store.submission_state(job.job_id)
+        age = epoch(now) - epoch(datetime.fromisoformat(job.created_at.replace("Z", "+00:00")))
+        if provider is None and (claimed or age >= 2 * self._config.submit_grace_s):
+            # Nothing was sent: the claim (if any) was taken but no provider call was started,
+            # and the trigger's retries are over. Say so rather than wait for the deadline.
+            end_job(
+                self._store,
+                self._events,
+                job.job_id,
+                JobStatus.FAILED,
+                by="sweeper",
+                code="SUBMIT_ABANDONED",
+                message="the submitter stopped before sending the job to any provider; nothing was charged",
+                only_from=_QUEUED,
             )
+            return "abandoned"
+        if provider is None:
+            # Not claimed yet: its trigger retries (S3, EventBridge) or its caller does (API).
+            self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return "waiting"
-        found = self._resolve_unknown(job.job_id, provider)
+        try:
+            found = self._resolve_unknown(job.job_id, provider)
+        except ProviderError as error:
+            # Could not ask: that says nothing about whether the task exists. Ask again later.
+            self._store.touch(
+                job.job_id,
+                status_in=_QUEUED,
+                due_in_s=self._backoff(job, error.retry_after_s),
+                increments={"polls": 1},
+            )
+            return "lookup-failed"
         if found is not None:
             return "found"
-        message = (
-            f"the submission to {provider} never reported back and the task cannot be found; "
-            "not resent to avoid paying twice"
-        )
         end_job(
             self._store,
             self._events,
@@ -165,6 +221,8 @@ class Sweeper:
             JobStatus.FAILED,
             by="sweeper",
             code="SUBMIT_OUTCOME_UNKNOWN",
-            message=message,
+            message=f"the submission to {provider} never reported back and the task cannot be found; "
+            "not resent to avoid paying twice",
+            only_from=_QUEUED,
         )
         return "failed-unknown"

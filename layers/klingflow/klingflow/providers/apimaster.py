@@ -97,5 +97,8 @@ class ApimasterAdapter(Adapter):
     def download(self, task_id: str, output: TaskOutput) -> Download:
         if (urlsplit(output.url).hostname or "").lower() == self.host.lower():
             # A proxy address: fetch through the documented content endpoint, authenticated.
-            return Download(f"{self.base_url}/videos/{quote(task_id, safe='')}/content", authenticated=True)
+            return self.content_endpoint(task_id)
         return Download(output.url)
+
+    def content_endpoint(self, task_id: str) -> Download:
+        return Download(f"{self.base_url}/videos/{quote(task_id, safe='')}/content", authenticated=True)

@@ -107,6 +107,10 @@ class Adapter(ABC):
     def download(self, task_id: str, output: TaskOutput) -> Download:
         return Download(output.url)
 
+    def content_endpoint(self, task_id: str) -> Download | None:
+        """The dialect's own, authenticated way to fetch a task's output, if it has one."""
+        return None
+
     def auth_headers(self, credentials: Mapping[str, str]) -> dict[str, str]:
         key = credentials.get("api_key", "")
         return {"Authorization": f"Bearer {key}"}
@@ -126,11 +130,14 @@ class Adapter(ABC):
             404: ProviderErrorClass.NOT_FOUND,
             422: ProviderErrorClass.INVALID_REQUEST,
             429: ProviderErrorClass.RATE_LIMITED,
-            504: ProviderErrorClass.UNKNOWN_OUTCOME,
+            501: ProviderErrorClass.PROVIDER_DOWN,
+            503: ProviderErrorClass.PROVIDER_DOWN,
         }.get(status)
         if error_class is None:
+            # Any other 5xx (500, 502, 504, a CDN's 52x) may come after the task was created:
+            # only a lookup can tell, so it must not count as "down, try elsewhere".
             error_class = (
-                ProviderErrorClass.PROVIDER_DOWN if status >= 500 else ProviderErrorClass.INVALID_REQUEST
+                ProviderErrorClass.UNKNOWN_OUTCOME if status >= 500 else ProviderErrorClass.INVALID_REQUEST
             )
         return ProviderError(
             self.dialect, error_class, message, status_code=status, retry_after_s=retry_after
