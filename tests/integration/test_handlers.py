@@ -84,3 +84,14 @@ def test_archive_reports_a_failed_record_so_sqs_retries_only_that_one(stack: Sta
     # Then only the failed one goes back to the queue, and the job is untouched
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
     assert stack.job(job["job_id"])["status"] == "SUBMITTED"
+
+
+def test_an_invalid_job_requested_event_is_rejected_once_and_not_retried(stack: Stack) -> None:
+    event = sample_event("eventbridge_job_requested.json")
+    event["detail"]["mode"] = "ultra"
+
+    answer = _invoke(stack, "SubmitFunction", event)  # returns: Lambda will not retry it
+
+    assert answer["rejected"]["error"]["details"][0]["field"] == "mode"
+    rejected = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Rejected"]
+    assert len(rejected) == 1

@@ -221,3 +221,69 @@ def test_a_provider_that_fails_to_answer_a_poll_is_asked_again_later_not_at_once
     queries = [r for r in stack.emulator.requests if r[0] == "apimaster" and r[1] == "GET"]
     stack.sandbox.sweep()  # not due yet: no second poll
     assert [r for r in stack.emulator.requests if r[0] == "apimaster" and r[1] == "GET"] == queries
+
+
+def test_a_manifest_whose_key_needs_url_encoding_is_found(stack: Stack) -> None:
+    # Given a folder and manifest name with spaces (S3 events carry them as "+")
+    stack.put_media("incoming/my run")
+    manifest = {
+        "image": "character.png",
+        "video": "dance.mp4",
+        "character_orientation": "image",
+        "mode": "std",
+    }
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key="incoming/my run/the job.json", Body=json.dumps(manifest).encode()
+    )
+
+    stack.sandbox.deliver_s3()
+
+    [job] = stack.api.get_json("/jobs")["jobs"]
+    assert job["status"] == "SUBMITTED"
+    assert job["source"]["ref"] == f"s3://{stack.bucket}/incoming/my run/the job.json"
+
+
+def test_a_job_that_finishes_just_before_its_deadline_is_archived_not_timed_out(stack: Stack) -> None:
+    # Given an apimaster job whose provider finishes 100 s before the 3 h deadline
+    stack.emulator.set_faults("apimaster", latency_s=3 * 3600 - 100)
+    job = stack.post_job("incoming/late", provider="apimaster")
+
+    # When the sweeper first looks after the deadline has passed
+    stack.clock.advance(3 * 3600 + 5)
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+
+    # Then the finished, paid-for output is archived
+    assert stack.job(job["job_id"])["status"] == "ARCHIVED"
+
+
+def test_an_output_link_on_a_host_not_allowed_is_not_fetched_and_the_job_keeps_its_place(
+    stack: Stack,
+) -> None:
+    # Given a gateway whose output links point at a host outside its download allowlist
+    stack.emulator.set_faults("gateway", output_host="localhost")
+    job = stack.post_job("incoming/host")
+    stack.finish_at_provider()
+
+    # When archive gets the job
+    stack.sandbox.drain_archive()
+
+    # Then nothing was downloaded, and the paid job waits (SUCCEEDED) for a retry, not FAILED
+    assert not any(path.startswith("/files/") for _, _, path, _ in stack.emulator.requests)
+    assert stack.job(job["job_id"])["status"] == "SUCCEEDED"
+
+
+def test_an_apimaster_link_on_another_host_falls_back_to_its_content_endpoint(stack: Stack) -> None:
+    stack.emulator.set_faults("apimaster", output_host="localhost")
+    job = stack.post_job("incoming/host2", provider="apimaster")
+    stack.finish_at_provider()
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    assert done["status"] == "ARCHIVED"
+    assert (
+        "apimaster",
+        "GET",
+        f"/v1/videos/{done['provider_task_id']}/content",
+        None,
+    ) in stack.emulator.requests

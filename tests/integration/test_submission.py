@@ -160,3 +160,35 @@ def test_a_task_not_yet_visible_after_a_timeout_is_looked_up_again_by_the_sweepe
     assert found["status"] == "SUBMITTED"
     assert found["attempts"][-1]["outcome"] == "found_by_lookup"
     assert _creates(stack, "gateway") == 1
+
+
+def test_a_500_on_create_is_an_unknown_outcome_looked_up_not_sent_elsewhere(stack: Stack) -> None:
+    # A 500 may come after the provider created the task: failing over could pay twice.
+    stack.emulator.set_faults("gateway", create_status=500)
+
+    job = stack.post_job("incoming/u500")
+
+    assert _creates(stack, "apimaster") == 0
+    assert [a["outcome"] for a in job["attempts"]][:2] == ["unknown_outcome", "lookup_not_found"]
+    assert job["status"] == "QUEUED"  # left for the sweeper to look up again, never resent
+
+
+def test_a_lookup_that_cannot_be_made_does_not_fail_the_job(stack: Stack) -> None:
+    # Given a submission whose outcome is unknown, and a provider whose lookups answer 503
+    stack.emulator.set_faults("gateway", hang_create_s=2.5, query_status=503)
+    job = stack.post_job("incoming/u503")
+    assert job["status"] == "QUEUED"
+
+    # When the sweeper tries to resolve it while the provider still cannot answer
+    stack.clock.advance(301)
+    stack.sandbox.sweep()
+
+    # Then the job is still waiting to be resolved, not failed while its task may be running
+    assert stack.job(job["job_id"])["status"] == "QUEUED"
+
+    # And once lookups work, it is found
+    stack.emulator.set_faults("gateway", hang_create_s=0, query_status=None)
+    stack.clock.advance(600)
+    stack.sandbox.sweep()
+    assert stack.job(job["job_id"])["status"] == "SUBMITTED"
+    assert _creates(stack, "gateway") == 1

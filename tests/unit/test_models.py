@@ -63,3 +63,14 @@ def test_a_boolean_for_keep_original_sound_becomes_the_dialects_string() -> None
 
 def test_a_request_that_is_not_an_object_is_refused() -> None:
     assert _rules(["not", "an", "object"]) == {("(request)", "object_type")}
+
+
+@pytest.mark.parametrize(
+    "ref", ["incoming/my run/character.png", "s3://bucket/incoming/a.png", "https://cdn.example/a.png"]
+)
+def test_object_keys_with_spaces_and_urls_are_references(ref: str) -> None:
+    assert parse_request({**VALID, "image": ref}).image == ref
+
+
+def test_a_reference_with_another_scheme_is_refused() -> None:
+    assert _rules({**VALID, "video": "ftp://host/v.mp4"}) == {("video", "media_reference")}

@@ -43,7 +43,10 @@ class Orientation(StrEnum):
     VIDEO = "video"  # character faces as in the video; reference video <= 30 s
 
 
-_MEDIA_REF = re.compile(r"^(s3://[^/]+/.+|https://\S+|data:image/[a-z]+;base64,.+|[^:\s][^\s]*)$", re.DOTALL)
+# An object key (spaces allowed, no URL scheme), s3://bucket/key, an https URL or a data: URI.
+_MEDIA_REF = re.compile(
+    r"^(s3://[^/]+/.+|https://\S+|data:image/[a-z]+;base64,.+|(?![A-Za-z][A-Za-z0-9+.-]*:)\S.*)$", re.DOTALL
+)
 
 
 def _yes_no(value: Any) -> Any:

@@ -45,6 +45,7 @@ class Faults:
     output_bytes: int | None = None  # pad outputs to this size (a valid `free` box)
     truncate_downloads: bool = False  # close the connection halfway through an output
     link_ttl_s: float | None = None  # override the dialect's output-link lifetime
+    output_host: str | None = None  # serve output links under this host name (e.g. "localhost")
 
 
 @dataclass

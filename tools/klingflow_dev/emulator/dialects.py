@@ -51,6 +51,9 @@ class Dialect:
     def output_url(self, base: str, task: Task) -> str:
         ttl = self.emulator.faults_for(self.name).link_ttl_s or self.link_ttl_s
         expires = int((task.finished_at() + timedelta(seconds=ttl)).timestamp())
+        host = self.emulator.faults_for(self.name).output_host
+        if host:  # the same server under another name, e.g. one a download allowlist lacks
+            base = base.replace("127.0.0.1", host, 1)
         return f"{base}/files/{task.task_id}/output.mp4?expires={expires}"
 
     def fault_reply(self) -> Reply | None:
