@@ -302,19 +302,26 @@ class JobStore:
     # ---- queries ---------------------------------------------------------------------------
 
     def due_jobs(self, *, limit: int) -> Iterator[Job]:
-        """Jobs whose due time has come, read from the sparse index shard by shard."""
+        """Jobs whose due time has come, most overdue first within each shard.
+
+        Each shard gets an equal share of `limit`, so a backlog in one shard cannot starve the
+        others of their sweep.
+        """
         now = epoch(self._clock.now())
-        left = limit
+        share = -(-limit // self._due_shards)
+        total = limit
         for shard in range(self._due_shards):
             kwargs: dict[str, Any] = {
                 "IndexName": DUE_INDEX,
                 "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
                 "ExpressionAttributeValues": {":shard": str(shard), ":now": now},
             }
+            left = min(share, total)
             while left > 0:
                 page = self._table.query(Limit=min(left, 100), **kwargs)
                 for item in page.get("Items", []):
                     left -= 1
+                    total -= 1
                     yield self._job(item)
                 if "LastEvaluatedKey" not in page:
                     break
