@@ -22,25 +22,38 @@ def test_when_the_cheapest_provider_is_down_the_next_one_gets_the_job(stack: Sta
     # When a job is posted
     job = stack.post_job("incoming/f1")
 
-    # Then it lands on the next one, and its attempts say why
+    # Then it lands on the next cheapest, and its attempts say why
     assert job["status"] == "SUBMITTED"
-    assert job["provider"] == "apimaster"
+    assert job["provider"] == "kling"
     assert [(a["provider"], a["outcome"]) for a in job["attempts"]] == [
         ("gateway", "provider_down"),
-        ("apimaster", "submitted"),
+        ("kling", "submitted"),
     ]
 
 
 def test_when_every_provider_is_down_the_job_fails_naming_each_attempt(stack: Stack) -> None:
+    # Given each provider failing in its own way
     stack.emulator.set_faults("gateway", create_status=503)
+    stack.emulator.set_faults("kling", create_status=429, create_code=1303)
     stack.emulator.set_faults("apimaster", create_status=402)
+    stack.emulator.set_faults("evolink", create_status=429, retry_after_s=30)
 
     job = stack.post_job("incoming/f2")
 
+    # Then the job fails once, naming every attempt, and each was asked exactly once
     assert job["status"] == "FAILED"
     assert job["error"]["code"] == "ALL_PROVIDERS_FAILED"
-    assert "gateway: provider_down" in job["error"]["message"]
-    assert "apimaster: insufficient_balance" in job["error"]["message"]
+    message = job["error"]["message"]
+    for expected in (
+        "gateway: provider_down",
+        "kling: concurrency_limit",
+        "apimaster: insufficient_balance",
+        "evolink: rate_limited",
+    ):
+        assert expected in message
+    assert [a["provider"] for a in job["attempts"]] == ["gateway", "kling", "apimaster", "evolink"]
+    for dialect in ("gateway", "kling", "apimaster", "evolink"):
+        assert _creates(stack, dialect) == 1
     assert stack.events_for(job["job_id"]) == ["Job Failed"]
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import jwt
 import pytest
 
-from klingflow.errors import ProviderErrorClass
+from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.models import parse_request
 from klingflow.providers.apimaster import ApimasterAdapter
 from klingflow.providers.base import MotionControlSpec
+from klingflow.providers.evolink import EvolinkAdapter
 from klingflow.providers.gateway import GatewayAdapter
+from klingflow.providers.kling import KlingAdapter
 from klingflow.states import JobStatus
+from klingflow_dev.clock import ManualClock
 
 
 def _spec(**changes: object) -> MotionControlSpec:
@@ -141,3 +145,173 @@ def test_apimaster_error_codes_map_onto_the_taxonomy(status: int, expected: Prov
 
 def test_an_unknown_status_word_moves_nothing() -> None:
     assert GatewayAdapter("https://gw").parse_task({"id": "t", "status": "weird"}).status is None
+
+
+def test_evolink_motion_control_body_follows_providers_md() -> None:
+    call = EvolinkAdapter("https://api.evolink.ai/v1").create_motion_control(_spec())
+    assert (call.method, call.path) == ("POST", "/videos/generations")
+    assert call.json == {
+        "model": "kling-v3-motion-control",
+        "prompt": "在舞台上表演",
+        "image_urls": ["https://example.com/person.jpg"],
+        "video_urls": ["https://example.com/dance.mp4"],
+        "quality": "1080p",
+        "model_params": {"character_orientation": "video", "keep_original_sound": "yes"},
+        "callback_url": "https://api.example/callbacks/01JOB/t",
+    }
+
+
+def test_evolink_parses_the_seed_create_response_and_a_finished_task() -> None:
+    adapter = EvolinkAdapter("https://api.evolink.ai/v1")
+    created = adapter.parse_create(
+        {
+            "created": 1739500000,
+            "id": "task-video-xxxxxxxx",
+            "model": "kling-custom-element",
+            "object": "video.generation.task",
+            "progress": 0,
+            "status": "pending",
+            "task_info": {"estimated_time": 600, "can_cancel": True},
+            "usage": {"credits_reserved": 1, "billing_rule": "per_call"},
+        }
+    )
+    assert created.task_id == "task-video-xxxxxxxx"
+    assert adapter.query("task-video-xxxxxxxx").path == "/tasks/task-video-xxxxxxxx"
+    done = adapter.parse_task(
+        {"id": "task-video-1", "status": "completed", "progress": 100, "results": ["https://cdn/x.mp4"]}
+    )
+    assert (done.status, done.outputs[0].url) == (JobStatus.SUCCEEDED, "https://cdn/x.mp4")
+    failed = adapter.parse_task(
+        {"id": "t", "status": "failed", "error": {"code": "content_moderation", "message": "no"}}
+    )
+    assert (failed.status, failed.error_code, failed.error_message) == (
+        JobStatus.FAILED,
+        "content_moderation",
+        "no",
+    )
+    assert adapter.parse_task({"id": "t", "status": "cancelled"}).status is JobStatus.CANCELLED
+    moderation = adapter.classify(400, {"error": {"code": "content_policy_violation", "message": "m"}}, {})
+    assert moderation.error_class is ProviderErrorClass.CONTENT_POLICY
+
+
+def test_kling_motion_control_body_and_answers_follow_providers_md() -> None:
+    adapter = KlingAdapter("https://api-singapore.klingai.com")
+    call = adapter.create_motion_control(_spec())
+    assert (call.method, call.path) == ("POST", "/v1/videos/motion-control")
+    assert call.json is not None
+    assert call.json["model_name"] == "kling-v3"
+    assert call.json["external_task_id"] == "01JOB"
+    assert {
+        "image_url",
+        "video_url",
+        "character_orientation",
+        "mode",
+        "keep_original_sound",
+        "watermark_info",
+        "callback_url",
+        "prompt",
+    } <= set(call.json)
+    created = adapter.parse_create(
+        {
+            "code": 0,
+            "message": "SUCCEED",
+            "request_id": "r",
+            "data": {
+                "task_id": "8612",
+                "task_status": "submitted",
+                "task_info": {"external_task_id": "01JOB"},
+                "created_at": 1722769557708,
+                "updated_at": 1722769557708,
+            },
+        }
+    )
+    assert (created.task_id, created.external_task_id) == ("8612", "01JOB")
+    assert adapter.query("01JOB").path == "/v1/videos/motion-control/01JOB"
+    done = adapter.parse_task(
+        {
+            "code": 0,
+            "message": "SUCCEED",
+            "request_id": "r",
+            "data": {
+                "task_id": "8612",
+                "task_status": "succeed",
+                "task_status_msg": "",
+                "task_result": {
+                    "videos": [
+                        {
+                            "id": "v",
+                            "url": "https://cdn.klingai.com/v.mp4",
+                            "watermark_url": "w",
+                            "duration": "5.1",
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    assert done.status is JobStatus.SUCCEEDED
+    assert (done.outputs[0].url, done.outputs[0].duration_s, done.billed_seconds) == (
+        "https://cdn.klingai.com/v.mp4",
+        5.1,
+        5.1,
+    )
+    callback = adapter.parse_callback(
+        {
+            "task_id": "8612",
+            "task_status": "failed",
+            "task_status_msg": "risk control",
+            "created_at": 1,
+            "updated_at": 2,
+            "final_unit_deduction": "0",
+            "task_info": {"external_task_id": "01JOB"},
+            "task_result": {},
+        }
+    )
+    assert (callback.status, callback.error_message) == (JobStatus.FAILED, "risk control")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (1000, ProviderErrorClass.AUTH),
+        (1004, ProviderErrorClass.AUTH),
+        (1101, ProviderErrorClass.INSUFFICIENT_BALANCE),
+        (1103, ProviderErrorClass.AUTH),
+        (1201, ProviderErrorClass.INVALID_REQUEST),
+        (1203, ProviderErrorClass.NOT_FOUND),
+        (1300, ProviderErrorClass.CONTENT_POLICY),
+        (1302, ProviderErrorClass.RATE_LIMITED),
+        (1303, ProviderErrorClass.CONCURRENCY_LIMIT),
+        (5000, ProviderErrorClass.UNKNOWN_OUTCOME),
+        (5001, ProviderErrorClass.PROVIDER_DOWN),
+        (5002, ProviderErrorClass.UNKNOWN_OUTCOME),
+    ],
+)
+def test_kling_codes_map_onto_the_taxonomy(code: int, expected: ProviderErrorClass) -> None:
+    error = KlingAdapter("https://k").classify(400, {"code": code, "message": "m"}, {})
+    assert (error.error_class, error.provider_code) == (expected, str(code))
+
+
+def test_a_kling_answer_with_code_0_but_a_business_error_code_raises() -> None:
+    with pytest.raises(ProviderError) as caught:
+        KlingAdapter("https://k").parse_create(
+            {"code": 1303, "message": "parallel task over resource pack limit"}
+        )
+    assert caught.value.error_class is ProviderErrorClass.CONCURRENCY_LIMIT
+
+
+def test_the_kling_token_is_hs256_with_the_documented_claims_and_is_refreshed_before_expiry() -> None:
+    clock = ManualClock()
+    adapter = KlingAdapter("https://k", clock=clock)
+    keys = {"access_key": "ak", "secret_key": "a-secret-key-that-is-32-bytes-long"}
+    token = adapter.token(keys)
+    claims = jwt.decode(
+        token, keys["secret_key"], algorithms=["HS256"], options={"verify_exp": False, "verify_nbf": False}
+    )
+    now = int(clock.now().timestamp())
+    assert claims == {"iss": "ak", "exp": now + 1800, "nbf": now - 5}
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    clock.advance(1400)
+    assert adapter.token(keys) == token  # still well within its life
+    clock.advance(150)
+    assert adapter.token(keys) != token  # under five minutes left: a new one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from klingflow.errors import NoProviderAvailable, RequestRejected
@@ -9,22 +11,54 @@ from klingflow.models import JobKind, Mode, Orientation
 from klingflow.pricing import estimate
 from klingflow.providers.registry import Registry, load_configs
 
-
-def _registry(overrides: dict | None = None) -> Registry:
-    return Registry(load_configs(overrides or {}), lambda _: {}, usd_per_cny=0.14)
+KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}
 
 
-def test_out_of_the_box_only_providers_with_a_documented_host_are_usable() -> None:
+def _registry(overrides: dict | None = None, keys: Mapping[str, Mapping[str, str]] | None = None) -> Registry:
+    def credentials(name: str) -> Mapping[str, str]:
+        return KEYS if keys is None else keys.get(name, {})
+
+    return Registry(load_configs(overrides or {}), credentials, usd_per_cny=0.14)
+
+
+def test_out_of_the_box_every_provider_with_a_documented_host_is_usable_cheapest_first() -> None:
     # Seed 003 gives the gateway's paths but no host: it needs a base_url before it can be used.
-    assert _registry().candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster"]
+    assert _registry().candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["kling", "apimaster", "evolink"]
 
 
-def test_the_cheapest_usable_provider_comes_first_across_currencies() -> None:
+def test_the_cheapest_comes_first_across_currencies() -> None:
     registry = _registry({"gateway": {"base_url": "https://gw.example"}})
-    # gateway 0.5 CNY/s = $0.07/s beats apimaster $0.10288/s
-    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["gateway", "apimaster"]
+    # gateway 0.5 CNY/s = $0.07/s beats kling $0.084, apimaster $0.10288, evolink $0.1134
+    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == [
+        "gateway",
+        "kling",
+        "apimaster",
+        "evolink",
+    ]
     pricier = _registry({"gateway": {"base_url": "https://gw.example", "price_per_second": {"std": 1.0}}})
-    assert pricier.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster", "gateway"]
+    assert pricier.candidates(JobKind.MOTION_CONTROL, Mode.STD)[-1] == "gateway"
+
+
+def test_a_provider_without_keys_in_the_secret_is_not_tried() -> None:
+    registry = _registry(keys={"apimaster": {"api_key": "k"}, "kling": {"access_key": "ak"}})
+    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster"]
+    with pytest.raises(NoProviderAvailable, match="credentials"):
+        registry.candidates(JobKind.MOTION_CONTROL, Mode.STD, pinned="kling")
+
+
+def test_a_disabled_provider_is_skipped_and_an_override_adds_a_second_account() -> None:
+    registry = _registry(
+        {
+            "kling": {"enabled": False},
+            "apimaster-eu": {
+                "dialect": "apimaster",
+                "base_url": "https://eu.example/v1",
+                "price_per_second": {"std": 0.05},
+            },
+        }
+    )
+    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster-eu", "apimaster", "evolink"]
+    assert registry.adapter("apimaster-eu").base_url == "https://eu.example/v1"
 
 
 def test_a_pin_names_exactly_one_provider_or_says_why_not() -> None:
@@ -42,6 +76,11 @@ def test_estimates_bill_whole_seconds_rounded_up_and_assume_the_worst_when_unkno
     assert (probed.seconds, probed.usd, probed.upper_bound) == (8, round(0.10288 * 8, 5), False)
     unknown = estimate(registry, "apimaster", mode=Mode.PRO, duration_s=None, orientation=Orientation.VIDEO)
     assert (unknown.seconds, unknown.upper_bound) == (30, True)
+
+
+def test_a_model_override_reaches_the_request() -> None:
+    registry = _registry({"kling": {"model": "kling-v2-6"}})
+    assert registry.adapter("kling").model == "kling-v2-6"
 
 
 def test_a_bad_override_names_the_provider() -> None:

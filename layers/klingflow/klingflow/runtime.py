@@ -98,14 +98,14 @@ def provider_credentials(arn: str) -> Callable[[str], Mapping[str, str]]:
     return lookup
 
 
-def registry(settings: _ProviderSettings) -> Registry:
+def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
     return Registry(
         load_configs(settings.provider_overrides),
         provider_credentials(settings.provider_secret_arn),
         usd_per_cny=settings.usd_per_cny,
         timeout_s=settings.provider_timeout_s,
+        clock=clock,
     )
-
 
 def store(settings: _ScheduleSettings, clock: Clock) -> JobStore:
     return JobStore(
@@ -122,7 +122,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         store=store(settings, clock),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
-        registry=registry(settings),
+        registry=registry(settings, clock),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
         api_url=lambda: str(_ssm().get(settings.api_url_parameter, max_age=SECRET_MAX_AGE_S)),
         clock=clock,
@@ -153,7 +153,7 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
         store=store(settings, clock),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
-        registry=registry(settings),
+        registry=registry(settings, clock),
         http=SafeHttp(
             allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.download_timeout_s
         ),
@@ -171,7 +171,7 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
     clock = clock or SystemClock()
     jobs = store(settings, clock)
     events = EventPublisher(client("events"), settings.event_bus)
-    providers = registry(settings)
+    providers = registry(settings, clock)
     recorder = SubmissionRecorder(
         store=jobs,
         events=events,

@@ -1,16 +1,19 @@
 """What each dialect says over the wire: routes, validation, bodies, errors, callbacks.
 
 Field names and shapes follow shared/PROVIDERS.md and the seeds exactly; a dialect added later
-(evolink, kling) is one more class here and one entry in DIALECTS.
+is one more class here and one entry in DIALECTS.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+import jwt
 
 from .core import Emulator, Task, iso_z
 
@@ -61,10 +64,11 @@ class Dialect:
         if faults.create_status is None:
             return None
         headers = {"Retry-After": str(faults.retry_after_s)} if faults.retry_after_s is not None else {}
-        return Reply(faults.create_status, self.error_body(faults.create_status, "injected fault"), headers)
+        body = self.error_body(faults.create_status, "injected fault", code=faults.create_code)
+        return Reply(faults.create_status, body, headers)
 
-    def error_body(self, status: int, message: str) -> Any:
-        return {"error": {"message": message, "code": status}}
+    def error_body(self, status: int, message: str, *, code: int | None = None) -> Any:
+        return {"error": {"message": message, "code": code or status}}
 
     def billed_seconds(self, task: Task) -> int:
         return max(1, math.ceil((task.input_seconds or 5.0) - 1e-9))
@@ -200,8 +204,8 @@ class Apimaster(Dialect):
             return Reply(200, self.view(task, self.emulator.clock.now(), base))
         return Reply(404, self.error_body(404, f"no route {method} {path}"))
 
-    def error_body(self, status: int, message: str) -> Any:
-        return {"code": status, "message": message}
+    def error_body(self, status: int, message: str, *, code: int | None = None) -> Any:
+        return {"code": code or status, "message": message}
 
     def _create(self, body: Any) -> Reply:
         if (fault := self.fault_reply()) is not None:
@@ -234,7 +238,231 @@ class Apimaster(Dialect):
         return Reply(200, self.emulator.output_bytes(self.name), {"Content-Type": "video/mp4"})
 
 
-DIALECTS: dict[str, type[Dialect]] = {Gateway.name: Gateway, Apimaster.name: Apimaster}
+def _callback_url_problem(url: Any, *, https_only: bool) -> str | None:
+    """evolink's documented rules for callback_url: HTTPS, not internal, at most 2048 characters."""
+    if url is None:
+        return None
+    if not isinstance(url, str) or len(url) > 2048:
+        return "callback_url must be a URL of at most 2048 characters"
+    host = host_of(url)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if https_only and not (url.startswith("https://") and not loopback):
+        return "callback_url must be HTTPS and not an internal address"
+    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        return "callback_url must be HTTPS"
+    return None
+
+
+class Evolink(Dialect):
+    """Seeds 000-002 (+ PROVIDERS.md's (?) facts): OpenAI-style tasks, callbacks on the end."""
+
+    name = "evolink"
+    link_ttl_s = DAY  # output links live about 24 hours
+    prefix = "/v1"
+    # The real service refuses non-HTTPS callback URLs; the sandbox's API is plain http on
+    # loopback, so the emulator accepts those unless told to be strict.
+    strict_callbacks = False
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
+        if not self.authorised(headers):
+            return Reply(401, self.error_body(401, "invalid api key", code="invalid_api_key"))
+        if method == "POST" and path == "/v1/videos/generations":
+            return self._create(body, base)
+        if method == "GET" and path.startswith("/v1/tasks/"):
+            task = self.emulator.find(self.name, path.removeprefix("/v1/tasks/"))
+            if task is None:
+                return Reply(404, self.error_body(404, "task not found", code="task_not_found"))
+            return Reply(200, self.view(task, self.emulator.clock.now(), base))
+        return Reply(404, self.error_body(404, f"no route {method} {path}"))
+
+    def error_body(self, status: int, message: str, *, code: Any = None) -> Any:
+        return {"error": {"code": code or str(status), "message": message, "type": "invalid_request_error"}}
+
+    def _create(self, body: Any, base: str) -> Reply:
+        if (fault := self.fault_reply()) is not None:
+            return fault
+        if not isinstance(body, dict):
+            return Reply(400, self.error_body(400, "body must be a JSON object"))
+        params: dict[str, Any] = body["model_params"] if isinstance(body.get("model_params"), dict) else {}
+        flat = {
+            "image_url": (body.get("image_urls") or [None])[0],
+            "video_url": (body.get("video_urls") or [None])[0],
+            "character_orientation": params.get("character_orientation"),
+            "mode": {"720p": "std", "1080p": "pro"}.get(str(body.get("quality"))),
+            "prompt": body.get("prompt"),
+            "keep_original_sound": params.get("keep_original_sound", "yes"),
+        }
+        problems = _motion_errors(flat)
+        if body.get("model") != "kling-v3-motion-control":
+            problems.insert(0, "model must be kling-v3-motion-control")
+        if len(body.get("image_urls") or []) != 1 or len(body.get("video_urls") or []) != 1:
+            problems.append("image_urls and video_urls take exactly one URL each")
+        if (
+            problem := _callback_url_problem(body.get("callback_url"), https_only=self.strict_callbacks)
+        ) is not None:
+            problems.append(problem)
+        if problems:
+            return Reply(400, self.error_body(400, "; ".join(problems), code="invalid_parameters"))
+        task = self.emulator.create(
+            self.name,
+            body,
+            prefix="task-video-",
+            input_url=flat["video_url"],
+            callback_url=body.get("callback_url"),
+        )
+        task.base = base
+        task.input_error = task.input_error or _video_too_long(task, str(flat["character_orientation"]))
+        seconds = self.billed_seconds(task)
+        return Reply(
+            200,
+            {
+                "created": int(task.created.timestamp()),
+                "id": task.task_id,
+                "model": body["model"],
+                "object": "video.generation.task",
+                "progress": 0,
+                "status": "pending",
+                "task_info": {"estimated_time": int(task.latency_s), "can_cancel": True},
+                "usage": {"credits_reserved": seconds * 8, "billing_rule": "per_second"},
+            },
+        )
+
+    def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
+        phase = task.phase(now)
+        status = {"queued": "pending"}.get(phase, phase)
+        elapsed = (now - task.created).total_seconds()
+        answer: dict[str, Any] = {
+            "id": task.task_id,
+            "object": "video.generation.task",
+            "model": task.body.get("model"),
+            "created": int(task.created.timestamp()),
+            "status": status,
+            "progress": 100
+            if status in ("completed", "failed")
+            else min(99, int(100 * elapsed / task.latency_s)),
+        }
+        if status == "completed":
+            answer["results"] = [self.output_url(base, task)]
+        elif status == "failed":
+            answer["error"] = {
+                "code": "generation_failed",
+                "message": task.input_error or "content moderation failed",
+            }
+        return answer
+
+    def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
+        if phase not in ("completed", "failed"):
+            return None
+        return self.view(task, task.finished_at(), task.base)
+
+
+class Kling(Dialect):
+    """Kling's own API: JWT auth, {code, message, request_id, data} answers, 1000-5002 codes,
+    callbacks on every status change, `succeed` spelt as Kling spells it."""
+
+    name = "kling"
+    link_ttl_s = 30 * DAY
+    path = "/v1/videos/motion-control"
+
+    def authorised(self, headers: dict[str, str]) -> bool:
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        expected = self.emulator.keys.get(self.name)
+        if expected is None:
+            return bool(token)
+        access_key, _, secret_key = expected.partition(":")
+        try:
+            # Times are checked against the emulator's clock (which tests move), not the machine's.
+            claims = jwt.decode(
+                token,
+                secret_key,
+                algorithms=["HS256"],
+                options={"require": ["exp", "nbf", "iss"], "verify_exp": False, "verify_nbf": False},
+            )
+        except jwt.PyJWTError:
+            return False
+        now = self.emulator.clock.now().timestamp()
+        return bool(claims.get("iss") == access_key and claims["nbf"] <= now < claims["exp"])
+
+    def error_body(self, status: int, message: str, *, code: int | None = None) -> Any:
+        default = {400: 1201, 401: 1002, 402: 1101, 404: 1203, 429: 1302, 500: 5000, 503: 5001, 504: 5002}
+        return {"code": code or default.get(status, 5000), "message": message, "request_id": uuid.uuid4().hex}
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
+        if not self.authorised(headers):
+            return Reply(401, self.error_body(401, "authorization failed", code=1002))
+        if method == "POST" and path == self.path:
+            return self._create(body, base)
+        if method == "GET" and path.startswith(self.path + "/"):
+            task = self.emulator.find(self.name, path.removeprefix(self.path + "/"))
+            if task is None:
+                return Reply(404, self.error_body(404, "task not found", code=1203))
+            return Reply(200, self._wrap(self.view(task, self.emulator.clock.now(), base)))
+        return Reply(404, self.error_body(404, f"no route {method} {path}", code=1202))
+
+    def _wrap(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": data}
+
+    def _create(self, body: Any, base: str) -> Reply:
+        if (fault := self.fault_reply()) is not None:
+            return fault
+        if not isinstance(body, dict):
+            return Reply(400, self.error_body(400, "body must be a JSON object"))
+        problems = _motion_errors(body)
+        if body.get("model_name") not in ("kling-v2-6", "kling-v3"):
+            problems.insert(0, "model_name must be kling-v2-6 or kling-v3")
+        external = body.get("external_task_id")
+        if isinstance(external, str) and self.emulator.external_id_taken(self.name, external):
+            problems.append("external_task_id must be unique")
+        if problems:
+            return Reply(400, self.error_body(400, "; ".join(problems), code=1201))
+        task = self.emulator.create(
+            self.name,
+            body,
+            prefix="",
+            input_url=body["video_url"],
+            callback_url=body.get("callback_url"),
+            external_task_id=external if isinstance(external, str) else None,
+        )
+        task.base = base
+        task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
+        return Reply(200, self._wrap(self.view(task, task.created, base)))
+
+    def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
+        phase = task.phase(now)
+        status = {"queued": "submitted", "completed": "succeed"}.get(phase, phase)
+        moments = {
+            "submitted": task.created,
+            "processing": task.created + timedelta(seconds=task.latency_s * 0.3),
+        }
+        updated = moments.get(status, task.finished_at())
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task_status": status,
+            "task_status_msg": task.input_error or "" if status == "failed" else "",
+            "task_info": {"external_task_id": task.external_task_id},
+            "created_at": int(task.created.timestamp() * 1000),
+            "updated_at": int(updated.timestamp() * 1000),
+        }
+        if status == "succeed":
+            url = self.output_url(base, task)
+            seconds = f"{float(self.billed_seconds(task)):.1f}"
+            data["task_result"] = {
+                "videos": [{"id": f"v-{task.task_id}", "url": url, "watermark_url": url, "duration": seconds}]
+            }
+            data["final_unit_deduction"] = seconds
+        return data
+
+    def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
+        moment = {
+            "queued": task.created,
+            "processing": task.created + timedelta(seconds=task.latency_s * 0.3),
+        }
+        return self.view(task, moment.get(phase, task.finished_at()), task.base)
+
+
+DIALECTS: dict[str, type[Dialect]] = {
+    dialect.name: dialect for dialect in (Apimaster, Evolink, Gateway, Kling)
+}
 
 
 def host_of(url: str) -> str:

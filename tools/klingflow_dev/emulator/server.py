@@ -156,7 +156,13 @@ class EmulatorServer:
             server.base = f"http://127.0.0.1:{server.server_address[1]}"
             self._servers.append(server)
             self.base_urls[name] = server.base + dialect.prefix
-            thread = threading.Thread(target=server.serve_forever, name=f"emulator-{name}", daemon=True)
+            # A short poll interval: shutdown waits for it, and tests start and stop servers often.
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"emulator-{name}",
+                daemon=True,
+            )
             thread.start()
             self._threads.append(thread)
         self.emulator.base_urls = dict(self.base_urls)

@@ -97,8 +97,18 @@ class Sandbox:
         self.session = boto3.Session(region_name=REGION)
         runtime.reset()
 
-        keys = {"apimaster": "sandbox-apimaster-key", "gateway": "sandbox-gateway-key"}
-        self.emulator = Emulator(keys=keys, clock=self.options.clock)
+        # The provider secret a user fills in after deploying, and what the emulator expects.
+        self.provider_keys: dict[str, dict[str, str]] = {
+            "apimaster": {"api_key": "sandbox-apimaster-key"},
+            "evolink": {"api_key": "sandbox-evolink-key"},
+            "gateway": {"api_key": "sandbox-gateway-key"},
+            "kling": {
+                "access_key": "sandbox-kling-ak",
+                "secret_key": "sandbox-kling-secret-key-of-32-bytes!",
+            },
+        }
+        expected = {name: ":".join(fields.values()) for name, fields in self.provider_keys.items()}
+        self.emulator = Emulator(keys=expected, clock=self.options.clock)
         self.emulator_server = EmulatorServer(self.emulator)
         base_urls = self.emulator_server.start(drive=self.options.clock is None)
         for dialect in base_urls:
@@ -133,7 +143,7 @@ class Sandbox:
         # What a user does after deploying: put the provider keys into the secret.
         self.client("secretsmanager").put_secret_value(
             SecretId=self.names["ProviderKeysSecret"],
-            SecretString=json.dumps({k: {"api_key": v} for k, v in keys.items()}),
+            SecretString=json.dumps(self.provider_keys),
         )
         self._environment(document, functions)
         self._event_sources(resources)

@@ -29,6 +29,7 @@ MODEL = "kling-v3-motion-control"
 
 class ApimasterAdapter(Adapter):
     dialect = "apimaster"
+    default_model = MODEL
     sends_callbacks = False
     supports_external_id = False
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -47,7 +48,7 @@ class ApimasterAdapter(Adapter):
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
         request = spec.request
         body: dict[str, Any] = {
-            "model": MODEL,
+            "model": self.model,
             "image_url": spec.image_url,
             "video_url": spec.video_url,
             "character_orientation": request.character_orientation.value,

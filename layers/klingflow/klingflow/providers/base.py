@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from klingflow.clock import Clock, SystemClock
 from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.models import Mode, MotionControlRequest
 from klingflow.states import JobStatus
@@ -84,8 +85,13 @@ class Adapter(ABC):
     supports_external_id: ClassVar[bool]
     status_words: ClassVar[Mapping[str, JobStatus]]
 
-    def __init__(self, base_url: str) -> None:
+    # The model name this dialect's motion-control requests carry, unless configured otherwise.
+    default_model: ClassVar[str]
+
+    def __init__(self, base_url: str, *, model: str | None = None, clock: Clock | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.model = model or self.default_model
+        self.clock = clock or SystemClock()
 
     # requests
     @abstractmethod
@@ -119,9 +125,22 @@ class Adapter(ABC):
         return self.status_words.get(word.lower())
 
     def classify(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
-        """Map an error answer onto the taxonomy; dialects with body codes refine this."""
-        message = _message(body) or f"HTTP {status}"
+        """Map an error answer onto the taxonomy (dialects refine `error_class_for`)."""
+        error_class, provider_code = self.error_class_for(status, body)
         retry_after = _retry_after(headers)
+        if retry_after is None:
+            retry_after = self.default_backoff_s(error_class)
+        return ProviderError(
+            self.dialect,
+            error_class,
+            _message(body) or f"HTTP {status}",
+            status_code=status,
+            provider_code=provider_code,
+            retry_after_s=retry_after,
+        )
+
+    def error_class_for(self, status: int, body: Any) -> tuple[ProviderErrorClass, str | None]:
+        """(class, the provider's own code) from the HTTP status; dialects with body codes refine."""
         error_class = {
             400: ProviderErrorClass.INVALID_REQUEST,
             401: ProviderErrorClass.AUTH,
@@ -139,9 +158,11 @@ class Adapter(ABC):
             error_class = (
                 ProviderErrorClass.UNKNOWN_OUTCOME if status >= 500 else ProviderErrorClass.INVALID_REQUEST
             )
-        return ProviderError(
-            self.dialect, error_class, message, status_code=status, retry_after_s=retry_after
-        )
+        return error_class, None
+
+    def default_backoff_s(self, error_class: ProviderErrorClass) -> float | None:
+        """How long to wait when the provider said "slow down" without a Retry-After."""
+        return None
 
     @property
     def host(self) -> str:
@@ -155,6 +176,11 @@ def billable_seconds(duration_s: float | None) -> int | None:
 
 def mode_quality(mode: Mode) -> str:
     return "1080p" if mode is Mode.PRO else "720p"
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object from an answer, or an empty one: providers omit what they have not got."""
+    return value if isinstance(value, dict) else {}
 
 
 def _message(body: Any) -> str | None:

@@ -20,6 +20,7 @@ MODEL = "Kling-V2.6"
 
 class GatewayAdapter(Adapter):
     dialect = "gateway"
+    default_model = MODEL
     sends_callbacks = True
     supports_external_id = True
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -32,7 +33,7 @@ class GatewayAdapter(Adapter):
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
         request = spec.request
         body: dict[str, Any] = {
-            "model": MODEL,
+            "model": self.model,
             "action_control": True,
             "image_url": spec.image_url,
             "video_url": spec.video_url,

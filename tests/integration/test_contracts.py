@@ -1,0 +1,205 @@
+"""Contract tests: each adapter against the emulator over real HTTP on loopback.
+
+The emulator follows PROVIDERS.md; if an adapter and the emulator disagree on a field name, a
+status word or an error body, one of these fails.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+
+from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.models import parse_request
+from klingflow.providers.base import MotionControlSpec
+from klingflow.providers.registry import Registry, load_configs
+from klingflow.states import JobStatus
+from klingflow_dev.clock import ManualClock
+from klingflow_dev.emulator import Emulator, EmulatorServer
+
+DIALECTS = ["apimaster", "evolink", "gateway", "kling"]
+CALLING_BACK = ["evolink", "gateway", "kling"]
+KEYS = {
+    "apimaster": {"api_key": "a-key"},
+    "evolink": {"api_key": "e-key"},
+    "gateway": {"api_key": "g-key"},
+    "kling": {"access_key": "k-ak", "secret_key": "k-secret-key-that-is-32-bytes-long"},
+}
+
+
+class Providers:
+    def __init__(self, clock: ManualClock, server: EmulatorServer) -> None:
+        self.clock = clock
+        self.server = server
+        self.emulator = server.emulator
+
+    def registry(self, *, keys: dict[str, dict[str, str]] = KEYS, timeout_s: float = 5.0) -> Registry:
+        overrides = {name: {"base_url": url} for name, url in self.server.base_urls.items()}
+        return Registry(
+            load_configs(overrides), lambda name: keys[name], timeout_s=timeout_s, clock=self.clock
+        )
+
+
+@pytest.fixture
+def providers() -> Iterator[Providers]:
+    clock = ManualClock()
+    emulator = Emulator(keys={name: ":".join(fields.values()) for name, fields in KEYS.items()}, clock=clock)
+    server = EmulatorServer(emulator)
+    server.start(drive=False)
+    for dialect in DIALECTS:
+        emulator.set_faults(dialect, latency_s=10)
+    try:
+        yield Providers(clock, server)
+    finally:
+        server.stop()
+
+
+class Receiver:
+    """A callback endpoint that records what providers post to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                receiver.bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/callbacks/job-1/token"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _spec(job_id: str = "job-1", callback_url: str | None = None) -> MotionControlSpec:
+    request = parse_request(
+        {"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": "std"}
+    )
+    # Non-loopback inputs are taken on trust by the emulator (it never leaves the machine).
+    return MotionControlSpec(
+        job_id=job_id,
+        request=request,
+        image_url="https://media.example/character.png",
+        video_url="https://media.example/dance.mp4",
+        video_duration_s=5.0,
+        callback_url=callback_url,
+    )
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_task_goes_from_created_to_finished_with_a_fetchable_output(
+    providers: Providers, dialect: str
+) -> None:
+    registry = providers.registry()
+    client = registry.client(dialect)
+
+    submission, _ = client.create_motion_control(_spec())
+    assert client.query(submission.task_id).status is JobStatus.SUBMITTED
+    providers.clock.advance(5)
+    assert client.query(submission.task_id).status is JobStatus.RUNNING
+    providers.clock.advance(10)
+    report = client.query(submission.task_id)
+
+    assert report.status is JobStatus.SUCCEEDED
+    [output] = report.outputs
+    download = client.adapter.download(submission.task_id, output)
+    headers = client.adapter.auth_headers(KEYS[dialect]) if download.authenticated else {}
+    body = httpx.get(download.url, headers=headers).content
+    assert body == providers.emulator.output_bytes(dialect)
+
+
+@pytest.mark.parametrize("dialect", CALLING_BACK)
+def test_callbacks_parse_to_the_task_and_end_in_the_same_state_as_the_query(
+    providers: Providers, dialect: str
+) -> None:
+    receiver = Receiver()
+    try:
+        client = providers.registry().client(dialect)
+        submission, _ = client.create_motion_control(_spec(callback_url=receiver.url))
+        for step in (0, 5, 10):
+            providers.clock.advance(step)
+            providers.server.tick()
+            providers.emulator.wait_idle()
+    finally:
+        receiver.stop()
+
+    reports = [client.adapter.parse_callback(body) for body in receiver.bodies]
+    assert {r.task_id for r in reports} == {submission.task_id}
+    assert reports[-1].status is JobStatus.SUCCEEDED
+    assert reports[-1].outputs
+    if dialect == "kling":  # every status change
+        assert [r.provider_status for r in reports] == ["submitted", "processing", "succeed"]
+    else:  # on completion only
+        assert len(reports) == 1
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_wrong_key_is_an_auth_error(providers: Providers, dialect: str) -> None:
+    wrong = {
+        name: dict.fromkeys(fields, "wrong-but-long-enough-for-hmac-sha256!") for name, fields in KEYS.items()
+    }
+    with pytest.raises(ProviderError) as caught:
+        providers.registry(keys=wrong).client(dialect).create_motion_control(_spec())
+    assert caught.value.error_class is ProviderErrorClass.AUTH
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_rate_limit_carries_its_retry_after(providers: Providers, dialect: str) -> None:
+    providers.emulator.set_faults(dialect, create_status=429, retry_after_s=7)
+    with pytest.raises(ProviderError) as caught:
+        providers.registry().client(dialect).create_motion_control(_spec())
+    assert caught.value.error_class is ProviderErrorClass.RATE_LIMITED
+    assert caught.value.retry_after_s == 7.0
+
+
+@pytest.mark.parametrize(
+    ("dialect", "status", "code", "expected"),
+    [
+        ("apimaster", 402, None, ProviderErrorClass.INSUFFICIENT_BALANCE),
+        ("evolink", 402, None, ProviderErrorClass.INSUFFICIENT_BALANCE),
+        ("gateway", 503, None, ProviderErrorClass.PROVIDER_DOWN),
+        ("kling", 429, 1102, ProviderErrorClass.INSUFFICIENT_BALANCE),
+        ("kling", 429, 1303, ProviderErrorClass.CONCURRENCY_LIMIT),
+        ("kling", 400, 1301, ProviderErrorClass.CONTENT_POLICY),
+        ("kling", 503, 5001, ProviderErrorClass.PROVIDER_DOWN),
+        ("kling", 500, 5000, ProviderErrorClass.UNKNOWN_OUTCOME),
+    ],
+)
+def test_error_answers_map_onto_the_taxonomy(
+    providers: Providers, dialect: str, status: int, code: int | None, expected: ProviderErrorClass
+) -> None:
+    providers.emulator.set_faults(dialect, create_status=status, create_code=code)
+    with pytest.raises(ProviderError) as caught:
+        providers.registry().client(dialect).create_motion_control(_spec())
+    assert caught.value.error_class is expected
+    if expected is ProviderErrorClass.CONCURRENCY_LIMIT:
+        assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
+
+
+@pytest.mark.parametrize("dialect", ["gateway", "kling"])
+def test_a_create_answered_too_late_is_an_unknown_outcome_and_the_task_is_found_by_our_id(
+    providers: Providers, dialect: str
+) -> None:
+    providers.emulator.set_faults(dialect, hang_create_s=1.5)
+    client = providers.registry(timeout_s=0.5).client(dialect)
+    with pytest.raises(ProviderError) as caught:
+        client.create_motion_control(_spec(job_id="job-late"))
+    assert caught.value.error_class is ProviderErrorClass.UNKNOWN_OUTCOME
+    providers.emulator.set_faults(dialect, hang_create_s=0)
+    assert client.query("job-late").status is JobStatus.SUBMITTED
