@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from klingflow_dev.clock import ManualClock
+from klingflow_dev.emulator import Emulator, EmulatorServer
+from klingflow_dev.sandbox import Sandbox, SandboxOptions
 from tests.integration.conftest import Stack
 
 
@@ -205,3 +208,62 @@ def test_a_lookup_that_cannot_be_made_does_not_fail_the_job(stack: Stack) -> Non
     stack.sandbox.sweep()
     assert stack.job(job["job_id"])["status"] == "SUBMITTED"
     assert _creates(stack, "gateway") == 1
+
+
+def test_a_provider_that_keeps_failing_is_skipped_until_its_cool_down_then_probed(stack: Stack) -> None:
+    # Given the cheapest provider down for three jobs in a row (the breaker's threshold)
+    stack.emulator.set_faults("gateway", create_status=503)
+    for index in range(3):
+        assert stack.post_job(f"incoming/cb{index}")["provider"] == "kling"
+    assert _creates(stack, "gateway") == 3
+
+    # When the next job comes, the open breaker sends it straight to the next provider
+    job = stack.post_job("incoming/cb3")
+    assert job["provider"] == "kling"
+    assert _creates(stack, "gateway") == 3
+    assert (job["attempts"][0]["provider"], job["attempts"][0]["outcome"]) == ("gateway", "skipped_unhealthy")
+
+    # And after the cool-down one job probes it; once it works again it takes jobs again
+    stack.emulator.set_faults("gateway", create_status=None)
+    stack.clock.advance(61)
+    assert stack.post_job("incoming/cb4")["provider"] == "gateway"
+    assert stack.post_job("incoming/cb5")["provider"] == "gateway"
+
+
+def test_when_every_breaker_is_open_the_job_fails_without_calling_anyone(stack: Stack) -> None:
+    for dialect in ("gateway", "kling", "apimaster", "evolink"):
+        stack.emulator.set_faults(dialect, create_status=503)
+    for index in range(3):
+        assert stack.post_job(f"incoming/all{index}")["status"] == "FAILED"
+    calls = len(stack.emulator.requests)
+
+    job = stack.post_job("incoming/all3")
+
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "NO_HEALTHY_PROVIDER"
+    assert len(stack.emulator.requests) == calls
+
+
+def test_a_dialect_pointed_at_another_server_works_with_no_code_change(aws_env: None) -> None:
+    # Given a second, independent server that speaks kling as PROVIDERS.md describes
+    clock = ManualClock()
+    keys = {"kling": "sandbox-kling-ak:sandbox-kling-secret-key-of-32-bytes!"}
+    other = EmulatorServer(Emulator(keys=keys, clock=clock), dialects=("kling",))
+    other_urls = other.start(drive=False)
+    # When the deployment's ProviderOverrides points kling there (configuration only)
+    options = SandboxOptions(clock=clock, provider_overrides={"kling": {"base_url": other_urls["kling"]}})
+    sandbox = Sandbox(options).start()
+    try:
+        stack = Stack(sandbox, clock)
+        job = stack.post_job("incoming/elsewhere", provider="kling")
+        # Then the job was created on that server, and it is followed and archived from there
+        assert [r for r in other.emulator.requests if r[1] == "POST"]
+        assert not [r for r in sandbox.emulator.requests if r[0] == "kling"]
+        clock.advance(60)
+        other.tick()
+        other.emulator.wait_idle()
+        sandbox.drain_archive()
+        assert stack.job(job["job_id"])["status"] == "ARCHIVED"
+    finally:
+        sandbox.stop()
+        other.stop()

@@ -19,7 +19,8 @@ from tests.conftest import REPO
 
 
 @pytest.fixture
-def store(aws_env: None, clock: ManualClock) -> Iterator[JobStore]:
+def table(aws_env: None) -> Iterator[Any]:
+    """The jobs table as template.yaml defines it (keys, indexes, TTL), in moto."""
     with mock_aws():
         document = template.load(REPO / "template.yaml")
         resolver = template.Resolver(
@@ -29,8 +30,12 @@ def store(aws_env: None, clock: ManualClock) -> Iterator[JobStore]:
         session = boto3.Session(region_name=REGION)
         builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]
         builder._table("JobsTable", document["Resources"]["JobsTable"]["Properties"])
-        table = session.resource("dynamodb").Table(builder.created.names["JobsTable"])
-        yield JobStore(table, clock, due_shards=4)
+        yield session.resource("dynamodb").Table(builder.created.names["JobsTable"])
+
+
+@pytest.fixture
+def store(table: Any, clock: ManualClock) -> JobStore:
+    return JobStore(table, clock, due_shards=4)
 
 
 def _job(job_id: str = "01JOB", **changes: Any) -> Job:

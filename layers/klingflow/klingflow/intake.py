@@ -30,6 +30,7 @@ from .errors import (
     RequestRejected,
 )
 from .events import EventPublisher
+from .health import Breakers
 from .media_rules import IMAGE_MAX_BYTES, check_motion_media, facts_from_probe, format_from_name
 from .models import (
     Attempt,
@@ -52,6 +53,7 @@ from .providers.registry import Registry
 from .states import JobStatus
 from .storage import Storage
 from .store import JobStore
+from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
 
 logger = Logger(child=True)
@@ -100,9 +102,12 @@ class Intake:
         api_url: Callable[[], str],
         clock: Clock,
         config: IntakeConfig,
+        breakers: Breakers,
+        metrics: ProviderMetrics | None = None,
     ) -> None:
         self._store = store
         self._storage = storage
+        self._breakers = breakers
         self._events = events
         self._registry = registry
         self._signer = signer
@@ -116,6 +121,7 @@ class Intake:
             clock=clock,
             first_poll_with_callback_s=config.first_poll_with_callback_s,
             first_poll_without_callback_s=config.first_poll_without_callback_s,
+            metrics=metrics,
         )
 
     # ---- accept ----------------------------------------------------------------------------
@@ -297,6 +303,11 @@ class Intake:
         failures: list[str] = []
         code = "ALL_PROVIDERS_FAILED"
         for provider in candidates:
+            if not self._breakers.allows(provider):
+                # Its breaker is open: skipping it costs nothing and says so in the attempts.
+                self.recorder.attempt(job.job_id, provider, "skipped_unhealthy", None, "circuit breaker open")
+                failures.append(f"{provider}: skipped (circuit breaker open)")
+                continue
             outcome = self._try(job, request, provider, specs[provider])
             if isinstance(outcome, Job):
                 return outcome
@@ -305,6 +316,8 @@ class Intake:
                 # Invalid request or content policy: another provider would say the same.
                 code = "PROVIDER_REJECTED"
                 break
+        if failures and all("circuit breaker open" in failure for failure in failures):
+            code = "NO_HEALTHY_PROVIDER"
         return self.recorder.fail(job.job_id, code, "; ".join(failures))
 
     def _spec(self, job: Job, request: MotionControlRequest, provider: str) -> MotionControlSpec:
@@ -334,6 +347,7 @@ class Intake:
         except ProviderError as error:
             latency = int((time.monotonic() - started) * 1000)
             self.recorder.attempt(job.job_id, provider, error.error_class.value, latency, error.message)
+            self._breakers.record_failure(provider, error.error_class)
             if not error.request_may_have_landed:
                 return error
             # The provider may have created the task: find it, never send it again.
@@ -356,6 +370,7 @@ class Intake:
             )
         latency = int((time.monotonic() - started) * 1000)
         self.recorder.attempt(job.job_id, provider, "submitted", latency, submission.task_id)
+        self._breakers.record_success(provider)
         return self.recorder.submitted(job, provider, submission.task_id, request)
 
     def _provider_url(self, job: Job, name: str) -> str:
@@ -380,10 +395,12 @@ class SubmissionRecorder:
         clock: Clock,
         first_poll_with_callback_s: int,
         first_poll_without_callback_s: int,
+        metrics: ProviderMetrics | None = None,
     ) -> None:
         self._store = store
         self._events = events
         self._registry = registry
+        self._metrics = metrics or ProviderMetrics(namespace=None)
         self._clock = clock
         self._first_poll_with_callback_s = first_poll_with_callback_s
         self._first_poll_without_callback_s = first_poll_without_callback_s
@@ -462,6 +479,7 @@ class SubmissionRecorder:
     def attempt(
         self, job_id: str, provider: str, outcome: str, latency_ms: int | None, detail: str | None
     ) -> None:
+        self._metrics.call(provider, outcome, latency_ms)
         self._store.add_attempt(
             job_id,
             Attempt(

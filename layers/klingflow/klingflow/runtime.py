@@ -18,6 +18,7 @@ from botocore.config import Config
 from .archiving import ArchiveConfig, Archiver
 from .clock import Clock, SystemClock
 from .events import EventPublisher
+from .health import Breakers
 from .hints import CallbackReceiver
 from .intake import Intake, IntakeConfig, SubmissionRecorder
 from .providers.registry import Registry, load_configs
@@ -36,6 +37,7 @@ from .settings import (
 from .storage import Storage
 from .store import JobStore
 from .sweeping import SweepConfig, Sweeper
+from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
 
 if TYPE_CHECKING:
@@ -107,6 +109,7 @@ def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
         clock=clock,
     )
 
+
 def store(settings: _ScheduleSettings, clock: Clock) -> JobStore:
     return JobStore(
         table(settings.jobs_table),
@@ -116,9 +119,22 @@ def store(settings: _ScheduleSettings, clock: Clock) -> JobStore:
     )
 
 
+def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
+    return ProviderMetrics(
+        namespace=settings.powertools_metrics_namespace, enabled=not settings.powertools_metrics_disabled
+    )
+
+
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
     clock = clock or SystemClock()
     return Intake(
+        breakers=Breakers(
+            table(settings.jobs_table),
+            clock,
+            failure_threshold=settings.breaker_failures,
+            cool_down_s=settings.breaker_cool_down_s,
+        ),
+        metrics=provider_metrics(settings),
         store=store(settings, clock),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
@@ -179,6 +195,7 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
         clock=clock,
         first_poll_with_callback_s=settings.first_poll_with_callback_s,
         first_poll_without_callback_s=settings.first_poll_without_callback_s,
+        metrics=provider_metrics(settings),
     )
     return Sweeper(
         store=jobs,

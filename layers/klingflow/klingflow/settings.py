@@ -36,6 +36,11 @@ class _ProviderSettings(_Settings):
     provider_timeout_s: float = Field(default=20.0, gt=0)
     # Sandbox only: lets the safe HTTP client fetch plain http from loopback addresses.
     allow_loopback_http: bool = False
+    # Circuit breaker per provider: open after this many consecutive failures, probe after cool-down.
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_cool_down_s: int = Field(default=60, ge=1)
+    powertools_metrics_namespace: str | None = None
+    powertools_metrics_disabled: bool = False
 
 
 class _ScheduleSettings(_Settings):

@@ -1,0 +1,110 @@
+"""Provider health: one circuit breaker per provider, shared by every Lambda container.
+
+The breaker is a DynamoDB item (`HEALTH#<provider>`) so that all containers see the same state:
+it opens after `failure_threshold` consecutive failures that say something about the provider
+(down, unknown outcome, rate or concurrency limits, balance, auth), lets exactly one probe
+through once `cool_down_s` has passed, and closes on that probe's success. A rejected request
+(invalid, content policy) says nothing about the provider and does not count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .clock import Clock, epoch, iso
+from .errors import ProviderErrorClass
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+COUNTED = frozenset(
+    {
+        ProviderErrorClass.PROVIDER_DOWN,
+        ProviderErrorClass.UNKNOWN_OUTCOME,
+        ProviderErrorClass.RATE_LIMITED,
+        ProviderErrorClass.CONCURRENCY_LIMIT,
+        ProviderErrorClass.INSUFFICIENT_BALANCE,
+        ProviderErrorClass.AUTH,
+    }
+)
+CLOSED, OPEN = "closed", "open"
+
+
+class Breakers:
+    def __init__(
+        self,
+        table: Table,
+        clock: Clock,
+        *,
+        failure_threshold: int = 3,
+        cool_down_s: int = 60,
+        probe_lease_s: int = 60,
+    ) -> None:
+        self._table = table
+        self._clock = clock
+        self._threshold = failure_threshold
+        self._cool_down_s = cool_down_s
+        self._probe_lease_s = probe_lease_s
+
+    @staticmethod
+    def _key(provider: str) -> dict[str, str]:
+        return {"pk": f"HEALTH#{provider}"}
+
+    def state(self, provider: str) -> dict[str, Any]:
+        item = self._table.get_item(Key=self._key(provider), ConsistentRead=True).get("Item") or {}
+        return {"state": item.get("state", CLOSED), "failures": int(str(item.get("failures", 0)))}
+
+    def allows(self, provider: str) -> bool:
+        """Closed: yes. Open and cooling down: no. Open and cooled down: yes, to one caller."""
+        item = self._table.get_item(Key=self._key(provider), ConsistentRead=True).get("Item")
+        if not item or item.get("state") != OPEN:
+            return True
+        now = epoch(self._clock.now())
+        if now < int(str(item.get("opened_at", 0))) + self._cool_down_s:
+            return False
+        try:
+            self._table.update_item(
+                Key=self._key(provider),
+                UpdateExpression="SET probe_until = :until",
+                ConditionExpression=(
+                    "#state = :open AND (attribute_not_exists(probe_until) OR probe_until < :now)"
+                ),
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":until": now + self._probe_lease_s, ":open": OPEN, ":now": now},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False  # another container holds the probe
+            raise
+        return True
+
+    def record_success(self, provider: str) -> None:
+        self._table.update_item(
+            Key=self._key(provider),
+            UpdateExpression=(
+                "SET #state = :closed, failures = :zero, updated_at = :at REMOVE probe_until, opened_at"
+            ),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={":closed": CLOSED, ":zero": 0, ":at": iso(self._clock.now())},
+        )
+
+    def record_failure(self, provider: str, error_class: ProviderErrorClass) -> None:
+        if error_class not in COUNTED:
+            return
+        now = self._clock.now()
+        item = self._table.update_item(
+            Key=self._key(provider),
+            UpdateExpression="SET updated_at = :at, last_failure = :class ADD failures :one",
+            ExpressionAttributeValues={":at": iso(now), ":class": error_class.value, ":one": 1},
+            ReturnValues="ALL_NEW",
+        )["Attributes"]
+        probing = item.get("state") == OPEN  # a failed probe: cool down again
+        if probing or int(str(item.get("failures", 0))) >= self._threshold:
+            self._table.update_item(
+                Key=self._key(provider),
+                UpdateExpression="SET #state = :open, opened_at = :now REMOVE probe_until",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":open": OPEN, ":now": epoch(now)},
+            )
