@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions
@@ -18,9 +20,19 @@ def _creates(stack: Stack, dialect: str) -> int:
     )
 
 
-def test_when_the_cheapest_provider_is_down_the_next_one_gets_the_job(stack: Stack) -> None:
-    # Given the cheapest provider answering 503
-    stack.emulator.set_faults("gateway", create_status=503)
+@pytest.mark.parametrize(
+    ("faults", "outcome"),
+    [
+        ({"create_status": 503}, "provider_down"),
+        ({"create_status": 402}, "insufficient_balance"),
+        ({"create_status": 429, "retry_after_s": 30}, "rate_limited"),
+    ],
+)
+def test_when_the_cheapest_provider_cannot_take_the_job_the_next_one_gets_it(
+    stack: Stack, faults: dict[str, int], outcome: str
+) -> None:
+    # Given the cheapest provider down, out of balance, or rate limiting
+    stack.emulator.set_faults("gateway", **faults)
 
     # When a job is posted
     job = stack.post_job("incoming/f1")
@@ -29,7 +41,7 @@ def test_when_the_cheapest_provider_is_down_the_next_one_gets_the_job(stack: Sta
     assert job["status"] == "SUBMITTED"
     assert job["provider"] == "kling"
     assert [(a["provider"], a["outcome"]) for a in job["attempts"]] == [
-        ("gateway", "provider_down"),
+        ("gateway", outcome),
         ("kling", "submitted"),
     ]
 

@@ -7,8 +7,10 @@ until the first event arrives.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
@@ -89,12 +91,23 @@ def secret_text(arn: str) -> str:
     return str(_secrets().get(arn, max_age=SECRET_MAX_AGE_S))
 
 
-def provider_credentials(arn: str) -> Callable[[str], Mapping[str, str]]:
-    """Credentials per provider from one JSON secret: {"<provider>": {"api_key": ...}}."""
+def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping[str, str]]:
+    """Credentials per provider from one JSON document: {"<provider>": {"api_key": ...}}.
+
+    In AWS the document is the provider secret (cached for SECRET_MAX_AGE_S, so a rotated key
+    is picked up without a deploy); locally it may be PROVIDER_CREDENTIALS or a file.
+    """
+
+    def document() -> Any:
+        if settings.provider_credentials is not None:
+            return settings.provider_credentials
+        if settings.provider_credentials_file:
+            return json.loads(Path(settings.provider_credentials_file).read_text())
+        return _secrets().get(settings.provider_secret_arn, transform="json", max_age=SECRET_MAX_AGE_S)
 
     def lookup(provider: str) -> Mapping[str, str]:
-        document = _secrets().get(arn, transform="json", max_age=SECRET_MAX_AGE_S)
-        entry = document.get(provider, {}) if isinstance(document, dict) else {}
+        found = document()
+        entry = found.get(provider, {}) if isinstance(found, dict) else {}
         return {str(k): str(v) for k, v in entry.items()}
 
     return lookup
@@ -103,7 +116,7 @@ def provider_credentials(arn: str) -> Callable[[str], Mapping[str, str]]:
 def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
     return Registry(
         load_configs(settings.provider_overrides),
-        provider_credentials(settings.provider_secret_arn),
+        provider_credentials(settings),
         usd_per_cny=settings.usd_per_cny,
         timeout_s=settings.provider_timeout_s,
         clock=clock,

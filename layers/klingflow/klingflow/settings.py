@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, Json
+from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 
 def _upper(name: str) -> str:
@@ -29,7 +29,11 @@ class _Settings(BaseModel):
 
 
 class _ProviderSettings(_Settings):
-    provider_secret_arn: str = Field(min_length=1)
+    # Where provider credentials live, {"<provider>": {"api_key": ...}}: the Secrets Manager
+    # secret in AWS; for local runs, a JSON file or the JSON itself may stand in for it.
+    provider_secret_arn: str = ""
+    provider_credentials_file: str | None = None
+    provider_credentials: Json[dict[str, dict[str, str]]] | None = None
     # JSON: {"<provider>": {"base_url": ..., "enabled": ..., "price_per_second": {...}, ...}}
     provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
     usd_per_cny: float = Field(default=0.14, gt=0)
@@ -41,6 +45,18 @@ class _ProviderSettings(_Settings):
     breaker_cool_down_s: int = Field(default=60, ge=1)
     powertools_metrics_namespace: str | None = None
     powertools_metrics_disabled: bool = False
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> Self:
+        if not (
+            self.provider_secret_arn
+            or self.provider_credentials_file
+            or self.provider_credentials is not None
+        ):
+            raise ValueError(
+                "set PROVIDER_SECRET_ARN (or PROVIDER_CREDENTIALS_FILE / PROVIDER_CREDENTIALS locally)"
+            )
+        return self
 
 
 class _ScheduleSettings(_Settings):

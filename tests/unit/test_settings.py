@@ -1,0 +1,41 @@
+"""Settings are validated at cold start and name what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from klingflow import runtime
+from klingflow.settings import ArchiveSettings, SubmitSettings
+
+BASE = {"JOBS_TABLE": "jobs", "BUCKET": "b", "EVENT_BUS": "bus"}
+
+
+def test_a_missing_variable_is_named() -> None:
+    with pytest.raises(ValidationError, match="CALLBACK_SECRET_ARN"):
+        SubmitSettings.from_env({**BASE, "PROVIDER_SECRET_ARN": "arn", "API_URL_PARAMETER": "/p"})
+
+
+def test_provider_credentials_need_a_source() -> None:
+    with pytest.raises(ValidationError, match="PROVIDER_SECRET_ARN"):
+        ArchiveSettings.from_env(BASE)
+
+
+def test_provider_credentials_can_come_from_a_file_or_the_environment_locally(tmp_path: Path) -> None:
+    keys = {"kling": {"access_key": "ak", "secret_key": "sk"}}
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps(keys))
+    from_file = ArchiveSettings.from_env({**BASE, "PROVIDER_CREDENTIALS_FILE": str(path)})
+    from_env = ArchiveSettings.from_env({**BASE, "PROVIDER_CREDENTIALS": json.dumps(keys)})
+    for settings in (from_file, from_env):
+        lookup = runtime.provider_credentials(settings)
+        assert lookup("kling") == {"access_key": "ak", "secret_key": "sk"}
+        assert lookup("evolink") == {}
+
+
+def test_overrides_must_be_json() -> None:
+    with pytest.raises(ValidationError, match="PROVIDER_OVERRIDES"):
+        ArchiveSettings.from_env({**BASE, "PROVIDER_SECRET_ARN": "arn", "PROVIDER_OVERRIDES": "{not json"})
