@@ -141,20 +141,31 @@ class Sweeper:
     def _stalled_archive(self, job: Job, now: datetime) -> str:
         """The provider succeeded but the copy has not finished: try again, or give up visibly."""
         if epoch(now) >= job.deadline_at + self._config.archive_deadline_s:
-            end_job(
-                self._store,
-                self._events,
-                job.job_id,
+            self._end(
+                job,
                 JobStatus.FAILED,
-                by="sweeper",
-                code="ARCHIVE_FAILED",
-                message="the provider finished but its outputs were not copied before the archive deadline",
-                only_from=_SUCCEEDED,
+                "ARCHIVE_FAILED",
+                "the provider finished but its outputs were not copied before the archive deadline",
+                _SUCCEEDED,
             )
             return "archive-failed"
         self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
         self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=self._config.archive_stall_s)
         return "re-enqueued"
+
+    def _end(
+        self, job: Job, target: JobStatus, code: str, message: str, only_from: frozenset[JobStatus]
+    ) -> None:
+        end_job(
+            self._store,
+            self._events,
+            job.job_id,
+            target,
+            by="sweeper",
+            code=code,
+            message=message,
+            only_from=only_from,
+        )
 
     def _backoff(self, job: Job, retry_after: float | None = None) -> int:
         """Exponential from the first poll interval, capped, never past the deadline."""
@@ -167,15 +178,12 @@ class Sweeper:
         return max(1, min(delay, until_deadline))
 
     def _time_out(self, job: Job, only_from: frozenset[JobStatus]) -> str:
-        end_job(
-            self._store,
-            self._events,
-            job.job_id,
+        self._end(
+            job,
             JobStatus.TIMED_OUT,
-            by="sweeper",
-            code="DEADLINE_EXCEEDED",
-            message=f"not finished by its deadline (was {job.status.value})",
-            only_from=only_from,
+            "DEADLINE_EXCEEDED",
+            f"not finished by its deadline (was {job.status.value})",
+            only_from,
         )
         return "timed-out"
 
@@ -186,15 +194,12 @@ class Sweeper:
         if provider is None and (claimed or age >= 2 * self._config.submit_grace_s):
             # Nothing was sent: the claim (if any) was taken but no provider call was started,
             # and the trigger's retries are over. Say so rather than wait for the deadline.
-            end_job(
-                self._store,
-                self._events,
-                job.job_id,
+            self._end(
+                job,
                 JobStatus.FAILED,
-                by="sweeper",
-                code="SUBMIT_ABANDONED",
-                message="the submitter stopped before sending the job to any provider; nothing was charged",
-                only_from=_QUEUED,
+                "SUBMIT_ABANDONED",
+                "the submitter stopped before sending the job to any provider; nothing was charged",
+                _QUEUED,
             )
             return "abandoned"
         if provider is None:
@@ -214,15 +219,12 @@ class Sweeper:
             return "lookup-failed"
         if found is not None:
             return "found"
-        end_job(
-            self._store,
-            self._events,
-            job.job_id,
+        self._end(
+            job,
             JobStatus.FAILED,
-            by="sweeper",
-            code="SUBMIT_OUTCOME_UNKNOWN",
-            message=f"the submission to {provider} never reported back and the task cannot be found; "
+            "SUBMIT_OUTCOME_UNKNOWN",
+            f"the submission to {provider} never reported back and the task cannot be found; "
             "not resent to avoid paying twice",
-            only_from=_QUEUED,
+            _QUEUED,
         )
         return "failed-unknown"
