@@ -203,3 +203,39 @@ def test_a_create_answered_too_late_is_an_unknown_outcome_and_the_task_is_found_
     assert caught.value.error_class is ProviderErrorClass.UNKNOWN_OUTCOME
     providers.emulator.set_faults(dialect, hang_create_s=0)
     assert client.query("job-late").status is JobStatus.SUBMITTED
+
+
+def test_a_kling_answer_200_with_a_business_code_is_an_error(providers: Providers) -> None:
+    providers.emulator.set_faults("kling", create_status=200, create_code=1303)
+    with pytest.raises(ProviderError) as caught:
+        providers.registry().client("kling").create_motion_control(_spec())
+    assert caught.value.error_class is ProviderErrorClass.CONCURRENCY_LIMIT
+
+
+def test_a_failed_evolink_task_reports_its_error(providers: Providers) -> None:
+    providers.emulator.set_faults("evolink", fail_tasks=True)
+    client = providers.registry().client("evolink")
+    submission, _ = client.create_motion_control(_spec())
+    providers.clock.advance(15)
+    report = client.query(submission.task_id)
+    assert report.status is JobStatus.FAILED
+    assert report.error_code == "generation_failed"
+
+
+def test_the_kling_token_is_refreshed_before_the_provider_would_refuse_it(providers: Providers) -> None:
+    client = providers.registry().client("kling")
+    submission, _ = client.create_motion_control(_spec())
+    for _ in range(4):  # two hours of polls: the 30-minute token must be renewed along the way
+        providers.clock.advance(1700)
+        assert client.query(submission.task_id).task_id == submission.task_id
+
+
+def test_a_rotated_kling_secret_is_used_without_a_new_container(providers: Providers) -> None:
+    keys = {name: dict(fields) for name, fields in KEYS.items()}
+    client = providers.registry(keys=keys).client("kling")
+    client.create_motion_control(_spec(job_id="before"))
+    rotated = "k-rotated-secret-that-is-32-bytes!!"
+    providers.emulator.keys["kling"] = f"k-ak:{rotated}"
+    keys["kling"]["secret_key"] = rotated
+    submission, _ = client.create_motion_control(_spec(job_id="after"))
+    assert submission.task_id

@@ -279,3 +279,33 @@ def test_a_dialect_pointed_at_another_server_works_with_no_code_change(aws_env: 
     finally:
         sandbox.stop()
         other.stop()
+
+
+def test_a_missing_model_or_route_at_one_provider_falls_over_to_the_next(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", create_status=404)
+    job = stack.post_job("incoming/nf")
+    assert job["provider"] == "kling"
+    assert job["attempts"][0]["outcome"] == "not_found"
+
+
+def test_a_lost_create_answer_on_evolink_is_adopted_from_the_tasks_own_callback(stack: Stack) -> None:
+    # Given evolink (no lookup by our id) answering after the client has given up
+    stack.emulator.set_faults("evolink", hang_create_s=2.5)
+    job = stack.post_job("incoming/adopt", provider="evolink")
+    assert job["status"] == "QUEUED"
+    assert job["attempts"][-1]["outcome"] == "awaiting_callback"
+
+    # When the sweeper comes by, it waits rather than fail a task that may exist
+    stack.clock.advance(301)
+    stack.sandbox.sweep()
+    assert stack.job(job["job_id"])["status"] == "QUEUED"
+
+    # And when the task finishes, its callback to this job's URL adopts it and it is archived
+    stack.emulator.set_faults("evolink", hang_create_s=0)
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    assert done["status"] == "ARCHIVED"
+    assert done["provider"] == "evolink"
+    assert _creates(stack, "evolink") == 1
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]

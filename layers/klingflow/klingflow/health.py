@@ -27,6 +27,7 @@ COUNTED = frozenset(
         ProviderErrorClass.CONCURRENCY_LIMIT,
         ProviderErrorClass.INSUFFICIENT_BALANCE,
         ProviderErrorClass.AUTH,
+        ProviderErrorClass.NOT_FOUND,
     }
 )
 CLOSED, OPEN = "closed", "open"
@@ -80,15 +81,29 @@ class Breakers:
             raise
         return True
 
+    def record_answer(self, provider: str, error_class: ProviderErrorClass | None) -> None:
+        """What a call said about the provider: a counted failure, or proof that it is up (a
+        success, and also a refusal of the request: it answered). Either ends a probe."""
+        if error_class in COUNTED:
+            self.record_failure(provider, error_class)
+        else:
+            self.record_success(provider)
+
     def record_success(self, provider: str) -> None:
-        self._table.update_item(
-            Key=self._key(provider),
-            UpdateExpression=(
-                "SET #state = :closed, failures = :zero, updated_at = :at REMOVE probe_until, opened_at"
-            ),
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={":closed": CLOSED, ":zero": 0, ":at": iso(self._clock.now())},
-        )
+        try:
+            # Conditional, so healthy traffic does not rewrite one hot item on every call.
+            self._table.update_item(
+                Key=self._key(provider),
+                UpdateExpression=(
+                    "SET #state = :closed, failures = :zero, updated_at = :at REMOVE probe_until, opened_at"
+                ),
+                ConditionExpression="attribute_exists(pk) AND (#state <> :closed OR failures > :zero)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":closed": CLOSED, ":zero": 0, ":at": iso(self._clock.now())},
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
 
     def record_failure(self, provider: str, error_class: ProviderErrorClass) -> None:
         if error_class not in COUNTED:
@@ -102,9 +117,20 @@ class Breakers:
         )["Attributes"]
         probing = item.get("state") == OPEN  # a failed probe: cool down again
         if probing or int(str(item.get("failures", 0))) >= self._threshold:
-            self._table.update_item(
-                Key=self._key(provider),
-                UpdateExpression="SET #state = :open, opened_at = :now REMOVE probe_until",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":open": OPEN, ":now": epoch(now)},
-            )
+            try:
+                # Conditional: a probe that closed the breaker in between must not be undone by
+                # the late failure of an older call.
+                self._table.update_item(
+                    Key=self._key(provider),
+                    UpdateExpression="SET #state = :open, opened_at = :now REMOVE probe_until",
+                    ConditionExpression="failures >= :threshold OR #state = :open",
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={
+                        ":open": OPEN,
+                        ":now": epoch(now),
+                        ":threshold": self._threshold,
+                    },
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise

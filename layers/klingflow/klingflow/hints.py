@@ -9,11 +9,13 @@ endpoint before anything is fetched. The whole thing must answer well inside the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from .errors import JobNotFound, KlingflowError
+from .models import Job
 from .providers.registry import Registry
 from .queue import ArchiveQueue
 from .states import JobStatus
@@ -28,12 +30,19 @@ _CONFIRM = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 
 class CallbackReceiver:
     def __init__(
-        self, *, store: JobStore, queue: ArchiveQueue, signer: CallbackSigner, registry: Registry
+        self,
+        *,
+        store: JobStore,
+        queue: ArchiveQueue,
+        signer: CallbackSigner,
+        registry: Registry,
+        adopt: Callable[[Job, str, str], Job],
     ) -> None:
         self._store = store
         self._queue = queue
         self._signer = signer
         self._registry = registry
+        self._adopt = adopt
 
     def receive(self, job_id: str, token: str, body: Any) -> str:
         """Returns what was done (for the log and the reply); raises JobNotFound on a bad token."""
@@ -43,6 +52,15 @@ class CallbackReceiver:
         job = self._store.get(job_id)
         if job is None:
             raise JobNotFound("no such callback")
+        if job.status is JobStatus.QUEUED and job.submitting_to:
+            # The create answer was lost (a timeout after sending), but the task exists and calls
+            # back to this job's own URL: adopt it instead of ever sending the job again.
+            try:
+                report = self._registry.adapter(job.submitting_to).parse_callback(body)
+            except (KlingflowError, ValueError, TypeError, KeyError):
+                return "ignored: unreadable callback for an unconfirmed submission"
+            job = self._adopt(job, job.submitting_to, report.task_id)
+            logger.info("adopted task from callback", extra={"job_id": job_id, "task_id": report.task_id})
         if job.status.terminal or job.provider is None:
             return "ignored: job is " + job.status.value
         try:

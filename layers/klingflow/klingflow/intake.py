@@ -68,6 +68,8 @@ FAIL_OVER = frozenset(
         ProviderErrorClass.CONCURRENCY_LIMIT,
         ProviderErrorClass.INSUFFICIENT_BALANCE,
         ProviderErrorClass.AUTH,
+        # A missing route or model at one provider (404 / Kling 1202-1203) is not the request's fault.
+        ProviderErrorClass.NOT_FOUND,
     }
 )
 
@@ -303,7 +305,7 @@ class Intake:
         failures: list[str] = []
         code = "ALL_PROVIDERS_FAILED"
         for provider in candidates:
-            if not self._breakers.allows(provider):
+            if not self._allowed(provider):
                 # Its breaker is open: skipping it costs nothing and says so in the attempts.
                 self.recorder.attempt(job.job_id, provider, "skipped_unhealthy", None, "circuit breaker open")
                 failures.append(f"{provider}: skipped (circuit breaker open)")
@@ -319,6 +321,13 @@ class Intake:
         if failures and all("circuit breaker open" in failure for failure in failures):
             code = "NO_HEALTHY_PROVIDER"
         return self.recorder.fail(job.job_id, code, "; ".join(failures))
+
+    def _allowed(self, provider: str) -> bool:
+        try:
+            return self._breakers.allows(provider)
+        except Exception:  # the breaker's table is unavailable: fail open, the call decides
+            logger.exception("circuit breaker unavailable", extra={"provider": provider})
+            return True
 
     def _spec(self, job: Job, request: MotionControlRequest, provider: str) -> MotionControlSpec:
         adapter = self._registry.client(provider).adapter  # reads the provider's credentials
@@ -337,7 +346,6 @@ class Intake:
         self, job: Job, request: MotionControlRequest, provider: str, spec: MotionControlSpec
     ) -> Job | ProviderError:
         client = self._registry.client(provider)
-        adapter = client.adapter
         # Recorded before sending, so whoever finds this job later knows where to look it up.
         if self._store.touch(job.job_id, status_in=_QUEUED, fields={"submitting_to": provider}) is None:
             return self._store.get(job.job_id) or job
@@ -346,32 +354,57 @@ class Intake:
             submission, _ = client.create_motion_control(spec)
         except ProviderError as error:
             latency = int((time.monotonic() - started) * 1000)
-            self.recorder.attempt(job.job_id, provider, error.error_class.value, latency, error.message)
-            self._breakers.record_failure(provider, error.error_class)
-            if not error.request_may_have_landed:
-                return error
-            # The provider may have created the task: find it, never send it again.
-            try:
-                found = self.recorder.resolve_unknown(job.job_id, provider)
-            except ProviderError:
-                found = None  # the lookup itself failed: try again later, below
-            if found is not None:
-                return found
-            if adapter.supports_external_id:
-                # Not visible yet is not "never created": the job stays QUEUED under our claim
-                # and the sweeper looks again after the grace period before giving up.
-                self.recorder.attempt(job.job_id, provider, "lookup_deferred", None, "task not found yet")
-                return self._store.get(job.job_id) or job
-            return self.recorder.fail(
-                job.job_id,
-                "SUBMIT_OUTCOME_UNKNOWN",
-                f"{provider} did not answer after the request was sent and the task cannot be looked "
-                f"up; not resent to avoid paying twice ({error.message})",
+            self._best_effort(
+                self.recorder.attempt, job.job_id, provider, error.error_class.value, latency, error.message
             )
+            if not error.request_may_have_landed:
+                self._best_effort(self._breakers.record_answer, provider, error.error_class)
+                return error
+            return self._unknown_outcome(job, provider, error)
         latency = int((time.monotonic() - started) * 1000)
-        self.recorder.attempt(job.job_id, provider, "submitted", latency, submission.task_id)
-        self._breakers.record_success(provider)
-        return self.recorder.submitted(job, provider, submission.task_id, request)
+        # Bookkeeping is best effort: once the provider has the task, nothing may undo that.
+        self._best_effort(
+            self.recorder.attempt, job.job_id, provider, "submitted", latency, submission.task_id
+        )
+        submitted = self.recorder.submitted(job, provider, submission.task_id, request)
+        self._best_effort(self._breakers.record_answer, provider, None)
+        return submitted
+
+    def _unknown_outcome(self, job: Job, provider: str, error: ProviderError) -> Job:
+        """The provider may have created the task: find it, or wait for it; never send it again."""
+        adapter = self._registry.adapter(provider)
+        try:
+            found = self.recorder.resolve_unknown(job.job_id, provider)
+        except ProviderError:
+            found = None  # the lookup itself failed: try again later, below
+        self._best_effort(self._breakers.record_answer, provider, None if found else error.error_class)
+        if found is not None:
+            return found
+        if adapter.supports_external_id or adapter.sends_callbacks:
+            # Not visible yet is not "never created": the job stays QUEUED under our claim. The
+            # sweeper looks it up again, or the task's own callback (its URL names this job)
+            # adopts it; only then, or at the deadline, is the outcome decided.
+            waiting = "lookup_deferred" if adapter.supports_external_id else "awaiting_callback"
+            self._best_effort(
+                self.recorder.attempt, job.job_id, provider, waiting, None, "task not found yet"
+            )
+            return self._store.get(job.job_id) or job
+        return self.recorder.fail(
+            job.job_id,
+            "SUBMIT_OUTCOME_UNKNOWN",
+            f"{provider} did not answer after the request was sent and the task cannot be looked "
+            f"up; not resent to avoid paying twice ({error.message})",
+        )
+
+    @staticmethod
+    def _best_effort(action: Callable[..., object], *args: Any) -> None:
+        """Health and attempt bookkeeping: a failure there is logged, never allowed to strand a job."""
+        try:
+            action(*args)
+        except Exception:
+            logger.exception(
+                "bookkeeping failed; the job carries on", extra={"action": getattr(action, "__name__", "")}
+            )
 
     def _provider_url(self, job: Job, name: str) -> str:
         ref = str(job.request[name])

@@ -216,6 +216,8 @@ class Job(BaseModel):
     hint_status: JobStatus | None = None
     callbacks: int = 0
     result_key: str | None = None
+    # The provider a submission was being sent to (set before the call, kept after it).
+    submitting_to: str | None = None
 
     @property
     def motion_request(self) -> MotionControlRequest:

@@ -167,12 +167,23 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
 
 def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
     clock = clock or SystemClock()
+    jobs = store(settings, clock)
+    # Parsing callbacks and pricing an adopted task need the adapters and prices, never keys.
+    providers = Registry(load_configs(settings.provider_overrides), lambda _: {}, clock=clock)
+    recorder = SubmissionRecorder(
+        store=jobs,
+        events=EventPublisher(client("events"), settings.event_bus),
+        registry=providers,
+        clock=clock,
+        first_poll_with_callback_s=settings.first_poll_with_callback_s,
+        first_poll_without_callback_s=settings.first_poll_without_callback_s,
+    )
     return CallbackReceiver(
-        store=store(settings, clock),
+        store=jobs,
         queue=ArchiveQueue(client("sqs"), settings.archive_queue_url),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
-        # Parsing a callback needs the adapters only, never credentials.
-        registry=Registry(load_configs(settings.provider_overrides), lambda _: {}),
+        registry=providers,
+        adopt=lambda job, provider, task_id: recorder.submitted(job, provider, task_id, job.motion_request),
     )
 
 

@@ -86,6 +86,7 @@ class SubmitSettings(_ProviderSettings, _ScheduleSettings):
 class CallbackSettings(_ScheduleSettings):
     callback_secret_arn: str = Field(min_length=1)
     archive_queue_url: str = Field(min_length=1)
+    event_bus: str = Field(min_length=1)
     provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 DUE_INDEX = "due-index"
 LIST_INDEX = "list-index"
 LIST_PK = "JOB"
-_KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "submitting_to", "hint_rank")
+_KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "hint_rank")
 
 
 def _to_dynamo(value: Any) -> Any:

@@ -206,6 +206,14 @@ class Sweeper:
             # Not claimed yet: its trigger retries (S3, EventBridge) or its caller does (API).
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return "waiting"
+        adapter = self._registry.adapter(provider)
+        if not adapter.supports_external_id and adapter.sends_callbacks:
+            # No way to ask, but the task (if it exists) will call back to this job's URL and
+            # be adopted then; until the deadline, waiting is the only way not to pay twice.
+            self._store.touch(
+                job.job_id, status_in=_QUEUED, due_in_s=self._backoff(job), increments={"polls": 1}
+            )
+            return "awaiting-callback"
         try:
             found = self._resolve_unknown(job.job_id, provider)
         except ProviderError as error:

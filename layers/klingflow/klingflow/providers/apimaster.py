@@ -77,7 +77,7 @@ class ApimasterAdapter(Adapter):
             )
         return Submission(task_id=str(data[0]["task_id"]), raw=body)
 
-    def parse_task(self, body: Any) -> TaskReport:
+    def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         if not isinstance(body, dict) or not body.get("id"):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.PROVIDER_DOWN, f"task answer without id: {body!r}"

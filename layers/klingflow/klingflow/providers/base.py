@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -105,7 +105,8 @@ class Adapter(ABC):
     def parse_create(self, body: Any) -> Submission: ...
 
     @abstractmethod
-    def parse_task(self, body: Any) -> TaskReport: ...
+    def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
+        """A task answer; `task_id` is the id that was asked for, if the answer omits it."""
 
     def parse_callback(self, body: Any) -> TaskReport:
         return self.parse_task(body)
@@ -210,12 +211,14 @@ class ProviderClient:
     def __init__(
         self,
         adapter: Adapter,
-        credentials: Mapping[str, str],
+        credentials: Callable[[], Mapping[str, str]],
         *,
         client: httpx.Client | None = None,
         timeout_s: float = 20.0,
     ) -> None:
         self.adapter = adapter
+        # Read on every call (the secret is cached upstream), so a rotated key takes effect
+        # without recycling warm containers.
         self._credentials = credentials
         self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
 
@@ -227,7 +230,7 @@ class ProviderClient:
         """Returns (parsed JSON body, latency in ms); raises ProviderError on any failure."""
         started = time.monotonic()
         url = self.adapter.base_url + call.path
-        headers = {"Accept": "application/json", **self.adapter.auth_headers(self._credentials)}
+        headers = {"Accept": "application/json", **self.adapter.auth_headers(self._credentials())}
         try:
             response = self._client.request(call.method, url, json=call.json, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
@@ -255,4 +258,4 @@ class ProviderClient:
 
     def query(self, task_id: str) -> TaskReport:
         body, _ = self.send(self.adapter.query(task_id))
-        return self.adapter.parse_task(body)
+        return self.adapter.parse_task(body, task_id=task_id)

@@ -71,11 +71,13 @@ class EvolinkAdapter(Adapter):
             )
         return Submission(task_id=body["id"], raw=body)
 
-    def parse_task(self, body: Any) -> TaskReport:
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+    def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
+        # PROVIDERS.md's (?) query answer does not promise an `id`: fall back to what was asked.
+        if not isinstance(body, dict) or not isinstance(body.get("id") or task_id, str):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.PROVIDER_DOWN, f"task answer without id: {body!r}"
             )
+        body = {**body, "id": body.get("id") or task_id}
         word = str(body.get("status", ""))
         results = body["results"] if isinstance(body.get("results"), list) else []
         error = as_dict(body.get("error"))
@@ -92,7 +94,8 @@ class EvolinkAdapter(Adapter):
         error_class, _ = super().error_class_for(status, body)
         detail = body.get("error") if isinstance(body, dict) else None
         code = str(detail.get("code", "")) if isinstance(detail, dict) else ""
-        # OpenAI-style codes carry what the HTTP status does not (?): content moderation.
-        if any(word in code for word in ("content", "moderation", "sensitive")):
+        # OpenAI-style codes carry what the HTTP status does not (?): content moderation. Only on
+        # a refusal of the request: a 5xx or 429 must keep its meaning (fail over, look up).
+        if status in (400, 403, 422) and any(word in code for word in ("content", "moderation", "sensitive")):
             error_class = ProviderErrorClass.CONTENT_POLICY
         return error_class, code or None

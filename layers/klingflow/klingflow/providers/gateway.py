@@ -58,7 +58,7 @@ class GatewayAdapter(Adapter):
             )
         return Submission(task_id=body["id"], raw=body)
 
-    def parse_task(self, body: Any) -> TaskReport:
+    def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.PROVIDER_DOWN, f"task answer without id: {body!r}"

@@ -8,6 +8,7 @@ maps every documented code onto our taxonomy. Callbacks come on every status cha
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -45,7 +46,10 @@ _MIN_BACKOFF_S = {ProviderErrorClass.CONCURRENCY_LIMIT: 1.0, ProviderErrorClass.
 
 
 def class_of_code(code: int) -> ProviderErrorClass | None:
-    return next((error_class for codes, error_class in _CODES if code in codes), None)
+    known = next((error_class for codes, error_class in _CODES if code in codes), None)
+    if known is None and code >= 5000:
+        return ProviderErrorClass.UNKNOWN_OUTCOME  # an undocumented server error may have landed
+    return known
 
 
 class KlingAdapter(Adapter):
@@ -63,25 +67,29 @@ class KlingAdapter(Adapter):
     def __init__(self, base_url: str, *, model: str | None = None, clock: Clock | None = None) -> None:
         super().__init__(base_url, model=model, clock=clock)
         self._lock = threading.Lock()
-        self._token: tuple[str, str, int] | None = None  # (access key, token, expires at)
+        self._token: tuple[str, str, int] | None = None  # (key fingerprint, token, expires at)
 
     def auth_headers(self, credentials: Mapping[str, str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(credentials)}"}
 
     def token(self, credentials: Mapping[str, str]) -> str:
         access_key = credentials.get("access_key", "")
+        secret_key = credentials.get("secret_key", "")
+        # A rotated secret key must not keep using a token signed with the old one.
+        fingerprint = hashlib.sha256(f"{access_key}\0{secret_key}".encode()).hexdigest()
         now = int(self.clock.now().timestamp())
         with self._lock:
-            if self._token and self._token[0] == access_key and now < self._token[2] - TOKEN_REFRESH_MARGIN_S:
-                return self._token[1]
+            cached = self._token
+            if cached and cached[0] == fingerprint and now < cached[2] - TOKEN_REFRESH_MARGIN_S:
+                return cached[1]
             expires = now + TOKEN_LIFETIME_S
             token = jwt.encode(
                 {"iss": access_key, "exp": expires, "nbf": now - 5},
-                credentials.get("secret_key", ""),
+                secret_key,
                 algorithm="HS256",
                 headers={"alg": "HS256", "typ": "JWT"},
             )
-            self._token = (access_key, token, expires)
+            self._token = (fingerprint, token, expires)
             return token
 
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
@@ -120,7 +128,7 @@ class KlingAdapter(Adapter):
             task_id=str(data["task_id"]), external_task_id=info.get("external_task_id"), raw=body
         )
 
-    def parse_task(self, body: Any) -> TaskReport:
+    def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         return self._report(self._data(body, on_missing=ProviderErrorClass.PROVIDER_DOWN))
 
     def parse_callback(self, body: Any) -> TaskReport:
@@ -132,7 +140,7 @@ class KlingAdapter(Adapter):
     def _report(self, data: dict[str, Any]) -> TaskReport:
         word = str(data.get("task_status", ""))
         result = as_dict(data.get("task_result"))
-        videos = [v for v in result.get("videos", []) if isinstance(v, dict) and v.get("url")]
+        videos = [v for v in (result.get("videos") or []) if isinstance(v, dict) and v.get("url")]
         info = as_dict(data.get("task_info"))
         status = self.status_of(word)
         return TaskReport(
@@ -142,7 +150,9 @@ class KlingAdapter(Adapter):
             outputs=tuple(TaskOutput(str(v["url"]), _seconds(v.get("duration"))) for v in videos),
             error_code="PROVIDER_FAILED" if status is JobStatus.FAILED else None,
             error_message=str(data.get("task_status_msg")) if status is JobStatus.FAILED else None,
-            billed_seconds=_seconds(videos[0].get("duration")) if videos else None,
+            # The output's duration is not what is billed (the reference video is, whatever the
+            # model extracted from it): billing falls back to the probed reference duration.
+            billed_seconds=None,
             external_task_id=info.get("external_task_id"),
         )
 

@@ -132,7 +132,10 @@ class Registry:
     def client(self, name: str) -> ProviderClient:
         if name not in self._clients:
             self._clients[name] = ProviderClient(
-                self.adapter(name), self.credentials(name), client=self._http, timeout_s=self._timeout_s
+                self.adapter(name),
+                lambda: self.credentials(name),
+                client=self._http,
+                timeout_s=self._timeout_s,
             )
         return self._clients[name]
 
