@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
 from klingflow.archiving import Archiver
-from klingflow.queue import ArchiveMessage
+from klingflow.queue import JobMessage
 from klingflow.settings import ArchiveSettings
 
 settings = ArchiveSettings.from_env()
@@ -23,7 +23,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def archive_one(record: SQSRecord) -> str:
-    message = ArchiveMessage.from_json(record.body)
+    message = JobMessage.from_json(record.body)
     logger.append_keys(job_id=message.job_id)
     outcome = service.get().archive(message.job_id)
     logger.info("archive", extra={"outcome": outcome, "reason": message.reason})

@@ -1,4 +1,5 @@
-"""submit: POST /jobs, S3 manifests under incoming/, and EventBridge `Job Requested`.
+"""submit: POST /jobs (then its submit queue), S3 manifests under incoming/, and EventBridge
+`Job Requested`.
 
 Parse the trigger, hand it to `Intake`, shape the answer.
 """
@@ -10,7 +11,9 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
@@ -18,6 +21,7 @@ from klingflow.errors import NoProviderAvailable, RequestRejected
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
 from klingflow.models import Source
+from klingflow.queue import JobMessage
 from klingflow.settings import SubmitSettings
 
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
@@ -25,15 +29,18 @@ service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settin
 logger = Logger()
 metrics = Metrics()
 api = resolver()
+processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @api.post("/jobs")
 def post_job() -> Any:
     request = api.current_event
+    # Validated, priced and stored now; sent to a provider from the submit queue.
     job = service.get().accept(
         json_body(request.body),
         Source(type="api", ref=request.request_context.request_id),
         idempotency_key=request.headers.get("idempotency-key"),
+        defer=True,
     )
     metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     return json_response(
@@ -71,11 +78,23 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job.job_id, "status": job.status.value}
 
 
+def submit_one(record: SQSRecord) -> str:
+    message = JobMessage.from_json(record.body)
+    logger.append_keys(job_id=message.job_id)
+    outcome = service.get().submit_queued(message.job_id)
+    logger.info("submitted from queue", extra={"outcome": outcome})
+    return outcome
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "requestContext" in event:
         return api.resolve(event, context)
+    if event.get("Records", [{}])[0].get("eventSource") == "aws:sqs":
+        return process_partial_response(  # type: ignore[return-value]
+            event=event, record_handler=submit_one, processor=processor, context=context
+        )
     if event.get("Records", [{}])[0].get("eventSource") == "aws:s3":
         return _from_s3(event)
     if event.get("detail-type") == "Job Requested":

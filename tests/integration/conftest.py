@@ -56,7 +56,9 @@ class Stack:
         self.put_media(folder)
         response = self.api.request("POST", "/jobs", self.request(folder, **changes))
         assert response.status_code == 202, response.text
-        return dict(response.json()["job"])
+        assert response.json()["status"] == "QUEUED"  # accepted; sent from the submit queue
+        self.sandbox.deliver_submissions()
+        return self.job(response.json()["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.api.request("GET", f"/jobs/{job_id}")

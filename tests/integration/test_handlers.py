@@ -18,8 +18,11 @@ def test_submit_takes_the_sample_api_event(stack: Stack) -> None:
     answer = _invoke(stack, "SubmitFunction", sample_event("api_post_job.json"))
     assert answer["statusCode"] == 202
     job = json.loads(answer["body"])["job"]
-    assert job["status"] == "SUBMITTED"
+    assert job["status"] == "QUEUED"  # validated, priced, stored: sent from the submit queue
+    assert job["cost"]["estimated_usd"] > 0
     assert job["metadata"] == {"customer": "example"}
+    stack.sandbox.deliver_submissions()
+    assert stack.job(job["job_id"])["status"] == "SUBMITTED"
 
 
 def test_submit_takes_the_sample_s3_event(stack: Stack) -> None:

@@ -114,7 +114,10 @@ def test_the_same_idempotency_key_returns_the_first_job_and_submits_once(stack: 
     first = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "order-42"})
     second = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "order-42"})
     assert first.json()["job_id"] == second.json()["job_id"]
+    stack.sandbox.deliver_submissions()
+    stack.sandbox.deliver_submissions()
     assert _creates(stack, "gateway") == 1
+    assert stack.job(first.json()["job_id"])["status"] == "SUBMITTED"
 
 
 def test_a_task_the_provider_fails_ends_failed_with_its_reason(stack: Stack) -> None:
@@ -309,3 +312,20 @@ def test_a_lost_create_answer_on_evolink_is_adopted_from_the_tasks_own_callback(
     assert done["provider"] == "evolink"
     assert _creates(stack, "evolink") == 1
     assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
+
+
+def test_post_jobs_answers_before_any_provider_is_called(stack: Stack) -> None:
+    # Given a provider that hangs (fail-over could outlast API Gateway's 30 s)
+    stack.emulator.set_faults("gateway", hang_create_s=2.5)
+    stack.put_media("incoming/fast")
+
+    # When a job is posted
+    answer = stack.api.request("POST", "/jobs", stack.request("incoming/fast"))
+
+    # Then it is accepted, priced and queued, and no provider has been called yet
+    assert answer.status_code == 202
+    assert answer.json()["status"] == "QUEUED"
+    assert answer.json()["job"]["cost"]["estimated_usd"] == 0.35
+    assert sum(1 for r in stack.emulator.requests if r[1] == "POST") == 0
+    stack.sandbox.deliver_submissions()
+    assert _creates(stack, "gateway") == 1

@@ -17,7 +17,7 @@ from aws_lambda_powertools import Logger
 from .errors import JobNotFound, KlingflowError
 from .models import Job
 from .providers.registry import Registry
-from .queue import ArchiveQueue
+from .queue import JobQueue
 from .states import JobStatus
 from .store import JobStore
 from .tokens import CallbackSigner
@@ -33,7 +33,7 @@ class CallbackReceiver:
         self,
         *,
         store: JobStore,
-        queue: ArchiveQueue,
+        queue: JobQueue,
         signer: CallbackSigner,
         registry: Registry,
         adopt: Callable[[Job, str, str], Job],

@@ -50,6 +50,7 @@ from .pricing import estimate
 from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
 from .providers.base import MotionControlSpec
 from .providers.registry import Registry
+from .queue import JobQueue
 from .states import JobStatus
 from .storage import Storage
 from .store import JobStore
@@ -105,11 +106,13 @@ class Intake:
         clock: Clock,
         config: IntakeConfig,
         breakers: Breakers,
+        submit_queue: JobQueue,
         metrics: ProviderMetrics | None = None,
     ) -> None:
         self._store = store
         self._storage = storage
         self._breakers = breakers
+        self._submit_queue = submit_queue
         self._events = events
         self._registry = registry
         self._signer = signer
@@ -128,9 +131,15 @@ class Intake:
 
     # ---- accept ----------------------------------------------------------------------------
 
-    def accept(self, data: Any, source: Source, *, idempotency_key: str | None = None) -> Job:
+    def accept(
+        self, data: Any, source: Source, *, idempotency_key: str | None = None, defer: bool = False
+    ) -> Job:
         """Validate, store and submit one request. Rejections raise RequestRejected and emit
-        `Job Rejected`; a request seen before (same idempotency key) returns its first job."""
+        `Job Rejected`; a request seen before (same idempotency key) returns its first job.
+
+        With `defer` the job is stored QUEUED and handed to the submit queue instead of being
+        sent now (the API answers at once; provider calls and fail-over happen off its clock).
+        """
         try:
             request = parse_request(data)
             key = request.idempotency_key or idempotency_key
@@ -172,7 +181,24 @@ class Intake:
             logger.info("request seen before", extra={"job_id": stored.job_id, "status": stored.status})
             if stored.status is not JobStatus.QUEUED:
                 return stored
+        if defer:
+            # A duplicate message only finds the job claimed (or already sent) and stops there.
+            self._submit_queue.enqueue(stored.job_id, "accepted")
+            return stored
         return self.submit(stored, candidates)
+
+    def submit_queued(self, job_id: str) -> str:
+        """Send a job the API accepted; anything but a QUEUED job is left as it is."""
+        job = self._store.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return f"ignored: {job.status.value if job else 'unknown job'}"
+        try:
+            done = self.submit(job)
+        except NoProviderAvailable as error:
+            # Nothing can take it now (disabled, no keys): say so instead of retrying for ever.
+            self.recorder.fail(job_id, error.code, error.message)
+            return "failed: no provider"
+        return done.status.value
 
     def accept_manifest(self, key: str, *, delivery: str) -> Job | None:
         """A manifest dropped under incoming/. One that cannot become a job gets an error report

@@ -1,4 +1,5 @@
-"""The archive queue: what callback and sweeper hand to archive."""
+"""Job queues: the archive queue (callback and sweeper hand jobs to archive) and the submit
+queue (POST /jobs hands accepted jobs to submit). A message is a job id and why it was sent."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ArchiveMessage:
+class JobMessage:
     job_id: str
     reason: str
 
@@ -19,15 +20,15 @@ class ArchiveMessage:
         return json.dumps({"job_id": self.job_id, "reason": self.reason})
 
     @classmethod
-    def from_json(cls, body: str) -> ArchiveMessage:
+    def from_json(cls, body: str) -> JobMessage:
         data = json.loads(body)
         return cls(job_id=str(data["job_id"]), reason=str(data.get("reason", "")))
 
 
-class ArchiveQueue:
+class JobQueue:
     def __init__(self, client: SQSClient, url: str) -> None:
         self._client = client
         self._url = url
 
     def enqueue(self, job_id: str, reason: str) -> None:
-        self._client.send_message(QueueUrl=self._url, MessageBody=ArchiveMessage(job_id, reason).to_json())
+        self._client.send_message(QueueUrl=self._url, MessageBody=JobMessage(job_id, reason).to_json())

@@ -25,7 +25,7 @@ from .hints import CallbackReceiver
 from .intake import Intake, IntakeConfig, SubmissionRecorder
 from .providers.registry import Registry, load_configs
 from .queries import JobQueries
-from .queue import ArchiveQueue
+from .queue import JobQueue
 from .safehttp import SafeHttp
 from .settings import (
     ArchiveSettings,
@@ -148,6 +148,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
             cool_down_s=settings.breaker_cool_down_s,
         ),
         metrics=provider_metrics(settings),
+        submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
         store=store(settings, clock),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
@@ -180,7 +181,7 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
     )
     return CallbackReceiver(
         store=jobs,
-        queue=ArchiveQueue(client("sqs"), settings.archive_queue_url),
+        queue=JobQueue(client("sqs"), settings.archive_queue_url),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
         registry=providers,
         adopt=lambda job, provider, task_id: recorder.submitted(job, provider, task_id, job.motion_request),
@@ -223,7 +224,7 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
     )
     return Sweeper(
         store=jobs,
-        queue=ArchiveQueue(client("sqs"), settings.archive_queue_url),
+        queue=JobQueue(client("sqs"), settings.archive_queue_url),
         events=events,
         registry=providers,
         clock=clock,

@@ -130,18 +130,18 @@ class JobStore:
         item = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item")
         return self._job(item) if item else None
 
-    def submission_state(self, job_id: str) -> tuple[bool, str | None]:
-        """(claimed, provider it was last being sent to): what a stalled submission got to."""
+    def submission_state(self, job_id: str) -> tuple[str | None, str | None]:
+        """(when the submission was claimed, the provider it was last being sent to)."""
         item = (
             self._table.get_item(
                 Key=self._job_key(job_id),
                 ConsistentRead=True,
-                ProjectionExpression="submit_claim, submitting_to",
+                ProjectionExpression="submit_claimed_at, submitting_to",
             ).get("Item")
             or {}
         )
-        provider = item.get("submitting_to")
-        return "submit_claim" in item, str(provider) if provider is not None else None
+        claimed_at, provider = item.get("submit_claimed_at"), item.get("submitting_to")
+        return (str(claimed_at) if claimed_at else None, str(provider) if provider else None)
 
     @staticmethod
     def _job(item: Mapping[str, Any]) -> Job:

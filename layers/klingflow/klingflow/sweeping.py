@@ -21,11 +21,16 @@ from .errors import ProviderError
 from .events import EventPublisher
 from .models import Job
 from .providers.registry import Registry
-from .queue import ArchiveQueue
+from .queue import JobQueue
 from .states import JobStatus
 from .store import JobStore
 
 logger = Logger(child=True)
+
+
+def _epoch_of(moment: str) -> int:
+    return epoch(datetime.fromisoformat(moment.replace("Z", "+00:00")))
+
 
 _QUEUED = frozenset({JobStatus.QUEUED})
 _POLLED = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
@@ -52,7 +57,7 @@ class Sweeper:
         self,
         *,
         store: JobStore,
-        queue: ArchiveQueue,
+        queue: JobQueue,
         events: EventPublisher,
         registry: Registry,
         clock: Clock,
@@ -189,11 +194,11 @@ class Sweeper:
 
     def _lost_submission(self, job: Job, now: datetime) -> str:
         """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
-        claimed, provider = self._store.submission_state(job.job_id)
-        age = epoch(now) - epoch(datetime.fromisoformat(job.created_at.replace("Z", "+00:00")))
-        if provider is None and (claimed or age >= 2 * self._config.submit_grace_s):
-            # Nothing was sent: the claim (if any) was taken but no provider call was started,
-            # and the trigger's retries are over. Say so rather than wait for the deadline.
+        claimed_at, provider = self._store.submission_state(job.job_id)
+        stalled = claimed_at is not None and epoch(now) - _epoch_of(claimed_at) >= self._config.submit_grace_s
+        if provider is None and stalled:
+            # Claimed long ago but no provider call was ever started: nothing was sent, and the
+            # claim stops every retry from sending it. Say so rather than wait for the deadline.
             self._end(
                 job,
                 JobStatus.FAILED,
@@ -203,7 +208,8 @@ class Sweeper:
             )
             return "abandoned"
         if provider is None:
-            # Not claimed yet: its trigger retries (S3, EventBridge) or its caller does (API).
+            # Not claimed yet (or just now): its trigger or the submit queue retries it; the
+            # deadline ends the wait.
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return "waiting"
         adapter = self._registry.adapter(provider)

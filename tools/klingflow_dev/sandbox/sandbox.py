@@ -210,7 +210,11 @@ class Sandbox:
         self.invoker.wait_idle()
 
     def drain_archive(self) -> None:
-        self.step("sqs")
+        self.step("sqs-ArchiveJobs")
+
+    def deliver_submissions(self) -> None:
+        """Run the submit queue once: jobs POST /jobs accepted are sent to providers."""
+        self.step("sqs-QueuedJobs")
 
     def sweep(self) -> None:
         self.step("schedule")
