@@ -78,6 +78,10 @@ class Stack:
             e["detail-type"] for e in self.sandbox.collect_events() if e["detail"].get("job_id") == job_id
         ]
 
+    def fetched_content(self, task_id: str) -> bool:
+        """Whether archive fetched apimaster's authenticated /content endpoint for this task."""
+        return ("apimaster", "GET", f"/v1/videos/{task_id}/content", None) in self.emulator.requests
+
     def callback_url(self, job_id: str) -> str:
         task = next(t for t in self.emulator.tasks.values() if t.external_task_id == job_id)
         assert task.callback_url is not None

@@ -94,12 +94,7 @@ def test_a_job_on_apimaster_which_never_calls_back_is_finished_by_the_sweeper(st
     # Then the job is archived through the authenticated /content endpoint
     done = stack.job(job["job_id"])
     assert done["status"] == "ARCHIVED"
-    assert (
-        "apimaster",
-        "GET",
-        f"/v1/videos/{done['provider_task_id']}/content",
-        None,
-    ) in stack.emulator.requests
+    assert stack.fetched_content(done["provider_task_id"])
     assert [h["by"] for h in done["history"]][-2:] == ["archive", "archive"]
     assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
 
@@ -281,9 +276,4 @@ def test_an_apimaster_link_on_another_host_falls_back_to_its_content_endpoint(st
     stack.sandbox.drain_archive()
     done = stack.job(job["job_id"])
     assert done["status"] == "ARCHIVED"
-    assert (
-        "apimaster",
-        "GET",
-        f"/v1/videos/{done['provider_task_id']}/content",
-        None,
-    ) in stack.emulator.requests
+    assert stack.fetched_content(done["provider_task_id"])

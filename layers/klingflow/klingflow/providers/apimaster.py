@@ -22,6 +22,7 @@ from .base import (
     TaskOutput,
     TaskReport,
     billable_seconds,
+    flat_motion_fields,
 )
 
 MODEL = "kling-v3-motion-control"
@@ -46,22 +47,18 @@ class ApimasterAdapter(Adapter):
     }
 
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
-        request = spec.request
         body: dict[str, Any] = {
             "model": self.model,
-            "image_url": spec.image_url,
-            "video_url": spec.video_url,
-            "character_orientation": request.character_orientation.value,
-            "mode": request.mode.value,
-            "keep_original_sound": request.keep_original_sound,
+            **flat_motion_fields(spec),
             "watermark_info": {"enabled": False},
         }
-        if request.prompt:
-            body["prompt"] = request.prompt
         seconds = billable_seconds(spec.video_duration_s)
         if seconds is not None:
             # Only used for the pre-charge estimate; billing follows the server's own probe.
             body["duration"] = seconds
+        if spec.request.prompt:
+            body["prompt"] = spec.request.prompt
+        # No callback_url: apimaster documents none (its tasks are finished by the sweeper).
         return HttpCall("POST", "/videos/generations", body)
 
     def query(self, task_id: str) -> HttpCall:

@@ -170,6 +170,27 @@ class Adapter(ABC):
         return urlsplit(self.base_url).hostname or ""
 
 
+def flat_motion_fields(spec: MotionControlSpec) -> dict[str, Any]:
+    """The motion-control fields three dialects name identically (PROVIDERS.md, common rules)."""
+    request = spec.request
+    return {
+        "image_url": spec.image_url,
+        "video_url": spec.video_url,
+        "character_orientation": request.character_orientation.value,
+        "mode": request.mode.value,
+        "keep_original_sound": request.keep_original_sound,
+    }
+
+
+def with_optional(body: dict[str, Any], spec: MotionControlSpec) -> dict[str, Any]:
+    """Adds the optional prompt and callback URL, which every dialect omits when unset."""
+    if spec.request.prompt:
+        body["prompt"] = spec.request.prompt
+    if spec.callback_url:
+        body["callback_url"] = spec.callback_url
+    return body
+
+
 def billable_seconds(duration_s: float | None) -> int | None:
     """Providers bill whole seconds of the reference video, rounded up."""
     return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))

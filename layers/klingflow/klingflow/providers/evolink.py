@@ -22,6 +22,7 @@ from .base import (
     TaskReport,
     as_dict,
     mode_quality,
+    with_optional,
 )
 
 MODEL = "kling-v3-motion-control"
@@ -55,11 +56,7 @@ class EvolinkAdapter(Adapter):
                 "keep_original_sound": request.keep_original_sound,
             },
         }
-        if request.prompt:
-            body["prompt"] = request.prompt
-        if spec.callback_url:
-            body["callback_url"] = spec.callback_url
-        return HttpCall("POST", CREATE_PATH, body)
+        return HttpCall("POST", CREATE_PATH, with_optional(body, spec))
 
     def query(self, task_id: str) -> HttpCall:
         return HttpCall("GET", QUERY_PATH.format(task_id=quote(task_id, safe="")))

@@ -13,7 +13,16 @@ from urllib.parse import quote
 from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.states import JobStatus
 
-from .base import Adapter, HttpCall, MotionControlSpec, Submission, TaskOutput, TaskReport
+from .base import (
+    Adapter,
+    HttpCall,
+    MotionControlSpec,
+    Submission,
+    TaskOutput,
+    TaskReport,
+    flat_motion_fields,
+    with_optional,
+)
 
 MODEL = "Kling-V2.6"
 
@@ -31,22 +40,13 @@ class GatewayAdapter(Adapter):
     }
 
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
-        request = spec.request
-        body: dict[str, Any] = {
+        body = {
             "model": self.model,
             "action_control": True,
-            "image_url": spec.image_url,
-            "video_url": spec.video_url,
-            "mode": request.mode.value,
-            "character_orientation": request.character_orientation.value,
-            "keep_original_sound": request.keep_original_sound,
+            **flat_motion_fields(spec),
             "external_task_id": spec.job_id,
         }
-        if request.prompt:
-            body["prompt"] = request.prompt
-        if spec.callback_url:
-            body["callback_url"] = spec.callback_url
-        return HttpCall("POST", "/v1/videos", body)
+        return HttpCall("POST", "/v1/videos", with_optional(body, spec))
 
     def query(self, task_id: str) -> HttpCall:
         return HttpCall("GET", f"/v1/videos/{quote(task_id, safe='')}")

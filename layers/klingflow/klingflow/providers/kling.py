@@ -20,7 +20,17 @@ from klingflow.clock import Clock
 from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.states import JobStatus
 
-from .base import Adapter, HttpCall, MotionControlSpec, Submission, TaskOutput, TaskReport, as_dict
+from .base import (
+    Adapter,
+    HttpCall,
+    MotionControlSpec,
+    Submission,
+    TaskOutput,
+    TaskReport,
+    as_dict,
+    flat_motion_fields,
+    with_optional,
+)
 
 MODEL_NAME = "kling-v3"
 PATH = "/v1/videos/motion-control"
@@ -93,22 +103,13 @@ class KlingAdapter(Adapter):
             return token
 
     def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
-        request = spec.request
-        body: dict[str, Any] = {
+        body = {
             "model_name": self.model,
-            "image_url": spec.image_url,
-            "video_url": spec.video_url,
-            "character_orientation": request.character_orientation.value,
-            "mode": request.mode.value,
-            "keep_original_sound": request.keep_original_sound,
+            **flat_motion_fields(spec),
             "watermark_info": {"enabled": False},
             "external_task_id": spec.job_id,
         }
-        if request.prompt:
-            body["prompt"] = request.prompt
-        if spec.callback_url:
-            body["callback_url"] = spec.callback_url
-        return HttpCall("POST", PATH, body)
+        return HttpCall("POST", PATH, with_optional(body, spec))
 
     def query(self, task_id: str) -> HttpCall:
         return HttpCall("GET", f"{PATH}/{quote(task_id, safe='')}")
