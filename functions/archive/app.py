@@ -20,6 +20,8 @@ service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(se
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+# What Archiver.archive's answer starts with -> the metric it counts towards.
+OUTCOME_METRICS = {"archived": "JobsArchived", "failed": "JobsFailed", "ignored": "ArchiveIgnored"}
 
 
 def archive_one(record: SQSRecord) -> str:
@@ -27,8 +29,9 @@ def archive_one(record: SQSRecord) -> str:
     logger.append_keys(job_id=message.job_id)
     outcome = service.get().archive(message.job_id)
     logger.info("archive", extra={"outcome": outcome, "reason": message.reason})
-    name = outcome.split(":")[0].split(" ")[0].capitalize()  # archived / failed / ignored / still ...
-    metrics.add_metric(name=f"Archive{name}", unit=MetricUnit.Count, value=1)
+    first_word = outcome.split(":")[0].split(" ")[0]
+    name = OUTCOME_METRICS.get(first_word, "ArchiveNotReady")
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     return outcome
 
 
