@@ -9,13 +9,12 @@ import pytest
 from klingflow.errors import ProviderErrorClass
 from klingflow.health import Breakers
 from klingflow_dev.clock import ManualClock
-from tests.unit.test_store import table  # noqa: F401 - the template-built table fixture
 
 DOWN = ProviderErrorClass.PROVIDER_DOWN
 
 
 @pytest.fixture
-def breakers(table: Any, clock: ManualClock) -> Breakers:  # noqa: F811
+def breakers(table: Any, clock: ManualClock) -> Breakers:
     return Breakers(table, clock, failure_threshold=3, cool_down_s=60)
 
 

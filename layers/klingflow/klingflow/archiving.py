@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, iso
-from .endings import end_job
+from .endings import announce, end_job
 from .errors import UnsafeUrl
 from .events import EventPublisher
 from .models import Cost, DetailType, Job, Output
@@ -146,10 +146,11 @@ class Archiver:
                 "cost": cost.model_dump(mode="json", exclude_none=True),
                 "result_key": result_key,
             },
+            announce=DetailType.COMPLETED.value,
         )
         if done is None:
             return "ignored: archived by another worker"
-        self._events.job(DetailType.COMPLETED, done)
+        announce(self._store, self._events, done, DetailType.COMPLETED)
         return f"archived {len(outputs)} output(s)"
 
     def _copy_one(self, job: Job, index: int, download: Download) -> Output:

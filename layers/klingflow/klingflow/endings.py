@@ -1,4 +1,4 @@
-"""Ending a job with an error: one conditional write, and the event only if it was ours."""
+"""Ending a job with an error, and announcing state changes through the job's outbox."""
 
 from __future__ import annotations
 
@@ -28,7 +28,18 @@ def end_job(
     """Move a job to a failed terminal state with its reason; None when it had already ended
     (then someone else announced the outcome, so nothing is emitted twice)."""
     error = {"error": {"code": code, "message": message}}
-    ended = store.transition(job_id, target, by=by, note=code, fields=error, only_from=only_from)
+    detail_type = _EVENT[target]
+    ended = store.transition(
+        job_id, target, by=by, note=code, fields=error, only_from=only_from, announce=detail_type.value
+    )
     if ended is not None:
-        events.job(_EVENT[target], ended)
+        announce(store, events, ended, detail_type)
     return ended
+
+
+def announce(store: JobStore, events: EventPublisher, job: Job, detail_type: DetailType) -> bool:
+    """Publish the event a state change owes, then clear it; a failure leaves it owed."""
+    if not events.job(detail_type, job):
+        return False
+    store.announced(job.job_id, detail_type.value, terminal=job.status.terminal)
+    return True

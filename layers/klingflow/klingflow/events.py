@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .models import DetailType, EventCost, EventOutput, Job, JobEventDetail
 
@@ -42,11 +43,11 @@ class EventPublisher:
         self._bus = bus
 
     def publish(self, detail_type: DetailType, detail: JobEventDetail) -> bool:
-        """Put one event, retrying refused entries (throttling) a few times.
+        """Put one event, retrying refused entries (throttling) a few times; True once it is in.
 
-        Never raises for a refused entry: the job's state is already written, and failing the
-        invocation would not bring the event back (the retry finds the job already moved on).
-        A lost event is logged and counted (metric EventsLost, alarmed).
+        Never raises: the job's state is already written, and a failed invocation would not
+        bring the event back. A job's outbox (`pending_event`) keeps what was not published so
+        the sweeper publishes it later; each miss is logged and counted (EventsDelayed).
         """
         entry = {
             "Source": SOURCE,
@@ -54,14 +55,20 @@ class EventPublisher:
             "Detail": json.dumps(detail.model_dump(mode="json")),
             "EventBusName": self._bus,
         }
+        problem: object = None
         for _ in range(PUT_ATTEMPTS):
-            answer = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
+            try:
+                answer = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
+            except (ClientError, BotoCoreError) as error:
+                problem = error
+                continue
             if not answer.get("FailedEntryCount"):
                 return True
-        metrics.add_metric(name="EventsLost", unit=MetricUnit.Count, value=1)  # alarmed in template.yaml
+            problem = answer["Entries"]
+        metrics.add_metric(name="EventsDelayed", unit=MetricUnit.Count, value=1)  # alarmed in template.yaml
         logger.error(
-            "event lost: EventBridge refused it",
-            extra={"detail_type": detail_type.value, "job_id": detail.job_id, "answer": answer["Entries"]},
+            "event not published; the job's outbox keeps it for the sweeper",
+            extra={"detail_type": detail_type.value, "job_id": detail.job_id, "problem": str(problem)},
         )
         return False
 

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 from ulid import ULID
 
 from .clock import Clock, epoch, iso
-from .endings import end_job
+from .endings import announce, end_job
 from .errors import (
     FieldError,
     KlingflowError,
@@ -511,10 +511,11 @@ class SubmissionRecorder:
                 ).model_dump(mode="json", exclude_none=True),
             },
             due_in_s=first_poll,
+            announce=DetailType.SUBMITTED.value,
         )
         if moved is None:
             return self._store.get(job.job_id) or job
-        self._events.job(DetailType.SUBMITTED, moved)
+        announce(self._store, self._events, moved, DetailType.SUBMITTED)
         return moved
 
     def fail(self, job_id: str, code: str, message: str) -> Job:

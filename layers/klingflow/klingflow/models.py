@@ -218,6 +218,8 @@ class Job(BaseModel):
     result_key: str | None = None
     # The provider a submission was being sent to (set before the call, kept after it).
     submitting_to: str | None = None
+    # The event a state change owes until EventBridge has taken it (the outbox).
+    pending_event: str | None = None
 
     @property
     def motion_request(self) -> MotionControlRequest:

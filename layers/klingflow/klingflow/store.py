@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DUE_INDEX = "due-index"
 LIST_INDEX = "list-index"
 LIST_PK = "JOB"
+# When an owed event is retried by the sweeper if its publisher did not clear it.
+EVENT_RETRY_S = 60
 _KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "hint_rank")
 
 
@@ -218,8 +220,13 @@ class JobStore:
         due_in_s: int | None = None,
         increments: Mapping[str, int] | None = None,
         only_from: frozenset[JobStatus] | None = None,
+        announce: str | None = None,
     ) -> Job | None:
         """Move a job to `target` from one of its allowed sources; None when that is not possible.
+
+        `announce` names the event this move owes (an outbox): it is written with the move and
+        cleared by `announced()` once EventBridge took it; a job that still owes one stays in
+        the due index, terminal or not, so the sweeper publishes it if the publisher died.
 
         `only_from` narrows the allowed sources further, for a caller that knows which state
         its decision was based on.
@@ -230,9 +237,15 @@ class JobStore:
         now = self._clock.now()
         sets: dict[str, Any] = {"status": target.value, "updated_at": iso(now), **(fields or {})}
         removes: tuple[str, ...] = ()
+        if announce is not None:
+            sets["pending_event"] = announce
         if target.terminal:
-            removes = ("due_shard", "due_at")
             sets["expires_at"] = epoch(now + self._retention)
+            if announce is None:
+                removes = ("due_shard", "due_at")
+            else:
+                sets["due_at"] = epoch(now) + EVENT_RETRY_S
+                sets["due_shard"] = self.due_shard(job_id)
         elif due_in_s is not None:
             sets["due_at"] = epoch(now) + due_in_s
             sets["due_shard"] = self.due_shard(job_id)
@@ -246,6 +259,20 @@ class JobStore:
             appends={"history": [entry.model_dump(mode="json")]},
             increments=increments,
         )
+
+    def announced(self, job_id: str, detail_type: str, *, terminal: bool) -> None:
+        """The owed event was published: clear it (and, for a finished job, leave the due index)."""
+        removes = "pending_event, due_shard, due_at" if terminal else "pending_event"
+        try:
+            self._table.update_item(
+                Key=self._job_key(job_id),
+                UpdateExpression=f"REMOVE {removes}",
+                ConditionExpression="pending_event = :event",
+                ExpressionAttributeValues={":event": detail_type},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
 
     def touch(
         self,

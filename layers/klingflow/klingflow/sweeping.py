@@ -16,13 +16,13 @@ from datetime import datetime
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch
-from .endings import end_job
+from .endings import announce, end_job
 from .errors import ProviderError
 from .events import EventPublisher
-from .models import Job
+from .models import DetailType, Job
 from .providers.registry import Registry
 from .queue import JobQueue
-from .states import JobStatus
+from .states import TERMINAL, JobStatus
 from .store import JobStore
 
 logger = Logger(child=True)
@@ -97,6 +97,15 @@ class Sweeper:
             return "error"
 
     def _visit_one(self, job: Job) -> str:
+        if job.pending_event is not None:
+            # Its publisher died or EventBridge refused: the outbox still owes this event.
+            announced = announce(self._store, self._events, job, DetailType(job.pending_event))
+            if job.status.terminal:
+                if not announced:
+                    self._store.touch(
+                        job.job_id, status_in=TERMINAL, due_in_s=self._interval(job), increments={"polls": 1}
+                    )
+                return "announced" if announced else "announce-failed"
         now = self._clock.now()
         late = epoch(now) >= job.deadline_at
         match job.status:
@@ -172,11 +181,16 @@ class Sweeper:
             only_from=only_from,
         )
 
-    def _backoff(self, job: Job, retry_after: float | None = None) -> int:
-        """Exponential from the first poll interval, capped, never past the deadline."""
-        delay: int = min(
+    def _interval(self, job: Job) -> int:
+        """Exponential from the first poll interval, capped."""
+        interval: int = min(
             self._config.poll_max_interval_s, self._config.first_poll_s * 2 ** min(job.polls, 16)
         )
+        return interval
+
+    def _backoff(self, job: Job, retry_after: float | None = None) -> int:
+        """The next poll: exponential, at least Retry-After, never past the deadline."""
+        delay = self._interval(job)
         if retry_after is not None:
             delay = max(delay, int(retry_after))
         until_deadline = job.deadline_at - epoch(self._clock.now())

@@ -1,0 +1,36 @@
+"""Unit fixtures: the jobs table built from template.yaml's own schema, in moto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from klingflow.store import JobStore
+from klingflow_dev.clock import ManualClock
+from klingflow_dev.sandbox import template
+from klingflow_dev.sandbox.aws import PSEUDO, REGION, ResourceBuilder
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def table(aws_env: None) -> Iterator[Any]:
+    """The jobs table as template.yaml defines it (keys, indexes, TTL), in moto."""
+    with mock_aws():
+        document = template.load(REPO / "template.yaml")
+        resolver = template.Resolver(
+            parameters={k: v.get("Default") for k, v in document["Parameters"].items()},
+            pseudo=PSEUDO,
+        )
+        session = boto3.Session(region_name=REGION)
+        builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]
+        builder._table("JobsTable", document["Resources"]["JobsTable"]["Properties"])
+        yield session.resource("dynamodb").Table(builder.created.names["JobsTable"])
+
+
+@pytest.fixture
+def store(table: Any, clock: ManualClock) -> JobStore:
+    return JobStore(table, clock, due_shards=4)
