@@ -25,6 +25,8 @@ from klingflow.probe import BytesReader, ProbeError, probe_video
 from klingflow_dev import ASSETS
 
 PHASES = ("queued", "processing", "completed", "failed")
+# A task turns "processing" after this fraction of its latency.
+PROCESSING_AT = 0.3
 
 
 @dataclass
@@ -78,12 +80,20 @@ class Task:
         elapsed = (now - self.created).total_seconds()
         if elapsed >= self.latency_s:
             return "failed" if self.fails else "completed"
-        if elapsed >= self.latency_s * 0.3:
+        if elapsed >= self.latency_s * PROCESSING_AT:
             return "processing"
         return "queued"
 
     def finished_at(self) -> datetime:
         return self.created + timedelta(seconds=self.latency_s)
+
+    def entered(self, phase: str) -> datetime:
+        """When the task entered `phase` (what its callback for that phase is stamped with)."""
+        if phase == "queued":
+            return self.created
+        if phase == "processing":
+            return self.created + timedelta(seconds=self.latency_s * PROCESSING_AT)
+        return self.finished_at()
 
 
 class Emulator:

@@ -39,9 +39,18 @@ class Dialect:
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
         raise NotImplementedError
 
+    # The phases a dialect calls back on (PROVIDERS.md); none by default.
+    callback_phases: ClassVar[frozenset[str]] = frozenset()
+
+    def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
+        raise NotImplementedError
+
     def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
-        """The callback body for this phase change, or None when the dialect sends none."""
-        return None
+        """The callback body for this phase change, or None when the dialect sends none: the
+        task as its query would show it at the moment it entered the phase."""
+        if phase not in self.callback_phases:
+            return None
+        return self.view(task, task.entered(phase), task.base)
 
     # ---- shared helpers --------------------------------------------------------------------
 
@@ -106,6 +115,7 @@ class Gateway(Dialect):
     """Seed 003: POST /v1/videos routed by model and fields; callbacks on completion."""
 
     name = "gateway"
+    callback_phases = frozenset({"completed", "failed"})  # on completion
     link_ttl_s = 30 * DAY
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
@@ -174,11 +184,6 @@ class Gateway(Dialect):
         elif status == "failed":
             answer["error"] = task.input_error or "内容审核未通过"
         return answer
-
-    def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
-        if phase not in ("completed", "failed"):
-            return None
-        return self.view(task, task.finished_at(), task.base)
 
 
 class Apimaster(Dialect):
@@ -257,6 +262,7 @@ class Evolink(Dialect):
     """Seeds 000-002 (+ PROVIDERS.md's (?) facts): OpenAI-style tasks, callbacks on the end."""
 
     name = "evolink"
+    callback_phases = frozenset({"completed", "failed"})  # completed, failed or cancelled
     link_ttl_s = DAY  # output links live about 24 hours
     prefix = "/v1"
     # The real service refuses non-HTTPS callback URLs; the sandbox's API is plain http on
@@ -350,17 +356,13 @@ class Evolink(Dialect):
             }
         return answer
 
-    def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
-        if phase not in ("completed", "failed"):
-            return None
-        return self.view(task, task.finished_at(), task.base)
-
 
 class Kling(Dialect):
     """Kling's own API: JWT auth, {code, message, request_id, data} answers, 1000-5002 codes,
     callbacks on every status change, `succeed` spelt as Kling spells it."""
 
     name = "kling"
+    callback_phases = frozenset({"queued", "processing", "completed", "failed"})  # every change
     link_ttl_s = 30 * DAY
     path = "/v1/videos/motion-control"
 
@@ -433,11 +435,7 @@ class Kling(Dialect):
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
         phase = task.phase(now)
         status = {"queued": "submitted", "completed": "succeed"}.get(phase, phase)
-        moments = {
-            "submitted": task.created,
-            "processing": task.created + timedelta(seconds=task.latency_s * 0.3),
-        }
-        updated = moments.get(status, task.finished_at())
+        updated = task.entered(phase)
         data: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": status,
@@ -456,13 +454,6 @@ class Kling(Dialect):
             }
             data["final_unit_deduction"] = f"{self.billed_seconds(task)}"
         return data
-
-    def notify(self, task: Task, phase: str) -> dict[str, Any] | None:
-        moment = {
-            "queued": task.created,
-            "processing": task.created + timedelta(seconds=task.latency_s * 0.3),
-        }
-        return self.view(task, moment.get(phase, task.finished_at()), task.base)
 
 
 DIALECTS: dict[str, type[Dialect]] = {
