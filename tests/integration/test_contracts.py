@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.models import parse_request
-from klingflow.providers.base import MotionControlSpec
+from klingflow.kinds import parse_request
+from klingflow.providers.base import TaskSpec
 from klingflow.providers.registry import Registry, load_configs
 from klingflow.states import JobStatus
 from klingflow_dev.clock import ManualClock
@@ -87,19 +87,17 @@ class Receiver:
         self._server.server_close()
 
 
-def _spec(job_id: str = "job-1", callback_url: str | None = None) -> MotionControlSpec:
-    request = parse_request(
-        {"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": "std"}
-    )
+def _spec(job_id: str = "job-1", callback_url: str | None = None) -> TaskSpec:
     # Non-loopback inputs are taken on trust by the emulator (it never leaves the machine).
-    return MotionControlSpec(
-        job_id=job_id,
-        request=request,
-        image_url="https://media.example/character.png",
-        video_url="https://media.example/dance.mp4",
-        video_duration_s=5.0,
-        callback_url=callback_url,
+    request = parse_request(
+        {
+            "image": "https://media.example/character.png",
+            "video": "https://media.example/dance.mp4",
+            "character_orientation": "image",
+            "mode": "std",
+        }
     )
+    return TaskSpec(job_id=job_id, request=request, callback_url=callback_url)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -109,7 +107,7 @@ def test_a_task_goes_from_created_to_finished_with_a_fetchable_output(
     registry = providers.registry()
     client = registry.client(dialect)
 
-    submission, _ = client.create_motion_control(_spec())
+    submission, _ = client.create(_spec())
     assert client.query(submission.task_id).status is JobStatus.SUBMITTED
     providers.clock.advance(5)
     assert client.query(submission.task_id).status is JobStatus.RUNNING
@@ -131,7 +129,7 @@ def test_callbacks_parse_to_the_task_and_end_in_the_same_state_as_the_query(
     receiver = Receiver()
     try:
         client = providers.registry().client(dialect)
-        submission, _ = client.create_motion_control(_spec(callback_url=receiver.url))
+        submission, _ = client.create(_spec(callback_url=receiver.url))
         for step in (0, 5, 10):
             providers.clock.advance(step)
             providers.server.tick()
@@ -155,7 +153,7 @@ def test_a_wrong_key_is_an_auth_error(providers: Providers, dialect: str) -> Non
         name: dict.fromkeys(fields, "wrong-but-long-enough-for-hmac-sha256!") for name, fields in KEYS.items()
     }
     with pytest.raises(ProviderError) as caught:
-        providers.registry(keys=wrong).client(dialect).create_motion_control(_spec())
+        providers.registry(keys=wrong).client(dialect).create(_spec())
     assert caught.value.error_class is ProviderErrorClass.AUTH
 
 
@@ -163,7 +161,7 @@ def test_a_wrong_key_is_an_auth_error(providers: Providers, dialect: str) -> Non
 def test_a_rate_limit_carries_its_retry_after(providers: Providers, dialect: str) -> None:
     providers.emulator.set_faults(dialect, create_status=429, retry_after_s=7)
     with pytest.raises(ProviderError) as caught:
-        providers.registry().client(dialect).create_motion_control(_spec())
+        providers.registry().client(dialect).create(_spec())
     assert caught.value.error_class is ProviderErrorClass.RATE_LIMITED
     assert caught.value.retry_after_s == 7.0
 
@@ -186,7 +184,7 @@ def test_error_answers_map_onto_the_taxonomy(
 ) -> None:
     providers.emulator.set_faults(dialect, create_status=status, create_code=code)
     with pytest.raises(ProviderError) as caught:
-        providers.registry().client(dialect).create_motion_control(_spec())
+        providers.registry().client(dialect).create(_spec())
     assert caught.value.error_class is expected
     if expected is ProviderErrorClass.CONCURRENCY_LIMIT:
         assert caught.value.retry_after_s is not None and caught.value.retry_after_s >= 1
@@ -199,7 +197,7 @@ def test_a_create_answered_too_late_is_an_unknown_outcome_and_the_task_is_found_
     providers.emulator.set_faults(dialect, hang_create_s=1.5)
     client = providers.registry(timeout_s=0.5).client(dialect)
     with pytest.raises(ProviderError) as caught:
-        client.create_motion_control(_spec(job_id="job-late"))
+        client.create(_spec(job_id="job-late"))
     assert caught.value.error_class is ProviderErrorClass.UNKNOWN_OUTCOME
     providers.emulator.set_faults(dialect, hang_create_s=0)
     assert client.query("job-late").status is JobStatus.SUBMITTED
@@ -208,14 +206,14 @@ def test_a_create_answered_too_late_is_an_unknown_outcome_and_the_task_is_found_
 def test_a_kling_answer_200_with_a_business_code_is_an_error(providers: Providers) -> None:
     providers.emulator.set_faults("kling", create_status=200, create_code=1303)
     with pytest.raises(ProviderError) as caught:
-        providers.registry().client("kling").create_motion_control(_spec())
+        providers.registry().client("kling").create(_spec())
     assert caught.value.error_class is ProviderErrorClass.CONCURRENCY_LIMIT
 
 
 def test_a_failed_evolink_task_reports_its_error(providers: Providers) -> None:
     providers.emulator.set_faults("evolink", fail_tasks=True)
     client = providers.registry().client("evolink")
-    submission, _ = client.create_motion_control(_spec())
+    submission, _ = client.create(_spec())
     providers.clock.advance(15)
     report = client.query(submission.task_id)
     assert report.status is JobStatus.FAILED
@@ -224,7 +222,7 @@ def test_a_failed_evolink_task_reports_its_error(providers: Providers) -> None:
 
 def test_the_kling_token_is_refreshed_before_the_provider_would_refuse_it(providers: Providers) -> None:
     client = providers.registry().client("kling")
-    submission, _ = client.create_motion_control(_spec())
+    submission, _ = client.create(_spec())
     for _ in range(4):  # two hours of polls: the 30-minute token must be renewed along the way
         providers.clock.advance(1700)
         assert client.query(submission.task_id).task_id == submission.task_id
@@ -233,9 +231,9 @@ def test_the_kling_token_is_refreshed_before_the_provider_would_refuse_it(provid
 def test_a_rotated_kling_secret_is_used_without_a_new_container(providers: Providers) -> None:
     keys = {name: dict(fields) for name, fields in KEYS.items()}
     client = providers.registry(keys=keys).client("kling")
-    client.create_motion_control(_spec(job_id="before"))
+    client.create(_spec(job_id="before"))
     rotated = "k-rotated-secret-that-is-32-bytes!!"
     providers.emulator.keys["kling"] = f"k-ak:{rotated}"
     keys["kling"]["secret_key"] = rotated
-    submission, _ = client.create_motion_control(_spec(job_id="after"))
+    submission, _ = client.create(_spec(job_id="after"))
     assert submission.task_id

@@ -6,9 +6,9 @@ import jwt
 import pytest
 
 from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.models import parse_request
+from klingflow.kinds import Billing, parse_request
 from klingflow.providers.apimaster import ApimasterAdapter
-from klingflow.providers.base import MotionControlSpec
+from klingflow.providers.base import TaskSpec
 from klingflow.providers.evolink import EvolinkAdapter
 from klingflow.providers.gateway import GatewayAdapter
 from klingflow.providers.kling import KlingAdapter
@@ -16,11 +16,12 @@ from klingflow.states import JobStatus
 from klingflow_dev.clock import ManualClock
 
 
-def _spec(**changes: object) -> MotionControlSpec:
+def _spec(**changes: object) -> TaskSpec:
+    # The request as a provider gets it: media are the URLs it fetches.
     request = parse_request(
         {
-            "image": "k.png",
-            "video": "k.mp4",
+            "image": "https://example.com/person.jpg",
+            "video": "https://example.com/dance.mp4",
             "character_orientation": "video",
             "mode": "pro",
             "prompt": "在舞台上表演",
@@ -28,18 +29,16 @@ def _spec(**changes: object) -> MotionControlSpec:
             **changes,
         }
     )
-    return MotionControlSpec(
+    return TaskSpec(
         job_id="01JOB",
         request=request,
-        image_url="https://example.com/person.jpg",
-        video_url="https://example.com/dance.mp4",
-        video_duration_s=7.4,
         callback_url="https://api.example/callbacks/01JOB/t",
+        billing=Billing("pro", 8),  # a 7.4 s reference video
     )
 
 
 def test_gateway_motion_control_body_matches_seed_003() -> None:
-    call = GatewayAdapter("https://gw.example").create_motion_control(_spec())
+    call = GatewayAdapter("https://gw.example").create(_spec())
     assert (call.method, call.path) == ("POST", "/v1/videos")
     # seed 003, "带提示词的动作控制", plus the callback and our own task id
     assert call.json == {
@@ -92,7 +91,7 @@ def test_gateway_parses_the_seed_responses() -> None:
 
 def test_apimaster_body_and_responses_match_seed_004() -> None:
     adapter = ApimasterAdapter("https://apimaster.ai/v1")
-    call = adapter.create_motion_control(_spec(prompt=None, keep_original_sound="no"))
+    call = adapter.create(_spec(prompt=None, keep_original_sound="no"))
     assert (call.method, call.path) == ("POST", "/videos/generations")
     assert call.json == {
         "model": "kling-v3-motion-control",
@@ -148,7 +147,7 @@ def test_an_unknown_status_word_moves_nothing() -> None:
 
 
 def test_evolink_motion_control_body_follows_providers_md() -> None:
-    call = EvolinkAdapter("https://api.evolink.ai/v1").create_motion_control(_spec())
+    call = EvolinkAdapter("https://api.evolink.ai/v1").create(_spec())
     assert (call.method, call.path) == ("POST", "/videos/generations")
     assert call.json == {
         "model": "kling-v3-motion-control",
@@ -196,7 +195,7 @@ def test_evolink_parses_the_seed_create_response_and_a_finished_task() -> None:
 
 def test_kling_motion_control_body_and_answers_follow_providers_md() -> None:
     adapter = KlingAdapter("https://api-singapore.klingai.com")
-    call = adapter.create_motion_control(_spec())
+    call = adapter.create(_spec())
     assert (call.method, call.path) == ("POST", "/v1/videos/motion-control")
     assert call.json is not None
     assert call.json["model_name"] == "kling-v3"

@@ -17,8 +17,9 @@ import pytest
 
 from klingflow import media_rules as rules
 from klingflow.errors import FieldError
+from klingflow.kinds import Orientation
 from klingflow.media_rules import check_motion_media, facts_from_probe, format_from_name
-from klingflow.models import MediaFacts, Orientation
+from klingflow.models import MediaFacts
 from klingflow.probe import BytesReader, ImageInfo, VideoInfo, probe_image, probe_video
 
 ROOT = Path(__file__).resolve().parents[2]

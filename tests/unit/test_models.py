@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from klingflow.errors import RequestRejected
-from klingflow.models import MotionControlRequest, parse_request
+from klingflow.kinds import MotionControlRequest, parse_request
 
 VALID = {
     "image": "incoming/a/character.png",

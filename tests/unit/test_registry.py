@@ -7,8 +7,9 @@ from collections.abc import Mapping
 import pytest
 
 from klingflow.errors import NoProviderAvailable, RequestRejected
-from klingflow.models import JobKind, Mode, Orientation
-from klingflow.pricing import estimate
+from klingflow.kinds import AnyRequest, Billing, JobKind, parse_request
+from klingflow.models import MediaFacts
+from klingflow.pricing import billing_of, estimate
 from klingflow.providers.registry import Registry, load_configs
 
 KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}
@@ -21,29 +22,36 @@ def _registry(overrides: dict | None = None, keys: Mapping[str, Mapping[str, str
     return Registry(load_configs(overrides or {}), credentials, usd_per_cny=0.14)
 
 
+def _motion(mode: str = "std", **changes: object) -> tuple[AnyRequest, Billing]:
+    request = parse_request(
+        {"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": mode, **changes}
+    )
+    return request, billing_of(request, {})
+
+
 def test_out_of_the_box_every_provider_with_a_documented_host_is_usable_cheapest_first() -> None:
     # Seed 003 gives the gateway's paths but no host: it needs a base_url before it can be used.
-    assert _registry().candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["kling", "apimaster", "evolink"]
+    assert _registry().candidates(*_motion("std")) == ["kling", "apimaster", "evolink"]
 
 
 def test_the_cheapest_comes_first_across_currencies() -> None:
     registry = _registry({"gateway": {"base_url": "https://gw.example"}})
     # gateway 0.5 CNY/s = $0.07/s beats kling $0.084, apimaster $0.10288, evolink $0.1134
-    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == [
+    assert registry.candidates(*_motion("std")) == [
         "gateway",
         "kling",
         "apimaster",
         "evolink",
     ]
     pricier = _registry({"gateway": {"base_url": "https://gw.example", "price_per_second": {"std": 1.0}}})
-    assert pricier.candidates(JobKind.MOTION_CONTROL, Mode.STD)[-1] == "gateway"
+    assert pricier.candidates(*_motion("std"))[-1] == "gateway"
 
 
 def test_a_provider_without_keys_in_the_secret_is_not_tried() -> None:
     registry = _registry(keys={"apimaster": {"api_key": "k"}, "kling": {"access_key": "ak"}})
-    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster"]
+    assert registry.candidates(*_motion("std")) == ["apimaster"]
     with pytest.raises(NoProviderAvailable, match="credentials"):
-        registry.candidates(JobKind.MOTION_CONTROL, Mode.STD, pinned="kling")
+        registry.candidates(*_motion("std", provider="kling"))
 
 
 def test_a_disabled_provider_is_skipped_and_an_override_adds_a_second_account() -> None:
@@ -57,30 +65,32 @@ def test_a_disabled_provider_is_skipped_and_an_override_adds_a_second_account() 
             },
         }
     )
-    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.STD) == ["apimaster-eu", "apimaster", "evolink"]
+    assert registry.candidates(*_motion("std")) == ["apimaster-eu", "apimaster", "evolink"]
     assert registry.adapter("apimaster-eu").base_url == "https://eu.example/v1"
 
 
 def test_a_pin_names_exactly_one_provider_or_says_why_not() -> None:
     registry = _registry()
-    assert registry.candidates(JobKind.MOTION_CONTROL, Mode.PRO, pinned="apimaster") == ["apimaster"]
+    assert registry.candidates(*_motion("pro", provider="apimaster")) == ["apimaster"]
     with pytest.raises(NoProviderAvailable, match="gateway"):
-        registry.candidates(JobKind.MOTION_CONTROL, Mode.STD, pinned="gateway")
+        registry.candidates(*_motion("std", provider="gateway"))
     with pytest.raises(RequestRejected):
-        registry.candidates(JobKind.MOTION_CONTROL, Mode.STD, pinned="nobody")
+        registry.candidates(*_motion("std", provider="nobody"))
 
 
 def test_estimates_bill_whole_seconds_rounded_up_and_assume_the_worst_when_unknown() -> None:
     registry = _registry()
-    probed = estimate(registry, "apimaster", mode=Mode.STD, duration_s=7.2, orientation=Orientation.IMAGE)
+    request, _ = _motion("std")
+    probed = estimate(registry, "apimaster", request, {"video": MediaFacts(source="v", duration_s=7.2)})
     assert (probed.seconds, probed.usd, probed.upper_bound) == (8, round(0.10288 * 8, 5), False)
-    unknown = estimate(registry, "apimaster", mode=Mode.PRO, duration_s=None, orientation=Orientation.VIDEO)
+    request, _ = _motion("pro", character_orientation="video")
+    unknown = estimate(registry, "apimaster", request, {"video": MediaFacts(source="https://x/v.mp4")})
     assert (unknown.seconds, unknown.upper_bound) == (30, True)
 
 
 def test_a_model_override_reaches_the_request() -> None:
     registry = _registry({"kling": {"model": "kling-v2-6"}})
-    assert registry.adapter("kling").model == "kling-v2-6"
+    assert registry.adapter("kling").model_for(JobKind.MOTION_CONTROL) == "kling-v2-6"
 
 
 def test_a_bad_override_names_the_provider() -> None:

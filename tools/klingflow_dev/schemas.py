@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from klingflow.models import DetailType, JobEventDetail, MotionControlRequest
+from klingflow.kinds import REQUEST_ADAPTER
+from klingflow.models import DetailType, JobEventDetail
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"
 
@@ -19,11 +20,11 @@ def schemas() -> dict[str, dict[str, Any]]:
         + ", ".join(f"`{t.value}`" for t in DetailType if t is not DetailType.REQUESTED)
         + "."
     )
-    inbound = MotionControlRequest.model_json_schema()
+    inbound = REQUEST_ADAPTER.json_schema()
     inbound["title"] = "klingflow Job Requested detail"
     inbound["description"] = (
         "Detail of an inbound `Job Requested` event on the klingflow bus: the same job request "
-        "POST /jobs and S3 manifests take."
+        "POST /jobs and S3 manifests take, one shape per `kind` (motion_control when absent)."
     )
     return {"job-event.schema.json": outbound, "job-requested.schema.json": inbound}
 

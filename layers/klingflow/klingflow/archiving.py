@@ -1,5 +1,8 @@
 """Archive: confirm with the provider, copy every output into S3, finish the job.
 
+A custom_element job has no file to copy: its outcome is the element id, which is recorded in
+the job and in result.json the same way.
+
 Runs from the archive queue. Anything transient raises, so SQS redelivers the message (and,
 after five tries, parks it in the DLQ while the sweeper keeps re-enqueuing the job). Anything
 permanent (the provider says failed; an output URL we must not fetch) ends the job with a reason.
@@ -7,7 +10,7 @@ permanent (the provider says failed; an output URL we must not fetch) ends the j
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aws_lambda_powertools import Logger
 
@@ -16,6 +19,7 @@ from .endings import announce, end_job
 from .errors import UnsafeUrl
 from .events import EventPublisher
 from .models import Cost, DetailType, Job, Output
+from .pricing import billing_of
 from .probe import ProbeError, probe_video
 from .providers.base import Download, TaskReport, billable_seconds
 from .providers.registry import Registry
@@ -64,7 +68,7 @@ class Archiver:
             return f"ignored: already {job.status.value}"
         if job.provider is None or job.provider_task_id is None:
             return "ignored: not submitted yet"
-        report = self._registry.client(job.provider).query(job.provider_task_id)
+        report = self._registry.task_report(job.provider, job.provider_task_id, job.kind, made=job.element_id)
         match report.status:
             case JobStatus.SUCCEEDED:
                 return self._copy_outputs(job, report)
@@ -102,6 +106,10 @@ class Archiver:
             job = moved or self._store.get(job.job_id) or job
             if job.status is not JobStatus.SUCCEEDED:
                 return f"ignored: now {job.status.value}"
+        if not job.kind.makes_video:
+            if report.element_id is None:
+                return self._fail(job, "NO_OUTPUTS", f"{job.provider} reports success but no element_id")
+            return self._finish(job, [], element_id=report.element_id, cost=self._billed(job, report))
         if not report.outputs:
             return self._fail(job, "NO_OUTPUTS", f"{job.provider} reports success but lists no output")
         adapter = self._registry.adapter(provider)
@@ -119,7 +127,10 @@ class Archiver:
                 if fallback is None or fallback.url == download.url:
                     raise
                 outputs.append(self._copy_one(job, index, fallback))
-        cost = self._billed(job, report)
+        return self._finish(job, outputs, element_id=None, cost=self._billed(job, report))
+
+    def _finish(self, job: Job, outputs: list[Output], *, element_id: str | None, cost: Cost) -> str:
+        made = element_id or f"{len(outputs)} output(s)"
         result_key = f"outputs/{job.job_id}/result.json"
         self._storage.put_json(
             result_key,
@@ -131,6 +142,7 @@ class Archiver:
                 "request": job.request,
                 "inputs": {name: facts.model_dump(mode="json") for name, facts in job.inputs.items()},
                 "outputs": [o.model_dump(mode="json") for o in outputs],
+                **({"element_id": element_id} if element_id else {}),
                 "cost": cost.model_dump(mode="json"),
                 "metadata": job.metadata,
                 "archived_at": iso(self._clock.now()),
@@ -140,8 +152,11 @@ class Archiver:
             job.job_id,
             JobStatus.ARCHIVED,
             by="archive",
-            note=f"{len(outputs)} output(s) in s3://{self._storage.bucket}/outputs/{job.job_id}/",
+            note=f"element {element_id}"
+            if element_id
+            else f"{len(outputs)} output(s) in s3://{self._storage.bucket}/outputs/{job.job_id}/",
             fields={
+                "element_id": element_id,
                 "outputs": [o.model_dump(mode="json") for o in outputs],
                 "cost": cost.model_dump(mode="json", exclude_none=True),
                 "result_key": result_key,
@@ -151,7 +166,7 @@ class Archiver:
         if done is None:
             return "ignored: archived by another worker"
         announce(self._store, self._events, done, DetailType.COMPLETED)
-        return f"archived {len(outputs)} output(s)"
+        return f"archived {made}"
 
     def _copy_one(self, job: Job, index: int, download: Download) -> Output:
         assert job.provider is not None
@@ -188,21 +203,21 @@ class Archiver:
         )
 
     def _billed(self, job: Job, report: TaskReport) -> Cost:
-        """Billed cost: the seconds the provider reports, else the probed reference duration."""
+        """Billed cost: the seconds the provider reports, else what the job itself implies (the
+        probed reference video, the clip length asked for, or the flat price)."""
         assert job.provider is not None
-        video = job.inputs.get("video")
-        seconds = billable_seconds(report.billed_seconds) or billable_seconds(
-            video.duration_s if video else None
-        )
-        if seconds is None:
+        billing = billing_of(job.parsed_request, job.inputs)
+        reported = billable_seconds(report.billed_seconds)
+        if reported is not None and not billing.flat:
+            billing = replace(billing, seconds=reported, upper_bound=False)
+        if billing.upper_bound:
             return job.cost.model_copy(update={"billed_seconds": None})
-        mode = job.motion_request.mode
         return job.cost.model_copy(
             update={
-                "billed_usd": self._registry.price_usd(job.provider, mode, seconds),
-                "provider_amount": self._registry.price(job.provider, mode, seconds),
+                "billed_usd": self._registry.price_usd(job.provider, job.kind, billing),
+                "provider_amount": self._registry.price(job.provider, job.kind, billing),
                 "currency": self._registry.configs[job.provider].currency,
-                "billed_seconds": seconds,
+                "billed_seconds": None if billing.flat else billing.seconds,
             }
         )
 

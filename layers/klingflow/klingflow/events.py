@@ -34,6 +34,7 @@ def detail_for(job: Job) -> JobEventDetail:
         cost=EventCost(estimated=job.cost.estimated_usd, billed=job.cost.billed_usd),
         error=job.error,
         source=job.source,
+        element_id=job.element_id,
     )
 
 

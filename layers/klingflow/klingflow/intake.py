@@ -31,7 +31,8 @@ from .errors import (
 )
 from .events import EventPublisher
 from .health import Breakers
-from .media_rules import IMAGE_MAX_BYTES, check_motion_media, facts_from_probe, format_from_name
+from .kinds import AnyRequest, JobKind, MediaRef, parse_request, with_media
+from .media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
 from .models import (
     Attempt,
     Cost,
@@ -40,15 +41,12 @@ from .models import (
     Job,
     JobError,
     JobEventDetail,
-    JobKind,
     MediaFacts,
-    MotionControlRequest,
     Source,
-    parse_request,
 )
-from .pricing import estimate
+from .pricing import billing_of, estimate
 from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
-from .providers.base import MotionControlSpec
+from .providers.base import Submission, TaskSpec
 from .providers.registry import Registry
 from .queue import JobQueue
 from .states import JobStatus
@@ -107,6 +105,7 @@ class Intake:
         config: IntakeConfig,
         breakers: Breakers,
         submit_queue: JobQueue,
+        archive_queue: JobQueue | None = None,
         metrics: ProviderMetrics | None = None,
     ) -> None:
         self._store = store
@@ -127,6 +126,7 @@ class Intake:
             first_poll_with_callback_s=config.first_poll_with_callback_s,
             first_poll_without_callback_s=config.first_poll_without_callback_s,
             metrics=metrics,
+            archive_queue=archive_queue,
         )
 
     # ---- accept ----------------------------------------------------------------------------
@@ -145,30 +145,24 @@ class Intake:
             key = request.idempotency_key or idempotency_key
             job_id = str(ULID.from_datetime(self._clock.now()))
             inputs = self._inspect(job_id, request)
-            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
+            facts = {name: value.facts for name, value in inputs.items()}
+            candidates = self._registry.candidates(request, billing_of(request, facts))
         except (RequestRejected, NoProviderAvailable) as rejection:
             self._reject(data, source, rejection)
             raise
-        video = inputs["video"].facts
-        cheapest = estimate(
-            self._registry,
-            candidates[0],
-            mode=request.mode,
-            duration_s=video.duration_s,
-            orientation=request.character_orientation,
-        )
+        cheapest = estimate(self._registry, candidates[0], request, facts)
         now = self._clock.now()
+        stored_media = {name: value.key or value.url or "" for name, value in inputs.items()}
         job = Job(
             job_id=job_id,
             kind=request.kind,
             status=JobStatus.QUEUED,
-            request=request.model_dump(mode="json", exclude_none=True)
-            | {name: value.key or value.url for name, value in inputs.items()},
+            request=with_media(request, stored_media).model_dump(mode="json", exclude_none=True),
             source=source,
             created_at=iso(now),
             updated_at=iso(now),
             deadline_at=epoch(now) + self._config.job_deadline_s,
-            inputs={name: value.facts for name, value in inputs.items()},
+            inputs=facts,
             cost=Cost(estimated_usd=cheapest.usd, billed_seconds=None),
             metadata=request.metadata,
             due_at=epoch(now) + self._config.submit_grace_s,
@@ -240,9 +234,10 @@ class Intake:
 
     def _reject(self, data: Any, source: Source, rejection: KlingflowError) -> None:
         metadata = data.get("metadata") if isinstance(data, dict) else None
+        kind = data.get("kind") if isinstance(data, dict) else None
         detail = JobEventDetail(
             job_id=None,
-            kind=JobKind.MOTION_CONTROL,
+            kind=JobKind(kind) if kind in set(JobKind) else JobKind.MOTION_CONTROL,
             status="REJECTED",
             metadata=metadata
             if isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
@@ -254,26 +249,21 @@ class Intake:
 
     # ---- inputs ----------------------------------------------------------------------------
 
-    def _inspect(self, job_id: str, request: MotionControlRequest) -> dict[str, _Input]:
+    def _inspect(self, job_id: str, request: AnyRequest) -> dict[str, _Input]:
         errors: list[FieldError] = []
         found: dict[str, _Input] = {}
-        for name, ref, kind in (("image", request.image, "image"), ("video", request.video, "video")):
+        for media in request.media():
             try:
-                found[name] = self._inspect_one(job_id, name, ref, kind)
+                found[media.name] = self._inspect_one(job_id, media)
             except RequestRejected as rejection:
                 errors.extend(rejection.errors)
-        errors.extend(
-            check_motion_media(
-                request.character_orientation,
-                found["image"].facts if "image" in found else None,
-                found["video"].facts if "video" in found else None,
-            )
-        )
+        errors.extend(check_media(request, {name: value.facts for name, value in found.items()}))
         if errors:
             raise RequestRejected(errors)
         return found
 
-    def _inspect_one(self, job_id: str, field: str, ref: str, kind: str) -> _Input:
+    def _inspect_one(self, job_id: str, media: MediaRef) -> _Input:
+        field, ref, kind = media.name, media.ref, "image" if media.is_image else "video"
         if ref.startswith("https://"):
             # A provider fetches it itself; all we can check is what the name says.
             return _Input(MediaFacts(source=ref, format=format_from_name(ref)), None, ref)
@@ -318,9 +308,9 @@ class Intake:
 
     def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
         """Send a QUEUED job to the first candidate that takes it; at most one paid submission."""
-        request = job.motion_request
+        request = job.parsed_request
         if candidates is None:
-            candidates = self._registry.candidates(request.kind, request.mode, pinned=request.provider)
+            candidates = self._registry.candidates(request, billing_of(request, job.inputs))
         # Everything that can fail before a provider is called (secrets, the API URL, presigning)
         # happens before the claim, so such a failure leaves the job for the trigger's retry.
         specs = {provider: self._spec(job, request, provider) for provider in candidates}
@@ -355,29 +345,26 @@ class Intake:
             logger.exception("circuit breaker unavailable", extra={"provider": provider})
             return True
 
-    def _spec(self, job: Job, request: MotionControlRequest, provider: str) -> MotionControlSpec:
+    def _spec(self, job: Job, request: AnyRequest, provider: str) -> TaskSpec:
         adapter = self._registry.client(provider).adapter  # reads the provider's credentials
-        return MotionControlSpec(
+        urls = {media.name: self._provider_url(media.ref) for media in request.media()}
+        return TaskSpec(
             job_id=job.job_id,
-            request=request,
-            image_url=self._provider_url(job, "image"),
-            video_url=self._provider_url(job, "video"),
-            video_duration_s=job.inputs["video"].duration_s if "video" in job.inputs else None,
+            request=with_media(request, urls),
             callback_url=self._signer.callback_url(self._api_url(), job.job_id)
-            if adapter.sends_callbacks
+            if adapter.calls_back(request.kind)
             else None,
+            billing=billing_of(request, job.inputs),
         )
 
-    def _try(
-        self, job: Job, request: MotionControlRequest, provider: str, spec: MotionControlSpec
-    ) -> Job | ProviderError:
+    def _try(self, job: Job, request: AnyRequest, provider: str, spec: TaskSpec) -> Job | ProviderError:
         client = self._registry.client(provider)
         # Recorded before sending, so whoever finds this job later knows where to look it up.
         if self._store.touch(job.job_id, status_in=_QUEUED, fields={"submitting_to": provider}) is None:
             return self._store.get(job.job_id) or job
         started = time.monotonic()
         try:
-            submission, _ = client.create_motion_control(spec)
+            submission, _ = client.create(spec)
         except ProviderError as error:
             latency = int((time.monotonic() - started) * 1000)
             self._best_effort(
@@ -392,7 +379,7 @@ class Intake:
         self._best_effort(
             self.recorder.attempt, job.job_id, provider, "submitted", latency, submission.task_id
         )
-        submitted = self.recorder.submitted(job, provider, submission.task_id, request)
+        submitted = self.recorder.submitted(job, provider, submission)
         self._best_effort(self._breakers.record_answer, provider, None)
         return submitted
 
@@ -406,11 +393,11 @@ class Intake:
         self._best_effort(self._breakers.record_answer, provider, None if found else error.error_class)
         if found is not None:
             return found
-        if adapter.supports_external_id or adapter.sends_callbacks:
+        if adapter.looks_up(job.kind) or adapter.calls_back(job.kind):
             # Not visible yet is not "never created": the job stays QUEUED under our claim. The
             # sweeper looks it up again, or the task's own callback (its URL names this job)
             # adopts it; only then, or at the deadline, is the outcome decided.
-            waiting = "lookup_deferred" if adapter.supports_external_id else "awaiting_callback"
+            waiting = "lookup_deferred" if adapter.looks_up(job.kind) else "awaiting_callback"
             self._best_effort(
                 self.recorder.attempt, job.job_id, provider, waiting, None, "task not found yet"
             )
@@ -432,8 +419,7 @@ class Intake:
                 "bookkeeping failed; the job carries on", extra={"action": getattr(action, "__name__", "")}
             )
 
-    def _provider_url(self, job: Job, name: str) -> str:
-        ref = str(job.request[name])
+    def _provider_url(self, ref: str) -> str:
         if ref.startswith("https://"):
             return ref
         return self._storage.presign_get(ref, self._config.input_url_ttl_s)
@@ -455,7 +441,9 @@ class SubmissionRecorder:
         first_poll_with_callback_s: int,
         first_poll_without_callback_s: int,
         metrics: ProviderMetrics | None = None,
+        archive_queue: JobQueue | None = None,
     ) -> None:
+        self._archive_queue = archive_queue
         self._store = store
         self._events = events
         self._registry = registry
@@ -466,56 +454,57 @@ class SubmissionRecorder:
 
     def resolve_unknown(self, job_id: str, provider: str) -> Job | None:
         """Look a task up by the id we gave it; the job moves to SUBMITTED when it exists."""
+        job = self._store.get(job_id)
         client = self._registry.client(provider)
-        if not client.adapter.supports_external_id:
+        if job is None or not client.adapter.looks_up(job.kind):
             return None
         try:
-            report = client.query(job_id)
+            report = client.query(job_id, job.kind)
         except ProviderError as error:
             self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
             if error.error_class is ProviderErrorClass.NOT_FOUND:
                 return None
             raise  # "could not ask" is not "not there"
+        assert report is not None  # looks_up() promised a query for this kind
         self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
-        job = self._store.get(job_id)
-        if job is None:
-            return None
-        return self.submitted(job, provider, report.task_id, job.motion_request)
+        return self.submitted(job, provider, Submission(report.task_id))
 
-    def submitted(self, job: Job, provider: str, task_id: str, request: MotionControlRequest) -> Job:
+    def submitted(self, job: Job, provider: str, submission: Submission) -> Job:
         adapter = self._registry.adapter(provider)
+        task_id = submission.task_id
         first_poll = (
             self._first_poll_with_callback_s
-            if adapter.sends_callbacks
+            if adapter.calls_back(job.kind)
             else self._first_poll_without_callback_s
         )
-        priced = estimate(
-            self._registry,
-            provider,
-            mode=request.mode,
-            duration_s=job.inputs["video"].duration_s if "video" in job.inputs else None,
-            orientation=request.character_orientation,
-        )
+        fields: dict[str, Any] = {
+            "provider": provider,
+            "provider_task_id": task_id,
+            "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
+            "cost": Cost(
+                estimated_usd=estimate(self._registry, provider, job.parsed_request, job.inputs).usd,
+                currency=self._registry.configs[provider].currency,
+            ).model_dump(mode="json", exclude_none=True),
+        }
+        if submission.element_id is not None:
+            # The provider made it while we waited (gateway elements): its answer is the outcome,
+            # so archive can finish the job now instead of polling for a task that is not there.
+            fields["element_id"] = submission.element_id
+            first_poll = 0
         moved = self._store.transition(
             job.job_id,
             JobStatus.SUBMITTED,
             by="submit",
             note=f"{provider} task {task_id}",
-            fields={
-                "provider": provider,
-                "provider_task_id": task_id,
-                "external_task_id": job.job_id if adapter.supports_external_id else None,
-                "cost": Cost(
-                    estimated_usd=priced.usd,
-                    currency=self._registry.configs[provider].currency,
-                ).model_dump(mode="json", exclude_none=True),
-            },
+            fields=fields,
             due_in_s=first_poll,
             announce=DetailType.SUBMITTED.value,
         )
         if moved is None:
             return self._store.get(job.job_id) or job
         announce(self._store, self._events, moved, DetailType.SUBMITTED)
+        if submission.element_id is not None and self._archive_queue is not None:
+            self._archive_queue.enqueue(job.job_id, "made-synchronously")
         return moved
 
     def fail(self, job_id: str, code: str, message: str) -> Job:
@@ -553,16 +542,28 @@ class SubmissionRecorder:
 
 
 def _relative_to(manifest_key: str, data: Any) -> Any:
-    """Bare file names in a manifest name objects beside it (incoming/a.json -> incoming/x.png)."""
-    if not isinstance(data, dict):
-        return data
+    """Bare file names in a manifest name objects beside it (incoming/a.json -> incoming/x.png).
+
+    The request is parsed first to learn where its media are; one that does not parse is
+    returned as it is, to be rejected with its own errors.
+    """
     folder = manifest_key.rpartition("/")[0]
-    resolved = dict(data)
-    for name in ("image", "video"):
-        ref = resolved.get(name)
-        if isinstance(ref, str) and "/" not in ref and ":" not in ref and 0 < len(ref) < 256 and folder:
-            resolved[name] = f"{folder}/{ref}"
-    return resolved
+    if not isinstance(data, dict) or not folder:
+        return data
+    try:
+        request = parse_request(data)
+    except RequestRejected:
+        return data
+    beside = {
+        media.name: f"{folder}/{media.ref}"
+        for media in request.media()
+        if "/" not in media.ref and ":" not in media.ref and 0 < len(media.ref) < 256
+    }
+    if not beside:
+        return data
+    resolved = with_media(request, beside).model_dump(mode="json", exclude_none=True)
+    # Only the media change: everything else stays as the user wrote it.
+    return {**data, **{key: resolved[key] for key in resolved if key in data}}
 
 
 def _looks_base64(value: str) -> bool:

@@ -1,8 +1,12 @@
-"""The common motion-control input rules from PROVIDERS.md that need the media itself.
+"""The input rules from PROVIDERS.md and the seeds that need the media itself.
 
-| reference image | jpg / jpeg / png, <= 10 MB, each side 300..65536 px, aspect ratio 1:2.5 .. 2.5:1 |
-| reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, 3 s .. 10 s (orientation image)
-|                 | or 3 s .. 30 s (orientation video) |
+| any image (frames, references, masks) | jpg / jpeg / png, <= 10 MB, each side 300..65536 px,
+|                                       | aspect ratio 1:2.5 .. 2.5:1                        |
+| motion-control reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, 3 s .. 10 s
+|                                | (orientation image) or 3 s .. 30 s (orientation video)  |
+| omni reference video (seed 003) | mp4 / mov, <= 200 MB, each side 720..2160 px, 3 s .. 10 s |
+| element video (seed 000)        | mp4 / mov, <= 100 MB, each side 720..2160 px, <= 8 s      |
+| motion-brush masks (seed 003)   | the frame image's aspect ratio; all masks one resolution  |
 
 Each limit is one constant below. A rule is checked only when the fact is known: an https input
 may only have a format guessed from its URL until it is probed.
@@ -10,12 +14,14 @@ may only have a format guessed from its URL until it is probed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 from urllib.parse import urlsplit
 
 from .errors import FieldError
-from .models import MediaFacts, Orientation
+from .kinds import AnyRequest, MediaRole, MotionControlRequest, Orientation
+from .models import MediaFacts
 from .probe import ImageInfo, VideoInfo
 
 MB: Final = 1024 * 1024
@@ -37,6 +43,35 @@ VIDEO_MAX_DURATION_S: Final = {
     Orientation.IMAGE: 10.0,
     Orientation.VIDEO: 30.0,
 }
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_bytes: int
+    min_side_px: int
+    max_side_px: int
+    min_duration_s: float | None
+    max_duration_s: float
+    # The rule name for "too long" (motion control's names the orientation that set the limit).
+    max_duration_rule: str = "video_max_duration"
+    max_duration_why: str = ""
+
+
+OMNI_VIDEO_LIMITS: Final = VideoLimits(200 * MB, 720, 2160, 3.0, 10.0)
+ELEMENT_VIDEO_LIMITS: Final = VideoLimits(100 * MB, 720, 2160, None, 8.0)
+
+
+def motion_video_limits(orientation: Orientation) -> VideoLimits:
+    return VideoLimits(
+        VIDEO_MAX_BYTES,
+        VIDEO_MIN_SIDE_PX,
+        VIDEO_MAX_SIDE_PX,
+        VIDEO_MIN_DURATION_S,
+        VIDEO_MAX_DURATION_S[orientation],
+        f"video_max_duration_{orientation.value}_orientation",
+        f"with character_orientation={orientation.value} ",
+    )
+
 
 # Extensions of other media kinds are named too, so a URL input of the wrong kind is rejected
 # before anything is fetched; unknown extensions say nothing (the probe will tell).
@@ -87,37 +122,83 @@ def check_motion_media(
     """Every rule the known facts break (an empty list when none is broken)."""
     errors: list[FieldError] = []
     if image is not None:
-        errors += _check_image(image)
+        errors += check_image("image", image, "reference image")
     if video is not None:
-        errors += _check_video(orientation, video)
+        errors += check_video("video", video, motion_video_limits(orientation), "reference video")
     return errors
 
 
-def _check_image(image: MediaFacts) -> list[FieldError]:
+def check_media(request: AnyRequest, facts: dict[str, MediaFacts]) -> list[FieldError]:
+    """Every rule the probed media of any job kind break, named by the media's field."""
+    if isinstance(request, MotionControlRequest):
+        return check_motion_media(request.character_orientation, facts.get("image"), facts.get("video"))
+    errors: list[FieldError] = []
+    masks: list[tuple[str, MediaFacts]] = []
+    for ref in request.media():
+        found = facts.get(ref.name)
+        if found is None:
+            continue
+        if ref.is_image:
+            errors += check_image(ref.name, found, ref.name)
+            if ref.role is MediaRole.MASK:
+                masks.append((ref.name, found))
+        elif ref.role is MediaRole.OMNI_VIDEO:
+            errors += check_video(ref.name, found, OMNI_VIDEO_LIMITS, ref.name)
+        elif ref.role is MediaRole.ELEMENT_VIDEO:
+            errors += check_video(ref.name, found, ELEMENT_VIDEO_LIMITS, ref.name)
+    return errors + _check_masks(facts.get("image"), masks)
+
+
+def _check_masks(frame: MediaFacts | None, masks: list[tuple[str, MediaFacts]]) -> list[FieldError]:
+    """Seed 003: a mask has the frame's aspect ratio, and every mask has one resolution; the
+    provider fails such a task only after it has been queued (and charged)."""
+    errors: list[FieldError] = []
+    sized = [(name, mask) for name, mask in masks if mask.width and mask.height]
+    if frame is not None and frame.width and frame.height:
+        for name, mask in sized:
+            assert mask.width and mask.height
+            if Fraction(mask.width, mask.height) != Fraction(frame.width, frame.height):
+                errors.append(
+                    FieldError(
+                        f"{name}.aspect_ratio",
+                        "mask_aspect_ratio",
+                        f"{name} is {mask.width}x{mask.height} px; it must have the aspect ratio of "
+                        f"image ({frame.width}x{frame.height} px)",
+                    )
+                )
+    if len({(mask.width, mask.height) for _, mask in sized}) > 1:
+        sizes = ", ".join(f"{name} {mask.width}x{mask.height}" for name, mask in sized)
+        errors.append(
+            FieldError(sized[0][0], "mask_resolution", f"every mask must have one resolution; found {sizes}")
+        )
+    return errors
+
+
+def check_image(field: str, image: MediaFacts, label: str) -> list[FieldError]:
     errors: list[FieldError] = []
     if image.format is not None and image.format.lower() not in IMAGE_FORMATS:
         errors.append(
             FieldError(
-                "image.format",
+                f"{field}.format",
                 "image_format",
-                f"reference image is {image.format}; it must be JPEG (.jpg/.jpeg) or PNG",
+                f"{label} is {image.format}; it must be JPEG (.jpg/.jpeg) or PNG",
             )
         )
     if image.bytes is not None and image.bytes > IMAGE_MAX_BYTES:
         errors.append(
             FieldError(
-                "image.bytes",
+                f"{field}.bytes",
                 "image_max_bytes",
-                f"reference image is {_size(image.bytes)}; it must be at most {_size(IMAGE_MAX_BYTES)}",
+                f"{label} is {_size(image.bytes)}; it must be at most {_size(IMAGE_MAX_BYTES)}",
             )
         )
     for side, value in (("width", image.width), ("height", image.height)):
         if value is not None and not IMAGE_MIN_SIDE_PX <= value <= IMAGE_MAX_SIDE_PX:
             errors.append(
                 FieldError(
-                    f"image.{side}",
+                    f"{field}.{side}",
                     "image_side_px",
-                    f"reference image {side} is {value} px; each side must be "
+                    f"{label} {side} is {value} px; each side must be "
                     f"{IMAGE_MIN_SIDE_PX}..{IMAGE_MAX_SIDE_PX} px",
                 )
             )
@@ -126,9 +207,9 @@ def _check_image(image: MediaFacts) -> list[FieldError]:
         if not IMAGE_MIN_ASPECT_RATIO <= ratio <= IMAGE_MAX_ASPECT_RATIO:
             errors.append(
                 FieldError(
-                    "image.aspect_ratio",
+                    f"{field}.aspect_ratio",
                     "image_aspect_ratio",
-                    f"reference image is {image.width}x{image.height} px (width/height "
+                    f"{label} is {image.width}x{image.height} px (width/height "
                     f"{float(ratio):.3g}); the aspect ratio must be between "
                     f"{_ratio(IMAGE_MIN_ASPECT_RATIO)} and {_ratio(IMAGE_MAX_ASPECT_RATIO)}",
                 )
@@ -136,53 +217,52 @@ def _check_image(image: MediaFacts) -> list[FieldError]:
     return errors
 
 
-def _check_video(orientation: Orientation, video: MediaFacts) -> list[FieldError]:
+def check_video(field: str, video: MediaFacts, limits: VideoLimits, label: str) -> list[FieldError]:
     errors: list[FieldError] = []
     if video.format is not None and video.format.lower() not in VIDEO_FORMATS:
         errors.append(
-            FieldError(
-                "video.format", "video_format", f"reference video is {video.format}; it must be MP4 or MOV"
-            )
+            FieldError(f"{field}.format", "video_format", f"{label} is {video.format}; it must be MP4 or MOV")
         )
-    if video.bytes is not None and video.bytes > VIDEO_MAX_BYTES:
+    if video.bytes is not None and video.bytes > limits.max_bytes:
         errors.append(
             FieldError(
-                "video.bytes",
+                f"{field}.bytes",
                 "video_max_bytes",
-                f"reference video is {_size(video.bytes)}; it must be at most {_size(VIDEO_MAX_BYTES)}",
+                f"{label} is {_size(video.bytes)}; it must be at most {_size(limits.max_bytes)}",
             )
         )
     for side, value in (("width", video.width), ("height", video.height)):
-        if value is not None and not VIDEO_MIN_SIDE_PX <= value <= VIDEO_MAX_SIDE_PX:
+        if value is not None and not limits.min_side_px <= value <= limits.max_side_px:
             errors.append(
                 FieldError(
-                    f"video.{side}",
+                    f"{field}.{side}",
                     "video_side_px",
-                    f"reference video {side} is {value} px; each side must be "
-                    f"{VIDEO_MIN_SIDE_PX}..{VIDEO_MAX_SIDE_PX} px",
+                    f"{label} {side} is {value} px; each side must be "
+                    f"{limits.min_side_px}..{limits.max_side_px} px",
                 )
             )
     duration = video.duration_s
     if duration is not None:
         # No tolerance: a duration is one correctly rounded division, so a clip that really is
         # at the limit compares equal to it.
-        if duration < VIDEO_MIN_DURATION_S:
+        shortest = limits.min_duration_s
+        if shortest is not None and duration < shortest:
             errors.append(
                 FieldError(
-                    "video.duration_s",
+                    f"{field}.duration_s",
                     "video_min_duration",
-                    f"reference video is {_seconds(duration, VIDEO_MIN_DURATION_S)} s; "
-                    f"it must be at least {_seconds(VIDEO_MIN_DURATION_S)} s",
+                    f"{label} is {_seconds(duration, shortest)} s; "
+                    f"it must be at least {_seconds(shortest)} s",
                 )
             )
-        limit = VIDEO_MAX_DURATION_S[orientation]
+        limit = limits.max_duration_s
         if duration > limit:
             errors.append(
                 FieldError(
-                    "video.duration_s",
-                    f"video_max_duration_{orientation.value}_orientation",
-                    f"reference video is {_seconds(duration, limit)} s; with "
-                    f"character_orientation={orientation.value} it must be at most {_seconds(limit)} s",
+                    f"{field}.duration_s",
+                    limits.max_duration_rule,
+                    f"{label} is {_seconds(duration, limit)} s; {limits.max_duration_why}"
+                    f"it must be at most {_seconds(limit)} s",
                 )
             )
     return errors

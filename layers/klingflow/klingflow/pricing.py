@@ -1,19 +1,20 @@
 """Cost estimates: what a job will cost before any money is spent.
 
-Motion control bills whole seconds of the reference video, rounded up, in the provider's
-currency. When the duration is unknown (an https input we could not probe) the estimate is the
-most the orientation allows, the same worst case the providers pre-charge.
+Each kind says how it is billed (`AnyRequest.billing`): motion control per second of the
+reference video, rounded up; generated clips per second asked for, at a tier set by quality and
+sound; omni edits per second of the video being edited; elements a flat price per request. When
+a needed duration is unknown (an https input we could not probe) the estimate is the most the
+rules allow, the same worst case the providers pre-charge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .models import Mode, Orientation
-from .providers.base import billable_seconds
+from .kinds import AnyRequest, Billing
+from .models import MediaFacts
 from .providers.registry import Registry
-
-MAX_VIDEO_SECONDS = {Orientation.IMAGE: 10, Orientation.VIDEO: 30}
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,14 @@ class Estimate:
     upper_bound: bool
 
 
-def motion_control_seconds(duration_s: float | None, orientation: Orientation) -> tuple[int, bool]:
-    seconds = billable_seconds(duration_s)
-    if seconds is None:
-        return MAX_VIDEO_SECONDS[orientation], True
-    return seconds, False
+def billing_of(request: AnyRequest, inputs: Mapping[str, MediaFacts]) -> Billing:
+    return request.billing({name: facts.duration_s for name, facts in inputs.items()})
 
 
 def estimate(
-    registry: Registry, provider: str, *, mode: Mode, duration_s: float | None, orientation: Orientation
+    registry: Registry, provider: str, request: AnyRequest, inputs: Mapping[str, MediaFacts]
 ) -> Estimate:
-    seconds, upper = motion_control_seconds(duration_s, orientation)
-    return Estimate(provider, seconds, registry.price_usd(provider, mode, seconds), upper)
+    billing = billing_of(request, inputs)
+    return Estimate(
+        provider, billing.seconds, registry.price_usd(provider, request.kind, billing), billing.upper_bound
+    )

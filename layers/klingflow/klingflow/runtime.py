@@ -23,6 +23,7 @@ from .events import EventPublisher
 from .health import Breakers
 from .hints import CallbackReceiver
 from .intake import Intake, IntakeConfig, SubmissionRecorder
+from .providers.base import Submission
 from .providers.registry import Registry, load_configs
 from .queries import JobQueries
 from .queue import JobQueue
@@ -149,6 +150,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         ),
         metrics=provider_metrics(settings),
         submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
+        archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
         store=store(settings, clock),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
@@ -184,7 +186,7 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
         queue=JobQueue(client("sqs"), settings.archive_queue_url),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
         registry=providers,
-        adopt=lambda job, provider, task_id: recorder.submitted(job, provider, task_id, job.motion_request),
+        adopt=lambda job, provider, task_id: recorder.submitted(job, provider, Submission(task_id)),
     )
 
 

@@ -77,6 +77,7 @@ class SubmitSettings(_ProviderSettings, _ScheduleSettings):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     submit_queue_url: str = Field(min_length=1)
+    archive_queue_url: str = Field(min_length=1)
     callback_secret_arn: str = Field(min_length=1)
     # SSM parameter holding the HTTP API's URL (a direct reference would be a template cycle).
     api_url_parameter: str = Field(min_length=1)

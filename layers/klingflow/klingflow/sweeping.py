@@ -123,7 +123,9 @@ class Sweeper:
     def _poll(self, job: Job, *, late: bool) -> str:
         assert job.provider is not None and job.provider_task_id is not None
         try:
-            report = self._registry.client(job.provider).query(job.provider_task_id)
+            report = self._registry.task_report(
+                job.provider, job.provider_task_id, job.kind, made=job.element_id
+            )
         except ProviderError as error:
             if late:
                 return self._time_out(job, _POLLED)
@@ -227,7 +229,7 @@ class Sweeper:
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return "waiting"
         adapter = self._registry.adapter(provider)
-        if not adapter.supports_external_id and adapter.sends_callbacks:
+        if not adapter.looks_up(job.kind) and adapter.calls_back(job.kind):
             # No way to ask, but the task (if it exists) will call back to this job's URL and
             # be adopted then; until the deadline, waiting is the only way not to pay twice.
             self._store.touch(

@@ -11,26 +11,26 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
 from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.kinds import JobKind, MotionControlRequest
 from klingflow.states import JobStatus
 
 from .base import (
     Adapter,
     Download,
     HttpCall,
-    MotionControlSpec,
     Submission,
     TaskOutput,
     TaskReport,
-    billable_seconds,
+    TaskSpec,
     flat_motion_fields,
 )
 
-MODEL = "kling-v3-motion-control"
+MODELS = {JobKind.MOTION_CONTROL: "kling-v3-motion-control"}
 
 
 class ApimasterAdapter(Adapter):
     dialect = "apimaster"
-    default_model = MODEL
+    default_models = MODELS
     sends_callbacks = False
     supports_external_id = False
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -46,25 +46,25 @@ class ApimasterAdapter(Adapter):
         "cancelled": JobStatus.CANCELLED,
     }
 
-    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
+    def create_motion_control(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(MotionControlRequest)
         body: dict[str, Any] = {
-            "model": self.model,
-            **flat_motion_fields(spec),
+            "model": self.model_for(request.kind),
+            **flat_motion_fields(request),
             "watermark_info": {"enabled": False},
         }
-        seconds = billable_seconds(spec.video_duration_s)
-        if seconds is not None:
+        if spec.billing is not None and not spec.billing.upper_bound:
             # Only used for the pre-charge estimate; billing follows the server's own probe.
-            body["duration"] = seconds
-        if spec.request.prompt:
-            body["prompt"] = spec.request.prompt
+            body["duration"] = spec.billing.seconds
+        if request.prompt:
+            body["prompt"] = request.prompt
         # No callback_url: apimaster documents none (its tasks are finished by the sweeper).
         return HttpCall("POST", "/videos/generations", body)
 
-    def query(self, task_id: str) -> HttpCall:
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
         return HttpCall("GET", f"/videos/{quote(task_id, safe='')}")
 
-    def parse_create(self, body: Any) -> Submission:
+    def parse_create(self, body: Any, kind: JobKind = JobKind.MOTION_CONTROL) -> Submission:
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(body, dict) and body.get("code") not in (None, 200):
             raise self.classify(int(body["code"]), body, {})

@@ -3,6 +3,9 @@
 An adapter is pure translation: it builds requests and parses answers, so the seeds' example
 bodies can be round-tripped in unit tests without a network. `ProviderClient` does the I/O and
 turns transport failures into the shared error taxonomy.
+
+A dialect supports a job kind by defining `create_<kind>`: the set of kinds is derived from
+those methods, so what an adapter can build and what routing offers cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,27 +15,35 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 
 from klingflow.clock import Clock, SystemClock
-from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.models import Mode, MotionControlRequest
+from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.kinds import AnyRequest, Billing, CameraControl, JobKind, Mode, MotionControlRequest
 from klingflow.states import JobStatus
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class MotionControlSpec:
-    """Everything a dialect needs to create a motion-control task."""
+class TaskSpec:
+    """Everything a dialect needs to create a task of any kind.
+
+    `request` carries, in place of each media reference, the URL the provider fetches.
+    """
 
     job_id: str
-    request: MotionControlRequest
-    image_url: str
-    video_url: str
-    video_duration_s: float | None
+    request: AnyRequest
     callback_url: str | None
+    billing: Billing | None = None
+
+    def of(self, kind: type[R]) -> R:
+        """The request as the kind a builder was dispatched for."""
+        assert isinstance(self.request, kind)
+        return self.request
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class Submission:
     task_id: str
     external_task_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # Set when the create answer is already the outcome (gateway makes elements synchronously).
+    element_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class TaskReport:
     error_message: str | None = None
     billed_seconds: float | None = None
     external_task_id: str | None = None
+    element_id: str | None = None  # what a custom_element task made
 
 
 @dataclass(frozen=True)
@@ -84,25 +98,56 @@ class Adapter(ABC):
     # Whether a task can be found again by the id we chose, to resolve an unknown outcome.
     supports_external_id: ClassVar[bool]
     status_words: ClassVar[Mapping[str, JobStatus]]
+    # The model names requests carry per kind, unless the registry configures others.
+    default_models: ClassVar[Mapping[JobKind, str]]
+    # Derived from the `create_<kind>` methods a dialect defines.
+    kinds: ClassVar[frozenset[JobKind]] = frozenset()
 
-    # The model name this dialect's motion-control requests carry, unless configured otherwise.
-    default_model: ClassVar[str]
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kinds = frozenset(
+            kind for kind in JobKind if callable(getattr(cls, f"create_{kind.value}", None))
+        )
 
-    def __init__(self, base_url: str, *, model: str | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, models: Mapping[JobKind, str] | None = None, clock: Clock | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.model = model or self.default_model
+        self.models = {**self.default_models, **(models or {})}
         self.clock = clock or SystemClock()
 
+    def model_for(self, kind: JobKind) -> str:
+        return self.models[kind]
+
     # requests
-    @abstractmethod
-    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall: ...
+    def create(self, spec: TaskSpec) -> HttpCall:
+        kind = spec.request.kind
+        if kind not in self.kinds:
+            raise ProviderError(
+                self.dialect, ProviderErrorClass.NOT_FOUND, f"{self.dialect} has no {kind.value}"
+            )
+        builder = cast(Callable[[TaskSpec], HttpCall], getattr(self, f"create_{kind.value}"))
+        return builder(spec)
+
+    def calls_back(self, kind: JobKind) -> bool:
+        """Whether tasks of this kind report back to a callback URL."""
+        return self.sends_callbacks
+
+    def looks_up(self, kind: JobKind) -> bool:
+        """Whether a task of this kind can be found by the id we gave it (an unknown outcome)."""
+        return self.supports_external_id and self.query("", kind) is not None
+
+    def refusals(self, request: AnyRequest) -> list[FieldError]:
+        """The options of a valid request this dialect does not take (routing then looks elsewhere)."""
+        return []
 
     @abstractmethod
-    def query(self, task_id: str) -> HttpCall: ...
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall | None:
+        """How to ask about a task; None when the create answer was already final (no task)."""
 
     # answers
     @abstractmethod
-    def parse_create(self, body: Any) -> Submission: ...
+    def parse_create(self, body: Any, kind: JobKind = JobKind.MOTION_CONTROL) -> Submission: ...
 
     @abstractmethod
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
@@ -170,25 +215,34 @@ class Adapter(ABC):
         return urlsplit(self.base_url).hostname or ""
 
 
-def flat_motion_fields(spec: MotionControlSpec) -> dict[str, Any]:
+def flat_motion_fields(request: MotionControlRequest) -> dict[str, Any]:
     """The motion-control fields three dialects name identically (PROVIDERS.md, common rules)."""
-    request = spec.request
     return {
-        "image_url": spec.image_url,
-        "video_url": spec.video_url,
+        "image_url": request.image,
+        "video_url": request.video,
         "character_orientation": request.character_orientation.value,
         "mode": request.mode.value,
         "keep_original_sound": request.keep_original_sound,
     }
 
 
-def with_optional(body: dict[str, Any], spec: MotionControlSpec) -> dict[str, Any]:
-    """Adds the optional prompt and callback URL, which every dialect omits when unset."""
-    if spec.request.prompt:
-        body["prompt"] = spec.request.prompt
-    if spec.callback_url:
-        body["callback_url"] = spec.callback_url
+def with_optional(body: dict[str, Any], spec: TaskSpec, **optional: Any) -> dict[str, Any]:
+    """Adds the optional prompt, callback URL and any other fields given, omitting unset ones
+    (every dialect treats an absent field as its default, not always so a null)."""
+    prompt = getattr(spec.request, "prompt", None)
+    for name, value in (("prompt", prompt), ("callback_url", spec.callback_url), *optional.items()):
+        if value not in (None, [], ""):
+            body[name] = value
     return body
+
+
+def camera(control: CameraControl | None) -> dict[str, Any] | None:
+    """camera_control as gateway and Kling spell it (config only for type simple)."""
+    return None if control is None else control.model_dump(mode="json", exclude_none=True)
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def billable_seconds(duration_s: float | None) -> int | None:
@@ -273,10 +327,14 @@ class ProviderClient:
             raise self.adapter.classify(response.status_code, body, response.headers)
         return body, latency_ms
 
-    def create_motion_control(self, spec: MotionControlSpec) -> tuple[Submission, int]:
-        body, latency = self.send(self.adapter.create_motion_control(spec))
-        return self.adapter.parse_create(body), latency
+    def create(self, spec: TaskSpec) -> tuple[Submission, int]:
+        body, latency = self.send(self.adapter.create(spec))
+        return self.adapter.parse_create(body, spec.request.kind), latency
 
-    def query(self, task_id: str) -> TaskReport:
-        body, _ = self.send(self.adapter.query(task_id))
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> TaskReport | None:
+        """The provider's view of a task; None when the kind has no task to ask about."""
+        call = self.adapter.query(task_id, kind)
+        if call is None:
+            return None
+        body, _ = self.send(call)
         return self.adapter.parse_task(body, task_id=task_id)

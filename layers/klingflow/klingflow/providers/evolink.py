@@ -1,8 +1,10 @@
 """`evolink` dialect (seeds 000, 001, 002): an aggregator with an OpenAI-style task API.
 
-Facts marked (?) in PROVIDERS.md (the motion-control body, the query path) are confined to the
-constants and the two request builders below, so a correction is a one-line change.
-Callbacks come on completed, failed or cancelled; output links live about 24 hours.
+One endpoint for everything; the model name picks the job. Facts marked (?) in PROVIDERS.md
+(the motion-control and Kling 3.0 text/image-to-video bodies, the query path) are confined to the
+constants and builders below, so a correction is a one-line change. Custom elements follow seed
+002's documented body. Callbacks come on completed, failed or cancelled; output links live about
+24 hours.
 """
 
 from __future__ import annotations
@@ -10,29 +12,46 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.kinds import (
+    AnyRequest,
+    CustomElementRequest,
+    ImageToVideoRequest,
+    JobKind,
+    MotionControlRequest,
+    TextToVideoRequest,
+)
 from klingflow.states import JobStatus
 
 from .base import (
     Adapter,
     HttpCall,
-    MotionControlSpec,
     Submission,
     TaskOutput,
     TaskReport,
+    TaskSpec,
     as_dict,
     mode_quality,
+    on_off,
     with_optional,
 )
 
-MODEL = "kling-v3-motion-control"
+MODELS = {
+    JobKind.MOTION_CONTROL: "kling-v3-motion-control",
+    JobKind.TEXT_TO_VIDEO: "kling-v3-text-to-video",  # (?) "only the model parameter differs"
+    JobKind.IMAGE_TO_VIDEO: "kling-v3-image-to-video",  # (?)
+    JobKind.CUSTOM_ELEMENT: "kling-custom-element",  # seed 002
+}
 CREATE_PATH = "/videos/generations"
 QUERY_PATH = "/tasks/{task_id}"  # (?) PROVIDERS.md
+# Kling 3.0 on evolink takes none of Kling-V2.6's extra controls (seed 002 lists prompt, image,
+# 3..15 s, quality and sound); a request that needs them is routed to a dialect that has them.
+_UNSUPPORTED_CONTROLS = ("camera_control", "image_tail", "voice_list", "static_mask", "dynamic_masks")
 
 
 class EvolinkAdapter(Adapter):
     dialect = "evolink"
-    default_model = MODEL
+    default_models = MODELS
     sends_callbacks = True
     supports_external_id = False
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -44,12 +63,14 @@ class EvolinkAdapter(Adapter):
         "cancelled": JobStatus.CANCELLED,
     }
 
-    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
-        request = spec.request
+    # ---- requests ------------------------------------------------------------------------------
+
+    def create_motion_control(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(MotionControlRequest)
         body: dict[str, Any] = {
-            "model": self.model,
-            "image_urls": [spec.image_url],
-            "video_urls": [spec.video_url],
+            "model": self.model_for(request.kind),
+            "image_urls": [request.image],
+            "video_urls": [request.video],
             "quality": mode_quality(request.mode),
             "model_params": {
                 "character_orientation": request.character_orientation.value,
@@ -58,10 +79,71 @@ class EvolinkAdapter(Adapter):
         }
         return HttpCall("POST", CREATE_PATH, with_optional(body, spec))
 
-    def query(self, task_id: str) -> HttpCall:
+    def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(TextToVideoRequest)
+        body = self._generated(request, spec)
+        body["aspect_ratio"] = request.aspect_ratio.value
+        return HttpCall("POST", CREATE_PATH, body)
+
+    def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(ImageToVideoRequest)
+        body = self._generated(request, spec)
+        body["image_urls"] = [request.image]
+        return HttpCall("POST", CREATE_PATH, body)
+
+    def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
+        params: dict[str, Any] = {"sound": on_off(request.sound)}
+        if request.negative_prompt:
+            params["negative_prompt"] = request.negative_prompt
+        body = {
+            "model": self.model_for(request.kind),
+            "duration": request.duration_s,
+            "quality": mode_quality(request.mode),
+            "model_params": params,
+        }
+        return with_optional(body, spec)
+
+    def create_custom_element(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(CustomElementRequest)
+        params: dict[str, Any] = {
+            "element_name": request.name,
+            "element_description": request.description,
+            "reference_type": request.reference_type,
+        }
+        if request.reference_type == "image_refer":
+            params["element_image_list"] = {
+                "frontal_image": request.frontal_image,
+                "refer_images": [{"image_url": url} for url in request.refer_images],
+            }
+        else:
+            params["element_video_list"] = {"video_url": request.video}
+            if request.voice_id:
+                params["element_voice_id"] = request.voice_id
+        body = {"model": self.model_for(request.kind), "model_params": params}
+        return HttpCall("POST", CREATE_PATH, with_optional(body, spec))
+
+    def refusals(self, request: AnyRequest) -> list[FieldError]:
+        if isinstance(request, TextToVideoRequest | ImageToVideoRequest):
+            errors = [
+                FieldError(name, "evolink_unsupported", f"evolink's Kling 3.0 does not take {name}")
+                for name in _UNSUPPORTED_CONTROLS
+                if getattr(request, name, None)
+            ]
+            if isinstance(request, ImageToVideoRequest) and request.image is None:
+                errors.append(
+                    FieldError("image", "evolink_first_frame", "evolink animates from image (a first frame)")
+                )
+            return errors
+        if isinstance(request, CustomElementRequest) and request.tags:
+            return [FieldError("tags", "evolink_unsupported", "evolink's element creation takes no tags")]
+        return []
+
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
         return HttpCall("GET", QUERY_PATH.format(task_id=quote(task_id, safe="")))
 
-    def parse_create(self, body: Any) -> Submission:
+    # ---- answers -------------------------------------------------------------------------------
+
+    def parse_create(self, body: Any, kind: JobKind = JobKind.MOTION_CONTROL) -> Submission:
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.UNKNOWN_OUTCOME, f"create answer without id: {body!r}"
@@ -78,6 +160,7 @@ class EvolinkAdapter(Adapter):
         word = str(body.get("status", ""))
         results = body["results"] if isinstance(body.get("results"), list) else []
         error = as_dict(body.get("error"))
+        element = as_dict(body.get("result_data")).get("element_id")
         return TaskReport(
             task_id=body["id"],
             status=self.status_of(word),
@@ -85,6 +168,7 @@ class EvolinkAdapter(Adapter):
             outputs=tuple(TaskOutput(str(url)) for url in results if isinstance(url, str)),
             error_code=str(error["code"]) if error.get("code") is not None else None,
             error_message=str(error["message"]) if error.get("message") else None,
+            element_id=str(element) if element not in (None, "") else None,
         )
 
     def error_class_for(self, status: int, body: Any) -> tuple[ProviderErrorClass, str | None]:

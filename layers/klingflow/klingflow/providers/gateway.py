@@ -1,8 +1,10 @@
 """`gateway` dialect (seed 003): one `/v1/videos` endpoint, routed by model and fields.
 
-`model="Kling-V2.6"` with `action_control: true` is motion control. Tasks answer
-`{id, status, created_at, model}`; completed adds `video_url` and `usage`, failed adds `error`.
-Callbacks arrive on completion; `external_task_id` (unique per user) also finds a task.
+`model="Kling-V2.6"` routes by priority: `action_control: true` is motion control, `image` or
+`image_tail` is image-to-video, otherwise text-to-video; `model="Kling-Video-O1"` is omni. Tasks
+answer `{id, status, created_at, model}`; completed adds `video_url` and `usage`, failed adds
+`error`. Callbacks arrive on completion; `external_task_id` (unique per user) also finds a task.
+Elements are made synchronously by `POST /v1/elements/custom`: its answer is the outcome.
 """
 
 from __future__ import annotations
@@ -10,26 +12,48 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.kinds import (
+    AnyRequest,
+    CustomElementRequest,
+    ImageToVideoRequest,
+    JobKind,
+    MotionControlRequest,
+    OmniVideoRequest,
+    TextToVideoRequest,
+)
 from klingflow.states import JobStatus
 
 from .base import (
     Adapter,
     HttpCall,
-    MotionControlSpec,
     Submission,
     TaskOutput,
     TaskReport,
+    TaskSpec,
+    as_dict,
+    camera,
     flat_motion_fields,
+    on_off,
     with_optional,
 )
+from .klingfamily import class_of_code, element_refusals, image_to_video_fields, omni_video_list
 
-MODEL = "Kling-V2.6"
+MODELS = {
+    JobKind.MOTION_CONTROL: "Kling-V2.6",
+    JobKind.TEXT_TO_VIDEO: "Kling-V2.6",
+    JobKind.IMAGE_TO_VIDEO: "Kling-V2.6",
+    JobKind.OMNI_VIDEO: "Kling-Video-O1",
+    JobKind.CUSTOM_ELEMENT: "custom",  # the elements endpoint takes no model
+}
+VIDEOS = "/v1/videos"
+ELEMENTS = "/v1/elements/custom"
+GENERATED_SECONDS = (5, 10)  # text- and image-to-video on Kling-V2.6
 
 
 class GatewayAdapter(Adapter):
     dialect = "gateway"
-    default_model = MODEL
+    default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -39,24 +63,131 @@ class GatewayAdapter(Adapter):
         "failed": JobStatus.FAILED,
     }
 
-    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
+    # ---- requests ------------------------------------------------------------------------------
+
+    def create_motion_control(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(MotionControlRequest)
         body = {
-            "model": self.model,
+            "model": self.model_for(request.kind),
             "action_control": True,
-            **flat_motion_fields(spec),
+            **flat_motion_fields(request),
             "external_task_id": spec.job_id,
         }
-        return HttpCall("POST", "/v1/videos", with_optional(body, spec))
+        return HttpCall("POST", VIDEOS, with_optional(body, spec))
 
-    def query(self, task_id: str) -> HttpCall:
-        return HttpCall("GET", f"/v1/videos/{quote(task_id, safe='')}")
+    def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(TextToVideoRequest)
+        body = {
+            "model": self.model_for(request.kind),
+            "sound": on_off(request.sound),
+            "mode": request.mode.value,
+            "aspect_ratio": request.aspect_ratio.value,
+            "seconds": str(request.duration_s),
+            "external_task_id": spec.job_id,
+        }
+        return HttpCall(
+            "POST",
+            VIDEOS,
+            with_optional(
+                body,
+                spec,
+                negative_prompt=request.negative_prompt,
+                camera_control=camera(request.camera_control),
+            ),
+        )
 
-    def parse_create(self, body: Any) -> Submission:
+    def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(ImageToVideoRequest)
+        body = {
+            "model": self.model_for(request.kind),
+            "sound": on_off(request.sound),
+            "mode": request.mode.value,
+            "seconds": str(request.duration_s),
+            "external_task_id": spec.job_id,
+        }
+        return HttpCall("POST", VIDEOS, with_optional(body, spec, **image_to_video_fields(request)))
+
+    def create_omni_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(OmniVideoRequest)
+        body: dict[str, Any] = {"model": self.model_for(request.kind), "mode": request.mode.value}
+        seconds = request.generated_seconds
+        aspect = request.resolved_aspect_ratio
+        return HttpCall(
+            "POST",
+            VIDEOS,
+            with_optional(
+                body,
+                spec,
+                first_frame_url=request.first_frame,
+                last_frame_url=request.last_frame,
+                reference_images=list(request.reference_images),
+                element_list=[{"element_id": element} for element in request.elements],
+                video_list=omni_video_list(request),
+                aspect_ratio=aspect.value if aspect else None,
+                seconds=str(seconds) if seconds is not None else None,
+                external_task_id=spec.job_id,
+            ),
+        )
+
+    def create_custom_element(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(CustomElementRequest)
+        body: dict[str, Any] = {
+            "element_name": request.name,
+            "element_description": request.description,
+            "element_frontal_image": request.frontal_image,
+            "element_refer_list": [{"image_url": url} for url in request.refer_images],
+        }
+        if request.tags:
+            body["tag_list"] = [{"tag_id": tag} for tag in request.tags]
+        return HttpCall("POST", ELEMENTS, body)
+
+    def calls_back(self, kind: JobKind) -> bool:
+        return kind is not JobKind.CUSTOM_ELEMENT  # answered at once: nothing to call back about
+
+    def refusals(self, request: AnyRequest) -> list[FieldError]:
+        if (
+            isinstance(request, TextToVideoRequest | ImageToVideoRequest)
+            and request.duration_s not in GENERATED_SECONDS
+        ):
+            return [
+                FieldError(
+                    "duration_s",
+                    "gateway_seconds",
+                    f"gateway makes 5 s or 10 s clips, not {request.duration_s} s",
+                )
+            ]
+        if isinstance(request, CustomElementRequest):
+            return element_refusals(self.dialect, request)
+        return []
+
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall | None:
+        if kind is JobKind.CUSTOM_ELEMENT:
+            return None  # made synchronously: the create answer was the outcome
+        return HttpCall("GET", f"{VIDEOS}/{quote(task_id, safe='')}")
+
+    # ---- answers -------------------------------------------------------------------------------
+
+    def parse_create(self, body: Any, kind: JobKind = JobKind.MOTION_CONTROL) -> Submission:
+        if kind is JobKind.CUSTOM_ELEMENT:
+            return self._parse_element(body)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.UNKNOWN_OUTCOME, f"create answer without id: {body!r}"
             )
         return Submission(task_id=body["id"], raw=body)
+
+    def _parse_element(self, body: Any) -> Submission:
+        if isinstance(body, dict) and body.get("code") not in (0, None):
+            raise self.classify(200, body, {})
+        element = as_dict(as_dict(body).get("data")).get("element_id")
+        if element is None or element == "":
+            raise ProviderError(
+                self.dialect,
+                ProviderErrorClass.UNKNOWN_OUTCOME,
+                f"element answer without element_id: {body!r}",
+            )
+        # Element ids are 64-bit integers in JSON: kept as text so nothing rounds them.
+        return Submission(task_id=str(element), raw=body, element_id=str(element))
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
@@ -79,3 +210,10 @@ class GatewayAdapter(Adapter):
             error_message=str(error) if error else None,
             billed_seconds=float(seconds) if seconds is not None else None,
         )
+
+    def error_class_for(self, status: int, body: Any) -> tuple[ProviderErrorClass, str | None]:
+        # The elements endpoint answers in Kling's {code, message} shape.
+        code = body.get("code") if isinstance(body, dict) else None
+        if isinstance(code, int) and code and (mapped := class_of_code(code)) is not None:
+            return mapped, str(code)
+        return super().error_class_for(status, body)

@@ -2,8 +2,9 @@
 
 The token is HS256 over {"iss": access_key, "exp": now + 1800, "nbf": now - 5}, signed with the
 secret key, and refreshed five minutes before it expires. Answers wrap results in
-`{"code", "message", "request_id", "data"}`; `code` 0 is success, and the 1000-5002 table below
-maps every documented code onto our taxonomy. Callbacks come on every status change.
+`{"code", "message", "request_id", "data"}`; `code` 0 is success, and the 1000-5002 table maps
+every documented code onto our taxonomy. Callbacks come on every status change. Each family has
+its own path (motion-control, text2video, image2video, omni-video) for creating and querying.
 """
 
 from __future__ import annotations
@@ -17,54 +18,55 @@ from urllib.parse import quote
 import jwt
 
 from klingflow.clock import Clock
-from klingflow.errors import ProviderError, ProviderErrorClass
+from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.kinds import (
+    AnyRequest,
+    ImageToVideoRequest,
+    JobKind,
+    MotionControlRequest,
+    OmniVideoRequest,
+    TextToVideoRequest,
+)
 from klingflow.states import JobStatus
 
 from .base import (
     Adapter,
     HttpCall,
-    MotionControlSpec,
     Submission,
     TaskOutput,
     TaskReport,
+    TaskSpec,
     as_dict,
+    camera,
     flat_motion_fields,
+    on_off,
     with_optional,
 )
+from .klingfamily import class_of_code, image_to_video_fields, omni_video_list
 
-MODEL_NAME = "kling-v3"
-PATH = "/v1/videos/motion-control"
+MODELS = {
+    JobKind.MOTION_CONTROL: "kling-v3",
+    JobKind.TEXT_TO_VIDEO: "kling-v3",
+    JobKind.IMAGE_TO_VIDEO: "kling-v3",
+    JobKind.OMNI_VIDEO: "kling-video-o1",
+}
+PATHS = {
+    JobKind.MOTION_CONTROL: "/v1/videos/motion-control",
+    JobKind.TEXT_TO_VIDEO: "/v1/videos/text2video",
+    JobKind.IMAGE_TO_VIDEO: "/v1/videos/image2video",
+    JobKind.OMNI_VIDEO: "/v1/videos/omni-video",
+}
+PATH = PATHS[JobKind.MOTION_CONTROL]
+GENERATED_SECONDS = (5, 10)
 TOKEN_LIFETIME_S = 1800
 TOKEN_REFRESH_MARGIN_S = 300
-
-# Kling's business codes (PROVIDERS.md section 4), by range.
-_CODES: tuple[tuple[range, ProviderErrorClass], ...] = (
-    (range(1000, 1005), ProviderErrorClass.AUTH),
-    (range(1100, 1103), ProviderErrorClass.INSUFFICIENT_BALANCE),
-    (range(1103, 1104), ProviderErrorClass.AUTH),
-    (range(1200, 1202), ProviderErrorClass.INVALID_REQUEST),
-    (range(1202, 1204), ProviderErrorClass.NOT_FOUND),
-    (range(1300, 1302), ProviderErrorClass.CONTENT_POLICY),
-    (range(1302, 1303), ProviderErrorClass.RATE_LIMITED),
-    (range(1303, 1304), ProviderErrorClass.CONCURRENCY_LIMIT),
-    (range(5000, 5001), ProviderErrorClass.UNKNOWN_OUTCOME),  # internal error: may have landed
-    (range(5001, 5002), ProviderErrorClass.PROVIDER_DOWN),
-    (range(5002, 5003), ProviderErrorClass.UNKNOWN_OUTCOME),  # gateway timeout
-)
 # 1303: "back off from >= 1 s" when no Retry-After says otherwise.
 _MIN_BACKOFF_S = {ProviderErrorClass.CONCURRENCY_LIMIT: 1.0, ProviderErrorClass.RATE_LIMITED: 1.0}
 
 
-def class_of_code(code: int) -> ProviderErrorClass | None:
-    known = next((error_class for codes, error_class in _CODES if code in codes), None)
-    if known is None and code >= 5000:
-        return ProviderErrorClass.UNKNOWN_OUTCOME  # an undocumented server error may have landed
-    return known
-
-
 class KlingAdapter(Adapter):
     dialect = "kling"
-    default_model = MODEL_NAME
+    default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
     status_words: ClassVar[dict[str, JobStatus]] = {
@@ -74,8 +76,10 @@ class KlingAdapter(Adapter):
         "failed": JobStatus.FAILED,
     }
 
-    def __init__(self, base_url: str, *, model: str | None = None, clock: Clock | None = None) -> None:
-        super().__init__(base_url, model=model, clock=clock)
+    def __init__(
+        self, base_url: str, *, models: Mapping[JobKind, str] | None = None, clock: Clock | None = None
+    ) -> None:
+        super().__init__(base_url, models=models, clock=clock)
         self._lock = threading.Lock()
         self._token: tuple[str, str, int] | None = None  # (key fingerprint, token, expires at)
 
@@ -102,17 +106,94 @@ class KlingAdapter(Adapter):
             self._token = (fingerprint, token, expires)
             return token
 
-    def create_motion_control(self, spec: MotionControlSpec) -> HttpCall:
+    # ---- requests ------------------------------------------------------------------------------
+
+    def create_motion_control(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(MotionControlRequest)
         body = {
-            "model_name": self.model,
-            **flat_motion_fields(spec),
+            "model_name": self.model_for(request.kind),
+            **flat_motion_fields(request),
             "watermark_info": {"enabled": False},
             "external_task_id": spec.job_id,
         }
-        return HttpCall("POST", PATH, with_optional(body, spec))
+        return HttpCall("POST", PATHS[request.kind], with_optional(body, spec))
 
-    def query(self, task_id: str) -> HttpCall:
-        return HttpCall("GET", f"{PATH}/{quote(task_id, safe='')}")
+    def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(TextToVideoRequest)
+        body = {
+            "model_name": self.model_for(request.kind),
+            "mode": request.mode.value,
+            "aspect_ratio": request.aspect_ratio.value,
+            "duration": str(request.duration_s),
+            "sound": on_off(request.sound),
+            "external_task_id": spec.job_id,
+        }
+        optional = {
+            "negative_prompt": request.negative_prompt,
+            "camera_control": camera(request.camera_control),
+        }
+        return HttpCall("POST", PATHS[request.kind], with_optional(body, spec, **optional))
+
+    def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(ImageToVideoRequest)
+        body = {
+            "model_name": self.model_for(request.kind),
+            "mode": request.mode.value,
+            "duration": str(request.duration_s),
+            "sound": on_off(request.sound),
+            "external_task_id": spec.job_id,
+        }
+        return HttpCall(
+            "POST", PATHS[request.kind], with_optional(body, spec, **image_to_video_fields(request))
+        )
+
+    def create_omni_video(self, spec: TaskSpec) -> HttpCall:
+        request = spec.of(OmniVideoRequest)
+        # Kling's native shape: every image in one image_list, frames marked by type.
+        images = [
+            {"image_url": url, "type": kind}
+            for url, kind in ((request.first_frame, "first_frame"), (request.last_frame, "end_frame"))
+            if url is not None
+        ] + [{"image_url": url} for url in request.reference_images]
+        seconds = request.generated_seconds
+        aspect = request.resolved_aspect_ratio
+        body = {
+            "model_name": self.model_for(request.kind),
+            "mode": request.mode.value,
+            "external_task_id": spec.job_id,
+        }
+        return HttpCall(
+            "POST",
+            PATHS[request.kind],
+            with_optional(
+                body,
+                spec,
+                image_list=images,
+                element_list=[{"element_id": element} for element in request.elements],
+                video_list=omni_video_list(request),
+                aspect_ratio=aspect.value if aspect else None,
+                duration=str(seconds) if seconds is not None else None,
+            ),
+        )
+
+    def refusals(self, request: AnyRequest) -> list[FieldError]:
+        if (
+            isinstance(request, TextToVideoRequest | ImageToVideoRequest)
+            and request.duration_s not in GENERATED_SECONDS
+        ):
+            return [
+                FieldError(
+                    "duration_s",
+                    "kling_seconds",
+                    f"kling makes 5 s or 10 s clips, not {request.duration_s} s",
+                )
+            ]
+        return []
+
+    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
+        return HttpCall("GET", f"{PATHS[kind]}/{quote(task_id, safe='')}")
+
+    # ---- answers -------------------------------------------------------------------------------
 
     def _data(self, body: Any, *, on_missing: ProviderErrorClass) -> dict[str, Any]:
         if isinstance(body, dict) and body.get("code") not in (0, None):
@@ -122,7 +203,7 @@ class KlingAdapter(Adapter):
             raise ProviderError(self.dialect, on_missing, f"answer without data.task_id: {body!r}")
         return data
 
-    def parse_create(self, body: Any) -> Submission:
+    def parse_create(self, body: Any, kind: JobKind = JobKind.MOTION_CONTROL) -> Submission:
         data = self._data(body, on_missing=ProviderErrorClass.UNKNOWN_OUTCOME)
         info = as_dict(data.get("task_info"))
         return Submission(
@@ -151,8 +232,8 @@ class KlingAdapter(Adapter):
             outputs=tuple(TaskOutput(str(v["url"]), _seconds(v.get("duration"))) for v in videos),
             error_code="PROVIDER_FAILED" if status is JobStatus.FAILED else None,
             error_message=str(data.get("task_status_msg")) if status is JobStatus.FAILED else None,
-            # The output's duration is not what is billed (the reference video is, whatever the
-            # model extracted from it): billing falls back to the probed reference duration.
+            # Not the output's duration: motion control bills the reference video whatever the
+            # model extracted from it, so billing falls back to what the job itself implies.
             billed_seconds=None,
             external_task_id=info.get("external_task_id"),
         )

@@ -1,7 +1,10 @@
 """Which providers exist, how they are configured, and which ones a job may go to.
 
 Defaults come from the seeds; a deployment overrides any field per provider with the
-PROVIDER_OVERRIDES JSON (base URLs, prices, models, enabled) without a code change. Every base
+PROVIDER_OVERRIDES JSON (base URLs, prices, models, enabled) without a code change. Prices are
+per job kind and tier (`std`, `pro`, and `std_sound`/`pro_sound` where sound costs more), in
+the provider's currency; a kind a dialect can build but nobody has priced is not routed there,
+because "cheapest" cannot be decided on a guess. Every base
 URL is configuration, so the sandbox (or a user) can point any dialect at any HTTP server.
 A fifth dialect is one module in this package and one entry in ADAPTERS (plus its DEFAULTS).
 """
@@ -9,17 +12,19 @@ A fifth dialect is one module in this package and one entry in ADAPTERS (plus it
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from klingflow.clock import Clock
 from klingflow.errors import FieldError, NoProviderAvailable, RequestRejected
-from klingflow.models import JobKind, Mode
+from klingflow.kinds import AnyRequest, Billing, JobKind
+from klingflow.states import JobStatus
 
 from .apimaster import ApimasterAdapter
-from .base import Adapter, ProviderClient
+from .base import Adapter, ProviderClient, TaskReport
 from .evolink import EvolinkAdapter
 from .gateway import GatewayAdapter
 from .kling import KlingAdapter
@@ -29,26 +34,64 @@ ADAPTERS: dict[str, type[Adapter]] = {
 }
 
 
+# Evolink's Kling 3.0 price factors (seed 002): 720p 1.0x, 720p+sound 1.5x, 1080p 1.333x,
+# 1080p+sound 2.0x.
+def _factored(base: float) -> dict[str, float]:
+    return {
+        "std": base,
+        "std_sound": round(base * 1.5, 5),
+        "pro": round(base * 1.333, 5),
+        "pro_sound": round(base * 2.0, 5),
+    }
+
+
 class ProviderConfig(BaseModel):
     name: str
     dialect: str
     base_url: str = ""
     enabled: bool = True
     currency: Literal["USD", "CNY"] = "USD"
-    price_per_second: dict[Mode, float] = Field(default_factory=dict)
-    # Prices per request for flat-priced work (e.g. custom element creation).
-    flat_prices: dict[str, float] = Field(default_factory=dict)
-    kinds: frozenset[JobKind] = frozenset({JobKind.MOTION_CONTROL})
-    model: str | None = None  # the model name requests carry (the dialect's default if unset)
+    # Per job kind, per tier: the price of one second of billed video.
+    price_per_second: dict[JobKind, dict[str, float]] = Field(default_factory=dict)
+    # Per job kind: the price of one request, for flat-priced work (custom element creation).
+    flat_prices: dict[JobKind, float] = Field(default_factory=dict)
+    # The kinds this provider is used for; None: every kind its dialect can build.
+    kinds: frozenset[JobKind] | None = None
+    # Model names requests carry, per kind (the dialect's defaults where unset).
+    models: dict[JobKind, str] = Field(default_factory=dict)
     # The secret's fields this provider needs, e.g. api_key, or access_key + secret_key.
     credential_fields: tuple[str, ...] = ("api_key",)
     # Hosts output links may come from ("*.example.com" matches subdomains); the base URL's
     # host is always allowed.
     download_hosts: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _motion_only_shorthand(cls, data: Any) -> Any:
+        """Earlier overrides priced motion control alone ({"std": .., "pro": ..}) and named one
+        `model`: both still mean motion control."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        prices = data.get("price_per_second")
+        if isinstance(prices, dict) and prices and all(isinstance(v, int | float) for v in prices.values()):
+            data["price_per_second"] = {JobKind.MOTION_CONTROL.value: prices}
+        if "model" in data:
+            data["models"] = {JobKind.MOTION_CONTROL.value: data.pop("model"), **(data.get("models") or {})}
+        return data
+
     @property
     def configured(self) -> bool:
         return self.enabled and bool(self.base_url) and self.dialect in ADAPTERS
+
+    def offers(self, kind: JobKind) -> bool:
+        return kind in ADAPTERS[self.dialect].kinds and (self.kinds is None or kind in self.kinds)
+
+    def rate(self, kind: JobKind, tier: str) -> float | None:
+        """Price per second at a tier, or per request for "flat"; None where nobody set one."""
+        if tier == "flat":
+            return self.flat_prices.get(kind)
+        return self.price_per_second.get(kind, {}).get(tier)
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,15 +99,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dialect": "apimaster",
         "base_url": "https://apimaster.ai/v1",
         "currency": "USD",
-        "price_per_second": {"std": 0.10288, "pro": 0.13712},
+        "price_per_second": {"motion_control": {"std": 0.10288, "pro": 0.13712}},
         "download_hosts": ["*.apimaster.ai"],
     },
     "evolink": {  # seeds 000-002
         "dialect": "evolink",
         "base_url": "https://api.evolink.ai/v1",
         "currency": "USD",
-        # "from $0.1134/s" is the 720p price; 1080p uses the seeds' 1.333x quality factor (?).
-        "price_per_second": {"std": 0.1134, "pro": 0.15116},
+        "price_per_second": {
+            # "from $0.1134/s" is the 720p price; 1080p uses the seeds' 1.333x quality factor (?).
+            "motion_control": {"std": 0.1134, "pro": 0.15116},
+            # Kling 3.0 "from $0.075/s", times the documented quality and sound factors.
+            "text_to_video": _factored(0.075),
+            "image_to_video": _factored(0.075),
+        },
         "flat_prices": {"custom_element": 0.0139},
         "download_hosts": ["*.evolink.ai"],
     },
@@ -72,14 +120,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dialect": "gateway",
         "base_url": "",
         "currency": "CNY",
-        "price_per_second": {"std": 0.5, "pro": 0.8},
+        # Seed 003 prices motion control only; its other kinds need prices from the deployment.
+        "price_per_second": {"motion_control": {"std": 0.5, "pro": 0.8}},
     },
-    "kling": {  # Kling's own API (PROVIDERS.md section 4); no motion-control price is given there
+    "kling": {  # Kling's own API (PROVIDERS.md section 4), which gives no prices
         "dialect": "kling",
         "base_url": "https://api-singapore.klingai.com",
         "currency": "USD",
-        # (?) Seed 002 quotes the official Kling 3.0 API at $0.084/s; pro at the 1.333x factor.
-        "price_per_second": {"std": 0.084, "pro": 0.11197},
+        "price_per_second": {
+            # (?) Seed 002 quotes the official Kling 3.0 API at $0.084/s; the other tiers use
+            # evolink's factors. Omni has no published price here: set one to route omni to Kling.
+            "motion_control": {"std": 0.084, "pro": 0.11197},
+            "text_to_video": _factored(0.084),
+            "image_to_video": _factored(0.084),
+        },
         "credential_fields": ("access_key", "secret_key"),
         "download_hosts": ["*.klingai.com"],
     },
@@ -97,6 +151,19 @@ def load_configs(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Provid
         except ValidationError as error:
             raise ValueError(f"PROVIDER_OVERRIDES[{name!r}] is invalid: {error}") from error
     return configs
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """Whether a provider can take a job, and if not, why (a reason, or options it refuses)."""
+
+    name: str
+    reason: str | None = None
+    refusals: tuple[FieldError, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None and not self.refusals
 
 
 class Registry:
@@ -125,7 +192,7 @@ class Registry:
         if name not in self._adapters:
             config = self.configs[name]
             self._adapters[name] = ADAPTERS[config.dialect](
-                config.base_url, model=config.model, clock=self._clock
+                config.base_url, models=config.models, clock=self._clock
             )
         return self._adapters[name]
 
@@ -146,52 +213,86 @@ class Registry:
         found = self.credentials(name)
         return all(found.get(field) for field in self.configs[name].credential_fields)
 
-    def price(self, name: str, mode: Mode, seconds: int) -> float:
-        """What the provider charges, in its own currency."""
-        return round(self.configs[name].price_per_second[mode] * seconds, 5)
+    def price(self, name: str, kind: JobKind, billing: Billing) -> float:
+        """What the provider charges for a job, in its own currency."""
+        rate = self.configs[name].rate(kind, billing.tier)
+        if rate is None:
+            raise KeyError(f"{name} has no price for {kind.value} at tier {billing.tier}")
+        return round(rate if billing.flat else rate * billing.seconds, 5)
 
-    def price_usd(self, name: str, mode: Mode, seconds: int) -> float:
+    def price_usd(self, name: str, kind: JobKind, billing: Billing) -> float:
         """The same charge in USD, so providers billing in different currencies compare."""
-        rate = self.price(name, mode, seconds)
-        return round(rate * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else rate
+        amount = self.price(name, kind, billing)
+        return round(amount * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else amount
+
+    def task_report(self, name: str, task_id: str, kind: JobKind, *, made: str | None = None) -> TaskReport:
+        """The provider's own view of a task. A kind the provider makes while the create call
+        waits has no task to ask about: the element id its answer carried (`made`) is the outcome."""
+        report = self.client(name).query(task_id, kind)
+        if report is not None:
+            return report
+        return TaskReport(
+            task_id=task_id,
+            status=JobStatus.SUCCEEDED if made else None,
+            provider_status="created" if made else "unknown",
+            element_id=made,
+        )
 
     def download_hosts(self, name: str) -> list[str]:
         return [self.adapter(name).host, *self.configs[name].download_hosts]
 
-    def candidates(self, kind: JobKind, mode: Mode, *, pinned: str | None = None) -> list[str]:
+    def _verdict(self, name: str, request: AnyRequest, billing: Billing) -> _Verdict:
+        config, kind = self.configs[name], request.kind
+        if not config.configured:
+            return _Verdict(name, f"{name} is not enabled (or has no base_url) in this deployment")
+        if not config.offers(kind):
+            return _Verdict(name, f"{name} does not offer {kind.value}")
+        if config.rate(kind, billing.tier) is None:
+            return _Verdict(
+                name,
+                f"{name} has no price for {kind.value} at tier {billing.tier} "
+                f"(set it in ProviderOverrides to route there)",
+            )
+        refusals = self.adapter(name).refusals(request)
+        if refusals:
+            return _Verdict(name, refusals=tuple(refusals))
+        if not self.has_credentials(name):
+            return _Verdict(name, f"{name} has no credentials in the provider secret")
+        return _Verdict(name)
+
+    def candidates(self, request: AnyRequest, billing: Billing) -> list[str]:
         """Providers that can take this job, cheapest first (or just the pinned one).
 
-        A provider needs its configuration (enabled, a base URL), the kind and mode, and its
-        credentials in the secret: one without keys would only fail, so it is not tried.
+        A provider needs its configuration (enabled, a base URL), the kind, a price for the
+        job's tier, no objection to the request's options, and its credentials in the secret.
+        A request whose options no provider takes is the request's fault (RequestRejected, naming
+        each provider's rule); a request nobody is set up for is not (NoProviderAvailable).
         """
+        pinned = request.provider
         if pinned is not None:
-            config = self.configs.get(pinned)
-            if config is None:
+            if pinned not in self.configs:
                 known = sorted(self.configs)
                 raise RequestRejected(
                     [FieldError("provider", "known_provider", f"unknown provider {pinned!r}; known: {known}")]
                 )
-            if not config.configured:
-                raise NoProviderAvailable(
-                    f"provider {pinned!r} is not enabled (or has no base_url) in this deployment"
-                )
-            if kind not in config.kinds or mode not in config.price_per_second:
-                raise NoProviderAvailable(
-                    f"provider {pinned!r} does not offer {kind.value} in mode {mode.value}"
-                )
-            if not self.has_credentials(pinned):
-                raise NoProviderAvailable(f"provider {pinned!r} has no credentials in the provider secret")
+            verdict = self._verdict(pinned, request, billing)
+            if verdict.refusals:
+                raise RequestRejected(list(verdict.refusals))
+            if verdict.reason is not None:
+                raise NoProviderAvailable(verdict.reason)
             return [pinned]
-        usable = [
-            name
-            for name, config in self.configs.items()
-            if config.configured
-            and kind in config.kinds
-            and mode in config.price_per_second
-            and self.has_credentials(name)
-        ]
-        if not usable:
-            raise NoProviderAvailable(
-                f"no enabled provider with credentials offers {kind.value} in mode {mode.value}"
+        verdicts = [self._verdict(name, request, billing) for name in self.configs]
+        usable = [verdict.name for verdict in verdicts if verdict.usable]
+        if usable:
+            return sorted(usable, key=lambda name: (self.price_usd(name, request.kind, billing), name))
+        refused = [verdict for verdict in verdicts if verdict.refusals]
+        if refused:
+            raise RequestRejected(
+                [
+                    FieldError(error.field, error.rule, f"{verdict.name}: {error.message}")
+                    for verdict in refused
+                    for error in verdict.refusals
+                ]
             )
-        return sorted(usable, key=lambda name: (self.price_usd(name, mode, 1), name))
+        reasons = "; ".join(verdict.reason or "" for verdict in verdicts)
+        raise NoProviderAvailable(f"no provider can take {request.kind.value} ({billing.tier}): {reasons}")

@@ -1,0 +1,694 @@
+"""The job kinds: what each request carries and every rule that can be checked from it alone.
+
+Rules come from shared/PROVIDERS.md and the seeds. A rule that only some dialects impose (gateway
+takes 5 or 10 s, evolink 3..15 s) is not here: the request takes the union of what any dialect
+accepts, and each adapter's `refusals` narrows it, so routing can pick a provider that fits.
+Rules that need the media itself (sizes, durations, aspect ratios) are in `media_rules.py`;
+each request lists its media with the role that decides which of those rules apply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import FieldError, RequestRejected
+
+PROMPT_MAX_CHARS = 2500
+METADATA_MAX_BYTES = 2048
+
+
+class JobKind(StrEnum):
+    MOTION_CONTROL = "motion_control"
+    TEXT_TO_VIDEO = "text_to_video"
+    IMAGE_TO_VIDEO = "image_to_video"
+    OMNI_VIDEO = "omni_video"
+    CUSTOM_ELEMENT = "custom_element"
+
+    @property
+    def makes_video(self) -> bool:
+        return self is not JobKind.CUSTOM_ELEMENT
+
+
+class Mode(StrEnum):
+    STD = "std"  # 720p
+    PRO = "pro"  # 1080p
+
+
+class Orientation(StrEnum):
+    IMAGE = "image"  # character faces as in the image; reference video <= 10 s
+    VIDEO = "video"  # character faces as in the video; reference video <= 30 s
+
+
+class AspectRatio(StrEnum):
+    LANDSCAPE = "16:9"
+    PORTRAIT = "9:16"
+    SQUARE = "1:1"
+
+
+class MediaRole(StrEnum):
+    """Which limits a media input is held to (media_rules.py has the numbers)."""
+
+    IMAGE = "image"  # jpg/png <= 10 MB, sides >= 300 px, aspect 1:2.5..2.5:1
+    MASK = "mask"  # an image that must also match the frame image's aspect ratio
+    MOTION_VIDEO = "motion_video"  # mp4/mov <= 100 MB, 340..3850 px, 3..10/30 s
+    OMNI_VIDEO = "omni_video"  # mp4/mov <= 200 MB, 720..2160 px, 3..10 s
+    ELEMENT_VIDEO = "element_video"  # mp4/mov <= 100 MB, 720..2160 px, <= 8 s
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """One media input of a request: where it sits, what it says, which rules hold it."""
+
+    path: tuple[str | int, ...]
+    ref: str
+    role: MediaRole
+
+    @property
+    def name(self) -> str:
+        return ".".join(str(part) for part in self.path)
+
+    @property
+    def is_image(self) -> bool:
+        return self.role in (MediaRole.IMAGE, MediaRole.MASK)
+
+
+@dataclass(frozen=True)
+class Billing:
+    """How a job is charged: per second at a price tier, or a flat price per request."""
+
+    tier: str  # "std", "pro", "std_sound", "pro_sound", or "flat"
+    seconds: int  # 0 for flat prices
+    upper_bound: bool = False  # the seconds are the most the rules allow, not a measurement
+
+    @property
+    def flat(self) -> bool:
+        return self.tier == "flat"
+
+
+# An object key (spaces allowed, no URL scheme), s3://bucket/key, an https URL or a data: URI.
+_MEDIA_REF = re.compile(
+    r"^(s3://[^/]+/.+|https://\S+|data:image/[a-z]+;base64,.+|(?![A-Za-z][A-Za-z0-9+.-]*:)\S.*)$", re.DOTALL
+)
+# Set while a request is rebuilt with the URLs a provider fetches (presigned, maybe http on a
+# sandbox), so the "https only" rule for user input does not refuse our own links.
+RESOLVED = "resolved_media"
+
+
+def _yes_no(value: Any) -> Any:
+    # The dialects want the strings "yes"/"no"; a JSON boolean is an honest way to say the same.
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return value
+
+
+def _on_off(value: Any) -> Any:
+    # gateway says sound "on"/"off"; we keep a boolean and accept both spellings.
+    if value in ("on", "yes"):
+        return True
+    if value in ("off", "no"):
+        return False
+    return value
+
+
+def media_reference(value: str, info: ValidationInfo) -> str:
+    if info.context and info.context.get(RESOLVED):
+        return value
+    if value.startswith("http://"):
+        raise PydanticCustomError("https_only", "media URLs must use https")
+    if not _MEDIA_REF.match(value):
+        raise PydanticCustomError(
+            "media_reference", "must be an object key, s3://bucket/key, an https URL or base64 data"
+        )
+    return value
+
+
+YesNo = Annotated[Literal["yes", "no"], BeforeValidator(_yes_no)]
+OnOff = Annotated[bool, BeforeValidator(_on_off)]
+Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS)]
+OptionalPrompt = Annotated[str | None, Field(default=None, max_length=PROMPT_MAX_CHARS)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Request(_Strict):
+    kind: JobKind
+    provider: str | None = Field(default=None, description="pin the job to one provider")
+    metadata: dict[str, str] = Field(default_factory=dict, description="echoed in every event")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_small(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(json.dumps(value).encode()) > METADATA_MAX_BYTES:
+            raise PydanticCustomError(
+                "metadata_size",
+                "metadata must be at most {limit} bytes as JSON",
+                {"limit": METADATA_MAX_BYTES},
+            )
+        return value
+
+    def media(self) -> list[MediaRef]:
+        """Every media input, in a stable order; the intake probes each one."""
+        return []
+
+    def combination_errors(self) -> list[FieldError]:
+        """Rules between fields, all of them at once, each naming the field it concerns."""
+        return []
+
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        """The price tier and billed seconds, given the probed durations of the media by name."""
+        raise NotImplementedError
+
+    @property
+    def quality(self) -> Mode | None:
+        """The output quality the job asks for (None for kinds that make no video)."""
+        return None
+
+
+def _tier(mode: Mode, sound: bool) -> str:
+    return f"{mode.value}_sound" if sound else mode.value
+
+
+def _whole_seconds(seconds: float) -> int:
+    # Providers bill whole seconds, rounded up; the tolerance keeps 5.0000001 at 5.
+    whole = int(seconds)
+    return whole if seconds - whole < 1e-6 else whole + 1
+
+
+# ---- motion control ---------------------------------------------------------------------------
+
+
+class MotionControlRequest(_Request):
+    """A character image animated by a reference performance video."""
+
+    kind: Literal[JobKind.MOTION_CONTROL] = JobKind.MOTION_CONTROL
+    image: str = Field(
+        min_length=1,
+        description="reference image: an object key in the bucket, s3://bucket/key, an https URL "
+        "or base64 (with or without a data:image/...;base64, prefix)",
+    )
+    video: str = Field(min_length=1, description="reference video: object key, s3://bucket/key or https URL")
+    character_orientation: Orientation
+    mode: Mode
+    prompt: OptionalPrompt
+    keep_original_sound: YesNo = "yes"
+
+    _refs = field_validator("image", "video")(media_reference)
+
+    def media(self) -> list[MediaRef]:
+        return [
+            MediaRef(("image",), self.image, MediaRole.IMAGE),
+            MediaRef(("video",), self.video, MediaRole.MOTION_VIDEO),
+        ]
+
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        # Billed on the reference video; unknown (an unprobed URL) -> the most the orientation allows.
+        measured = measured_seconds.get("video")
+        if measured is None:
+            return Billing(
+                self.mode.value, 10 if self.character_orientation is Orientation.IMAGE else 30, True
+            )
+        return Billing(self.mode.value, max(1, _whole_seconds(measured)))
+
+    @property
+    def quality(self) -> Mode:
+        return self.mode
+
+
+# ---- text and image to video ------------------------------------------------------------------
+
+CAMERA_AXES = ("horizontal", "vertical", "pan", "tilt", "roll", "zoom")
+# The union of what the dialects accept: 3..15 s on evolink (Kling 3.0), 5 or 10 s elsewhere.
+GENERATED_SECONDS = (3, 15)
+VOICES_MAX = 2
+DYNAMIC_MASKS_MAX = 6
+TRAJECTORY_POINTS = (2, 77)
+_VOICE_REF = re.compile(r"<<<voice_(\d+)>>>")
+
+
+class CameraConfig(_Strict):
+    horizontal: float = Field(default=0, ge=-10, le=10)
+    vertical: float = Field(default=0, ge=-10, le=10)
+    pan: float = Field(default=0, ge=-10, le=10)
+    tilt: float = Field(default=0, ge=-10, le=10)
+    roll: float = Field(default=0, ge=-10, le=10)
+    zoom: float = Field(default=0, ge=-10, le=10)
+
+    @model_validator(mode="after")
+    def _exactly_one_axis(self) -> Self:
+        moving = [axis for axis in CAMERA_AXES if getattr(self, axis) != 0]
+        if len(moving) != 1:
+            raise PydanticCustomError(
+                "camera_one_axis",
+                "exactly one of horizontal/vertical/pan/tilt/roll/zoom must be non-zero (found {n})",
+                {"n": len(moving)},
+            )
+        return self
+
+
+class CameraControl(_Strict):
+    type: Literal["simple", "down_back", "forward_up", "right_turn_forward", "left_turn_forward"]
+    config: CameraConfig | None = None
+
+    @model_validator(mode="after")
+    def _config_only_for_simple(self) -> Self:
+        if self.type == "simple" and self.config is None:
+            raise PydanticCustomError("camera_config_required", "config is required when type is simple")
+        if self.type != "simple" and self.config is not None:
+            raise PydanticCustomError("camera_config_forbidden", "config is only for type simple")
+        return self
+
+
+class _Generated(_Request):
+    """What text- and image-to-video share: a generated clip of a chosen length."""
+
+    negative_prompt: OptionalPrompt
+    mode: Mode = Mode.STD
+    duration_s: int = Field(default=5, ge=GENERATED_SECONDS[0], le=GENERATED_SECONDS[1])
+    sound: OnOff = False
+    camera_control: CameraControl | None = None
+
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        return Billing(_tier(self.mode, self.sound), self.duration_s)
+
+    @property
+    def quality(self) -> Mode:
+        return self.mode
+
+
+class TextToVideoRequest(_Generated):
+    """A clip generated from a prompt alone."""
+
+    kind: Literal[JobKind.TEXT_TO_VIDEO] = JobKind.TEXT_TO_VIDEO
+    prompt: Prompt
+    aspect_ratio: AspectRatio = AspectRatio.LANDSCAPE
+
+
+class Voice(_Strict):
+    voice_id: str = Field(min_length=1, max_length=64)
+
+
+class TrajectoryPoint(_Strict):
+    x: int
+    y: int
+
+
+class DynamicMask(_Strict):
+    mask: str = Field(min_length=1)
+    trajectories: list[TrajectoryPoint] = Field(
+        min_length=TRAJECTORY_POINTS[0], max_length=TRAJECTORY_POINTS[1]
+    )
+
+    _refs = field_validator("mask")(media_reference)
+
+
+class ImageToVideoRequest(_Generated):
+    """A clip animated from a first frame, a last frame, or both."""
+
+    kind: Literal[JobKind.IMAGE_TO_VIDEO] = JobKind.IMAGE_TO_VIDEO
+    image: str | None = Field(default=None, min_length=1, description="first frame")
+    image_tail: str | None = Field(default=None, min_length=1, description="last frame")
+    prompt: OptionalPrompt
+    voice_list: list[Voice] = Field(default_factory=list, max_length=VOICES_MAX)
+    static_mask: str | None = Field(default=None, min_length=1)
+    dynamic_masks: list[DynamicMask] = Field(default_factory=list, max_length=DYNAMIC_MASKS_MAX)
+
+    _refs = field_validator("image", "image_tail", "static_mask")(
+        lambda value, info: None if value is None else media_reference(value, info)
+    )
+
+    def combination_errors(self) -> list[FieldError]:
+        errors = []
+        if self.image is None and self.image_tail is None:
+            errors.append(FieldError("image", "frame_required", "give image, image_tail or both"))
+        used = [
+            name
+            for name, present in (
+                ("image_tail", self.image_tail is not None),
+                ("static_mask/dynamic_masks", bool(self.static_mask or self.dynamic_masks)),
+                ("camera_control", self.camera_control is not None),
+            )
+            if present
+        ]
+        if len(used) > 1:
+            errors.append(
+                FieldError(
+                    used[1].split("/")[0],
+                    "exclusive_controls",
+                    f"first/last frame (image_tail), motion brush (static_mask/dynamic_masks) and "
+                    f"camera_control exclude each other; this request uses {' and '.join(used)}",
+                )
+            )
+        if (self.static_mask or self.dynamic_masks) and self.image is None:
+            errors.append(
+                FieldError("image", "mask_needs_image", "a motion brush needs image, the frame it paints")
+            )
+        if self.voice_list and not self.sound:
+            errors.append(FieldError("sound", "voices_need_sound", "voice_list needs sound on"))
+        for number in sorted(set(_VOICE_REF.findall(self.prompt or ""))):
+            if not 1 <= int(number) <= len(self.voice_list):
+                errors.append(
+                    FieldError(
+                        "prompt",
+                        "voice_reference",
+                        f"prompt refers to <<<voice_{number}>>> but voice_list has "
+                        f"{len(self.voice_list)} voice(s)",
+                    )
+                )
+        return errors
+
+    def media(self) -> list[MediaRef]:
+        found = [
+            MediaRef((name,), ref, MediaRole.IMAGE)
+            for name, ref in (("image", self.image), ("image_tail", self.image_tail))
+            if ref is not None
+        ]
+        if self.static_mask is not None:
+            found.append(MediaRef(("static_mask",), self.static_mask, MediaRole.MASK))
+        found += [
+            MediaRef(("dynamic_masks", index, "mask"), group.mask, MediaRole.MASK)
+            for index, group in enumerate(self.dynamic_masks)
+        ]
+        return found
+
+
+# ---- omni video -------------------------------------------------------------------------------
+
+OMNI_SECONDS = (3, 10)
+OMNI_PLAIN_SECONDS = (5, 10)  # text-to-video and first-frame-to-video
+OMNI_REFERENCES_WITH_VIDEO = 4
+OMNI_REFERENCES_WITHOUT_VIDEO = 7
+_OMNI_REF = re.compile(r"<<<(image|element|video)_(\d+)>>>")
+
+
+class OmniVideoInput(_Strict):
+    url: str = Field(min_length=1, description="the video: object key, s3://bucket/key or https URL")
+    refer_type: Literal["base", "feature"] = Field(
+        default="feature", description="base: edit this video; feature: borrow its style or camera"
+    )
+    keep_original_sound: YesNo = "yes"
+
+    _refs = field_validator("url")(media_reference)
+
+
+class OmniVideoRequest(_Request):
+    """Kling's omni model: text, frames, reference images, elements and one video in one prompt."""
+
+    kind: Literal[JobKind.OMNI_VIDEO] = JobKind.OMNI_VIDEO
+    prompt: Prompt = Field(description="may refer to <<<image_N>>>, <<<element_N>>>, <<<video_1>>>")
+    first_frame: str | None = Field(default=None, min_length=1)
+    last_frame: str | None = Field(default=None, min_length=1)
+    reference_images: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    elements: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="element ids (from a custom_element job or the provider's presets)"
+    )
+    video: OmniVideoInput | None = None
+    mode: Mode = Mode.PRO
+    aspect_ratio: AspectRatio | None = None
+    duration_s: int | None = Field(default=None, ge=OMNI_SECONDS[0], le=OMNI_SECONDS[1])
+
+    _refs = field_validator("first_frame", "last_frame")(
+        lambda value, info: None if value is None else media_reference(value, info)
+    )
+
+    @field_validator("reference_images")
+    @classmethod
+    def _image_refs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [media_reference(item, info) for item in value]
+
+    @property
+    def editing(self) -> bool:
+        return self.video is not None and self.video.refer_type == "base"
+
+    @property
+    def image_count(self) -> int:
+        return len(self.reference_images) + (self.first_frame is not None) + (self.last_frame is not None)
+
+    @property
+    def plain(self) -> bool:
+        """Text-to-video or first-frame-to-video: the shapes that only come in 5 s or 10 s."""
+        return not (self.reference_images or self.elements or self.video or self.last_frame)
+
+    def combination_errors(self) -> list[FieldError]:
+        errors = []
+        if self.last_frame is not None and self.first_frame is None:
+            errors.append(FieldError("last_frame", "last_frame_needs_first", "last_frame needs first_frame"))
+        if self.last_frame is not None and self.image_count > 2:
+            errors.append(
+                FieldError(
+                    "last_frame",
+                    "last_frame_max_images",
+                    f"no last_frame with more than 2 images in all (found {self.image_count})",
+                )
+            )
+        limit = OMNI_REFERENCES_WITH_VIDEO if self.video else OMNI_REFERENCES_WITHOUT_VIDEO
+        if self.image_count + len(self.elements) > limit:
+            errors.append(
+                FieldError(
+                    "elements" if self.elements else "reference_images",
+                    "omni_references",
+                    f"images + elements must be at most {limit} {'with' if self.video else 'without'} a "
+                    f"reference video (found {self.image_count + len(self.elements)})",
+                )
+            )
+        if self.editing and (self.first_frame or self.last_frame):
+            errors.append(
+                FieldError(
+                    "first_frame" if self.first_frame else "last_frame",
+                    "edit_no_frames",
+                    "video.refer_type=base (editing) forbids first_frame and last_frame",
+                )
+            )
+        if self.editing and self.duration_s is not None:
+            errors.append(
+                FieldError(
+                    "duration_s", "edit_duration", "editing keeps the input video's length: leave it out"
+                )
+            )
+        if self.aspect_ratio is not None and (self.editing or self.first_frame):
+            errors.append(
+                FieldError(
+                    "aspect_ratio",
+                    "aspect_ratio_forbidden",
+                    "aspect_ratio is not allowed when editing a video (refer_type base) or with first_frame",
+                )
+            )
+        if self.plain and self.duration_s is not None and self.duration_s not in OMNI_PLAIN_SECONDS:
+            errors.append(
+                FieldError(
+                    "duration_s",
+                    "omni_plain_seconds",
+                    f"text-to-video and first-frame-to-video take 5 or 10 s (asked {self.duration_s})",
+                )
+            )
+        counts = {"image": self.image_count, "element": len(self.elements), "video": 1 if self.video else 0}
+        for what, number in sorted(set(_OMNI_REF.findall(self.prompt))):
+            if not 1 <= int(number) <= counts[what]:
+                errors.append(
+                    FieldError(
+                        "prompt",
+                        "prompt_reference",
+                        f"prompt refers to <<<{what}_{number}>>> but the request has "
+                        f"{counts[what]} {what}(s)",
+                    )
+                )
+        return errors
+
+    @property
+    def generated_seconds(self) -> int | None:
+        """The clip length asked for; None when editing (it follows the input video)."""
+        if self.editing:
+            return None
+        return self.duration_s or 5
+
+    @property
+    def resolved_aspect_ratio(self) -> AspectRatio | None:
+        """What to send: required without a first frame or a video being edited, else absent."""
+        if self.editing or self.first_frame:
+            return None
+        return self.aspect_ratio or AspectRatio.LANDSCAPE
+
+    def media(self) -> list[MediaRef]:
+        found = [
+            MediaRef((name,), ref, MediaRole.IMAGE)
+            for name, ref in (("first_frame", self.first_frame), ("last_frame", self.last_frame))
+            if ref is not None
+        ]
+        found += [
+            MediaRef(("reference_images", index), ref, MediaRole.IMAGE)
+            for index, ref in enumerate(self.reference_images)
+        ]
+        if self.video is not None:
+            found.append(MediaRef(("video", "url"), self.video.url, MediaRole.OMNI_VIDEO))
+        return found
+
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        seconds = self.generated_seconds
+        if seconds is not None:
+            return Billing(self.mode.value, seconds)
+        measured = measured_seconds.get("video.url")
+        if measured is None:
+            return Billing(self.mode.value, OMNI_SECONDS[1], True)
+        return Billing(self.mode.value, max(1, _whole_seconds(measured)))
+
+    @property
+    def quality(self) -> Mode:
+        return self.mode
+
+
+# ---- custom elements --------------------------------------------------------------------------
+
+ELEMENT_NAME_MAX = 20  # evolink; gateway allows 10 (its adapter refuses longer)
+ELEMENT_DESCRIPTION_MAX = 100
+ELEMENT_REFER_IMAGES_MAX = 3
+
+
+class CustomElementRequest(_Request):
+    """A reusable subject (element) made from images or a video; the result is an element id."""
+
+    kind: Literal[JobKind.CUSTOM_ELEMENT] = JobKind.CUSTOM_ELEMENT
+    name: str = Field(min_length=1, max_length=ELEMENT_NAME_MAX)
+    description: str = Field(min_length=1, max_length=ELEMENT_DESCRIPTION_MAX)
+    reference_type: Literal["image_refer", "video_refer"] = "image_refer"
+    frontal_image: str | None = Field(default=None, min_length=1)
+    refer_images: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=ELEMENT_REFER_IMAGES_MAX
+    )
+    video: str | None = Field(default=None, min_length=1)
+    voice_id: str | None = Field(default=None, min_length=1, max_length=64)
+    tags: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(default_factory=list)
+
+    _refs = field_validator("frontal_image", "video")(
+        lambda value, info: None if value is None else media_reference(value, info)
+    )
+
+    @field_validator("refer_images")
+    @classmethod
+    def _image_refs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [media_reference(item, info) for item in value]
+
+    def combination_errors(self) -> list[FieldError]:
+        errors = []
+        if self.reference_type == "image_refer":
+            if self.frontal_image is None:
+                errors.append(
+                    FieldError(
+                        "frontal_image", "frontal_image_required", "reference_type image_refer needs it"
+                    )
+                )
+            errors += [
+                FieldError(name, "video_refer_only", f"{name} is only for reference_type video_refer")
+                for name, value in (("video", self.video), ("voice_id", self.voice_id))
+                if value is not None
+            ]
+        else:
+            if self.video is None:
+                errors.append(FieldError("video", "video_required", "reference_type video_refer needs it"))
+            errors += [
+                FieldError(name, "image_refer_only", f"{name} is only for reference_type image_refer")
+                for name, value in (
+                    ("frontal_image", self.frontal_image),
+                    ("refer_images", self.refer_images),
+                )
+                if value
+            ]
+        return errors
+
+    def media(self) -> list[MediaRef]:
+        found = []
+        if self.frontal_image is not None:
+            found.append(MediaRef(("frontal_image",), self.frontal_image, MediaRole.IMAGE))
+        found += [
+            MediaRef(("refer_images", index), ref, MediaRole.IMAGE)
+            for index, ref in enumerate(self.refer_images)
+        ]
+        if self.video is not None:
+            found.append(MediaRef(("video",), self.video, MediaRole.ELEMENT_VIDEO))
+        return found
+
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        return Billing("flat", 0)
+
+
+# ---- parsing ----------------------------------------------------------------------------------
+
+JobRequest = Annotated[
+    MotionControlRequest | TextToVideoRequest | ImageToVideoRequest | OmniVideoRequest | CustomElementRequest,
+    Field(discriminator="kind"),
+]
+AnyRequest = (
+    MotionControlRequest | TextToVideoRequest | ImageToVideoRequest | OmniVideoRequest | CustomElementRequest
+)
+REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(JobRequest)
+_KIND_TAGS = frozenset(kind.value for kind in JobKind)
+
+
+def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
+    """Flatten pydantic's errors into (field, rule, message) triples a person can act on."""
+    found = []
+    for item in error.errors(include_url=False):
+        # The discriminator adds the kind as the first location step: it names no field.
+        loc = list(item["loc"])
+        if loc and loc[0] in _KIND_TAGS:
+            loc = loc[1:]
+        name = ".".join(str(part) for part in loc) or "(request)"
+        found.append(FieldError(f"{prefix}{name}", item["type"], item["msg"]))
+    return found
+
+
+def parse_request(data: Any) -> AnyRequest:
+    """Validate a raw request; raises RequestRejected naming every broken field and rule.
+
+    `kind` defaults to motion_control, the pipeline's first and most common job.
+    """
+    if not isinstance(data, dict):
+        raise RequestRejected([FieldError("(request)", "object_type", "a job request must be a JSON object")])
+    data = {"kind": JobKind.MOTION_CONTROL.value, **data}
+    try:
+        request = REQUEST_ADAPTER.validate_python(data)
+    except ValidationError as error:
+        raise RequestRejected(field_errors(error)) from None
+    if errors := request.combination_errors():
+        raise RequestRejected(errors)
+    return request
+
+
+def with_media(request: AnyRequest, refs: dict[str, str]) -> AnyRequest:
+    """The same request with media replaced by name (`reference_images.0` -> a presigned URL)."""
+    data = request.model_dump(mode="json", exclude_none=True)
+    for ref in request.media():
+        if ref.name in refs:
+            _set(data, ref.path, refs[ref.name])
+    return REQUEST_ADAPTER.validate_python(data, context={RESOLVED: True})
+
+
+def load_request(data: dict[str, Any]) -> AnyRequest:
+    """A stored request (its media may be object keys or presigned URLs): trusted, not re-judged."""
+    return REQUEST_ADAPTER.validate_python(
+        {"kind": JobKind.MOTION_CONTROL.value, **data}, context={RESOLVED: True}
+    )
+
+
+def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:
+    for step in path[:-1]:
+        data = data[step]
+    data[path[-1]] = value
