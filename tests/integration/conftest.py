@@ -11,8 +11,11 @@ import pytest
 
 from klingflow_dev import ASSETS
 from klingflow_dev.clock import ManualClock
+from klingflow_dev.emulator import Emulator, EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions
 from klingflow_dev.sandbox.client import ApiClient
+
+from .emulated import KEYS, Providers
 
 
 class Stack:
@@ -103,3 +106,18 @@ def stack(aws_env: None) -> Iterator[Stack]:
 
 def body(response: Any) -> Any:
     return json.loads(response.text)
+
+
+@pytest.fixture
+def providers() -> Iterator[Providers]:
+    """The emulator alone (no AWS), every dialect taking 10 s per task on a manual clock."""
+    clock = ManualClock()
+    emulator = Emulator(keys={name: ":".join(fields.values()) for name, fields in KEYS.items()}, clock=clock)
+    server = EmulatorServer(emulator)
+    server.start(drive=False)
+    for dialect in KEYS:
+        emulator.set_faults(dialect, latency_s=10)
+    try:
+        yield Providers(clock, server)
+    finally:
+        server.stop()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,46 +17,12 @@ import pytest
 from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.kinds import parse_request
 from klingflow.providers.base import TaskSpec
-from klingflow.providers.registry import Registry, load_configs
 from klingflow.states import JobStatus
-from klingflow_dev.clock import ManualClock
-from klingflow_dev.emulator import Emulator, EmulatorServer
+
+from .emulated import KEYS, Providers
 
 DIALECTS = ["apimaster", "evolink", "gateway", "kling"]
 CALLING_BACK = ["evolink", "gateway", "kling"]
-KEYS = {
-    "apimaster": {"api_key": "a-key"},
-    "evolink": {"api_key": "e-key"},
-    "gateway": {"api_key": "g-key"},
-    "kling": {"access_key": "k-ak", "secret_key": "k-secret-key-that-is-32-bytes-long"},
-}
-
-
-class Providers:
-    def __init__(self, clock: ManualClock, server: EmulatorServer) -> None:
-        self.clock = clock
-        self.server = server
-        self.emulator = server.emulator
-
-    def registry(self, *, keys: dict[str, dict[str, str]] = KEYS, timeout_s: float = 5.0) -> Registry:
-        overrides = {name: {"base_url": url} for name, url in self.server.base_urls.items()}
-        return Registry(
-            load_configs(overrides), lambda name: keys[name], timeout_s=timeout_s, clock=self.clock
-        )
-
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    clock = ManualClock()
-    emulator = Emulator(keys={name: ":".join(fields.values()) for name, fields in KEYS.items()}, clock=clock)
-    server = EmulatorServer(emulator)
-    server.start(drive=False)
-    for dialect in DIALECTS:
-        emulator.set_faults(dialect, latency_s=10)
-    try:
-        yield Providers(clock, server)
-    finally:
-        server.stop()
 
 
 class Receiver:

@@ -68,6 +68,9 @@ class Task:
     fails: bool
     callback_url: str | None = None
     external_task_id: str | None = None
+    kind: str = "motion_control"
+    seconds: float | None = None  # the clip length asked for (generated kinds bill on it)
+    element_id: str | None = None  # what an element task makes
     input_seconds: float | None = None
     input_error: str | None = None
     notified: list[str] = field(default_factory=list)
@@ -148,9 +151,13 @@ class Emulator:
         input_url: str | None,
         callback_url: str | None = None,
         external_task_id: str | None = None,
+        kind: str = "motion_control",
+        seconds: float | None = None,
     ) -> Task:
         faults = self.faults_for(dialect)
         task = Task(
+            kind=kind,
+            seconds=seconds,
             task_id=self.new_id(prefix),
             dialect=dialect,
             body=body,
@@ -161,6 +168,8 @@ class Emulator:
             external_task_id=external_task_id,
         )
         task.input_seconds, task.input_error = self._measure(input_url)
+        if kind == "custom_element":
+            task.element_id = str(800000000000000000 + next(self._ids))
         with self._lock:
             self.tasks[task.task_id] = task
         return task

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from . import rules
 from .core import Emulator, Task, iso_z
 
 DAY = 24 * 3600.0
@@ -80,7 +81,8 @@ class Dialect:
         return {"error": {"message": message, "code": code or status}}
 
     def billed_seconds(self, task: Task) -> int:
-        return max(1, math.ceil((task.input_seconds or 5.0) - 1e-9))
+        """Generated clips bill the length asked for; everything else the input video measured."""
+        return max(1, math.ceil((task.seconds or task.input_seconds or 5.0) - 1e-9))
 
 
 def _motion_errors(body: dict[str, Any], *, image: str = "image_url", video: str = "video_url") -> list[str]:
@@ -101,6 +103,29 @@ def _motion_errors(body: dict[str, Any], *, image: str = "image_url", video: str
     return problems
 
 
+def _omni(body: dict[str, Any], *, flat: bool) -> tuple[list[str], str | None, float | None]:
+    """(problems, the video to measure when editing, the clip length asked for) of an omni body.
+
+    gateway takes seed 003's flat form (first_frame_url, last_frame_url, reference_images);
+    Kling its native image_list with frames marked by type.
+    """
+    if flat:
+        first, last = int(bool(body.get("first_frame_url"))), int(bool(body.get("last_frame_url")))
+        images = first + last + len(body.get("reference_images") or [])
+        seconds_field = "seconds"
+    else:
+        listed = [i for i in body.get("image_list") or [] if isinstance(i, dict)]
+        first = sum(1 for i in listed if i.get("type") == "first_frame")
+        last = sum(1 for i in listed if i.get("type") == "end_frame")
+        images = len(listed)
+        seconds_field = "duration"
+    problems = rules.omni_errors(body, first=first, last=last, images=images, seconds_field=seconds_field)
+    videos = [v for v in body.get("video_list") or [] if isinstance(v, dict)]
+    editing = next((str(v.get("video_url")) for v in videos if v.get("refer_type") == "base"), None)
+    seconds = None if editing else float(body.get(seconds_field) or 5)
+    return problems, editing, seconds
+
+
 def _video_too_long(task: Task, orientation: str) -> str | None:
     limit = 10 if orientation == "image" else 30
     if task.input_seconds is not None and not 3 <= task.input_seconds <= limit:
@@ -118,6 +143,10 @@ class Gateway(Dialect):
     callback_phases = frozenset({"completed", "failed"})  # on completion
     link_ttl_s = 30 * DAY
 
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__(emulator)
+        self.elements: list[dict[str, Any]] = []
+
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
         if not self.authorised(headers):
             return Reply(401, {"error": "invalid api key"})
@@ -125,9 +154,15 @@ class Gateway(Dialect):
             return self._create(body, base)
         if method == "GET" and path.startswith("/v1/videos/"):
             task = self.emulator.find(self.name, path.removeprefix("/v1/videos/"))
-            if task is None:
+            if task is None or task.kind == "custom_element":
                 return Reply(404, {"error": "task not found"})
             return Reply(200, self.view(task, self.emulator.clock.now(), base))
+        if method == "POST" and path == "/v1/elements/custom":
+            return self._create_element(body)
+        if method == "GET" and path == "/v1/elements/custom":
+            return Reply(
+                200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": self.elements}
+            )
         return Reply(404, {"error": f"no route {method} {path}"})
 
     def _create(self, body: Any, base: str) -> Reply:
@@ -135,11 +170,25 @@ class Gateway(Dialect):
             return fault
         if not isinstance(body, dict):
             return Reply(400, {"error": "body must be a JSON object"})
-        if body.get("model") != "Kling-V2.6" or body.get("action_control") is not True:
-            return Reply(
-                400, {"error": "this emulator routes Kling-V2.6 with action_control=true (motion control)"}
+        # Seed 003's routing: the omni model, then action_control, then any image, then text.
+        model = body.get("model")
+        input_url: str | None = None
+        seconds: float | None = None
+        if model == "Kling-Video-O1":
+            kind = "omni_video"
+            problems, input_url, seconds = _omni(body, flat=True)
+        elif model != "Kling-V2.6":
+            return Reply(400, {"error": "model must be Kling-V2.6 or Kling-Video-O1"})
+        elif body.get("action_control") is True:
+            kind, problems, input_url = "motion_control", _motion_errors(body), body.get("video_url")
+        else:
+            kind = "image_to_video" if body.get("image") or body.get("image_tail") else "text_to_video"
+            problems = rules.generated_errors(
+                body, seconds_field="seconds", seconds=("5", "10"), prompt_required=kind == "text_to_video"
             )
-        problems = _motion_errors(body)
+            if kind == "image_to_video":
+                problems += rules.image_to_video_errors(body)
+            seconds = float(body.get("seconds") or 5)
         external = body.get("external_task_id")
         if isinstance(external, str) and self.emulator.external_id_taken(self.name, external):
             problems.append("external_task_id must be unique per user")
@@ -149,11 +198,14 @@ class Gateway(Dialect):
             self.name,
             body,
             prefix="task_",
-            input_url=body["video_url"],
+            input_url=input_url,
             callback_url=body.get("callback_url"),
             external_task_id=external if isinstance(external, str) else None,
+            kind=kind,
+            seconds=seconds,
         )
-        task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
+        if kind == "motion_control":
+            task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
         task.base = base
         return Reply(
             200,
@@ -161,9 +213,31 @@ class Gateway(Dialect):
                 "id": task.task_id,
                 "status": "pending",
                 "created_at": iso_z(task.created),
-                "model": "Kling-V2.6",
+                "model": model,
             },
         )
+
+    def _create_element(self, body: Any) -> Reply:
+        """POST /v1/elements/custom: made while the caller waits; the answer is the element."""
+        if (fault := self.fault_reply()) is not None:
+            return fault
+        if not isinstance(body, dict):
+            return Reply(400, {"code": 1201, "message": "body must be a JSON object"})
+        problems = rules.kling_element_errors(body)
+        if problems:
+            return Reply(400, {"code": 1201, "message": "; ".join(problems), "request_id": uuid.uuid4().hex})
+        task = self.emulator.create(self.name, body, prefix="element_", input_url=None, kind="custom_element")
+        element = {
+            "element_id": int(task.element_id or 0),
+            "element_name": body["element_name"],
+            "element_description": body["element_description"],
+            "element_frontal_image": body["element_frontal_image"],
+            "element_refer_list": body["element_refer_list"],
+            "tag_list": [{"id": t.get("tag_id"), "name": "tag"} for t in body.get("tag_list") or []],
+            "owned_by": "user",
+        }
+        self.elements.append(element)
+        return Reply(200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": element})
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
         phase = task.phase(now)
@@ -172,7 +246,7 @@ class Gateway(Dialect):
             "id": task.task_id,
             "status": status,
             "created_at": iso_z(task.created),
-            "model": "Kling-V2.6",
+            "model": task.body.get("model"),
         }
         if status == "completed":
             size = "1920*1080" if task.body.get("mode") == "pro" else "1280*720"
@@ -290,19 +364,33 @@ class Evolink(Dialect):
         if not isinstance(body, dict):
             return Reply(400, self.error_body(400, "body must be a JSON object"))
         params: dict[str, Any] = body["model_params"] if isinstance(body.get("model_params"), dict) else {}
-        flat = {
-            "image_url": (body.get("image_urls") or [None])[0],
-            "video_url": (body.get("video_urls") or [None])[0],
-            "character_orientation": params.get("character_orientation"),
-            "mode": {"720p": "std", "1080p": "pro"}.get(str(body.get("quality"))),
-            "prompt": body.get("prompt"),
-            "keep_original_sound": params.get("keep_original_sound", "yes"),
-        }
-        problems = _motion_errors(flat)
-        if body.get("model") != "kling-v3-motion-control":
-            problems.insert(0, "model must be kling-v3-motion-control")
-        if len(body.get("image_urls") or []) != 1 or len(body.get("video_urls") or []) != 1:
-            problems.append("image_urls and video_urls take exactly one URL each")
+        model = body.get("model")
+        input_url: str | None = None
+        seconds: float | None = None
+        orientation: str | None = None
+        if model == "kling-v3-motion-control":
+            kind = "motion_control"
+            flat = {
+                "image_url": (body.get("image_urls") or [None])[0],
+                "video_url": (body.get("video_urls") or [None])[0],
+                "character_orientation": params.get("character_orientation"),
+                "mode": {"720p": "std", "1080p": "pro"}.get(str(body.get("quality"))),
+                "prompt": body.get("prompt"),
+                "keep_original_sound": params.get("keep_original_sound", "yes"),
+            }
+            problems = _motion_errors(flat)
+            if len(body.get("image_urls") or []) != 1 or len(body.get("video_urls") or []) != 1:
+                problems.append("image_urls and video_urls take exactly one URL each")
+            input_url, orientation = flat["video_url"], str(flat["character_orientation"])
+        elif model in ("kling-v3-text-to-video", "kling-v3-image-to-video"):
+            kind = "text_to_video" if model == "kling-v3-text-to-video" else "image_to_video"
+            problems = rules.evolink_generated_errors(body, params, image=kind == "image_to_video")
+            duration = body.get("duration")
+            seconds = float(duration) if isinstance(duration, int) else None
+        elif model == "kling-custom-element":
+            kind, problems = "custom_element", rules.evolink_element_errors(params)
+        else:
+            kind, problems = "", [f"unknown model {model!r}"]
         if (
             problem := _callback_url_problem(body.get("callback_url"), https_only=self.strict_callbacks)
         ) is not None:
@@ -313,11 +401,14 @@ class Evolink(Dialect):
             self.name,
             body,
             prefix="task-video-",
-            input_url=flat["video_url"],
+            input_url=input_url,
             callback_url=body.get("callback_url"),
+            kind=kind,
+            seconds=seconds,
         )
         task.base = base
-        task.input_error = task.input_error or _video_too_long(task, str(flat["character_orientation"]))
+        if orientation is not None:
+            task.input_error = task.input_error or _video_too_long(task, orientation)
         seconds = self.billed_seconds(task)
         return Reply(
             200,
@@ -329,7 +420,9 @@ class Evolink(Dialect):
                 "progress": 0,
                 "status": "pending",
                 "task_info": {"estimated_time": int(task.latency_s), "can_cancel": True},
-                "usage": {"credits_reserved": seconds * 8, "billing_rule": "per_second"},
+                "usage": {"credits_reserved": 1, "billing_rule": "per_call"}
+                if kind == "custom_element"
+                else {"credits_reserved": seconds * 8, "billing_rule": "per_second"},
             },
         )
 
@@ -347,7 +440,9 @@ class Evolink(Dialect):
             if status in ("completed", "failed")
             else min(99, int(100 * elapsed / task.latency_s)),
         }
-        if status == "completed":
+        if status == "completed" and task.kind == "custom_element":
+            answer["result_data"] = {"element_id": task.element_id}
+        elif status == "completed":
             answer["results"] = [self.output_url(base, task)]
         elif status == "failed":
             answer["error"] = {
@@ -364,7 +459,12 @@ class Kling(Dialect):
     name = "kling"
     callback_phases = frozenset({"queued", "processing", "completed", "failed"})  # every change
     link_ttl_s = 30 * DAY
-    path = "/v1/videos/motion-control"
+    paths = {
+        "/v1/videos/motion-control": "motion_control",
+        "/v1/videos/text2video": "text_to_video",
+        "/v1/videos/image2video": "image_to_video",
+        "/v1/videos/omni-video": "omni_video",
+    }
 
     def authorised(self, headers: dict[str, str]) -> bool:
         token = headers.get("authorization", "").removeprefix("Bearer ")
@@ -395,11 +495,13 @@ class Kling(Dialect):
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
         if not self.authorised(headers):
             return Reply(401, self.error_body(401, "authorization failed", code=1002))
-        if method == "POST" and path == self.path:
-            return self._create(body, base)
-        if method == "GET" and path.startswith(self.path + "/"):
-            task = self.emulator.find(self.name, path.removeprefix(self.path + "/"))
-            if task is None:
+        if method == "POST" and path in self.paths:
+            return self._create(body, base, self.paths[path])
+        family, _, task_id = path.rpartition("/")
+        if method == "GET" and family in self.paths:
+            task = self.emulator.find(self.name, task_id)
+            # Each family answers for its own tasks only.
+            if task is None or task.kind != self.paths[family]:
                 return Reply(404, self.error_body(404, "task not found", code=1203))
             return Reply(200, self._wrap(self.view(task, self.emulator.clock.now(), base)))
         return Reply(404, self.error_body(404, f"no route {method} {path}", code=1202))
@@ -407,14 +509,27 @@ class Kling(Dialect):
     def _wrap(self, data: dict[str, Any]) -> dict[str, Any]:
         return {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": data}
 
-    def _create(self, body: Any, base: str) -> Reply:
+    def _create(self, body: Any, base: str, kind: str) -> Reply:
         if (fault := self.fault_reply()) is not None:
             return fault
         if not isinstance(body, dict):
             return Reply(400, self.error_body(400, "body must be a JSON object"))
-        problems = _motion_errors(body)
-        if body.get("model_name") not in ("kling-v2-6", "kling-v3"):
-            problems.insert(0, "model_name must be kling-v2-6 or kling-v3")
+        input_url: str | None = None
+        seconds: float | None = None
+        if kind == "motion_control":
+            problems, input_url = _motion_errors(body), body.get("video_url")
+        elif kind == "omni_video":
+            problems, input_url, seconds = _omni(body, flat=False)
+        else:
+            problems = rules.generated_errors(
+                body, seconds_field="duration", seconds=("5", "10"), prompt_required=kind == "text_to_video"
+            )
+            if kind == "image_to_video":
+                problems += rules.image_to_video_errors(body)
+            seconds = float(body.get("duration") or 5)
+        models = ("kling-video-o1",) if kind == "omni_video" else ("kling-v2-6", "kling-v3")
+        if body.get("model_name") not in models:
+            problems.insert(0, f"model_name must be one of {', '.join(models)}")
         external = body.get("external_task_id")
         if isinstance(external, str) and self.emulator.external_id_taken(self.name, external):
             problems.append("external_task_id must be unique")
@@ -424,12 +539,15 @@ class Kling(Dialect):
             self.name,
             body,
             prefix="",
-            input_url=body["video_url"],
+            input_url=input_url,
             callback_url=body.get("callback_url"),
             external_task_id=external if isinstance(external, str) else None,
+            kind=kind,
+            seconds=seconds,
         )
         task.base = base
-        task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
+        if kind == "motion_control":
+            task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
         return Reply(200, self._wrap(self.view(task, task.created, base)))
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
@@ -446,9 +564,10 @@ class Kling(Dialect):
         }
         if status == "succeed":
             url = self.output_url(base, task)
-            # The model may use fewer seconds than the reference has; billing follows the
-            # reference (PROVIDERS.md), so the output is deliberately shorter here.
-            seconds = f"{max(1.0, self.billed_seconds(task) - 1.0):.1f}"
+            # Motion control may use fewer seconds than the reference has; billing follows the
+            # reference (PROVIDERS.md), so that output is deliberately shorter here.
+            shorter = 1.0 if task.kind == "motion_control" else 0.0
+            seconds = f"{max(1.0, self.billed_seconds(task) - shorter):.1f}"
             data["task_result"] = {
                 "videos": [{"id": f"v-{task.task_id}", "url": url, "watermark_url": url, "duration": seconds}]
             }
