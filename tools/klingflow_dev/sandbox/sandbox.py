@@ -32,6 +32,22 @@ REPO = Path(__file__).resolve().parents[3]
 FUNCTION = "AWS::Serverless::Function"
 
 
+# Illustrative prices for the kinds the seeds leave unpriced (gateway's text/image-to-video, omni
+# and elements; Kling's omni), so every kind can be tried here. A deployment sets real ones in
+# ProviderOverrides; without a price a kind is not routed to that provider.
+SANDBOX_PRICES: dict[str, dict[str, Any]] = {
+    "gateway": {
+        "price_per_second": {
+            "text_to_video": {"std": 0.5, "pro": 0.8, "std_sound": 0.75, "pro_sound": 1.2},
+            "image_to_video": {"std": 0.5, "pro": 0.8, "std_sound": 0.75, "pro_sound": 1.2},
+            "omni_video": {"std": 0.6, "pro": 0.9},
+        },
+        "flat_prices": {"custom_element": 0.2},
+    },
+    "kling": {"price_per_second": {"omni_video": {"std": 0.1, "pro": 0.13}}},
+}
+
+
 @dataclass
 class SandboxOptions:
     repo: Path = REPO
@@ -115,7 +131,10 @@ class Sandbox:
             self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
 
         document = template.load(self.options.repo / "template.yaml")
-        overrides = {name: {"base_url": url, "enabled": True} for name, url in base_urls.items()}
+        overrides: dict[str, dict[str, Any]] = {
+            name: {"base_url": url, "enabled": True, **SANDBOX_PRICES.get(name, {})}
+            for name, url in base_urls.items()
+        }
         for name, extra in self.options.provider_overrides.items():
             overrides[name] = {**overrides.get(name, {}), **extra}
         parameters = {name: spec.get("Default") for name, spec in document.get("Parameters", {}).items()}

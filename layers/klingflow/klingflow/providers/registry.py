@@ -68,17 +68,7 @@ class ProviderConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _motion_only_shorthand(cls, data: Any) -> Any:
-        """Earlier overrides priced motion control alone ({"std": .., "pro": ..}) and named one
-        `model`: both still mean motion control."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        prices = data.get("price_per_second")
-        if isinstance(prices, dict) and prices and all(isinstance(v, int | float) for v in prices.values()):
-            data["price_per_second"] = {JobKind.MOTION_CONTROL.value: prices}
-        if "model" in data:
-            data["models"] = {JobKind.MOTION_CONTROL.value: data.pop("model"), **(data.get("models") or {})}
-        return data
+        return motion_only_shorthand(data)
 
     @property
     def configured(self) -> bool:
@@ -92,6 +82,38 @@ class ProviderConfig(BaseModel):
         if tier == "flat":
             return self.flat_prices.get(kind)
         return self.price_per_second.get(kind, {}).get(tier)
+
+
+def motion_only_shorthand(data: Any) -> Any:
+    """Earlier overrides priced motion control alone ({"std": .., "pro": ..}) and named one
+    `model`: both still mean motion control."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    prices = data.get("price_per_second")
+    if isinstance(prices, dict) and prices and all(isinstance(v, int | float) for v in prices.values()):
+        data["price_per_second"] = {JobKind.MOTION_CONTROL.value: prices}
+    if "model" in data:
+        data["models"] = {JobKind.MOTION_CONTROL.value: data.pop("model"), **(data.get("models") or {})}
+    return data
+
+
+# Fields merged one level deep, so pricing one kind (or naming one model) keeps the others.
+_PER_KIND = ("price_per_second", "flat_prices", "models")
+
+
+def _merge(default: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**default, **override}
+    for name in _PER_KIND:
+        if isinstance(default.get(name), dict) and isinstance(override.get(name), dict):
+            merged[name] = {**default[name], **override[name]}
+            if name == "price_per_second":
+                # ... and pricing one tier keeps that kind's other tiers.
+                merged[name] = {
+                    kind: {**default[name].get(kind, {}), **tiers} if isinstance(tiers, dict) else tiers
+                    for kind, tiers in merged[name].items()
+                }
+    return merged
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -145,7 +167,8 @@ def load_configs(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Provid
     configs = {}
     for name in [*DEFAULTS, *sorted(unknown)]:
         # A new name is a second account or endpoint of a known dialect ({"dialect": ...}).
-        merged = {**DEFAULTS.get(name, {}), **overrides.get(name, {}), "name": name}
+        override = motion_only_shorthand(dict(overrides.get(name, {})))
+        merged = {**_merge(DEFAULTS.get(name, {}), override), "name": name}
         try:
             configs[name] = ProviderConfig.model_validate(merged)
         except ValidationError as error:

@@ -1,0 +1,180 @@
+"""Every job kind through the pipeline: API -> validation -> cheapest provider -> archive.
+
+The sandbox prices the kinds the seeds leave unpriced (SANDBOX_PRICES), so routing among all
+four dialects can be seen for each kind.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import pytest
+
+from klingflow_dev import ASSETS
+from tests.conftest import sample_event
+from tests.integration.conftest import Stack
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The start of a PNG: all that probing reads to learn an image's size."""
+    ihdr = struct.pack(">I4sII", 13, b"IHDR", width, height) + b"\x08\x06\0\0\0" + bytes(4)
+    return b"\x89PNG\r\n\x1a\n" + ihdr + struct.pack(">I4s", 0, b"IEND") + bytes(4)
+
+
+def post(stack: Stack, kind: str, **changes: Any) -> Any:
+    """POST the sample request of a kind, with the media it names uploaded first."""
+    for key in ("incoming/character.png", "incoming/character-side.png"):
+        stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=(ASSETS / "character.png").read_bytes())
+    stack.s3.put_object(
+        Bucket=stack.bucket, Key="incoming/dance.mp4", Body=(ASSETS / "dance.mp4").read_bytes()
+    )
+    body = {**sample_event(f"requests/{kind}.json"), **changes}
+    return stack.api.request("POST", "/jobs", {k: v for k, v in body.items() if v is not None})
+
+
+def run(stack: Stack, kind: str, **changes: Any) -> dict[str, Any]:
+    """Post, send, let the provider finish, deliver its callbacks, archive; the job as read back."""
+    response = post(stack, kind, **changes)
+    assert response.status_code == 202, response.text
+    stack.sandbox.deliver_submissions()
+    stack.finish_at_provider()
+    stack.sandbox.sweep()  # for a dialect that never calls back
+    stack.sandbox.drain_archive()
+    return stack.job(response.json()["job_id"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "cheapest", "seconds", "amount"),
+    [
+        # 5 s at 720p with sound: gateway 0.75 CNY/s ($0.105) < evolink $0.1125 < kling $0.126
+        ("text_to_video", "gateway", 5, 3.75),
+        # 5 s at 1080p: evolink $0.09997 < kling $0.11197 < gateway 0.8 CNY/s ($0.112)
+        ("image_to_video", "evolink", 5, 0.49985),
+        # 5 s at pro: gateway 0.9 CNY/s ($0.126) < kling $0.13
+        ("omni_video", "gateway", 5, 4.5),
+    ],
+)
+def test_each_video_kind_lands_on_its_cheapest_provider_and_is_archived(
+    stack: Stack, kind: str, cheapest: str, seconds: int, amount: float
+) -> None:
+    # Given the sample request of a kind, when it runs through the pipeline
+    job = run(stack, kind)
+
+    # Then it went to the cheapest provider for its tier and its video is ours, billed by its rule
+    assert (job["kind"], job["status"], job["provider"]) == (kind, "ARCHIVED", cheapest)
+    [output] = job["outputs"]
+    assert output["bytes"] == len((ASSETS / "output-std.mp4").read_bytes())
+    assert (job["cost"]["billed_seconds"], job["cost"]["provider_amount"]) == (seconds, amount)
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Completed"]
+    [attempt] = job["attempts"]
+    assert (attempt["provider"], attempt["outcome"]) == (cheapest, "submitted")
+
+
+def test_a_custom_element_ends_with_its_element_id_in_the_job_the_result_and_the_event(stack: Stack) -> None:
+    # Given an element request (evolink: 1 credit, $0.0139, the cheapest), when it runs
+    job = run(stack, "custom_element")
+
+    # Then the job holds the element id the provider made, with no video, at the flat price
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "evolink")
+    element_id = job["element_id"]
+    task = stack.emulator.tasks[job["provider_task_id"]]
+    assert element_id == task.element_id and job["outputs"] == []
+    assert job["cost"]["billed_usd"] == 0.0139 and job["cost"].get("billed_seconds") is None
+    result = json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key=f"outputs/{job['job_id']}/result.json")["Body"].read()
+    )
+    assert result["element_id"] == element_id
+    [completed] = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Completed"]
+    assert completed["detail"]["element_id"] == element_id
+    # And evolink was sent the element body of seed 002, with the images as fetchable links
+    [(_, _, _, sent)] = [r for r in stack.emulator.requests if r[0] == "evolink" and r[1] == "POST"]
+    images = sent["model_params"]["element_image_list"]
+    assert sent["model"] == "kling-custom-element"
+    assert images["frontal_image"].startswith("http://127.0.0.1") and len(images["refer_images"]) == 1
+
+
+def test_an_element_made_while_the_call_waits_is_archived_without_polling(stack: Stack) -> None:
+    # Given an element pinned to gateway, which makes elements synchronously
+    response = post(stack, "custom_element", provider="gateway")
+    assert response.status_code == 202, response.text
+
+    # When the submit queue sends it, and only the archive queue runs (no time passes, no sweep)
+    stack.sandbox.deliver_submissions()
+    stack.sandbox.drain_archive()
+
+    # Then the job is archived with the element id gateway answered with
+    job = stack.job(response.json()["job_id"])
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "gateway")
+    assert job["element_id"] == job["provider_task_id"]
+    assert [h["status"] for h in job["history"]] == ["QUEUED", "SUBMITTED", "SUCCEEDED", "ARCHIVED"]
+
+
+def test_a_clip_length_only_one_dialect_makes_routes_there(stack: Stack) -> None:
+    # Given a 7 s text-to-video: gateway and kling make 5 s or 10 s, evolink 3..15 s
+    job = run(stack, "text_to_video", duration_s=7)
+
+    # Then it lands on evolink, billed for 7 s at the 720p-with-sound tier
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "evolink")
+    assert (job["cost"]["billed_seconds"], job["cost"]["provider_amount"]) == (7, round(0.1125 * 7, 5))
+
+
+def test_options_no_provider_takes_are_refused_naming_each_providers_rule(stack: Stack) -> None:
+    # Given 7 s with a camera move: evolink takes 7 s but no camera_control; the others not 7 s
+    response = post(stack, "text_to_video", duration_s=7, camera_control={"type": "forward_up"})
+
+    # Then nothing is stored or sent, and the answer says which provider refuses what
+    assert response.status_code == 400
+    errors = {(e["field"], e["rule"]) for e in response.json()["error"]["details"]}
+    assert errors == {
+        ("camera_control", "evolink_unsupported"),
+        ("duration_s", "gateway_seconds"),
+        ("duration_s", "kling_seconds"),
+    }
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert not [r for r in stack.emulator.requests if r[1] == "POST"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "field", "rule"),
+    [
+        # the omni video must be 720..2160 px; dance.mp4 is 480x640
+        ("omni_video", {"video": {"url": "incoming/dance.mp4"}}, "video.url.width", "video_side_px"),
+        ("omni_video", {"prompt": "<<<image_2>>> dances"}, "prompt", "prompt_reference"),
+        ("omni_video", {"last_frame": "incoming/character.png"}, "last_frame", "last_frame_needs_first"),
+        (
+            "image_to_video",
+            {"image_tail": "incoming/character.png", "camera_control": {"type": "down_back"}},
+            "camera_control",
+            "exclusive_controls",
+        ),
+        (
+            "image_to_video",
+            {"static_mask": "incoming/mask.png"},
+            "static_mask.aspect_ratio",
+            "mask_aspect_ratio",
+        ),
+        ("custom_element", {"reference_type": "video_refer"}, "video", "video_required"),
+        ("text_to_video", {"duration_s": 20}, "duration_s", "less_than_equal"),
+    ],
+)
+def test_a_request_breaking_a_kinds_rule_is_refused_before_any_provider_call(
+    stack: Stack, kind: str, changes: dict[str, Any], field: str, rule: str
+) -> None:
+    # Given a mask that is square while the frame (512x768) is not
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/mask.png", Body=png_header(512, 512))
+
+    # When a request breaking one of its kind's rules arrives
+    response = post(stack, kind, **changes)
+
+    # Then it is refused with the field and rule, and no provider was called
+    assert response.status_code == 400, response.text
+    assert (field, rule) in {(e["field"], e["rule"]) for e in response.json()["error"]["details"]}
+    assert not [r for r in stack.emulator.requests if r[1] == "POST"]
+
+
+def test_a_provider_that_does_not_offer_the_kind_cannot_be_pinned(stack: Stack) -> None:
+    response = post(stack, "text_to_video", provider="apimaster")
+    assert response.status_code == 422
+    assert "apimaster does not offer text_to_video" in response.json()["error"]["message"]
