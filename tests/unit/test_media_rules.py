@@ -17,10 +17,11 @@ import pytest
 
 from klingflow import media_rules as rules
 from klingflow.errors import FieldError
-from klingflow.kinds import Orientation
-from klingflow.media_rules import check_motion_media, facts_from_probe, format_from_name
+from klingflow.kinds import AnyRequest, Orientation, parse_request
+from klingflow.media_rules import check_media, check_motion_media, facts_from_probe, format_from_name
 from klingflow.models import MediaFacts
 from klingflow.probe import BytesReader, ImageInfo, VideoInfo, probe_image, probe_video
+from tests.conftest import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE, VIDEO = Orientation.IMAGE, Orientation.VIDEO
@@ -371,3 +372,66 @@ def test_the_sample_inputs_pass_the_rules() -> None:
 
     assert check_motion_media(IMAGE, image, video) == []
     assert check_motion_media(VIDEO, image, video) == []
+
+
+# ---- the other kinds --------------------------------------------------------------------------
+
+
+def _request(kind: str, **changes: object) -> AnyRequest:
+    body = {**sample_event(f"requests/{kind}.json"), **changes}
+    return parse_request({k: v for k, v in body.items() if v is not None})
+
+
+def test_other_kinds_limits_are_the_documented_ones() -> None:
+    """Seed 003's omni video (mp4/mov, <= 200 MB, 720..2160 px, 3..10 s) and the element video of
+    seeds 000-002 (<= 100 MB, 720..2160 px, at most 8 s)."""
+    assert rules.VideoLimits(200 * rules.MB, 720, 2160, 3.0, 10.0) == rules.OMNI_VIDEO_LIMITS
+    assert rules.VideoLimits(100 * rules.MB, 720, 2160, None, 8.0) == rules.ELEMENT_VIDEO_LIMITS
+
+
+def test_an_omni_video_is_named_by_where_it_sits_and_held_to_omni_limits() -> None:
+    request = _request("omni_video", video={"url": "incoming/v.mp4"})
+    video = good_video(width=640, duration_s=10.5, bytes=150 * rules.MB)  # 150 MB is fine for omni
+    errors = check_media(request, {"video.url": video, "reference_images.0": good_image(width=200)})
+    assert [(e.field, e.rule) for e in errors] == [
+        ("reference_images.0.width", "image_side_px"),
+        ("reference_images.0.aspect_ratio", "image_aspect_ratio"),
+        ("video.url.width", "video_side_px"),
+        ("video.url.duration_s", "video_max_duration"),
+    ]
+
+
+def test_an_element_video_may_be_short_but_not_longer_than_8_seconds() -> None:
+    request = _request(
+        "custom_element",
+        reference_type="video_refer",
+        video="incoming/v.mp4",
+        frontal_image=None,
+        refer_images=[],
+    )
+    assert check_media(request, {"video": good_video(duration_s=1.0)}) == []
+    [error] = check_media(request, {"video": good_video(duration_s=8.5)})
+    assert (error.field, error.rule) == ("video.duration_s", "video_max_duration")
+
+
+def test_masks_keep_the_frames_aspect_ratio_and_share_one_resolution() -> None:
+    masks = [{"mask": "incoming/m.png", "trajectories": [{"x": 0, "y": 0}, {"x": 1, "y": 1}]}]
+    request = _request("image_to_video", static_mask="incoming/s.png", dynamic_masks=masks)
+    frame = good_image(width=1024, height=1536)
+    same_shape = good_image(width=512, height=768)
+    assert (
+        check_media(request, {"image": frame, "static_mask": same_shape, "dynamic_masks.0.mask": same_shape})
+        == []
+    )
+    errors = check_media(
+        request,
+        {
+            "image": frame,
+            "static_mask": good_image(width=768, height=768),
+            "dynamic_masks.0.mask": same_shape,
+        },
+    )
+    assert [(e.field, e.rule) for e in errors] == [
+        ("static_mask.aspect_ratio", "mask_aspect_ratio"),
+        ("static_mask", "mask_resolution"),
+    ]

@@ -11,6 +11,7 @@ from klingflow.kinds import AnyRequest, Billing, JobKind, parse_request
 from klingflow.models import MediaFacts
 from klingflow.pricing import billing_of, estimate
 from klingflow.providers.registry import Registry, load_configs
+from tests.conftest import sample_event
 
 KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}
 
@@ -96,3 +97,59 @@ def test_a_model_override_reaches_the_request() -> None:
 def test_a_bad_override_names_the_provider() -> None:
     with pytest.raises(ValueError, match="gateway"):
         load_configs({"gateway": {"currency": "EUR"}})
+
+
+def _kind(kind: str, **changes: object) -> tuple[AnyRequest, Billing]:
+    body = {**sample_event(f"requests/{kind}.json"), **changes}
+    request = parse_request({k: v for k, v in body.items() if v is not None})
+    return request, billing_of(request, {})
+
+
+def test_a_kind_nobody_priced_is_not_routed_and_the_answer_says_what_to_set() -> None:
+    """Given the defaults, omni has no published price anywhere: no provider is chosen on a guess."""
+    registry = _registry({"gateway": {"base_url": "https://gw.example"}})
+    with pytest.raises(NoProviderAvailable, match="kling has no price for omni_video at tier pro"):
+        registry.candidates(*_kind("omni_video"))
+
+    priced = _registry({"kling": {"price_per_second": {"omni_video": {"pro": 0.12}}}})
+    assert priced.candidates(*_kind("omni_video")) == ["kling"]
+
+
+def test_pricing_one_kind_or_tier_keeps_every_other_price() -> None:
+    configs = load_configs(
+        {
+            "kling": {"price_per_second": {"text_to_video": {"std": 0.07}}},
+            "apimaster": {"price_per_second": {"pro": 0.2}},
+        }
+    )
+    assert configs["kling"].price_per_second[JobKind.TEXT_TO_VIDEO] == {
+        "std": 0.07,
+        "std_sound": 0.126,
+        "pro": 0.11197,
+        "pro_sound": 0.168,
+    }
+    assert configs["kling"].price_per_second[JobKind.MOTION_CONTROL] == {"std": 0.084, "pro": 0.11197}
+    # The motion-only shorthand of earlier deployments still prices motion control
+    assert configs["apimaster"].price_per_second[JobKind.MOTION_CONTROL] == {"std": 0.10288, "pro": 0.2}
+
+
+def test_the_tier_decides_the_order() -> None:
+    """evolink's sound factor is 1.5x, Kling's (?) too: both keep their order; gateway is unpriced."""
+    registry = _registry({"gateway": {"base_url": "https://gw.example"}})
+    assert registry.candidates(*_kind("text_to_video", sound=False)) == ["evolink", "kling"]
+    request, billing = _kind("text_to_video", sound=False)
+    assert registry.price_usd("evolink", request.kind, billing) == round(0.075 * 5, 5)
+
+
+def test_a_pinned_provider_that_refuses_the_options_names_its_rule() -> None:
+    with pytest.raises(RequestRejected) as caught:
+        _registry().candidates(*_kind("text_to_video", duration_s=7, provider="kling"))
+    [error] = caught.value.errors
+    assert (error.field, error.rule) == ("duration_s", "kling_seconds")
+
+
+def test_a_deployment_can_keep_a_provider_to_some_kinds() -> None:
+    registry = _registry({"evolink": {"kinds": ["motion_control"]}})
+    assert registry.candidates(*_kind("text_to_video", sound=False)) == ["kling"]
+    with pytest.raises(NoProviderAvailable, match="evolink does not offer custom_element"):
+        registry.candidates(*_kind("custom_element"))

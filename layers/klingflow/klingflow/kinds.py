@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -139,6 +140,8 @@ def media_reference(value: str, info: ValidationInfo) -> str:
     return value
 
 
+# A media input: checked where it sits, so an error names its exact place (reference_images.1).
+MediaInput = Annotated[str, Field(min_length=1), AfterValidator(media_reference)]
 YesNo = Annotated[Literal["yes", "no"], BeforeValidator(_yes_no)]
 OnOff = Annotated[bool, BeforeValidator(_on_off)]
 Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS)]
@@ -201,18 +204,15 @@ class MotionControlRequest(_Request):
     """A character image animated by a reference performance video."""
 
     kind: Literal[JobKind.MOTION_CONTROL] = JobKind.MOTION_CONTROL
-    image: str = Field(
-        min_length=1,
+    image: MediaInput = Field(
         description="reference image: an object key in the bucket, s3://bucket/key, an https URL "
         "or base64 (with or without a data:image/...;base64, prefix)",
     )
-    video: str = Field(min_length=1, description="reference video: object key, s3://bucket/key or https URL")
+    video: MediaInput = Field(description="reference video: object key, s3://bucket/key or https URL")
     character_orientation: Orientation
     mode: Mode
     prompt: OptionalPrompt
     keep_original_sound: YesNo = "yes"
-
-    _refs = field_validator("image", "video")(media_reference)
 
     def media(self) -> list[MediaRef]:
         return [
@@ -313,28 +313,22 @@ class TrajectoryPoint(_Strict):
 
 
 class DynamicMask(_Strict):
-    mask: str = Field(min_length=1)
+    mask: MediaInput
     trajectories: list[TrajectoryPoint] = Field(
         min_length=TRAJECTORY_POINTS[0], max_length=TRAJECTORY_POINTS[1]
     )
-
-    _refs = field_validator("mask")(media_reference)
 
 
 class ImageToVideoRequest(_Generated):
     """A clip animated from a first frame, a last frame, or both."""
 
     kind: Literal[JobKind.IMAGE_TO_VIDEO] = JobKind.IMAGE_TO_VIDEO
-    image: str | None = Field(default=None, min_length=1, description="first frame")
-    image_tail: str | None = Field(default=None, min_length=1, description="last frame")
+    image: MediaInput | None = Field(default=None, description="first frame")
+    image_tail: MediaInput | None = Field(default=None, description="last frame")
     prompt: OptionalPrompt
     voice_list: list[Voice] = Field(default_factory=list, max_length=VOICES_MAX)
-    static_mask: str | None = Field(default=None, min_length=1)
+    static_mask: MediaInput | None = None
     dynamic_masks: list[DynamicMask] = Field(default_factory=list, max_length=DYNAMIC_MASKS_MAX)
-
-    _refs = field_validator("image", "image_tail", "static_mask")(
-        lambda value, info: None if value is None else media_reference(value, info)
-    )
 
     def combination_errors(self) -> list[FieldError]:
         errors = []
@@ -401,13 +395,11 @@ _OMNI_REF = re.compile(r"<<<(image|element|video)_(\d+)>>>")
 
 
 class OmniVideoInput(_Strict):
-    url: str = Field(min_length=1, description="the video: object key, s3://bucket/key or https URL")
+    url: MediaInput = Field(description="the video: object key, s3://bucket/key or https URL")
     refer_type: Literal["base", "feature"] = Field(
         default="feature", description="base: edit this video; feature: borrow its style or camera"
     )
     keep_original_sound: YesNo = "yes"
-
-    _refs = field_validator("url")(media_reference)
 
 
 class OmniVideoRequest(_Request):
@@ -415,9 +407,9 @@ class OmniVideoRequest(_Request):
 
     kind: Literal[JobKind.OMNI_VIDEO] = JobKind.OMNI_VIDEO
     prompt: Prompt = Field(description="may refer to <<<image_N>>>, <<<element_N>>>, <<<video_1>>>")
-    first_frame: str | None = Field(default=None, min_length=1)
-    last_frame: str | None = Field(default=None, min_length=1)
-    reference_images: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    first_frame: MediaInput | None = None
+    last_frame: MediaInput | None = None
+    reference_images: list[MediaInput] = Field(default_factory=list)
     elements: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, description="element ids (from a custom_element job or the provider's presets)"
     )
@@ -425,15 +417,6 @@ class OmniVideoRequest(_Request):
     mode: Mode = Mode.PRO
     aspect_ratio: AspectRatio | None = None
     duration_s: int | None = Field(default=None, ge=OMNI_SECONDS[0], le=OMNI_SECONDS[1])
-
-    _refs = field_validator("first_frame", "last_frame")(
-        lambda value, info: None if value is None else media_reference(value, info)
-    )
-
-    @field_validator("reference_images")
-    @classmethod
-    def _image_refs(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return [media_reference(item, info) for item in value]
 
     @property
     def editing(self) -> bool:
@@ -569,22 +552,11 @@ class CustomElementRequest(_Request):
     name: str = Field(min_length=1, max_length=ELEMENT_NAME_MAX)
     description: str = Field(min_length=1, max_length=ELEMENT_DESCRIPTION_MAX)
     reference_type: Literal["image_refer", "video_refer"] = "image_refer"
-    frontal_image: str | None = Field(default=None, min_length=1)
-    refer_images: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, max_length=ELEMENT_REFER_IMAGES_MAX
-    )
-    video: str | None = Field(default=None, min_length=1)
+    frontal_image: MediaInput | None = None
+    refer_images: list[MediaInput] = Field(default_factory=list, max_length=ELEMENT_REFER_IMAGES_MAX)
+    video: MediaInput | None = None
     voice_id: str | None = Field(default=None, min_length=1, max_length=64)
     tags: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(default_factory=list)
-
-    _refs = field_validator("frontal_image", "video")(
-        lambda value, info: None if value is None else media_reference(value, info)
-    )
-
-    @field_validator("refer_images")
-    @classmethod
-    def _image_refs(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        return [media_reference(item, info) for item in value]
 
     def combination_errors(self) -> list[FieldError]:
         errors = []
@@ -650,6 +622,8 @@ def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
         loc = list(item["loc"])
         if loc and loc[0] in _KIND_TAGS:
             loc = loc[1:]
+        if item["type"] == "union_tag_invalid":
+            loc = ["kind"]
         name = ".".join(str(part) for part in loc) or "(request)"
         found.append(FieldError(f"{prefix}{name}", item["type"], item["msg"]))
     return found
