@@ -19,6 +19,22 @@ def test_make_demo_archives_a_job_and_announces_it() -> None:
     assert len(output["sha256"]) == 64
 
 
+@pytest.mark.parametrize(
+    ("kind", "provider"),
+    [
+        ("text_to_video", "gateway"),  # 720p with sound: 0.75 CNY/s (sandbox price) is the cheapest
+        ("image_to_video", "evolink"),
+        ("omni_video", "gateway"),
+        ("custom_element", "evolink"),
+    ],
+)
+def test_every_other_kind_runs_from_an_s3_drop_on_its_cheapest_provider(kind: str, provider: str) -> None:
+    summary = demo.run(kind=kind, say=lambda _: None, timeout_s=90)
+    assert demo.ok(summary), summary
+    assert (summary["kind"], summary["provider"]) == (kind, provider)
+    assert [e["detail-type"] for e in summary["events"]] == ["Job Submitted", "Job Completed"]
+
+
 @pytest.mark.parametrize("provider", ["apimaster", "evolink", "kling"])
 def test_a_job_pinned_to_each_other_dialect_is_archived(provider: str) -> None:
     # apimaster never calls back (the sweeper finishes it); evolink and kling do.

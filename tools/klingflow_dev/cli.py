@@ -15,7 +15,7 @@ from klingflow_dev.sandbox import Sandbox
 
 def _demo(args: argparse.Namespace) -> int:
     say = (lambda _: None) if args.json else (lambda line: print(line, flush=True))
-    summary = demo.run(provider=args.provider, timeout_s=args.timeout, say=say)
+    summary = demo.run(kind=args.kind, provider=args.provider, timeout_s=args.timeout, say=say)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     sandbox = commands.add_parser("sandbox", help="the local sandbox").add_subparsers(
         dest="action", required=True
     )
-    run_demo = sandbox.add_parser("demo", help="run one motion-control job from S3 drop to archive")
+    run_demo = sandbox.add_parser("demo", help="run one job from S3 drop to archive")
+    run_demo.add_argument(
+        "--kind", choices=sorted(demo.MANIFESTS), default="motion_control", help="the job kind to run"
+    )
     run_demo.add_argument("--json", action="store_true", help="print only the summary, as JSON")
     run_demo.add_argument("--provider", help="pin the job to one provider (default: the cheapest)")
     run_demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")

@@ -1,4 +1,7 @@
-"""`make demo`: one real motion-control job through the whole sandbox, start to archive."""
+"""`make demo`: one real job through the whole sandbox, start to archive.
+
+Motion control by default; `--kind` runs any other kind from the same S3 drop.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,41 @@ from .sandbox import Sandbox, SandboxOptions
 from .sandbox.client import ApiClient
 
 TERMINAL = {"ARCHIVED", "FAILED", "TIMED_OUT", "CANCELLED"}
+# One manifest per kind; bare file names are the media dropped beside it.
+MANIFESTS: dict[str, dict[str, Any]] = {
+    "motion_control": {
+        "image": "character.png",
+        "video": "dance.mp4",
+        "character_orientation": "image",
+        "mode": "std",
+        "prompt": "the character performs the dance from the reference video",
+    },
+    "text_to_video": {
+        "kind": "text_to_video",
+        "prompt": "waves breaking on a beach at sunset, gulls overhead",
+        "duration_s": 5,
+        "sound": True,
+    },
+    "image_to_video": {
+        "kind": "image_to_video",
+        "image": "character.png",
+        "prompt": "the character turns and waves",
+        "mode": "pro",
+    },
+    "omni_video": {
+        "kind": "omni_video",
+        "prompt": "<<<image_1>>> walks down a neon-lit street at night",
+        "reference_images": ["character.png"],
+        "aspect_ratio": "9:16",
+    },
+    "custom_element": {
+        "kind": "custom_element",
+        "name": "DemoHero",
+        "description": "the character in character.png",
+        "frontal_image": "character.png",
+        "refer_images": ["character.png"],
+    },
+}
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float, every_s: float = 0.2) -> Any:
@@ -26,7 +64,11 @@ def wait_for(condition: Callable[[], Any], *, timeout_s: float, every_s: float =
 
 
 def run(
-    *, provider: str | None = None, timeout_s: float = 120.0, say: Callable[[str], None] = print
+    *,
+    kind: str = "motion_control",
+    provider: str | None = None,
+    timeout_s: float = 120.0,
+    say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     started = time.monotonic()
     say("starting the sandbox: moto, resources from template.yaml, provider emulator, HTTP API ...")
@@ -50,14 +92,7 @@ def run(
             Body=(ASSETS / "dance.mp4").read_bytes(),
             ContentType="video/mp4",
         )
-        manifest: dict[str, Any] = {
-            "image": "character.png",
-            "video": "dance.mp4",
-            "character_orientation": "image",
-            "mode": "std",
-            "prompt": "the character performs the dance from the reference video",
-            "metadata": {"origin": "make demo"},
-        }
+        manifest: dict[str, Any] = {**MANIFESTS[kind], "metadata": {"origin": "make demo"}}
         if provider:
             manifest["provider"] = provider
         manifest_key = f"{folder}/job.json"
@@ -68,7 +103,8 @@ def run(
             ContentType="application/json",
         )
         say(
-            f"dropped character.png, dance.mp4 and the manifest job.json into s3://{sandbox.bucket}/{folder}/"
+            f"dropped character.png, dance.mp4 and a {kind} manifest job.json into "
+            f"s3://{sandbox.bucket}/{folder}/"
         )
 
         api = ApiClient(sandbox.api.url)
@@ -135,10 +171,12 @@ def run(
         ]
         summary = {
             "job_id": job_id,
+            "kind": job.get("kind"),
             "status": job.get("status"),
             "provider": job.get("provider"),
             "provider_task_id": job.get("provider_task_id"),
             "outputs": outputs,
+            "element_id": job.get("element_id"),
             "result": f"s3://{sandbox.bucket}/{job['result_key']}" if job.get("result_key") else None,
             "cost": job.get("cost"),
             "error": job.get("error"),
@@ -151,15 +189,18 @@ def run(
 
 
 def ok(summary: dict[str, Any]) -> bool:
-    return (
-        summary.get("status") == "ARCHIVED"
-        and bool(summary["outputs"])
-        and all(o["verified"] for o in summary["outputs"])
-    )
+    if summary.get("status") != "ARCHIVED":
+        return False
+    if summary.get("kind") == "custom_element":
+        return bool(summary.get("element_id"))
+    return bool(summary["outputs"]) and all(o["verified"] for o in summary["outputs"])
 
 
 def render(summary: dict[str, Any]) -> str:
-    head = f"{summary['status']} on {summary['provider']} (task {summary['provider_task_id']})"
+    head = (
+        f"{summary.get('kind')} {summary['status']} on {summary['provider']} "
+        f"(task {summary['provider_task_id']})"
+    )
     lines = [f"\njob {summary['job_id']}: {head}"]
     for output in summary["outputs"]:
         lines += [
@@ -168,12 +209,14 @@ def render(summary: dict[str, Any]) -> str:
             f"  sha256   {output['sha256']}  ({'verified' if output['verified'] else 'MISMATCH'})",
             f"  duration {output['duration_s']} s",
         ]
+    if summary.get("element_id"):
+        lines.append(f"  element  {summary['element_id']}  (use it in omni_video's elements)")
     if summary.get("result"):
         lines.append(f"  result   {summary['result']}")
     cost = summary.get("cost") or {}
+    seconds = f" for {cost['billed_seconds']} s" if cost.get("billed_seconds") else ""
     lines.append(
-        f"  cost     estimated ${cost.get('estimated_usd')}  billed ${cost.get('billed_usd')} "
-        f"for {cost.get('billed_seconds')} s"
+        f"  cost     estimated ${cost.get('estimated_usd')}  billed ${cost.get('billed_usd')}{seconds}"
     )
     if summary.get("error"):
         lines.append(f"  error    {summary['error']}")
