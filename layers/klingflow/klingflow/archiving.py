@@ -100,7 +100,7 @@ class Archiver:
                 job.job_id,
                 JobStatus.SUCCEEDED,
                 by="archive",
-                note=f"{len(report.outputs)} output(s)",
+                note=f"{len(report.outputs)} output(s)" if job.kind.makes_video else "element made",
                 due_in_s=self._config.archive_stall_s,
             )
             job = moved or self._store.get(job.job_id) or job
