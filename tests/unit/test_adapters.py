@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.kinds import Billing, parse_request
+from klingflow.kinds import Billing, JobKind, parse_request
 from klingflow.providers.apimaster import ApimasterAdapter
 from klingflow.providers.base import TaskSpec
 from klingflow.providers.evolink import EvolinkAdapter
@@ -315,3 +315,293 @@ def test_the_kling_token_is_hs256_with_the_documented_claims_and_is_refreshed_be
     assert adapter.token(keys) == token  # still well within its life
     clock.advance(150)
     assert adapter.token(keys) != token  # under five minutes left: a new one
+
+
+# ---- the other kinds: seed 003 (gateway), seed 002 (evolink elements) ----------------------------
+
+
+def _spec_of(data: dict[str, object], job_id: str = "01JOB") -> TaskSpec:
+    return TaskSpec(job_id=job_id, request=parse_request(data), callback_url=None)
+
+
+def test_gateway_text_to_video_with_a_camera_move_is_seed_003s_example() -> None:
+    # seed 003, "带运镜控制的文生视频"
+    spec = _spec_of(
+        {
+            "kind": "text_to_video",
+            "prompt": "城市夜景,霓虹灯闪烁",
+            "mode": "pro",
+            "aspect_ratio": "16:9",
+            "duration_s": 5,
+            "camera_control": {"type": "simple", "config": {"zoom": 5}},
+        }
+    )
+    call = GatewayAdapter("https://gw.example").create(spec)
+    assert (call.method, call.path) == ("POST", "/v1/videos")
+    assert call.json == {
+        "model": "Kling-V2.6",
+        "prompt": "城市夜景,霓虹灯闪烁",
+        "sound": "off",
+        "mode": "pro",
+        "aspect_ratio": "16:9",
+        "seconds": "5",
+        "camera_control": {
+            "type": "simple",
+            "config": {"zoom": 5, "horizontal": 0, "vertical": 0, "pan": 0, "tilt": 0, "roll": 0},
+        },
+        "external_task_id": "01JOB",
+    }
+
+
+def test_gateway_image_to_video_examples_of_seed_003() -> None:
+    adapter = GatewayAdapter("https://gw.example")
+    # "首尾帧控制"
+    frames = adapter.create(
+        _spec_of(
+            {
+                "kind": "image_to_video",
+                "image": "https://example.com/start.jpg",
+                "image_tail": "https://example.com/end.jpg",
+                "prompt": "人物从站立变为坐下",
+                "mode": "pro",
+            }
+        )
+    )
+    assert frames.json == {
+        "model": "Kling-V2.6",
+        "image": "https://example.com/start.jpg",
+        "image_tail": "https://example.com/end.jpg",
+        "prompt": "人物从站立变为坐下",
+        "sound": "off",
+        "mode": "pro",
+        "seconds": "5",
+        "external_task_id": "01JOB",
+    }
+    # "带声音和音色的图生视频" and "带运动笔刷的图生视频"
+    voiced = adapter.create(
+        _spec_of(
+            {
+                "kind": "image_to_video",
+                "image": "https://example.com/person.jpg",
+                "prompt": "男人<<<voice_1>>>说:'你好,世界'",
+                "sound": "on",
+                "voice_list": [{"voice_id": "voice_123"}],
+                "mode": "pro",
+            }
+        )
+    )
+    assert voiced.json is not None
+    assert (voiced.json["sound"], voiced.json["voice_list"]) == ("on", [{"voice_id": "voice_123"}])
+    brushed = adapter.create(
+        _spec_of(
+            {
+                "kind": "image_to_video",
+                "image": "https://example.com/scene.jpg",
+                "static_mask": "https://example.com/static_mask.png",
+                "dynamic_masks": [
+                    {
+                        "mask": "https://example.com/dynamic_mask.png",
+                        "trajectories": [{"x": 100, "y": 200}, {"x": 300, "y": 400}],
+                    }
+                ],
+                "mode": "pro",
+            }
+        )
+    )
+    assert brushed.json is not None
+    assert brushed.json["static_mask"] == "https://example.com/static_mask.png"
+    assert brushed.json["dynamic_masks"] == [
+        {
+            "mask": "https://example.com/dynamic_mask.png",
+            "trajectories": [{"x": 100, "y": 200}, {"x": 300, "y": 400}],
+        }
+    ]
+
+
+def test_gateway_omni_reference_example_of_seed_003() -> None:
+    # seed 003, "图片/主体参考(混合格式)"
+    spec = _spec_of(
+        {
+            "kind": "omni_video",
+            "prompt": "<<<image_1>>>在东京街头漫步,偶遇<<<element_1>>>和<<<element_2>>>",
+            "reference_images": ["https://p4-kling.klingai.com/bs2/a.jpg"],
+            "elements": ["146", "145"],
+            "mode": "pro",
+            "aspect_ratio": "1:1",
+            "duration_s": 5,
+        }
+    )
+    call = GatewayAdapter("https://gw.example").create(spec)
+    assert call.json == {
+        "model": "Kling-Video-O1",
+        "prompt": "<<<image_1>>>在东京街头漫步,偶遇<<<element_1>>>和<<<element_2>>>",
+        "reference_images": ["https://p4-kling.klingai.com/bs2/a.jpg"],
+        "element_list": [{"element_id": "146"}, {"element_id": "145"}],
+        "mode": "pro",
+        "aspect_ratio": "1:1",
+        "seconds": "5",
+        "external_task_id": "01JOB",
+    }
+
+
+def test_gateway_omni_edit_has_no_length_or_aspect_ratio() -> None:
+    # seed 003, "视频编辑(指令变换)": the edit keeps the input's length and shape
+    spec = _spec_of(
+        {
+            "kind": "omni_video",
+            "prompt": "给<<<video_1>>>中的女孩,拿上<<<image_1>>>中的花",
+            "reference_images": ["https://example.com/flower.jpeg"],
+            "video": {
+                "url": "https://example.com/vace.mp4",
+                "refer_type": "base",
+                "keep_original_sound": "yes",
+            },
+        }
+    )
+    call = GatewayAdapter("https://gw.example").create(spec)
+    assert call.json is not None
+    assert call.json["video_list"] == [
+        {"video_url": "https://example.com/vace.mp4", "refer_type": "base", "keep_original_sound": "yes"}
+    ]
+    assert "seconds" not in call.json and "aspect_ratio" not in call.json
+
+
+def test_gateway_makes_elements_at_once_from_seed_003s_body_and_answer() -> None:
+    adapter = GatewayAdapter("https://gw.example")
+    spec = _spec_of(
+        {
+            "kind": "custom_element",
+            "name": "测试主体",
+            "description": "这是一个测试主体描述",
+            "frontal_image": "https://example.com/image.jpg",
+            "refer_images": ["https://example.com/image1.jpg", "https://example.com/image2.jpg"],
+            "tags": ["o_102"],
+        }
+    )
+    call = adapter.create(spec)
+    assert (call.method, call.path) == ("POST", "/v1/elements/custom")
+    assert call.json == {
+        "element_name": "测试主体",
+        "element_description": "这是一个测试主体描述",
+        "element_frontal_image": "https://example.com/image.jpg",
+        "element_refer_list": [
+            {"image_url": "https://example.com/image1.jpg"},
+            {"image_url": "https://example.com/image2.jpg"},
+        ],
+        "tag_list": [{"tag_id": "o_102"}],
+    }
+    answer = {
+        "code": 0,
+        "message": "string",
+        "request_id": "string",
+        "data": {"element_id": 842130978230767622},
+    }
+    made = adapter.parse_create(answer, JobKind.CUSTOM_ELEMENT)
+    # The 64-bit id stays exact as text; there is no task to query afterwards
+    assert (made.task_id, made.element_id) == ("842130978230767622", "842130978230767622")
+    assert adapter.query(made.task_id, JobKind.CUSTOM_ELEMENT) is None
+    assert not adapter.calls_back(JobKind.CUSTOM_ELEMENT) and not adapter.looks_up(JobKind.CUSTOM_ELEMENT)
+
+
+def test_evolink_element_bodies_are_seed_002s_examples() -> None:
+    adapter = EvolinkAdapter("https://api.evolink.ai/v1")
+    images = adapter.create(
+        _spec_of(
+            {
+                "kind": "custom_element",
+                "name": "MyCharacter",
+                "description": "A young male character with short hair, wearing a white T-shirt",
+                "frontal_image": "https://example.com/front.jpg",
+                "refer_images": ["https://example.com/side.jpg", "https://example.com/back.jpg"],
+            }
+        )
+    )
+    assert images.json == {
+        "model": "kling-custom-element",
+        "model_params": {
+            "element_name": "MyCharacter",
+            "element_description": "A young male character with short hair, wearing a white T-shirt",
+            "reference_type": "image_refer",
+            "element_image_list": {
+                "frontal_image": "https://example.com/front.jpg",
+                "refer_images": [
+                    {"image_url": "https://example.com/side.jpg"},
+                    {"image_url": "https://example.com/back.jpg"},
+                ],
+            },
+        },
+    }
+    video = adapter.create(
+        _spec_of(
+            {
+                "kind": "custom_element",
+                "name": "CharacterA",
+                "description": "Middle-aged female with long hair, wearing a red dress",
+                "reference_type": "video_refer",
+                "video": "https://example.com/reference.mp4",
+                "voice_id": "829826751244537879",
+            }
+        )
+    )
+    assert video.json == {
+        "model": "kling-custom-element",
+        "model_params": {
+            "element_name": "CharacterA",
+            "element_description": "Middle-aged female with long hair, wearing a red dress",
+            "reference_type": "video_refer",
+            "element_video_list": {"video_url": "https://example.com/reference.mp4"},
+            "element_voice_id": "829826751244537879",
+        },
+    }
+    # seed 002's create answer, then a finished task carrying result_data.element_id
+    created = {
+        "created": 1739500000,
+        "id": "task-video-xxxxxxxx",
+        "model": "kling-custom-element",
+        "object": "video.generation.task",
+        "progress": 0,
+        "status": "pending",
+        "task_info": {"estimated_time": 600, "can_cancel": True},
+        "usage": {"credits_reserved": 1, "billing_rule": "per_call"},
+    }
+    assert adapter.parse_create(created, JobKind.CUSTOM_ELEMENT).task_id == "task-video-xxxxxxxx"
+    done = adapter.parse_task(
+        {**created, "status": "completed", "progress": 100, "result_data": {"element_id": "e-1"}}
+    )
+    assert (done.status, done.element_id, done.outputs) == (JobStatus.SUCCEEDED, "e-1", ())
+
+
+def test_kling_uses_each_familys_path_and_native_omni_images() -> None:
+    adapter = KlingAdapter("https://api-singapore.klingai.com")
+    text = adapter.create(
+        _spec_of({"kind": "text_to_video", "prompt": "a cat", "duration_s": 10, "sound": True})
+    )
+    assert text.path == "/v1/videos/text2video"
+    assert text.json == {
+        "model_name": "kling-v3",
+        "prompt": "a cat",
+        "mode": "std",
+        "aspect_ratio": "16:9",
+        "duration": "10",
+        "sound": "on",
+        "external_task_id": "01JOB",
+    }
+    omni = adapter.create(
+        _spec_of(
+            {
+                "kind": "omni_video",
+                "prompt": "让花被风吹动",
+                "first_frame": "https://example.com/first.jpeg",
+                "last_frame": "https://example.com/last.jpeg",
+            }
+        )
+    )
+    assert omni.path == "/v1/videos/omni-video"
+    assert omni.json is not None
+    assert omni.json["image_list"] == [
+        {"image_url": "https://example.com/first.jpeg", "type": "first_frame"},
+        {"image_url": "https://example.com/last.jpeg", "type": "end_frame"},
+    ]
+    assert (omni.json["model_name"], omni.json["duration"]) == ("kling-video-o1", "5")
+    assert "aspect_ratio" not in omni.json  # a first frame sets the shape
+    assert adapter.query("01JOB", JobKind.IMAGE_TO_VIDEO).path == "/v1/videos/image2video/01JOB"

@@ -80,6 +80,34 @@ class Dialect:
     def error_body(self, status: int, message: str, *, code: int | None = None) -> Any:
         return {"error": {"message": message, "code": code or status}}
 
+    def start(
+        self,
+        body: dict[str, Any],
+        base: str,
+        *,
+        prefix: str,
+        kind: str,
+        input_url: str | None,
+        seconds: float | None,
+        orientation: str | None = None,
+        external: str | None = None,
+    ) -> Task:
+        """Create the task a valid body asks for; motion control also checks what it measured."""
+        task = self.emulator.create(
+            self.name,
+            body,
+            prefix=prefix,
+            input_url=input_url,
+            callback_url=body.get("callback_url"),
+            external_task_id=external,
+            kind=kind,
+            seconds=seconds,
+        )
+        task.base = base
+        if orientation is not None:
+            task.input_error = task.input_error or _video_too_long(task, orientation)
+        return task
+
     def billed_seconds(self, task: Task) -> int:
         """Generated clips bill the length asked for; everything else the input video measured."""
         return max(1, math.ceil((task.seconds or task.input_seconds or 5.0) - 1e-9))
@@ -194,19 +222,16 @@ class Gateway(Dialect):
             problems.append("external_task_id must be unique per user")
         if problems:
             return Reply(400, {"error": "; ".join(problems)})
-        task = self.emulator.create(
-            self.name,
+        task = self.start(
             body,
+            base,
             prefix="task_",
-            input_url=input_url,
-            callback_url=body.get("callback_url"),
-            external_task_id=external if isinstance(external, str) else None,
             kind=kind,
+            input_url=input_url,
             seconds=seconds,
+            orientation=body["character_orientation"] if kind == "motion_control" else None,
+            external=external if isinstance(external, str) else None,
         )
-        if kind == "motion_control":
-            task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
-        task.base = base
         return Reply(
             200,
             {
@@ -397,18 +422,15 @@ class Evolink(Dialect):
             problems.append(problem)
         if problems:
             return Reply(400, self.error_body(400, "; ".join(problems), code="invalid_parameters"))
-        task = self.emulator.create(
-            self.name,
+        task = self.start(
             body,
+            base,
             prefix="task-video-",
-            input_url=input_url,
-            callback_url=body.get("callback_url"),
             kind=kind,
+            input_url=input_url,
             seconds=seconds,
+            orientation=orientation,
         )
-        task.base = base
-        if orientation is not None:
-            task.input_error = task.input_error or _video_too_long(task, orientation)
         seconds = self.billed_seconds(task)
         return Reply(
             200,
@@ -535,19 +557,16 @@ class Kling(Dialect):
             problems.append("external_task_id must be unique")
         if problems:
             return Reply(400, self.error_body(400, "; ".join(problems), code=1201))
-        task = self.emulator.create(
-            self.name,
+        task = self.start(
             body,
+            base,
             prefix="",
-            input_url=input_url,
-            callback_url=body.get("callback_url"),
-            external_task_id=external if isinstance(external, str) else None,
             kind=kind,
+            input_url=input_url,
             seconds=seconds,
+            orientation=body["character_orientation"] if kind == "motion_control" else None,
+            external=external if isinstance(external, str) else None,
         )
-        task.base = base
-        if kind == "motion_control":
-            task.input_error = task.input_error or _video_too_long(task, body["character_orientation"])
         return Reply(200, self._wrap(self.view(task, task.created, base)))
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:

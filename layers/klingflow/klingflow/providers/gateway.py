@@ -77,35 +77,26 @@ class GatewayAdapter(Adapter):
 
     def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(TextToVideoRequest)
-        body = {
-            "model": self.model_for(request.kind),
-            "sound": on_off(request.sound),
-            "mode": request.mode.value,
-            "aspect_ratio": request.aspect_ratio.value,
-            "seconds": str(request.duration_s),
-            "external_task_id": spec.job_id,
+        body = {**self._generated(request, spec), "aspect_ratio": request.aspect_ratio.value}
+        optional = {
+            "negative_prompt": request.negative_prompt,
+            "camera_control": camera(request.camera_control),
         }
-        return HttpCall(
-            "POST",
-            VIDEOS,
-            with_optional(
-                body,
-                spec,
-                negative_prompt=request.negative_prompt,
-                camera_control=camera(request.camera_control),
-            ),
-        )
+        return HttpCall("POST", VIDEOS, with_optional(body, spec, **optional))
 
     def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(ImageToVideoRequest)
-        body = {
+        body = self._generated(request, spec)
+        return HttpCall("POST", VIDEOS, with_optional(body, spec, **image_to_video_fields(request)))
+
+    def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
+        return {
             "model": self.model_for(request.kind),
             "sound": on_off(request.sound),
             "mode": request.mode.value,
             "seconds": str(request.duration_s),
             "external_task_id": spec.job_id,
         }
-        return HttpCall("POST", VIDEOS, with_optional(body, spec, **image_to_video_fields(request)))
 
     def create_omni_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(OmniVideoRequest)

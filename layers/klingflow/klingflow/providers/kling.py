@@ -120,14 +120,7 @@ class KlingAdapter(Adapter):
 
     def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(TextToVideoRequest)
-        body = {
-            "model_name": self.model_for(request.kind),
-            "mode": request.mode.value,
-            "aspect_ratio": request.aspect_ratio.value,
-            "duration": str(request.duration_s),
-            "sound": on_off(request.sound),
-            "external_task_id": spec.job_id,
-        }
+        body = {**self._generated(request, spec), "aspect_ratio": request.aspect_ratio.value}
         optional = {
             "negative_prompt": request.negative_prompt,
             "camera_control": camera(request.camera_control),
@@ -136,16 +129,19 @@ class KlingAdapter(Adapter):
 
     def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(ImageToVideoRequest)
-        body = {
+        body = self._generated(request, spec)
+        return HttpCall(
+            "POST", PATHS[request.kind], with_optional(body, spec, **image_to_video_fields(request))
+        )
+
+    def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
+        return {
             "model_name": self.model_for(request.kind),
             "mode": request.mode.value,
             "duration": str(request.duration_s),
             "sound": on_off(request.sound),
             "external_task_id": spec.job_id,
         }
-        return HttpCall(
-            "POST", PATHS[request.kind], with_optional(body, spec, **image_to_video_fields(request))
-        )
 
     def create_omni_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(OmniVideoRequest)
