@@ -45,24 +45,30 @@ def run(stack: Stack, kind: str, **changes: Any) -> dict[str, Any]:
     return stack.job(response.json()["job_id"])
 
 
+UNPINNED_OMNI = {"provider": None, "elements": None, "prompt": "<<<image_1>>> walks through Tokyo"}
+
+
 @pytest.mark.parametrize(
-    ("kind", "cheapest", "seconds", "amount"),
+    ("kind", "changes", "cheapest", "seconds", "amount"),
     [
         # 5 s at 720p with sound: gateway 0.75 CNY/s ($0.105) < evolink $0.1125 < kling $0.126
-        ("text_to_video", "gateway", 5, 3.75),
+        ("text_to_video", {}, "gateway", 5, 3.75),
         # 5 s at 1080p: evolink $0.09997 < kling $0.11197 < gateway 0.8 CNY/s ($0.112)
-        ("image_to_video", "evolink", 5, 0.49985),
+        ("image_to_video", {}, "evolink", 5, 0.49985),
         # 5 s at pro: gateway 0.9 CNY/s ($0.126) < kling $0.13
-        ("omni_video", "gateway", 5, 4.5),
+        ("omni_video", UNPINNED_OMNI, "gateway", 5, 4.5),
     ],
 )
 def test_each_video_kind_lands_on_its_cheapest_provider_and_is_archived(
-    stack: Stack, kind: str, cheapest: str, seconds: int, amount: float
+    stack: Stack, *, kind: str, changes: dict[str, Any], cheapest: str, seconds: int, amount: float
 ) -> None:
-    # Given the sample request of a kind, when it runs through the pipeline
-    job = run(stack, kind)
+    # Given the sample request of a kind (its clips reported a frame longer than asked),
+    # when it runs through the pipeline
+    stack.emulator.set_faults("gateway", output_seconds_over=0.041667)
+    job = run(stack, kind, **changes)
 
     # Then it went to the cheapest provider for its tier and its video is ours, billed by its rule
+    # (the seconds asked for, not the output's length rounded up)
     assert (job["kind"], job["status"], job["provider"]) == (kind, "ARCHIVED", cheapest)
     [output] = job["outputs"]
     assert output["bytes"] == len((ASSETS / "output-std.mp4").read_bytes())
@@ -178,3 +184,17 @@ def test_a_provider_that_does_not_offer_the_kind_cannot_be_pinned(stack: Stack) 
     response = post(stack, "text_to_video", provider="apimaster")
     assert response.status_code == 422
     assert "apimaster does not offer text_to_video" in response.json()["error"]["message"]
+
+
+def test_an_omni_job_with_elements_goes_only_to_the_provider_that_holds_them(stack: Stack) -> None:
+    # Given gateway failing: an omni job carrying gateway's element ids
+    stack.emulator.set_faults("gateway", create_status=503)
+    response = post(stack, "omni_video")
+    assert response.status_code == 202, response.text
+    stack.sandbox.deliver_submissions()
+
+    # Then it is not failed over to kling, where those ids mean nothing
+    job = stack.job(response.json()["job_id"])
+    assert job["status"] == "FAILED"
+    assert [a["provider"] for a in job["attempts"]] == ["gateway"]
+    assert not [r for r in stack.emulator.requests if r[0] == "kling" and r[1] == "POST"]

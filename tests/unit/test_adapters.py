@@ -423,6 +423,7 @@ def test_gateway_omni_reference_example_of_seed_003() -> None:
     spec = _spec_of(
         {
             "kind": "omni_video",
+            "provider": "gateway",  # elements live in one account
             "prompt": "<<<image_1>>>在东京街头漫步,偶遇<<<element_1>>>和<<<element_2>>>",
             "reference_images": ["https://p4-kling.klingai.com/bs2/a.jpg"],
             "elements": ["146", "145"],

@@ -214,3 +214,8 @@ def test_plain_http_media_from_a_user_is_refused_wherever_it_sits() -> None:
     assert broken(sample("omni_video", reference_images=["http://x/a.png"])) == {
         ("reference_images.0", "https_only")
     }
+
+
+def test_element_ids_need_the_provider_whose_account_holds_them() -> None:
+    assert broken(sample("omni_video", provider=None)) == {("provider", "elements_need_provider")}
+    assert parse_request(sample("omni_video", provider=None, elements=None, prompt="<<<image_1>>> dances"))

@@ -108,11 +108,12 @@ def _kind(kind: str, **changes: object) -> tuple[AnyRequest, Billing]:
 def test_a_kind_nobody_priced_is_not_routed_and_the_answer_says_what_to_set() -> None:
     """Given the defaults, omni has no published price anywhere: no provider is chosen on a guess."""
     registry = _registry({"gateway": {"base_url": "https://gw.example"}})
+    unpinned = {"provider": None, "elements": None, "prompt": "<<<image_1>>> dances"}
     with pytest.raises(NoProviderAvailable, match="kling has no price for omni_video at tier pro"):
-        registry.candidates(*_kind("omni_video"))
+        registry.candidates(*_kind("omni_video", **unpinned))
 
     priced = _registry({"kling": {"price_per_second": {"omni_video": {"pro": 0.12}}}})
-    assert priced.candidates(*_kind("omni_video")) == ["kling"]
+    assert priced.candidates(*_kind("omni_video", **unpinned)) == ["kling"]
 
 
 def test_pricing_one_kind_or_tier_keeps_every_other_price() -> None:
@@ -153,3 +154,29 @@ def test_a_deployment_can_keep_a_provider_to_some_kinds() -> None:
     assert registry.candidates(*_kind("text_to_video", sound=False)) == ["kling"]
     with pytest.raises(NoProviderAvailable, match="evolink does not offer custom_element"):
         registry.candidates(*_kind("custom_element"))
+
+
+def test_null_withdraws_one_price_and_keeps_the_rest() -> None:
+    configs = load_configs({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
+    assert "pro_sound" not in configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]
+    assert configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]["std"] == 0.075
+    registry = _registry({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
+    assert registry.candidates(*_kind("text_to_video", mode="pro")) == ["kling"]
+
+
+def test_options_some_provider_would_take_are_not_the_requests_fault() -> None:
+    """Given a 7 s clip (only evolink makes it) and evolink without keys, the request is fine:
+    the deployment lacks the provider, and the answer says so instead of blaming the request."""
+    registry = _registry(keys={"kling": KEYS, "gateway": KEYS, "apimaster": KEYS})
+    with pytest.raises(NoProviderAvailable, match="evolink has no credentials"):
+        registry.candidates(*_kind("text_to_video", duration_s=7))
+
+
+def test_naming_a_voice_in_the_prompt_is_its_own_price_tier() -> None:
+    request, billing = _kind(
+        "image_to_video", sound=True, voice_list=[{"voice_id": "v1"}], prompt="<<<voice_1>>> says hi"
+    )
+    assert billing.tier == "pro_sound_voice"
+    # Nobody publishes that price: no provider is chosen until one is set
+    with pytest.raises(NoProviderAvailable, match="pro_sound_voice"):
+        _registry().candidates(request, billing)

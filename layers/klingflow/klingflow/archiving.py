@@ -208,7 +208,9 @@ class Archiver:
         assert job.provider is not None
         billing = billing_of(job.parsed_request, job.inputs)
         reported = billable_seconds(report.billed_seconds)
-        if reported is not None and not billing.flat:
+        # The job's own rule wins (a 5 s clip reported as 5.04 s is billed 5 s); what the
+        # provider reports only stands in for a duration we could not measure.
+        if billing.upper_bound and reported is not None:
             billing = replace(billing, seconds=reported, upper_bound=False)
         if billing.upper_bound:
             return job.cost.model_copy(update={"billed_seconds": None})

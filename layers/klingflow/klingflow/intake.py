@@ -188,8 +188,9 @@ class Intake:
             return f"ignored: {job.status.value if job else 'unknown job'}"
         try:
             done = self.submit(job)
-        except NoProviderAvailable as error:
-            # Nothing can take it now (disabled, no keys): say so instead of retrying for ever.
+        except (NoProviderAvailable, RequestRejected) as error:
+            # Nothing can take it now (disabled, no keys, the one provider that fitted is gone):
+            # say so instead of retrying until the deadline. Nothing was sent or charged.
             self.recorder.fail(job_id, error.code, error.message)
             return "failed: no provider"
         return done.status.value

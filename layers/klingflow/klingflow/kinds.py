@@ -330,6 +330,11 @@ class ImageToVideoRequest(_Generated):
     static_mask: MediaInput | None = None
     dynamic_masks: list[DynamicMask] = Field(default_factory=list, max_length=DYNAMIC_MASKS_MAX)
 
+    def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
+        # Seed 003: naming a voice of voice_list in the prompt is billed "with specified voice".
+        voiced = bool(self.voice_list) and _VOICE_REF.search(self.prompt or "") is not None
+        return Billing(_tier(self.mode, self.sound) + ("_voice" if voiced else ""), self.duration_s)
+
     def combination_errors(self) -> list[FieldError]:
         errors = []
         if self.image is None and self.image_tail is None:
@@ -481,6 +486,17 @@ class OmniVideoRequest(_Request):
                     "duration_s",
                     "omni_plain_seconds",
                     f"text-to-video and first-frame-to-video take 5 or 10 s (asked {self.duration_s})",
+                )
+            )
+        if self.elements and self.provider is None:
+            # An element id exists in the one provider account that made it: sent elsewhere (or
+            # failed over) it would be refused only after the task was queued.
+            errors.append(
+                FieldError(
+                    "provider",
+                    "elements_need_provider",
+                    "elements are ids in one provider's account: set provider to the one that made "
+                    "them (the custom_element job's provider, or whose presets they are)",
                 )
             )
         counts = {"image": self.image_count, "element": len(self.elements), "video": 1 if self.video else 0}

@@ -48,6 +48,7 @@ class Faults:
     truncate_downloads: bool = False  # close the connection halfway through an output
     link_ttl_s: float | None = None  # override the dialect's output-link lifetime
     output_host: str | None = None  # serve output links under this host name (e.g. "localhost")
+    output_seconds_over: float = 0.0  # report clips this much longer than asked (a frame over)
 
 
 @dataclass

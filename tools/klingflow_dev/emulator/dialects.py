@@ -278,7 +278,12 @@ class Gateway(Dialect):
             answer |= {
                 "completed_at": iso_z(task.finished_at()),
                 "video_url": self.output_url(base, task),
-                "usage": {"seconds": float(self.billed_seconds(task)), "video_count": 1, "size": size},
+                "usage": {
+                    "seconds": float(self.billed_seconds(task))
+                    + self.emulator.faults_for(self.name).output_seconds_over,
+                    "video_count": 1,
+                    "size": size,
+                },
             }
         elif status == "failed":
             answer["error"] = task.input_error or "内容审核未通过"

@@ -39,7 +39,14 @@ SANDBOX_PRICES: dict[str, dict[str, Any]] = {
     "gateway": {
         "price_per_second": {
             "text_to_video": {"std": 0.5, "pro": 0.8, "std_sound": 0.75, "pro_sound": 1.2},
-            "image_to_video": {"std": 0.5, "pro": 0.8, "std_sound": 0.75, "pro_sound": 1.2},
+            "image_to_video": {
+                "std": 0.5,
+                "pro": 0.8,
+                "std_sound": 0.75,
+                "pro_sound": 1.2,
+                "std_sound_voice": 0.9,
+                "pro_sound_voice": 1.4,
+            },
             "omni_video": {"std": 0.6, "pro": 0.9},
         },
         "flat_prices": {"custom_element": 0.2},

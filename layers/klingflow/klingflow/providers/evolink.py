@@ -111,10 +111,10 @@ class EvolinkAdapter(Adapter):
             "reference_type": request.reference_type,
         }
         if request.reference_type == "image_refer":
-            params["element_image_list"] = {
-                "frontal_image": request.frontal_image,
-                "refer_images": [{"image_url": url} for url in request.refer_images],
-            }
+            images: dict[str, Any] = {"frontal_image": request.frontal_image}
+            if request.refer_images:
+                images["refer_images"] = [{"image_url": url} for url in request.refer_images]
+            params["element_image_list"] = images
         else:
             params["element_video_list"] = {"video_url": request.video}
             if request.voice_id:

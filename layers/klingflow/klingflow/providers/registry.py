@@ -103,17 +103,24 @@ _PER_KIND = ("price_per_second", "flat_prices", "models")
 
 
 def _merge(default: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides replace fields, but merge per kind (and prices per tier); null withdraws one."""
     merged = {**default, **override}
     for name in _PER_KIND:
         if isinstance(default.get(name), dict) and isinstance(override.get(name), dict):
             merged[name] = {**default[name], **override[name]}
             if name == "price_per_second":
-                # ... and pricing one tier keeps that kind's other tiers.
                 merged[name] = {
-                    kind: {**default[name].get(kind, {}), **tiers} if isinstance(tiers, dict) else tiers
+                    kind: _without_nulls({**default[name].get(kind, {}), **tiers})
+                    if isinstance(tiers, dict)
+                    else tiers
                     for kind, tiers in merged[name].items()
                 }
+            merged[name] = _without_nulls(merged[name])
     return merged
+
+
+def _without_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -183,6 +190,7 @@ class _Verdict:
     name: str
     reason: str | None = None
     refusals: tuple[FieldError, ...] = ()
+    offers: bool = True  # whether the provider makes this kind at all
 
     @property
     def usable(self) -> bool:
@@ -266,19 +274,20 @@ class Registry:
 
     def _verdict(self, name: str, request: AnyRequest, billing: Billing) -> _Verdict:
         config, kind = self.configs[name], request.kind
+        if not config.offers(kind):
+            return _Verdict(name, f"{name} does not offer {kind.value}", offers=False)
+        # What the dialect takes comes first: it says whether the request itself could ever go here.
+        refusals = self.adapter(name).refusals(request)
+        if refusals:
+            return _Verdict(name, refusals=tuple(refusals))
         if not config.configured:
             return _Verdict(name, f"{name} is not enabled (or has no base_url) in this deployment")
-        if not config.offers(kind):
-            return _Verdict(name, f"{name} does not offer {kind.value}")
         if config.rate(kind, billing.tier) is None:
             return _Verdict(
                 name,
                 f"{name} has no price for {kind.value} at tier {billing.tier} "
                 f"(set it in ProviderOverrides to route there)",
             )
-        refusals = self.adapter(name).refusals(request)
-        if refusals:
-            return _Verdict(name, refusals=tuple(refusals))
         if not self.has_credentials(name):
             return _Verdict(name, f"{name} has no credentials in the provider secret")
         return _Verdict(name)
@@ -288,8 +297,9 @@ class Registry:
 
         A provider needs its configuration (enabled, a base URL), the kind, a price for the
         job's tier, no objection to the request's options, and its credentials in the secret.
-        A request whose options no provider takes is the request's fault (RequestRejected, naming
-        each provider's rule); a request nobody is set up for is not (NoProviderAvailable).
+        A request whose options no dialect takes is the request's fault (RequestRejected, naming
+        each provider's rule); a request some dialect would take, were it enabled, priced and
+        keyed here, is not (NoProviderAvailable, naming what each provider lacks).
         """
         pinned = request.provider
         if pinned is not None:
@@ -308,14 +318,17 @@ class Registry:
         usable = [verdict.name for verdict in verdicts if verdict.usable]
         if usable:
             return sorted(usable, key=lambda name: (self.price_usd(name, request.kind, billing), name))
-        refused = [verdict for verdict in verdicts if verdict.refusals]
-        if refused:
+        offering = [verdict for verdict in verdicts if verdict.offers]
+        if offering and all(verdict.refusals for verdict in offering):
             raise RequestRejected(
                 [
                     FieldError(error.field, error.rule, f"{verdict.name}: {error.message}")
-                    for verdict in refused
+                    for verdict in offering
                     for error in verdict.refusals
                 ]
             )
-        reasons = "; ".join(verdict.reason or "" for verdict in verdicts)
+        reasons = "; ".join(
+            verdict.reason or "; ".join(f"{verdict.name}: {e.message}" for e in verdict.refusals)
+            for verdict in verdicts
+        )
         raise NoProviderAvailable(f"no provider can take {request.kind.value} ({billing.tier}): {reasons}")
