@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 import threading
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,6 +157,8 @@ class ApiServer:
             try:
                 answer = self._invoker.invoke(route.function, event, source=f"api {route.key}")
             except Exception:
+                # What Lambda would log for the failed invocation; API Gateway only says 500.
+                traceback.print_exc(file=sys.stderr)
                 return 500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}'
             reply = answer.get("body") or ""
             data = base64.b64decode(reply) if answer.get("isBase64Encoded") else str(reply).encode()

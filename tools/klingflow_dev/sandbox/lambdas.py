@@ -35,6 +35,12 @@ class FakeContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+# Lambda imports each handler in a process of its own; here all share one, and two handlers
+# importing at once trip circular imports that are not thread-safe (Powertools' data_classes
+# raised "partially initialized module" from a concurrent S3 notification and API call).
+_IMPORTS = threading.Lock()
+
+
 @dataclass
 class Function:
     logical_id: str
@@ -52,6 +58,12 @@ class Function:
 
     def load(self) -> Callable[[dict[str, Any], Any], Any]:
         module_file, _, attribute = self.handler.rpartition(".")
+        with _IMPORTS:
+            self._import(module_file)
+        handler: Callable[[dict[str, Any], Any], Any] = getattr(self.module, attribute)
+        return handler
+
+    def _import(self, module_file: str) -> None:
         if self.module is None:
             path = self.code_dir / f"{module_file}.py"
             name = f"sandbox_{self.logical_id}_{module_file}"
@@ -63,8 +75,6 @@ class Function:
             self.module = module
             if self.on_load is not None:
                 self.on_load(module, self.logical_id)
-        handler: Callable[[dict[str, Any], Any], Any] = getattr(self.module, attribute)
-        return handler
 
 
 @dataclass
