@@ -181,11 +181,6 @@ class _Request(_Strict):
         """The price tier and billed seconds, given the probed durations of the media by name."""
         raise NotImplementedError
 
-    @property
-    def quality(self) -> Mode | None:
-        """The output quality the job asks for (None for kinds that make no video)."""
-        return None
-
 
 def _tier(mode: Mode, sound: bool) -> str:
     return f"{mode.value}_sound" if sound else mode.value
@@ -228,10 +223,6 @@ class MotionControlRequest(_Request):
                 self.mode.value, 10 if self.character_orientation is Orientation.IMAGE else 30, True
             )
         return Billing(self.mode.value, max(1, _whole_seconds(measured)))
-
-    @property
-    def quality(self) -> Mode:
-        return self.mode
 
 
 # ---- text and image to video ------------------------------------------------------------------
@@ -289,10 +280,6 @@ class _Generated(_Request):
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         return Billing(_tier(self.mode, self.sound), self.duration_s)
-
-    @property
-    def quality(self) -> Mode:
-        return self.mode
 
 
 class TextToVideoRequest(_Generated):
@@ -548,10 +535,6 @@ class OmniVideoRequest(_Request):
         if measured is None:
             return Billing(self.mode.value, OMNI_SECONDS[1], True)
         return Billing(self.mode.value, max(1, _whole_seconds(measured)))
-
-    @property
-    def quality(self) -> Mode:
-        return self.mode
 
 
 # ---- custom elements --------------------------------------------------------------------------

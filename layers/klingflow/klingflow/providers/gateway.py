@@ -37,7 +37,13 @@ from .base import (
     on_off,
     with_optional,
 )
-from .klingfamily import class_of_code, element_refusals, image_to_video_fields, omni_video_list
+from .klingfamily import (
+    class_of_code,
+    element_refusals,
+    image_to_video_fields,
+    omni_video_list,
+    seconds_refusals,
+)
 
 MODELS = {
     JobKind.MOTION_CONTROL: "Kling-V2.6",
@@ -48,7 +54,6 @@ MODELS = {
 }
 VIDEOS = "/v1/videos"
 ELEMENTS = "/v1/elements/custom"
-GENERATED_SECONDS = (5, 10)  # text- and image-to-video on Kling-V2.6
 
 
 class GatewayAdapter(Adapter):
@@ -136,20 +141,9 @@ class GatewayAdapter(Adapter):
         return kind is not JobKind.CUSTOM_ELEMENT  # answered at once: nothing to call back about
 
     def refusals(self, request: AnyRequest) -> list[FieldError]:
-        if (
-            isinstance(request, TextToVideoRequest | ImageToVideoRequest)
-            and request.duration_s not in GENERATED_SECONDS
-        ):
-            return [
-                FieldError(
-                    "duration_s",
-                    "gateway_seconds",
-                    f"gateway makes 5 s or 10 s clips, not {request.duration_s} s",
-                )
-            ]
         if isinstance(request, CustomElementRequest):
             return element_refusals(self.dialect, request)
-        return []
+        return seconds_refusals(self.dialect, request)
 
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall | None:
         if kind is JobKind.CUSTOM_ELEMENT:

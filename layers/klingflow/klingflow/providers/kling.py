@@ -42,7 +42,7 @@ from .base import (
     on_off,
     with_optional,
 )
-from .klingfamily import class_of_code, image_to_video_fields, omni_video_list
+from .klingfamily import class_of_code, image_to_video_fields, omni_video_list, seconds_refusals
 
 MODELS = {
     JobKind.MOTION_CONTROL: "kling-v3",
@@ -56,8 +56,6 @@ PATHS = {
     JobKind.IMAGE_TO_VIDEO: "/v1/videos/image2video",
     JobKind.OMNI_VIDEO: "/v1/videos/omni-video",
 }
-PATH = PATHS[JobKind.MOTION_CONTROL]
-GENERATED_SECONDS = (5, 10)
 TOKEN_LIFETIME_S = 1800
 TOKEN_REFRESH_MARGIN_S = 300
 # 1303: "back off from >= 1 s" when no Retry-After says otherwise.
@@ -173,18 +171,7 @@ class KlingAdapter(Adapter):
         )
 
     def refusals(self, request: AnyRequest) -> list[FieldError]:
-        if (
-            isinstance(request, TextToVideoRequest | ImageToVideoRequest)
-            and request.duration_s not in GENERATED_SECONDS
-        ):
-            return [
-                FieldError(
-                    "duration_s",
-                    "kling_seconds",
-                    f"kling makes 5 s or 10 s clips, not {request.duration_s} s",
-                )
-            ]
-        return []
+        return seconds_refusals(self.dialect, request)
 
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
         return HttpCall("GET", f"{PATHS[kind]}/{quote(task_id, safe='')}")

@@ -9,11 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from klingflow.errors import FieldError, ProviderErrorClass
-from klingflow.kinds import CustomElementRequest, ImageToVideoRequest, OmniVideoRequest
+from klingflow.kinds import (
+    AnyRequest,
+    CustomElementRequest,
+    ImageToVideoRequest,
+    OmniVideoRequest,
+    TextToVideoRequest,
+)
 
 from .base import camera
 
 ELEMENT_NAME_MAX = 10
+# Kling-V2.6 text- and image-to-video come in these lengths only (seed 003).
+GENERATED_SECONDS = (5, 10)
 ELEMENT_REFER_IMAGES = (1, 3)
 
 # Kling's business codes (PROVIDERS.md section 4), by range.
@@ -91,3 +99,13 @@ def element_refusals(dialect: str, request: CustomElementRequest) -> list[FieldE
             )
         )
     return errors
+
+
+def seconds_refusals(dialect: str, request: AnyRequest) -> list[FieldError]:
+    """Text- and image-to-video lengths other than 5 or 10 s, which this family does not make."""
+    if not isinstance(request, TextToVideoRequest | ImageToVideoRequest):
+        return []
+    if request.duration_s in GENERATED_SECONDS:
+        return []
+    message = f"{dialect} makes 5 s or 10 s clips, not {request.duration_s} s"
+    return [FieldError("duration_s", f"{dialect}_seconds", message)]
