@@ -18,10 +18,11 @@ from .clock import Clock, iso
 from .endings import announce, end_job
 from .errors import UnsafeUrl
 from .events import EventPublisher
+from .kinds import billable_seconds
 from .models import Cost, DetailType, Job, Output
 from .pricing import billing_of
 from .probe import ProbeError, probe_video
-from .providers.base import Download, TaskReport, billable_seconds
+from .providers.base import Download, TaskReport
 from .providers.registry import Registry
 from .safehttp import SafeHttp
 from .states import JobStatus

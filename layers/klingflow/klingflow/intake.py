@@ -31,7 +31,7 @@ from .errors import (
 )
 from .events import EventPublisher
 from .health import Breakers
-from .kinds import AnyRequest, JobKind, MediaRef, parse_request, with_media
+from .kinds import AnyRequest, Billing, JobKind, MediaRef, parse_request, with_media
 from .media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
 from .models import (
     Attempt,
@@ -310,11 +310,12 @@ class Intake:
     def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
         """Send a QUEUED job to the first candidate that takes it; at most one paid submission."""
         request = job.parsed_request
+        billing = billing_of(request, job.inputs)
         if candidates is None:
-            candidates = self._registry.candidates(request, billing_of(request, job.inputs))
+            candidates = self._registry.candidates(request, billing)
         # Everything that can fail before a provider is called (secrets, the API URL, presigning)
         # happens before the claim, so such a failure leaves the job for the trigger's retry.
-        specs = {provider: self._spec(job, request, provider) for provider in candidates}
+        specs = self._specs(job, request, billing, candidates)
         claim = uuid.uuid4().hex
         if not self._store.claim_submission(job.job_id, claim):
             logger.info("another submitter holds this job", extra={"job_id": job.job_id})
@@ -327,7 +328,7 @@ class Intake:
                 self.recorder.attempt(job.job_id, provider, "skipped_unhealthy", None, "circuit breaker open")
                 failures.append(f"{provider}: skipped (circuit breaker open)")
                 continue
-            outcome = self._try(job, request, provider, specs[provider])
+            outcome = self._try(job, provider, specs[provider])
             if isinstance(outcome, Job):
                 return outcome
             failures.append(f"{provider}: {outcome.error_class.value} ({outcome.message})")
@@ -346,19 +347,27 @@ class Intake:
             logger.exception("circuit breaker unavailable", extra={"provider": provider})
             return True
 
-    def _spec(self, job: Job, request: AnyRequest, provider: str) -> TaskSpec:
-        adapter = self._registry.client(provider).adapter  # reads the provider's credentials
-        urls = {media.name: self._provider_url(media.ref) for media in request.media()}
-        return TaskSpec(
-            job_id=job.job_id,
-            request=with_media(request, urls),
-            callback_url=self._signer.callback_url(self._api_url(), job.job_id)
-            if adapter.calls_back(request.kind)
-            else None,
-            billing=billing_of(request, job.inputs),
-        )
+    def _specs(
+        self, job: Job, request: AnyRequest, billing: Billing, candidates: list[str]
+    ) -> dict[str, TaskSpec]:
+        """One spec per candidate: the same links to the media; a callback URL where one is sent."""
+        sent = with_media(request, {media.name: self._provider_url(media.ref) for media in request.media()})
+        callback: str | None = None
+        specs = {}
+        for provider in candidates:
+            adapter = self._registry.client(provider).adapter  # reads the provider's credentials
+            calls_back = adapter.calls_back(request.kind)
+            if calls_back and callback is None:  # the API URL and the signing key, read once
+                callback = self._signer.callback_url(self._api_url(), job.job_id)
+            specs[provider] = TaskSpec(
+                job_id=job.job_id,
+                request=sent,
+                callback_url=callback if calls_back else None,
+                billing=billing,
+            )
+        return specs
 
-    def _try(self, job: Job, request: AnyRequest, provider: str, spec: TaskSpec) -> Job | ProviderError:
+    def _try(self, job: Job, provider: str, spec: TaskSpec) -> Job | ProviderError:
         client = self._registry.client(provider)
         # Recorded before sending, so whoever finds this job later knows where to look it up.
         if self._store.touch(job.job_id, status_in=_QUEUED, fields={"submitting_to": provider}) is None:

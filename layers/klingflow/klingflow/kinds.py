@@ -10,6 +10,7 @@ each request lists its media with the role that decides which of those rules app
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -186,10 +187,9 @@ def _tier(mode: Mode, sound: bool) -> str:
     return f"{mode.value}_sound" if sound else mode.value
 
 
-def _whole_seconds(seconds: float) -> int:
-    # Providers bill whole seconds, rounded up; the tolerance keeps 5.0000001 at 5.
-    whole = int(seconds)
-    return whole if seconds - whole < 1e-6 else whole + 1
+def billable_seconds(duration_s: float | None) -> int | None:
+    """Providers bill whole seconds, rounded up (at least one)."""
+    return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))
 
 
 # ---- motion control ---------------------------------------------------------------------------
@@ -217,12 +217,12 @@ class MotionControlRequest(_Request):
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         # Billed on the reference video; unknown (an unprobed URL) -> the most the orientation allows.
-        measured = measured_seconds.get("video")
+        measured = billable_seconds(measured_seconds.get("video"))
         if measured is None:
             return Billing(
                 self.mode.value, 10 if self.character_orientation is Orientation.IMAGE else 30, True
             )
-        return Billing(self.mode.value, max(1, _whole_seconds(measured)))
+        return Billing(self.mode.value, measured)
 
 
 # ---- text and image to video ------------------------------------------------------------------
@@ -531,10 +531,10 @@ class OmniVideoRequest(_Request):
         seconds = self.generated_seconds
         if seconds is not None:
             return Billing(self.mode.value, seconds)
-        measured = measured_seconds.get("video.url")
+        measured = billable_seconds(measured_seconds.get("video.url"))
         if measured is None:
             return Billing(self.mode.value, OMNI_SECONDS[1], True)
-        return Billing(self.mode.value, max(1, _whole_seconds(measured)))
+        return Billing(self.mode.value, measured)
 
 
 # ---- custom elements --------------------------------------------------------------------------

@@ -10,7 +10,6 @@ those methods, so what an adapter can build and what routing offers cannot drift
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -228,7 +227,7 @@ def flat_motion_fields(request: MotionControlRequest) -> dict[str, Any]:
 
 def with_optional(body: dict[str, Any], spec: TaskSpec, **optional: Any) -> dict[str, Any]:
     """Adds the optional prompt, callback URL and any other fields given, omitting unset ones
-    (every dialect treats an absent field as its default, not always so a null)."""
+    (an absent field means the dialect's default; a null or empty value is not always accepted)."""
     prompt = getattr(spec.request, "prompt", None)
     for name, value in (("prompt", prompt), ("callback_url", spec.callback_url), *optional.items()):
         if value not in (None, [], ""):
@@ -243,11 +242,6 @@ def camera(control: CameraControl | None) -> dict[str, Any] | None:
 
 def on_off(flag: bool) -> str:
     return "on" if flag else "off"
-
-
-def billable_seconds(duration_s: float | None) -> int | None:
-    """Providers bill whole seconds of the reference video, rounded up."""
-    return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))
 
 
 def mode_quality(mode: Mode) -> str:
