@@ -1,4 +1,4 @@
-"""jobs: the read API, GET /jobs/{job_id} and GET /jobs (IAM-authorised)."""
+"""jobs: the read API, GET /jobs/{job_id}, GET /jobs and GET /spend (IAM-authorised)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def list_jobs() -> Any:
             limit=query.get("limit"), next_token=query.get("next_token"), status=query.get("status")
         ),
     )
+
+
+@api.get("/spend")
+def get_spend() -> Any:
+    query = api.current_event.query_string_parameters or {}
+    return json_response(200, service.get().spend(query.get("day")))
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,7 +1,7 @@
-"""submit: POST /jobs (then its submit queue), S3 manifests under incoming/, and EventBridge
-`Job Requested`.
+"""submit: POST /jobs (then its submit queue), S3 manifests under incoming/, EventBridge
+`Job Requested`, and POST /jobs/{job_id}/cancel.
 
-Parse the trigger, hand it to `Intake`, shape the answer.
+Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.errors import NoProviderAvailable, RequestRejected
+from klingflow.cancel import Canceller
+from klingflow.errors import Refused
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
 from klingflow.models import Source
@@ -26,6 +27,7 @@ from klingflow.settings import SubmitSettings
 
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
+canceller: runtime.Lazy[Canceller] = runtime.Lazy(lambda: runtime.build_canceller(settings))
 logger = Logger()
 metrics = Metrics()
 api = resolver()
@@ -45,6 +47,15 @@ def post_job() -> Any:
     metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
     return json_response(
         202, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
+    )
+
+
+@api.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    job = canceller.get().cancel(job_id)
+    metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
+    return json_response(
+        200, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
 
 
@@ -70,7 +81,7 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
             Source(type="event", ref=message.get_id),
             idempotency_key=f"event:{message.get_id}",
         )
-    except (RequestRejected, NoProviderAvailable) as rejection:
+    except Refused as rejection:
         # Announced once as `Job Rejected`; raising would only make Lambda retry it twice more.
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
         return {"rejected": rejection.body()}

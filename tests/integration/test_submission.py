@@ -140,11 +140,21 @@ def test_a_job_past_its_deadline_is_timed_out_by_the_sweeper(stack: Stack) -> No
     stack.clock.advance(3 * 3600 + 1)
     stack.sandbox.sweep()
 
-    # Then the job is TIMED_OUT, announced, and out of the due index
+    # Then the job is TIMED_OUT and announced; its task may still be charged, so it stays
+    # reserved and watched until the salvage window (24 h) closes
     done = stack.job(job["job_id"])
     assert done["status"] == "TIMED_OUT"
     assert done["error"]["code"] == "DEADLINE_EXCEEDED"
-    assert "due_shard" not in stack.item(job["job_id"])
+    assert done["cost"]["possibly_billed"] is True
+    assert done["salvage_until"] == done["deadline_at"] + 24 * 3600
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Timed Out"]
+
+    # When the window closes without an answer, the job leaves the due index, still reserved
+    stack.clock.advance(24 * 3600)
+    stack.sandbox.sweep()
+    item = stack.item(job["job_id"])
+    assert "due_shard" not in item and "salvage_until" not in item
+    assert item["reservation"]["state"] == "reserved"
     assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Timed Out"]
 
 
@@ -193,15 +203,32 @@ def test_a_task_not_yet_visible_after_a_timeout_is_looked_up_again_by_the_sweepe
     assert _creates(stack, "gateway") == 1
 
 
-def test_a_500_on_create_is_an_unknown_outcome_looked_up_not_sent_elsewhere(stack: Stack) -> None:
-    # A 500 may come after the provider created the task: failing over could pay twice.
+def test_a_500_on_create_is_looked_up_and_fails_over_only_when_no_task_exists(stack: Stack) -> None:
+    # A 500 may come after the provider created the task: it is looked up by our own task id,
+    # and only when the provider says no such task exists does the job go elsewhere.
     stack.emulator.set_faults("gateway", create_status=500)
 
     job = stack.post_job("incoming/u500")
 
-    assert _creates(stack, "apimaster") == 0
-    assert [a["outcome"] for a in job["attempts"]][:2] == ["unknown_outcome", "lookup_not_found"]
-    assert job["status"] == "QUEUED"  # left for the sweeper to look up again, never resent
+    assert [(a["provider"], a["outcome"]) for a in job["attempts"]] == [
+        ("gateway", "unknown_outcome"),
+        ("gateway", "lookup_not_found"),
+        ("kling", "submitted"),
+    ]
+    assert (job["status"], job["provider"]) == ("SUBMITTED", "kling")
+    assert _creates(stack, "gateway") == 1 and _creates(stack, "kling") == 1
+
+
+def test_a_500_on_create_whose_task_exists_is_adopted_not_sent_elsewhere(stack: Stack) -> None:
+    # Given a gateway that creates the task and then answers 504 (its own gateway timed out)
+    stack.emulator.set_faults("gateway", create_status=504, create_after_fault=True)
+
+    job = stack.post_job("incoming/u504")
+
+    # Then the lookup finds the task: the job is on gateway, and no one else was asked
+    assert [a["outcome"] for a in job["attempts"]] == ["unknown_outcome", "found_by_lookup"]
+    assert (job["status"], job["provider"]) == ("SUBMITTED", "gateway")
+    assert _creates(stack, "gateway") == 1 and _creates(stack, "kling") == 0
 
 
 def test_a_lookup_that_cannot_be_made_does_not_fail_the_job(stack: Stack) -> None:

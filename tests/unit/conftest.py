@@ -9,6 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from klingflow.spend import Budget, Ledger
 from klingflow.store import JobStore
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox import template
@@ -32,5 +33,11 @@ def table(aws_env: None) -> Iterator[Any]:
 
 
 @pytest.fixture
-def store(table: Any, clock: ManualClock) -> JobStore:
-    return JobStore(table, clock, due_shards=4)
+def ledger(table: Any, clock: ManualClock) -> Ledger:
+    """Today's budget: $5 a day, at most $2 a job."""
+    return Ledger(table, clock, Budget(daily_usd=5, max_job_usd=2))
+
+
+@pytest.fixture
+def store(table: Any, clock: ManualClock, ledger: Ledger) -> JobStore:
+    return JobStore(table, clock, due_shards=4, ledger=ledger)

@@ -8,7 +8,7 @@ import pytest
 from klingflow.errors import ProviderError, ProviderErrorClass
 from klingflow.kinds import Billing, JobKind, parse_request
 from klingflow.providers.apimaster import ApimasterAdapter
-from klingflow.providers.base import TaskSpec
+from klingflow.providers.base import TaskSpec, Usage, UsageUnit
 from klingflow.providers.evolink import EvolinkAdapter
 from klingflow.providers.gateway import GatewayAdapter
 from klingflow.providers.kling import KlingAdapter
@@ -80,7 +80,8 @@ def test_gateway_parses_the_seed_responses() -> None:
     )
     assert done.status is JobStatus.SUCCEEDED
     assert done.outputs[0].url == "https://example.com/output.mp4"
-    assert done.billed_seconds == 5.0
+    # usage.seconds is gateway's own figure of what it billed
+    assert done.usage == Usage(5.0, UsageUnit.SECONDS)
     failed = adapter.parse_task(
         {"id": "task_abc123", "status": "failed", "model": "Kling-V2.6", "error": "内容审核未通过"}
     )
@@ -249,8 +250,9 @@ def test_kling_motion_control_body_and_answers_follow_providers_md() -> None:
         }
     )
     assert done.status is JobStatus.SUCCEEDED
-    # The output's length is not what is billed: billing follows the reference video.
-    assert (done.outputs[0].url, done.outputs[0].duration_s, done.billed_seconds) == (
+    # The output's length is not what is billed: billing follows the reference video, and this
+    # answer carries no final_unit_deduction, so no figure of the provider's own either.
+    assert (done.outputs[0].url, done.outputs[0].duration_s, done.usage) == (
         "https://cdn.klingai.com/v.mp4",
         5.1,
         None,

@@ -7,6 +7,7 @@ from typing import Any
 from klingflow.endings import announce, end_job
 from klingflow.events import EventPublisher
 from klingflow.models import DetailType
+from klingflow.money import Release
 from klingflow.providers.registry import Registry, load_configs
 from klingflow.states import JobStatus
 from klingflow.store import JobStore
@@ -49,6 +50,8 @@ def _sweeper(store: JobStore, events: EventPublisher, clock: ManualClock) -> Swe
             archive_stall_s=900,
         ),
         resolve_unknown=lambda job_id, provider: None,
+        adopt_late=lambda job, provider, task_id: None,
+        submit_queue=NoQueue(),  # type: ignore[arg-type]
     )
 
 
@@ -60,7 +63,9 @@ def test_an_event_the_bus_refused_is_owed_and_the_sweeper_publishes_it(
     events = EventPublisher(bus, "klingflow")  # type: ignore[arg-type]
     store.create(_job("01OWED"))
     bus.down = True
-    ended = end_job(store, events, "01OWED", JobStatus.FAILED, by="test", code="X", message="m")
+    ended = end_job(
+        store, events, "01OWED", JobStatus.FAILED, by="test", code="X", message="m", money=Release()
+    )
 
     # Then the state is written, the event is owed, and the finished job stays due for it
     assert ended is not None and ended.status is JobStatus.FAILED

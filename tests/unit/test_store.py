@@ -6,7 +6,7 @@ from typing import Any
 
 from klingflow.models import Job, Source
 from klingflow.states import JobStatus
-from klingflow.store import JobStore
+from klingflow.store import Claim, JobStore
 from klingflow_dev.clock import ManualClock
 
 
@@ -73,9 +73,9 @@ def test_only_jobs_whose_time_has_come_are_due(store: JobStore, clock: ManualClo
 
 
 def test_only_one_caller_ever_claims_a_submission(store: JobStore) -> None:
-    store.create(_job())
-    assert store.claim_submission("01JOB", "first")
-    assert not store.claim_submission("01JOB", "second")
+    job, _ = store.create(_job())
+    assert store.reserve_and_claim(job, "first", "gateway", 0.35) is Claim.CLAIMED
+    assert store.reserve_and_claim(job, "second", "gateway", 0.35) is Claim.TAKEN
 
 
 def test_a_hint_is_recorded_only_when_it_is_further_along(store: JobStore) -> None:

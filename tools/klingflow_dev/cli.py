@@ -10,7 +10,7 @@ import threading
 
 from klingflow_dev import demo, schemas
 from klingflow_dev.emulator import EmulatorServer
-from klingflow_dev.sandbox import Sandbox
+from klingflow_dev.sandbox import Sandbox, SandboxOptions, template
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,8 +24,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    with Sandbox() as sandbox:
+    try:
+        parameters = template.parse_overrides(args.parameter_overrides or [])
+        sandbox = Sandbox(SandboxOptions(parameters=parameters))
+        sandbox.start()
+    except ValueError as error:
+        print(f"klingflow sandbox up: {error}", file=sys.stderr)
+        return 2
+    with sandbox:
         assert sandbox.api is not None
+        # One line of JSON first, so a script can read the endpoints with `head -1`.
         print(
             json.dumps(
                 {
@@ -33,9 +41,9 @@ def _up(args: argparse.Namespace) -> int:
                     "aws_endpoint": sandbox.endpoint,
                     "bucket": sandbox.bucket,
                     "providers": sandbox.base_urls,
+                    "parameters": sandbox.parameters,
                     "resources": sandbox.names,
-                },
-                indent=2,
+                }
             ),
             flush=True,
         )
@@ -73,7 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument("--provider", help="pin the job to one provider (default: the cheapest)")
     run_demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job")
     run_demo.set_defaults(run=_demo)
-    sandbox.add_parser("up", help="run the sandbox until interrupted").set_defaults(run=_up)
+    up = sandbox.add_parser("up", help="run the sandbox until interrupted")
+    up.add_argument(
+        "--parameter-overrides",
+        nargs="+",
+        metavar="Key=Value",
+        help="stack parameters, as `sam deploy` takes them (DailyBudgetUsd=5 JobDeadlineSeconds=600)",
+    )
+    up.set_defaults(run=_up)
     commands.add_parser("emulator", help="serve the provider emulator on loopback").set_defaults(
         run=_emulator
     )

@@ -10,17 +10,17 @@ permanent (the provider says failed; an output URL we must not fetch) ends the j
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
-from .clock import Clock, iso
-from .endings import announce, end_job
+from .clock import Clock, epoch, iso
+from .endings import announce, end_job, stop_watching
 from .errors import UnsafeUrl
 from .events import EventPublisher
-from .kinds import billable_seconds
-from .models import Cost, DetailType, Job, Output
-from .pricing import billing_of
+from .models import DetailType, Job, Output
+from .money import Charge, Release, Settle
+from .pricing import charged
 from .probe import ProbeError, probe_video
 from .providers.base import Download, TaskReport
 from .providers.registry import Registry
@@ -65,7 +65,11 @@ class Archiver:
         job = self._store.get(job_id)
         if job is None:
             return "ignored: unknown job"
-        if job.status.terminal:
+        if job.salvaging:
+            # Timed out, but its task is still watched: if it completed, it was paid for.
+            if epoch(self._clock.now()) >= (job.salvage_until or 0):
+                return "ignored: past the salvage window"
+        elif job.status.terminal:
             return f"ignored: already {job.status.value}"
         if job.provider is None or job.provider_task_id is None:
             return "ignored: not submitted yet"
@@ -85,34 +89,55 @@ class Archiver:
                 return f"not finished: provider says {report.provider_status!r}"
 
     def _provider_failed(self, job: Job, report: TaskReport) -> str:
+        """The provider failed or cancelled the task: nothing was charged ("full refund on
+        failure"), so the reservation is released."""
+        message = report.error_message or f"{job.provider} reports the task {report.provider_status}"
+        if job.salvaging:
+            stop_watching(
+                self._store, self._clock, job, Release(), f"{report.provider_status} after the deadline"
+            )
+            return f"released: {message}"
         target = JobStatus.CANCELLED if report.status is JobStatus.CANCELLED else JobStatus.FAILED
         code = report.error_code or (
             "PROVIDER_CANCELLED" if target is JobStatus.CANCELLED else "PROVIDER_FAILED"
         )
-        message = report.error_message or f"{job.provider} reports the task {report.provider_status}"
-        end_job(self._store, self._events, job.job_id, target, by="archive", code=code, message=message)
+        end_job(
+            self._store,
+            self._events,
+            job.job_id,
+            target,
+            by="archive",
+            code=code,
+            message=message,
+            money=Release(),
+        )
         return f"failed: {message}"
 
     def _copy_outputs(self, job: Job, report: TaskReport) -> str:
         provider, task_id = job.provider, job.provider_task_id
         assert provider is not None and task_id is not None
         if job.status is not JobStatus.SUCCEEDED:
+            late = job.status is JobStatus.TIMED_OUT
             moved = self._store.transition(
                 job.job_id,
                 JobStatus.SUCCEEDED,
                 by="archive",
-                note=f"{len(report.outputs)} output(s)" if job.kind.makes_video else "element made",
+                note=self._succeeded_note(job, report, late=late),
                 due_in_s=self._config.archive_stall_s,
+                # Salvaged: no longer timed out, no longer expiring, and marked late for good.
+                fields={"succeeded_at": epoch(self._clock.now()), **({"late": True} if late else {})},
+                removes=("salvage_until", "error", "expires_at") if late else (),
             )
             job = moved or self._store.get(job.job_id) or job
             if job.status is not JobStatus.SUCCEEDED:
                 return f"ignored: now {job.status.value}"
+        charge = charged(self._registry, job, report)
         if not job.kind.makes_video:
             if report.element_id is None:
-                return self._fail(job, "NO_OUTPUTS", f"{job.provider} reports success but no element_id")
-            return self._finish(job, [], element_id=report.element_id, cost=self._billed(job, report))
+                return self._fail(job, f"{job.provider} reports success but no element_id", charge)
+            return self._finish(job, [], element_id=report.element_id, charge=charge)
         if not report.outputs:
-            return self._fail(job, "NO_OUTPUTS", f"{job.provider} reports success but lists no output")
+            return self._fail(job, f"{job.provider} reports success but lists no output", charge)
         adapter = self._registry.adapter(provider)
         outputs = []
         for index, produced in enumerate(report.outputs, start=1):
@@ -128,10 +153,17 @@ class Archiver:
                 if fallback is None or fallback.url == download.url:
                     raise
                 outputs.append(self._copy_one(job, index, fallback))
-        return self._finish(job, outputs, element_id=None, cost=self._billed(job, report))
+        return self._finish(job, outputs, element_id=None, charge=charge)
 
-    def _finish(self, job: Job, outputs: list[Output], *, element_id: str | None, cost: Cost) -> str:
+    @staticmethod
+    def _succeeded_note(job: Job, report: TaskReport, *, late: bool) -> str:
+        made = f"{len(report.outputs)} output(s)" if job.kind.makes_video else "element made"
+        return f"{made}, after the deadline (salvaged)" if late else made
+
+    def _finish(self, job: Job, outputs: list[Output], *, element_id: str | None, charge: Charge) -> str:
         made = element_id or f"{len(outputs)} output(s)"
+        settle = Settle(charge)
+        cost, _ = settle.apply(job)
         result_key = f"outputs/{job.job_id}/result.json"
         self._storage.put_json(
             result_key,
@@ -145,6 +177,7 @@ class Archiver:
                 "outputs": [o.model_dump(mode="json") for o in outputs],
                 **({"element_id": element_id} if element_id else {}),
                 "cost": cost.model_dump(mode="json"),
+                "late": job.late,
                 "metadata": job.metadata,
                 "archived_at": iso(self._clock.now()),
             },
@@ -159,10 +192,10 @@ class Archiver:
             fields={
                 "element_id": element_id,
                 "outputs": [o.model_dump(mode="json") for o in outputs],
-                "cost": cost.model_dump(mode="json", exclude_none=True),
                 "result_key": result_key,
             },
             announce=DetailType.COMPLETED.value,
+            money=settle,
         )
         if done is None:
             return "ignored: archived by another worker"
@@ -203,29 +236,16 @@ class Archiver:
             height=height,
         )
 
-    def _billed(self, job: Job, report: TaskReport) -> Cost:
-        """Billed cost: the seconds the provider reports, else what the job itself implies (the
-        probed reference video, the clip length asked for, or the flat price)."""
-        assert job.provider is not None
-        billing = billing_of(job.parsed_request, job.inputs)
-        reported = billable_seconds(report.billed_seconds)
-        # The job's own rule wins (a 5 s clip reported as 5.04 s is billed 5 s); what the
-        # provider reports only stands in for a duration we could not measure.
-        if billing.upper_bound and reported is not None:
-            billing = replace(billing, seconds=reported, upper_bound=False)
-        if billing.upper_bound:
-            return job.cost.model_copy(update={"billed_seconds": None})
-        return job.cost.model_copy(
-            update={
-                "billed_usd": self._registry.price_usd(job.provider, job.kind, billing),
-                "provider_amount": self._registry.price(job.provider, job.kind, billing),
-                "currency": self._registry.configs[job.provider].currency,
-                "billed_seconds": None if billing.flat else billing.seconds,
-            }
-        )
-
-    def _fail(self, job: Job, code: str, message: str) -> str:
+    def _fail(self, job: Job, message: str, charge: Charge) -> str:
+        # The provider says it finished, so it charged, even though there is nothing to keep.
         end_job(
-            self._store, self._events, job.job_id, JobStatus.FAILED, by="archive", code=code, message=message
+            self._store,
+            self._events,
+            job.job_id,
+            JobStatus.FAILED,
+            by="archive",
+            code="NO_OUTPUTS",
+            message=message,
+            money=Settle(charge),
         )
         return f"failed: {message}"

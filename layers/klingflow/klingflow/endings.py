@@ -1,15 +1,21 @@
-"""Ending a job with an error, and announcing state changes through the job's outbox."""
+"""Ending a job with an error, ending the watch over a timed-out job's task, and announcing
+state changes through the job's outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from .clock import Clock, iso
 from .events import EventPublisher
-from .models import DetailType, Job
+from .models import DetailType, HistoryEntry, Job, JobError
+from .money import Money
 from .states import JobStatus
 from .store import JobStore
 
 _EVENT = {
     JobStatus.FAILED: DetailType.FAILED,
-    JobStatus.CANCELLED: DetailType.FAILED,
+    JobStatus.CANCELLED: DetailType.CANCELLED,
     JobStatus.TIMED_OUT: DetailType.TIMED_OUT,
 }
 
@@ -23,14 +29,27 @@ def end_job(
     by: str,
     code: str,
     message: str,
+    money: Money,
     only_from: frozenset[JobStatus] | None = None,
+    budget: dict[str, float] | None = None,
+    fields: Mapping[str, Any] | None = None,
+    extra_condition: str | None = None,
 ) -> Job | None:
-    """Move a job to a failed terminal state with its reason; None when it had already ended
-    (then someone else announced the outcome, so nothing is emitted twice)."""
-    error = {"error": {"code": code, "message": message}}
+    """Move a job to a failed terminal state with its reason, resolving its reservation as
+    `money` says in the same write; None when it had already ended (then someone else
+    announced the outcome, so nothing is emitted twice)."""
+    error = JobError(code=code, message=message, budget=budget)
     detail_type = _EVENT[target]
     ended = store.transition(
-        job_id, target, by=by, note=code, fields=error, only_from=only_from, announce=detail_type.value
+        job_id,
+        target,
+        by=by,
+        note=code,
+        fields={"error": error.model_dump(mode="json", exclude_none=True), **(fields or {})},
+        only_from=only_from,
+        announce=detail_type.value,
+        money=money,
+        extra_condition=extra_condition,
     )
     if ended is not None:
         announce(store, events, ended, detail_type)
@@ -41,5 +60,25 @@ def announce(store: JobStore, events: EventPublisher, job: Job, detail_type: Det
     """Publish the event a state change owes, then clear it; a failure leaves it owed."""
     if not events.job(detail_type, job):
         return False
-    store.announced(job.job_id, detail_type.value, terminal=job.status.terminal)
+    # A timed-out job under salvage stays in the due index: its task is still being watched.
+    store.announced(job.job_id, detail_type.value, terminal=job.status.terminal and not job.salvaging)
     return True
+
+
+def stop_watching(
+    store: JobStore, clock: Clock, job: Job, money: Money, why: str, *, by: str = "archive"
+) -> Job | None:
+    """A timed-out job's task is no longer watched for salvage: it failed at the provider (its
+    reservation is released), or the window closed without an answer (it stays reserved). The
+    job stays TIMED_OUT and leaves the due index, unless it still owes an event."""
+    now = clock.now()
+    entry = HistoryEntry(at=iso(now), status=JobStatus.TIMED_OUT, by=by, note=f"stopped watching: {why}")
+    removes = ("salvage_until",) if job.pending_event else ("salvage_until", "due_shard", "due_at")
+    return store.with_money(
+        job.job_id,
+        money,
+        status_in=frozenset({JobStatus.TIMED_OUT}),
+        sets={"updated_at": iso(now)},
+        removes=removes,
+        appends={"history": [entry.model_dump(mode="json")]},
+    )

@@ -33,7 +33,11 @@ class KlingflowError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
-class RequestRejected(KlingflowError):
+class Refused(KlingflowError):
+    """A request that cannot become a job, or a job that cannot be sent: nothing was spent."""
+
+
+class RequestRejected(Refused):
     """The job request breaks one or more documented rules; nothing was spent."""
 
     code = "VALIDATION_FAILED"
@@ -55,11 +59,57 @@ class JobNotFound(KlingflowError):
     http_status = 404
 
 
-class NoProviderAvailable(KlingflowError):
+class NoProviderAvailable(Refused):
     """No enabled provider supports this job (or the pinned one is not usable)."""
 
     code = "NO_PROVIDER"
     http_status = 422
+
+
+class BudgetExceeded(Refused):
+    """The job would pass MaxJobCostUsd, or the day's remaining budget (DailyBudgetUsd)."""
+
+    code = "BUDGET_EXCEEDED"
+    http_status = 402
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget_usd: float,
+        remaining_usd: float,
+        estimate_usd: float,
+        max_job_usd: float,
+    ) -> None:
+        super().__init__(message)
+        self.budget = {
+            "daily_budget_usd": budget_usd,
+            "remaining_usd": remaining_usd,
+            "estimate_usd": estimate_usd,
+            "max_job_cost_usd": max_job_usd,
+        }
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["budget"] = self.budget
+        return body
+
+
+class JobConflict(KlingflowError):
+    """The job is in a state that does not allow what was asked (cancel after sending)."""
+
+    code = "CONFLICT"
+    http_status = 409
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"].update(self.details)
+        return body
 
 
 class UnsafeUrl(KlingflowError):

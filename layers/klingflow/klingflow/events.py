@@ -31,10 +31,16 @@ def detail_for(job: Job) -> JobEventDetail:
             EventOutput(s3_uri=o.s3_uri, bytes=o.bytes, sha256=o.sha256, duration_s=o.duration_s)
             for o in job.outputs
         ],
-        cost=EventCost(estimated=job.cost.estimated_usd, billed=job.cost.billed_usd),
+        cost=EventCost(
+            estimated=job.cost.estimated_usd,
+            billed=job.cost.billed_usd,
+            billed_source=job.cost.billed_source,
+            possibly_billed=job.cost.possibly_billed,
+        ),
         error=job.error,
         source=job.source,
         element_id=job.element_id,
+        late=job.late,
     )
 
 

@@ -37,12 +37,14 @@ class CallbackReceiver:
         signer: CallbackSigner,
         registry: Registry,
         adopt: Callable[[Job, str, str], Job],
+        adopt_late: Callable[[Job, str, str], Job | None],
     ) -> None:
         self._store = store
         self._queue = queue
         self._signer = signer
         self._registry = registry
         self._adopt = adopt
+        self._adopt_late = adopt_late
 
     def receive(self, job_id: str, token: str, body: Any) -> str:
         """Returns what was done (for the log and the reply); raises JobNotFound on a bad token."""
@@ -52,17 +54,21 @@ class CallbackReceiver:
         job = self._store.get(job_id)
         if job is None:
             raise JobNotFound("no such callback")
-        if job.status is JobStatus.QUEUED and job.submitting_to:
-            # The create answer was lost (a timeout after sending), but the task exists and calls
-            # back to this job's own URL: adopt it instead of ever sending the job again.
-            try:
-                report = self._registry.adapter(job.submitting_to).parse_callback(body)
-            except (KlingflowError, ValueError, TypeError, KeyError):
-                return "ignored: unreadable callback for an unconfirmed submission"
-            job = self._adopt(job, job.submitting_to, report.task_id)
-            logger.info("adopted task from callback", extra={"job_id": job_id, "task_id": report.task_id})
+        if job.provider is None and job.submitting_to is not None:
+            adopted = self._adopt_unconfirmed(job, body)
+            if isinstance(adopted, str):
+                return adopted
+            job = adopted
+        if job.salvaging and job.provider is not None:
+            return self._late_hint(job, body)
         if job.status.terminal or job.provider is None:
             return "ignored: job is " + job.status.value
+        return self._hint(job, body)
+
+    def _hint(self, job: Job, body: Any) -> str:
+        """Record a live job's hint if it moves the job forward; a terminal one goes to archive."""
+        assert job.provider is not None
+        job_id = job.job_id
         try:
             report = self._registry.adapter(job.provider).parse_callback(body)
         except (KlingflowError, ValueError, TypeError, KeyError) as error:
@@ -88,3 +94,32 @@ class CallbackReceiver:
             self._store.transition(job_id, JobStatus.RUNNING, by="callback", note=report.provider_status)
             return "recorded: running"
         return f"recorded: {hint.value.lower()}, queued for archive"
+
+    def _adopt_unconfirmed(self, job: Job, body: Any) -> Job | str:
+        """The create answer was lost (a timeout after sending), but the task exists and calls
+        back to this job's own URL: adopt it instead of ever sending the job again (after the
+        deadline too: if it completes, it was paid for)."""
+        if not (job.status is JobStatus.QUEUED or job.salvaging):
+            return job
+        assert job.submitting_to is not None
+        try:
+            report = self._registry.adapter(job.submitting_to).parse_callback(body)
+        except (KlingflowError, ValueError, TypeError, KeyError):
+            return "ignored: unreadable callback for an unconfirmed submission"
+        adopt = self._adopt_late if job.salvaging else self._adopt
+        logger.info("adopted task from callback", extra={"job_id": job.job_id, "task_id": report.task_id})
+        return adopt(job, job.submitting_to, report.task_id) or job
+
+    def _late_hint(self, job: Job, body: Any) -> str:
+        """A timed-out job's task reports in: its end goes to archive, which asks the provider
+        and salvages the output (or releases the reservation if the task failed)."""
+        assert job.provider is not None
+        try:
+            report = self._registry.adapter(job.provider).parse_callback(body)
+        except (KlingflowError, ValueError, TypeError, KeyError):
+            self._queue.enqueue(job.job_id, "callback-late-unreadable")
+            return "queued for confirmation (late)"
+        if report.status not in _CONFIRM:
+            return f"ignored: late status {report.provider_status!r}"
+        self._queue.enqueue(job.job_id, f"callback-late-{report.provider_status}")
+        return "queued for salvage"

@@ -22,11 +22,12 @@ from ulid import ULID
 from .clock import Clock, epoch, iso
 from .endings import announce, end_job
 from .errors import (
+    BudgetExceeded,
     FieldError,
     KlingflowError,
-    NoProviderAvailable,
     ProviderError,
     ProviderErrorClass,
+    Refused,
     RequestRejected,
 )
 from .events import EventPublisher
@@ -44,14 +45,16 @@ from .models import (
     MediaFacts,
     Source,
 )
+from .money import Keep, Money, Release
 from .pricing import billing_of, estimate
 from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
 from .providers.base import Submission, TaskSpec
 from .providers.registry import Registry
 from .queue import JobQueue
+from .spend import Ledger, usd
 from .states import JobStatus
 from .storage import Storage
-from .store import JobStore
+from .store import Claim, JobStore, NoRoom
 from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
 
@@ -71,6 +74,14 @@ FAIL_OVER = frozenset(
         ProviderErrorClass.NOT_FOUND,
     }
 )
+# "Not now" answers: a job pinned to the provider that gave one waits and asks again later.
+WAIT = frozenset(
+    {
+        ProviderErrorClass.PROVIDER_DOWN,
+        ProviderErrorClass.RATE_LIMITED,
+        ProviderErrorClass.CONCURRENCY_LIMIT,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,11 @@ class IntakeConfig:
     max_manifest_bytes: int = 256 * 1024
     # A QUEUED job the sweeper sees after this long lost its submitter.
     submit_grace_s: int = 300
+    # A pinned job whose provider said "not now" asks again after this, doubling up to the cap
+    # (or after the provider's Retry-After, or its circuit breaker's cool-down, if longer).
+    retry_base_s: int = 20
+    retry_max_s: int = 300
+    breaker_cool_down_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -105,9 +121,11 @@ class Intake:
         config: IntakeConfig,
         breakers: Breakers,
         submit_queue: JobQueue,
+        ledger: Ledger,
         archive_queue: JobQueue | None = None,
         metrics: ProviderMetrics | None = None,
     ) -> None:
+        self._ledger = ledger
         self._store = store
         self._storage = storage
         self._breakers = breakers
@@ -143,15 +161,24 @@ class Intake:
         try:
             request = parse_request(data)
             key = request.idempotency_key or idempotency_key
+            if key is not None and (seen := self._store.job_for_key(key)) is not None:
+                logger.info("request seen before", extra={"job_id": seen.job_id, "status": seen.status})
+                return seen
             job_id = str(ULID.from_datetime(self._clock.now()))
             inputs = self._inspect(job_id, request)
             facts = {name: value.facts for name, value in inputs.items()}
-            candidates = self._registry.candidates(request, billing_of(request, facts))
-        except (RequestRejected, NoProviderAvailable) as rejection:
+            candidates = self._affordable(
+                request, facts, self._registry.candidates(request, billing_of(request, facts))
+            )
+            cheapest = estimate(self._registry, candidates[0], request, facts)
+            # Not the reservation (that is atomic, when the job is claimed for sending), but a
+            # request that cannot fit today is refused now rather than accepted to fail.
+            self._ledger.check_fits(cheapest.usd)
+        except Refused as rejection:
             self._reject(data, source, rejection)
             raise
-        cheapest = estimate(self._registry, candidates[0], request, facts)
         now = self._clock.now()
+        deadline_s = request.deadline_s or self._config.job_deadline_s
         stored_media = {name: value.key or value.url or "" for name, value in inputs.items()}
         job = Job(
             job_id=job_id,
@@ -161,11 +188,12 @@ class Intake:
             source=source,
             created_at=iso(now),
             updated_at=iso(now),
-            deadline_at=epoch(now) + self._config.job_deadline_s,
+            deadline_at=epoch(now) + deadline_s,
             inputs=facts,
             cost=Cost(estimated_usd=cheapest.usd, billed_seconds=None),
             metadata=request.metadata,
-            due_at=epoch(now) + self._config.submit_grace_s,
+            due_at=epoch(now)
+            + min(self._config.submit_grace_s, request.deadline_s or self._config.submit_grace_s),
             history=[
                 HistoryEntry(at=iso(now), status=JobStatus.QUEUED, by="submit", note=f"from {source.type}")
             ],
@@ -186,14 +214,7 @@ class Intake:
         job = self._store.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
             return f"ignored: {job.status.value if job else 'unknown job'}"
-        try:
-            done = self.submit(job)
-        except (NoProviderAvailable, RequestRejected) as error:
-            # Nothing can take it now (disabled, no keys, the one provider that fitted is gone):
-            # say so instead of retrying until the deadline. Nothing was sent or charged.
-            self.recorder.fail(job_id, error.code, error.message)
-            return "failed: no provider"
-        return done.status.value
+        return self.submit(job).status.value
 
     def accept_manifest(self, key: str, *, delivery: str) -> Job | None:
         """A manifest dropped under incoming/. One that cannot become a job gets an error report
@@ -212,24 +233,31 @@ class Intake:
             self._reject(None, source, rejection)
             self._report(key, rejection)
             return None
-        except RequestRejected as rejection:
+        except Refused as rejection:
             self._reject(None, source, rejection)
             self._report(key, rejection)
             return None
         try:
-            return self.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
-        except (RequestRejected, NoProviderAvailable) as rejection:
+            job = self.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
+        except Refused as rejection:
             self._report(key, rejection)
             return None
+        if job.status is JobStatus.FAILED and job.error is not None and job.error.code == BudgetExceeded.code:
+            # Accepted, then refused by the day's budget when it was claimed: the manifest's
+            # owner looks in rejected/ for what became of it.
+            self._report(
+                key, {"job_id": job.job_id, "error": job.error.model_dump(mode="json", exclude_none=True)}
+            )
+        return job
 
-    def _report(self, key: str, rejection: KlingflowError) -> None:
+    def _report(self, key: str, rejection: KlingflowError | dict[str, Any]) -> None:
         name = key.removeprefix("incoming/").removesuffix(".json")
         self._storage.put_json(
             f"rejected/{name}.error.json",
             {
                 "manifest": self._storage.uri(key),
                 "rejected_at": iso(self._clock.now()),
-                **rejection.body(),
+                **(rejection.body() if isinstance(rejection, KlingflowError) else rejection),
             },
         )
 
@@ -308,29 +336,77 @@ class Intake:
     # ---- submit ----------------------------------------------------------------------------
 
     def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
-        """Send a QUEUED job to the first candidate that takes it; at most one paid submission."""
+        """Send a QUEUED job to the first candidate that takes it; at most one paid submission.
+
+        Claiming the job reserves its estimate against today's budget in the same write; on
+        fail-over the one reservation moves to the next provider's estimate. A job pinned to a
+        provider that says "not now" keeps its reservation and waits to be sent again.
+        """
         request = job.parsed_request
         billing = billing_of(request, job.inputs)
-        if candidates is None:
-            candidates = self._registry.candidates(request, billing)
+        try:
+            if candidates is None:
+                routable = self._registry.candidates(request, billing)
+                candidates = self._affordable(request, job.inputs, routable)
+        except Refused as refusal:
+            # Nothing can take it now (disabled, no keys, dearer than MaxJobCostUsd): say so
+            # instead of retrying until the deadline. Nothing was sent or charged.
+            return self.recorder.fail(job.job_id, refusal.code, refusal.message, budget=_budget_of(refusal))
+        estimates = {name: self._registry.price_usd(name, request.kind, billing) for name in candidates}
         # Everything that can fail before a provider is called (secrets, the API URL, presigning)
         # happens before the claim, so such a failure leaves the job for the trigger's retry.
         specs = self._specs(job, request, billing, candidates)
         claim = uuid.uuid4().hex
-        if not self._store.claim_submission(job.job_id, claim):
+        claimed = self._store.reserve_and_claim(job, claim, candidates[0], estimates[candidates[0]])
+        if claimed is Claim.TAKEN:
             logger.info("another submitter holds this job", extra={"job_id": job.job_id})
             return self._store.get(job.job_id) or job
+        if claimed is Claim.NO_ROOM:
+            day = self._ledger.today()
+            exceeded = self._ledger.exceeded(estimates[candidates[0]], self._ledger.remaining(day), day)
+            return self.recorder.fail(job.job_id, exceeded.code, exceeded.message, budget=exceeded.budget)
+        current = self._store.get(job.job_id)
+        if current is None or current.status is not JobStatus.QUEUED:
+            return current or job
+        return self._send(current, claim, candidates, estimates, specs, pinned=request.provider is not None)
+
+    def _send(
+        self,
+        job: Job,
+        claim: str,
+        candidates: list[str],
+        estimates: dict[str, float],
+        specs: dict[str, TaskSpec],
+        *,
+        pinned: bool,
+    ) -> Job:
+        """Walk the candidates under our claim until one takes the job (or says wait)."""
         failures: list[str] = []
         code = "ALL_PROVIDERS_FAILED"
         for provider in candidates:
             if not self._allowed(provider):
                 # Its breaker is open: skipping it costs nothing and says so in the attempts.
                 self.recorder.attempt(job.job_id, provider, "skipped_unhealthy", None, "circuit breaker open")
+                if pinned:
+                    return self._wait(job, claim, provider, self._config.breaker_cool_down_s, "breaker open")
                 failures.append(f"{provider}: skipped (circuit breaker open)")
                 continue
+            try:
+                moved = self._store.move_reservation(job, claim, provider, estimates[provider])
+            except NoRoom:
+                self._best_effort(
+                    self.recorder.attempt, job.job_id, provider, "skipped_budget", None, "over today's budget"
+                )
+                failures.append(f"{provider}: skipped (${estimates[provider]} does not fit today's budget)")
+                continue
+            if moved is None:  # cancelled meanwhile, or the claim was lost: nothing more to do
+                return self._store.get(job.job_id) or job
+            job = moved
             outcome = self._try(job, provider, specs[provider])
             if isinstance(outcome, Job):
                 return outcome
+            if pinned and outcome.error_class in WAIT:
+                return self._wait(job, claim, provider, outcome.retry_after_s, outcome.message)
             failures.append(f"{provider}: {outcome.error_class.value} ({outcome.message})")
             if outcome.error_class not in FAIL_OVER:
                 # Invalid request or content policy: another provider would say the same.
@@ -338,7 +414,44 @@ class Intake:
                 break
         if failures and all("circuit breaker open" in failure for failure in failures):
             code = "NO_HEALTHY_PROVIDER"
+        elif failures and all("today's budget" in failure for failure in failures):
+            code = BudgetExceeded.code
         return self.recorder.fail(job.job_id, code, "; ".join(failures))
+
+    def _affordable(
+        self, request: AnyRequest, inputs: dict[str, MediaFacts], candidates: list[str]
+    ) -> list[str]:
+        """The candidates whose estimate is within MaxJobCostUsd; refuses when none is."""
+        kept = [
+            name
+            for name in candidates
+            if usd(estimate(self._registry, name, request, inputs).usd)
+            <= usd(self._ledger.budget.max_job_usd)
+        ]
+        if not kept:
+            self._ledger.check_job(estimate(self._registry, candidates[0], request, inputs).usd)
+        return kept
+
+    def _wait(self, job: Job, claim: str, provider: str, retry_after_s: float | None, why: str) -> Job:
+        """A pinned provider said "not now": give up the claim (nothing was sent), keep the
+        reservation, and come due again after Retry-After or a growing backoff. The sweeper
+        hands the job back to the submit queue then; its deadline ends the waiting."""
+        backoff = min(self._config.retry_max_s, self._config.retry_base_s * 2 ** min(job.send_retries, 16))
+        delay = max(backoff, int(retry_after_s or 0))
+        delay = max(1, min(delay, job.deadline_at - epoch(self._clock.now())))
+        self._best_effort(
+            self.recorder.attempt, job.job_id, provider, "waiting", None, f"again in {delay} s: {why}"
+        )
+        waiting = self._store.touch(
+            job.job_id,
+            status_in=_QUEUED,
+            due_in_s=delay,
+            increments={"send_retries": 1},
+            removes=("submit_claim", "submit_claimed_at", "submitting_to"),
+            extra_condition="submit_claim = :claim",
+            extra_values={":claim": claim},
+        )
+        return waiting or self._store.get(job.job_id) or job
 
     def _allowed(self, provider: str) -> bool:
         try:
@@ -393,16 +506,30 @@ class Intake:
         self._best_effort(self._breakers.record_answer, provider, None)
         return submitted
 
-    def _unknown_outcome(self, job: Job, provider: str, error: ProviderError) -> Job:
-        """The provider may have created the task: find it, or wait for it; never send it again."""
+    def _unknown_outcome(self, job: Job, provider: str, error: ProviderError) -> Job | ProviderError:
+        """The provider may have created the task: find it, or wait for it; never send it again.
+
+        One case is decided at once: the provider answered (500, 502, 504) and a lookup by our
+        own task id says no such task exists. It finished handling the request without making
+        a task, so nothing was charged and the job may fail over.
+        """
         adapter = self._registry.adapter(provider)
+        asked = False
         try:
             found = self.recorder.resolve_unknown(job.job_id, provider)
+            asked = adapter.looks_up(job.kind)
         except ProviderError:
             found = None  # the lookup itself failed: try again later, below
         self._best_effort(self._breakers.record_answer, provider, None if found else error.error_class)
         if found is not None:
             return found
+        if asked and error.status_code is not None:
+            return ProviderError(
+                provider,
+                ProviderErrorClass.PROVIDER_DOWN,
+                f"answered HTTP {error.status_code} and has no task {job.job_id}: not created",
+                status_code=error.status_code,
+            )
         if adapter.looks_up(job.kind) or adapter.calls_back(job.kind):
             # Not visible yet is not "never created": the job stays QUEUED under our claim. The
             # sweeper looks it up again, or the task's own callback (its URL names this job)
@@ -417,6 +544,7 @@ class Intake:
             "SUBMIT_OUTCOME_UNKNOWN",
             f"{provider} did not answer after the request was sent and the task cannot be looked "
             f"up; not resent to avoid paying twice ({error.message})",
+            money=Keep(),
         )
 
     @staticmethod
@@ -517,8 +645,33 @@ class SubmissionRecorder:
             self._archive_queue.enqueue(job.job_id, "made-synchronously")
         return moved
 
-    def fail(self, job_id: str, code: str, message: str) -> Job:
-        # Submit only ever decides about a job that has not reached a provider (QUEUED).
+    def adopt_late(self, job: Job, provider: str, task_id: str) -> Job | None:
+        """A timed-out job whose create answer was lost turns out to have a task (found by
+        lookup, or calling back): record it, so the salvage watch follows that task."""
+        adapter = self._registry.adapter(provider)
+        self.attempt(job.job_id, provider, "found_after_deadline", None, task_id)
+        return self._store.touch(
+            job.job_id,
+            status_in=frozenset({JobStatus.TIMED_OUT}),
+            fields={
+                "provider": provider,
+                "provider_task_id": task_id,
+                "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
+            },
+            extra_condition="attribute_not_exists(provider_task_id)",
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        code: str,
+        message: str,
+        *,
+        money: Money | None = None,
+        budget: dict[str, float] | None = None,
+    ) -> Job:
+        """End a job that never reached a provider (QUEUED); its reservation is released unless
+        `money` says otherwise (a submission whose outcome is unknown keeps it)."""
         failed = end_job(
             self._store,
             self._events,
@@ -528,6 +681,8 @@ class SubmissionRecorder:
             code=code,
             message=message,
             only_from=_QUEUED,
+            money=money or Release(),
+            budget=budget,
         )
         if failed is None:
             current = self._store.get(job_id)
@@ -549,6 +704,10 @@ class SubmissionRecorder:
                 detail=detail,
             ),
         )
+
+
+def _budget_of(refusal: Refused) -> dict[str, float] | None:
+    return refusal.budget if isinstance(refusal, BudgetExceeded) else None
 
 
 def _relative_to(manifest_key: str, data: Any) -> Any:

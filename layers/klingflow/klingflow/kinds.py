@@ -34,6 +34,8 @@ from .errors import FieldError, RequestRejected
 
 PROMPT_MAX_CHARS = 2500
 METADATA_MAX_BYTES = 2048
+# A request may set its own deadline within these bounds (seconds).
+DEADLINE_S = (60, 86400)
 
 
 class JobKind(StrEnum):
@@ -158,6 +160,12 @@ class _Request(_Strict):
     provider: str | None = Field(default=None, description="pin the job to one provider")
     metadata: dict[str, str] = Field(default_factory=dict, description="echoed in every event")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    deadline_s: int | None = Field(
+        default=None,
+        ge=DEADLINE_S[0],
+        le=DEADLINE_S[1],
+        description="seconds the job may take before TIMED_OUT (the stack's JobDeadlineSeconds otherwise)",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -46,17 +46,47 @@ class Output(BaseModel):
     content_type: str = "video/mp4"
 
 
+class BilledSource(StrEnum):
+    """Where a job's billed cost came from."""
+
+    PROVIDER = "provider"  # the provider's own figure (Kling units, gateway seconds, evolink credits)
+    RULE = "rule"  # the documented billing rule applied to what the job asked for and measured
+
+
 class Cost(BaseModel):
     estimated_usd: float | None = None
     billed_usd: float | None = None
+    billed_source: BilledSource | None = None
     currency: str | None = None
     provider_amount: float | None = None
     billed_seconds: int | None = None
+    # The provider may have charged for a task whose outcome we never learned (a create answer
+    # lost on a dialect we cannot ask, or a task still unfinished when we stopped watching): its
+    # reservation stays against the day's budget.
+    possibly_billed: bool = False
+
+
+class SpendState(StrEnum):
+    RESERVED = "reserved"  # counted against the day's budget, not charged yet
+    SETTLED = "settled"  # replaced by what the provider charged
+    RELEASED = "released"  # nothing was charged (never sent, failed, cancelled)
+
+
+class Reservation(BaseModel):
+    """A job's share of a day's budget: reserved once when the job is claimed for sending,
+    moved with the job on fail-over, and settled or released when it ends."""
+
+    day: str
+    usd: float
+    provider: str
+    state: SpendState = SpendState.RESERVED
 
 
 class JobError(BaseModel):
     code: str
     message: str
+    # BUDGET_EXCEEDED: the day's budget, what was left of it, and the job's estimate.
+    budget: dict[str, float] | None = None
 
 
 class HistoryEntry(BaseModel):
@@ -98,6 +128,8 @@ class Job(BaseModel):
     error: JobError | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     polls: int = 0
+    # Times a pinned provider said "not now" and the job waited to be sent again.
+    send_retries: int = 0
     due_at: int | None = None
     hint_status: JobStatus | None = None
     callbacks: int = 0
@@ -109,6 +141,21 @@ class Job(BaseModel):
 
     # What a custom_element job made: the id to use in later video jobs.
     element_id: str | None = None
+    reservation: Reservation | None = None
+    # Archived after its deadline had passed (salvaged from TIMED_OUT: paid for, so kept).
+    late: bool = False
+    # While set, a TIMED_OUT job's task is still watched, until this epoch second.
+    salvage_until: int | None = None
+    succeeded_at: int | None = None  # when the provider's success was confirmed (epoch)
+
+    @property
+    def at_provider(self) -> bool:
+        """A provider may hold a task for this job (sent, or sent with the answer lost)."""
+        return self.provider is not None or self.submitting_to is not None
+
+    @property
+    def salvaging(self) -> bool:
+        return self.status is JobStatus.TIMED_OUT and self.salvage_until is not None
 
     @property
     def parsed_request(self) -> AnyRequest:
@@ -127,7 +174,13 @@ class EventOutput(BaseModel):
 
 class EventCost(BaseModel):
     estimated: float | None = Field(default=None, description="USD, before submission")
-    billed: float | None = Field(default=None, description="USD, as the provider reported it")
+    billed: float | None = Field(default=None, description="USD, as settled when the job ended")
+    billed_source: BilledSource | None = Field(
+        default=None, description="provider: the provider's own figure; rule: the documented billing rule"
+    )
+    possibly_billed: bool = Field(
+        default=False, description="the outcome at the provider is unknown: it may have charged"
+    )
 
 
 class JobEventDetail(BaseModel):
@@ -144,6 +197,7 @@ class JobEventDetail(BaseModel):
     error: JobError | None = None
     source: Source | None = None
     element_id: str | None = Field(default=None, description="what a custom_element job made")
+    late: bool = Field(default=False, description="archived after its deadline (salvaged)")
 
 
 class DetailType(StrEnum):
@@ -151,5 +205,6 @@ class DetailType(StrEnum):
     COMPLETED = "Job Completed"
     FAILED = "Job Failed"
     TIMED_OUT = "Job Timed Out"
+    CANCELLED = "Job Cancelled"
     REJECTED = "Job Rejected"
     REQUESTED = "Job Requested"  # inbound

@@ -1,18 +1,23 @@
-"""The read model behind GET /jobs and GET /jobs/{job_id}."""
+"""The read model behind GET /jobs, GET /jobs/{job_id} and GET /spend."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from .errors import FieldError, JobNotFound, RequestRejected
 from .models import Job
+from .spend import Ledger
 from .states import JobStatus
 from .storage import Storage
 from .store import JobStore
 
 
 class JobQueries:
-    def __init__(self, *, store: JobStore, storage: Storage, link_ttl_s: int, max_page_size: int) -> None:
+    def __init__(
+        self, *, store: JobStore, storage: Storage, ledger: Ledger, link_ttl_s: int, max_page_size: int
+    ) -> None:
+        self._ledger = ledger
         self._store = store
         self._storage = storage
         self._link_ttl_s = link_ttl_s
@@ -23,6 +28,8 @@ class JobQueries:
         if job is None:
             raise JobNotFound(f"no job {job_id!r}")
         view = job.model_dump(mode="json", exclude={"due_at", "hint_status", "callbacks", "polls"})
+        if job.error is not None:
+            view["error"] = job.error.model_dump(mode="json", exclude_none=True)
         for output in view["outputs"]:
             # Links expire; the S3 URI is the durable name.
             output["url"] = self._storage.presign_get(output["key"], self._link_ttl_s)
@@ -47,6 +54,18 @@ class JobQueries:
         page = self._store.list_jobs(limit=page_size, next_token=next_token, status=wanted)
         return {"jobs": [_summary(job) for job in page.jobs], "next_token": page.next_token}
 
+    def spend(self, day: str | None) -> dict[str, Any]:
+        """A UTC day's budget, reserved, settled and remaining (today when no day is given)."""
+        if day is None:
+            return self._ledger.report(self._ledger.today())
+        try:
+            parsed = date.fromisoformat(day)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.isoformat() != day:
+            raise RequestRejected([FieldError("day", "iso_date", "day must be a date as YYYY-MM-DD (UTC)")])
+        return self._ledger.report(day)
+
     def _page_size(self, limit: str | None) -> int:
         if limit is None:
             return min(50, self._max_page_size)
@@ -70,7 +89,7 @@ def _summary(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "cost": job.cost.model_dump(mode="json", exclude_none=True),
-        "error": job.error.model_dump(mode="json") if job.error else None,
+        "error": job.error.model_dump(mode="json", exclude_none=True) if job.error else None,
         "metadata": job.metadata,
         "source": job.source.model_dump(mode="json"),
     }

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvi
 from botocore.config import Config
 
 from .archiving import ArchiveConfig, Archiver
+from .cancel import Canceller
 from .clock import Clock, SystemClock
 from .events import EventPublisher
 from .health import Breakers
@@ -34,9 +35,12 @@ from .settings import (
     JobsSettings,
     SubmitSettings,
     SweeperSettings,
+    _BudgetSettings,
     _ProviderSettings,
     _ScheduleSettings,
+    _Settings,
 )
+from .spend import Budget, Ledger, SpendMetrics
 from .storage import Storage
 from .store import JobStore
 from .sweeping import SweepConfig, Sweeper
@@ -124,12 +128,26 @@ def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
     )
 
 
-def store(settings: _ScheduleSettings, clock: Clock) -> JobStore:
+def ledger(settings: _BudgetSettings, clock: Clock) -> Ledger:
+    return Ledger(
+        table(settings.jobs_table),
+        clock,
+        Budget(daily_usd=settings.daily_budget_usd, max_job_usd=settings.max_job_cost_usd),
+        retention_days=settings.retention_days,
+        metrics=SpendMetrics(
+            namespace=settings.powertools_metrics_namespace, enabled=not settings.powertools_metrics_disabled
+        ),
+    )
+
+
+def store(settings: _Settings, clock: Clock, money: Ledger | None = None) -> JobStore:
+    """The jobs table; with the day's ledger where the function moves money."""
     return JobStore(
         table(settings.jobs_table),
         clock,
-        due_shards=settings.due_shards,
+        due_shards=settings.due_shards if isinstance(settings, _ScheduleSettings) else 4,
         retention_days=settings.retention_days,
+        ledger=money,
     )
 
 
@@ -141,7 +159,9 @@ def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
 
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
     clock = clock or SystemClock()
+    money = ledger(settings, clock)
     return Intake(
+        ledger=money,
         breakers=Breakers(
             table(settings.jobs_table),
             clock,
@@ -151,7 +171,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         metrics=provider_metrics(settings),
         submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
         archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
-        store=store(settings, clock),
+        store=store(settings, clock, money),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
         registry=registry(settings, clock),
@@ -164,7 +184,18 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
             first_poll_with_callback_s=settings.first_poll_with_callback_s,
             first_poll_without_callback_s=settings.first_poll_without_callback_s,
             max_manifest_bytes=settings.max_manifest_bytes,
+            retry_base_s=settings.first_poll_without_callback_s,
+            retry_max_s=settings.poll_max_interval_s,
+            breaker_cool_down_s=settings.breaker_cool_down_s,
         ),
+    )
+
+
+def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Canceller:
+    clock = clock or SystemClock()
+    return Canceller(
+        store=store(settings, clock, ledger(settings, clock)),
+        events=EventPublisher(client("events"), settings.event_bus),
     )
 
 
@@ -187,13 +218,14 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
         registry=providers,
         adopt=lambda job, provider, task_id: recorder.submitted(job, provider, Submission(task_id)),
+        adopt_late=recorder.adopt_late,
     )
 
 
 def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Archiver:
     clock = clock or SystemClock()
     return Archiver(
-        store=store(settings, clock),
+        store=store(settings, clock, ledger(settings, clock)),
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
         registry=registry(settings, clock),
@@ -212,7 +244,7 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
     clock = clock or SystemClock()
-    jobs = store(settings, clock)
+    jobs = store(settings, clock, ledger(settings, clock))
     events = EventPublisher(client("events"), settings.event_bus)
     providers = registry(settings, clock)
     recorder = SubmissionRecorder(
@@ -238,15 +270,21 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
             archive_stall_s=settings.archive_stall_s,
             archive_deadline_s=settings.archive_deadline_s,
             time_guard_s=settings.provider_timeout_s + 5,
+            salvage_window_s=settings.salvage_window_s,
+            salvage_poll_s=settings.salvage_poll_s,
         ),
         resolve_unknown=recorder.resolve_unknown,
+        adopt_late=recorder.adopt_late,
+        submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
     )
 
 
-def build_queries(settings: JobsSettings) -> JobQueries:
+def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQueries:
+    clock = clock or SystemClock()
     return JobQueries(
-        store=JobStore(table(settings.jobs_table), SystemClock()),
+        store=JobStore(table(settings.jobs_table), clock),
         storage=Storage(client("s3"), settings.bucket),
+        ledger=ledger(settings, clock),
         link_ttl_s=settings.output_link_ttl_s,
         max_page_size=settings.max_page_size,
     )

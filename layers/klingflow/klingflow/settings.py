@@ -22,6 +22,10 @@ class _Settings(BaseModel):
     model_config = ConfigDict(alias_generator=_upper, populate_by_name=True, extra="ignore", frozen=True)
 
     jobs_table: str = Field(min_length=1)
+    # TTL of finished jobs, idempotency keys and spend days.
+    retention_days: int = Field(default=90, ge=1)
+    powertools_metrics_namespace: str | None = None
+    powertools_metrics_disabled: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -43,8 +47,6 @@ class _ProviderSettings(_Settings):
     # Circuit breaker per provider: open after this many consecutive failures, probe after cool-down.
     breaker_failures: int = Field(default=3, ge=1)
     breaker_cool_down_s: int = Field(default=60, ge=1)
-    powertools_metrics_namespace: str | None = None
-    powertools_metrics_disabled: bool = False
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> Self:
@@ -66,14 +68,27 @@ class _ScheduleSettings(_Settings):
     first_poll_with_callback_s: int = Field(default=120, ge=1)
     first_poll_without_callback_s: int = Field(default=20, ge=1)
     poll_max_interval_s: int = Field(default=300, ge=1)
-    retention_days: int = Field(default=90, ge=1)
     # Re-enqueue a SUCCEEDED job whose archive has not finished after this long.
     archive_stall_s: int = Field(default=900, ge=30)
     # A SUCCEEDED job still not archived this long after its deadline fails (ARCHIVE_FAILED).
     archive_deadline_s: int = Field(default=24 * 3600, ge=60)
+    # After TIMED_OUT, a task at a provider is still watched this long (it is paid for if it
+    # completes), polled every salvage_poll_s. Inside every provider's link lifetime.
+    salvage_window_hours: float = Field(default=24, ge=0, le=72)
+    salvage_poll_s: int = Field(default=600, ge=1)
+
+    @property
+    def salvage_window_s(self) -> int:
+        return int(self.salvage_window_hours * 3600)
 
 
-class SubmitSettings(_ProviderSettings, _ScheduleSettings):
+class _BudgetSettings(_Settings):
+    # What klingflow may commit (reserved + settled) per UTC day, and the most one job may cost.
+    daily_budget_usd: float = Field(default=100, ge=0)
+    max_job_cost_usd: float = Field(default=25, ge=0)
+
+
+class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     submit_queue_url: str = Field(min_length=1)
@@ -92,7 +107,7 @@ class CallbackSettings(_ScheduleSettings):
     provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
-class ArchiveSettings(_ProviderSettings, _ScheduleSettings):
+class ArchiveSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     max_output_bytes: int = Field(default=2 * 1024**3, ge=1024)
@@ -100,14 +115,16 @@ class ArchiveSettings(_ProviderSettings, _ScheduleSettings):
     download_timeout_s: float = Field(default=60.0, gt=0)
 
 
-class SweeperSettings(_ProviderSettings, _ScheduleSettings):
+class SweeperSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     archive_queue_url: str = Field(min_length=1)
+    # Jobs waiting to be sent again (a pinned provider that said "later") go back to submit.
+    submit_queue_url: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     poll_concurrency: int = Field(default=8, ge=1, le=64)
     max_jobs_per_run: int = Field(default=500, ge=1)
 
 
-class JobsSettings(_Settings):
+class JobsSettings(_BudgetSettings):
     bucket: str = Field(min_length=1)
     output_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     max_page_size: int = Field(default=100, ge=1, le=1000)

@@ -1,7 +1,9 @@
 """Job states and the only transitions allowed between them.
 
 Every write that changes a job's status names the states it may come from (see store.py), so a
-late, duplicated or out-of-order signal fails its condition and becomes a no-op.
+late, duplicated or out-of-order signal fails its condition and becomes a no-op. Terminal states
+never change, with one exception: salvage (TIMED_OUT -> SUCCEEDED -> ARCHIVED) when a provider
+completes a task after the job's deadline.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ _RANK = {
 ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SUBMITTED: frozenset({JobStatus.QUEUED}),
     JobStatus.RUNNING: frozenset({JobStatus.SUBMITTED}),
-    JobStatus.SUCCEEDED: frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING}),
+    # From TIMED_OUT too, the one way out of a terminal state: a task the provider finished after
+    # the deadline was paid for, so it is salvaged (archived with `late`), never thrown away.
+    JobStatus.SUCCEEDED: frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.TIMED_OUT}),
     JobStatus.ARCHIVED: frozenset({JobStatus.SUCCEEDED}),
     # A job that succeeded at the provider can still fail here when its outputs cannot be copied.
     JobStatus.FAILED: frozenset(

@@ -5,6 +5,7 @@ Item kinds share one table, told apart by the `pk` prefix:
   put it in the sparse `due-index` the sweeper reads; reaching a terminal state removes them,
   so the sweeper's cost follows the due jobs, not the table. Terminal jobs get a TTL.
 - `IDEMP#<sha256>`: an idempotency key pointing at the job it created.
+- `SPEND#<day>`: the day's budget counters (spend.py); changed only in a transaction with a job.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from .clock import Clock, epoch, iso
 from .errors import FieldError, RequestRejected
-from .models import Attempt, HistoryEntry, Job
+from .models import Attempt, HistoryEntry, Job, Reservation
+from .money import Money
+from .spend import Ledger, SpendChange, usd
 from .states import JobStatus, allowed_sources
 
 if TYPE_CHECKING:
@@ -36,6 +40,19 @@ LIST_PK = "JOB"
 # When an owed event is retried by the sweeper if its publisher did not clear it.
 EVENT_RETRY_S = 60
 _KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "hint_rank")
+_QUEUED = frozenset({JobStatus.QUEUED})
+# A money write re-reads the job when a concurrent write moved its reservation meanwhile.
+_MONEY_ATTEMPTS = 4
+
+
+class NoRoom(Exception):
+    """The day's budget cannot hold what a reservation asked for."""
+
+
+class Claim(StrEnum):
+    CLAIMED = "claimed"
+    TAKEN = "taken"  # another submitter holds the job, or it is no longer QUEUED
+    NO_ROOM = "no_room"  # the estimate does not fit what is left of today's budget
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -70,9 +87,18 @@ class Page:
 
 
 class JobStore:
-    def __init__(self, table: Table, clock: Clock, *, due_shards: int = 4, retention_days: int = 90) -> None:
+    def __init__(
+        self,
+        table: Table,
+        clock: Clock,
+        *,
+        due_shards: int = 4,
+        retention_days: int = 90,
+        ledger: Ledger | None = None,
+    ) -> None:
         self._table = table
         self._clock = clock
+        self._ledger = ledger
         self._due_shards = due_shards
         self._retention = timedelta(days=retention_days)
 
@@ -96,7 +122,7 @@ class JobStore:
         job_id = job.job_id
         if idempotency_key is not None:
             key_item: dict[str, Any] = {
-                "pk": f"IDEMP#{hashlib.sha256(idempotency_key.encode()).hexdigest()}",
+                "pk": _key_pk(idempotency_key),
                 "job_id": job.job_id,
                 "created_at": job.created_at,
                 "expires_at": epoch(self._clock.now() + self._retention),
@@ -127,6 +153,11 @@ class JobStore:
             assert found is not None
             return found, False
         return job, True
+
+    def job_for_key(self, idempotency_key: str) -> Job | None:
+        """The job an idempotency key already made, if any."""
+        item = self._table.get_item(Key={"pk": _key_pk(idempotency_key)}, ConsistentRead=True).get("Item")
+        return self.get(str(item["job_id"])) if item else None
 
     def get(self, job_id: str) -> Job | None:
         item = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item")
@@ -162,9 +193,15 @@ class JobStore:
         increments: Mapping[str, int] | None = None,
         extra_condition: str | None = None,
         extra_values: Mapping[str, Any] | None = None,
+        extra_names: Mapping[str, str] | None = None,
+        spend: Mapping[str, Any] | None = None,
     ) -> Job | None:
-        """One conditional UpdateItem; None when the job is not in `status_in` (a no-op)."""
-        names: dict[str, str] = {"#status": "status"}
+        """One conditional UpdateItem; None when the job is not in `status_in` (a no-op).
+
+        With `spend` (the day's item's side, from `Ledger.update`) both writes happen in one
+        transaction: either both or neither. A refused spend condition raises `NoRoom`.
+        """
+        names: dict[str, str] = {"#status": "status", **(extra_names or {})}
         values: dict[str, Any] = {}
         clauses = []
         for i, (name, value) in enumerate(sets.items()):
@@ -194,20 +231,37 @@ class JobStore:
         if extra_condition:
             condition += f" AND ({extra_condition})"
             values.update(extra_values or {})
+        request: dict[str, Any] = {
+            "Key": self._job_key(job_id),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        if spend is not None:
+            return self._transact(job_id, request, spend)
         try:
-            item = self._table.update_item(
-                Key=self._job_key(job_id),
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
+            item = self._table.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
         except ClientError as error:
             if _is_conditional_failure(error):
                 return None
             raise
         return self._job(item)
+
+    def _transact(self, job_id: str, request: Mapping[str, Any], spend: Mapping[str, Any]) -> Job | None:
+        try:
+            items: Any = [{"Update": {"TableName": self._table.name, **request}}, spend]
+            self._table.meta.client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
+            if reasons[:1] == ["ConditionalCheckFailed"]:
+                return None  # the job moved on: a no-op, like any late signal
+            if reasons[1:2] == ["ConditionalCheckFailed"]:
+                raise NoRoom from None
+            raise
+        return self.get(job_id)
 
     def transition(
         self,
@@ -221,6 +275,9 @@ class JobStore:
         increments: Mapping[str, int] | None = None,
         only_from: frozenset[JobStatus] | None = None,
         announce: str | None = None,
+        removes: tuple[str, ...] = (),
+        money: Money | None = None,
+        extra_condition: str | None = None,
     ) -> Job | None:
         """Move a job to `target` from one of its allowed sources; None when that is not possible.
 
@@ -231,18 +288,20 @@ class JobStore:
         `only_from` narrows the allowed sources further, for a caller that knows which state
         its decision was based on.
 
+        `money` says what becomes of the job's reservation (settled, released or kept): written
+        in the same transaction as the move.
+
         Returns None for late, duplicated and out-of-order signals: the caller treats that as a
         no-op. A terminal target leaves the due index and starts the TTL clock.
         """
         now = self._clock.now()
         sets: dict[str, Any] = {"status": target.value, "updated_at": iso(now), **(fields or {})}
-        removes: tuple[str, ...] = ()
         if announce is not None:
             sets["pending_event"] = announce
         if target.terminal:
             sets["expires_at"] = epoch(now + self._retention)
             if announce is None:
-                removes = ("due_shard", "due_at")
+                removes = (*removes, "due_shard", "due_at")
             else:
                 sets["due_at"] = epoch(now) + EVENT_RETRY_S
                 sets["due_shard"] = self.due_shard(job_id)
@@ -251,6 +310,17 @@ class JobStore:
             sets["due_shard"] = self.due_shard(job_id)
         entry = HistoryEntry(at=iso(now), status=target, by=by, note=note)
         sources = allowed_sources(target) if only_from is None else allowed_sources(target) & only_from
+        if money is not None:
+            return self.with_money(
+                job_id,
+                money,
+                status_in=sources,
+                sets=sets,
+                removes=removes,
+                appends={"history": [entry.model_dump(mode="json")]},
+                increments=increments,
+                extra_condition=extra_condition,
+            )
         return self._update(
             job_id,
             status_in=sources,
@@ -258,7 +328,135 @@ class JobStore:
             removes=removes,
             appends={"history": [entry.model_dump(mode="json")]},
             increments=increments,
+            extra_condition=extra_condition,
         )
+
+    # ---- money: every move of a reservation is one transaction with the job ------------------
+
+    def with_money(
+        self,
+        job_id: str,
+        money: Money,
+        *,
+        status_in: frozenset[JobStatus],
+        sets: Mapping[str, Any] | None = None,
+        removes: tuple[str, ...] = (),
+        appends: Mapping[str, list[Any]] | None = None,
+        increments: Mapping[str, int] | None = None,
+        extra_condition: str | None = None,
+    ) -> Job | None:
+        """Update a job and resolve its reservation as `money` says, exactly once.
+
+        The reservation is read, then both items are written on the condition that it has not
+        changed meanwhile; a concurrent move (a cancel racing a claim) makes this read again.
+        """
+        for _ in range(_MONEY_ATTEMPTS):
+            job = self.get(job_id)
+            if job is None or job.status not in status_in:
+                return None
+            reservation = job.reservation
+            cost, change = money.apply(job)
+            money_sets: dict[str, Any] = {"cost": cost.model_dump(mode="json", exclude_none=True)}
+            spend = None
+            names: dict[str, str] = {"#reservation": "reservation"}
+            values: dict[str, Any] = {}
+            if reservation is None:
+                condition = "attribute_not_exists(#reservation)"
+            else:
+                names |= {"#rstate": "state", "#rusd": "usd", "#rprovider": "provider"}
+                values |= {
+                    ":rstate": reservation.state.value,
+                    ":rusd": _to_dynamo(reservation.usd),
+                    ":rprovider": reservation.provider,
+                }
+                condition = (
+                    "#reservation.#rstate = :rstate AND #reservation.#rusd = :rusd "
+                    "AND #reservation.#rprovider = :rprovider"
+                )
+                if change is not None:
+                    assert self._ledger is not None, "a store that moves money needs the ledger"
+                    money_sets["reservation"] = reservation.model_copy(
+                        update={"state": money.state}
+                    ).model_dump(mode="json")
+                    spend = self._ledger.update(change, must_fit=False)
+            if extra_condition:
+                condition = f"({condition}) AND ({extra_condition})"
+            written = self._update(
+                job_id,
+                status_in=status_in,
+                sets={**(sets or {}), **money_sets},
+                removes=removes,
+                appends=appends,
+                increments=increments,
+                extra_condition=condition,
+                extra_values=values,
+                extra_names=names,
+                spend=spend,
+            )
+            if written is not None:
+                if change is not None and self._ledger is not None:
+                    self._ledger.written(change)
+                return written
+        return None
+
+    def reserve_and_claim(self, job: Job, claim: str, provider: str, estimate_usd: float) -> Claim:
+        """Take the right to send this job, reserving its estimate against today's budget in the
+        same transaction; a job that already holds a reservation (it waited to retry) keeps it."""
+        now = self._clock.now()
+        sets = {"submit_claim": claim, "submit_claimed_at": iso(now), "updated_at": iso(now)}
+        if job.reservation is not None:
+            claimed = self._update(
+                job.job_id,
+                status_in=_QUEUED,
+                sets=sets,
+                extra_condition="attribute_not_exists(submit_claim) AND attribute_exists(reservation)",
+            )
+            return Claim.CLAIMED if claimed else Claim.TAKEN
+        assert self._ledger is not None, "a store that reserves needs the ledger"
+        day = self._ledger.today()
+        reservation = Reservation(day=day, usd=estimate_usd, provider=provider)
+        change = SpendChange(day, job.kind, reserved={provider: usd(estimate_usd)})
+        try:
+            claimed = self._update(
+                job.job_id,
+                status_in=_QUEUED,
+                sets={**sets, "reservation": reservation.model_dump(mode="json")},
+                extra_condition="attribute_not_exists(submit_claim) AND attribute_not_exists(reservation)",
+                spend=self._ledger.update(change, must_fit=True),
+            )
+        except NoRoom:
+            return Claim.NO_ROOM
+        if claimed is None:
+            return Claim.TAKEN
+        self._ledger.written(change)
+        return Claim.CLAIMED
+
+    def move_reservation(self, job: Job, claim: str, provider: str, estimate_usd: float) -> Job | None:
+        """Fail-over: the one reservation follows the job to the next provider at that provider's
+        estimate (a dearer one must still fit the day). None when the claim was lost; raises
+        NoRoom when the difference does not fit."""
+        assert self._ledger is not None and job.reservation is not None
+        old = job.reservation
+        if old.provider == provider and usd(old.usd) == usd(estimate_usd):
+            return job
+        delta = usd(estimate_usd) - usd(old.usd)
+        moves = {old.provider: -usd(old.usd)}
+        moves[provider] = moves.get(provider, Decimal(0)) + usd(estimate_usd)
+        change = SpendChange(old.day, job.kind, reserved=moves)
+        moved_to = old.model_copy(update={"provider": provider, "usd": estimate_usd})
+        moved = self._update(
+            job.job_id,
+            status_in=_QUEUED,
+            sets={"reservation": moved_to.model_dump(mode="json")},
+            extra_condition="submit_claim = :claim AND #reservation.#rusd = :rusd "
+            "AND #reservation.#rprovider = :rprovider",
+            extra_values={":claim": claim, ":rusd": _to_dynamo(old.usd), ":rprovider": old.provider},
+            extra_names={"#reservation": "reservation", "#rusd": "usd", "#rprovider": "provider"},
+            spend=self._ledger.update(change, must_fit=delta > 0),
+        )
+        if moved is not None:
+            self._ledger.written(change)
+        return moved
 
     def announced(self, job_id: str, detail_type: str, *, terminal: bool) -> None:
         """The owed event was published: clear it (and, for a finished job, leave the due index)."""
@@ -282,6 +480,9 @@ class JobStore:
         fields: Mapping[str, Any] | None = None,
         due_in_s: int | None = None,
         increments: Mapping[str, int] | None = None,
+        removes: tuple[str, ...] = (),
+        extra_condition: str | None = None,
+        extra_values: Mapping[str, Any] | None = None,
     ) -> Job | None:
         """Update a job without changing its status (reschedule a poll, note progress)."""
         now = self._clock.now()
@@ -289,7 +490,15 @@ class JobStore:
         if due_in_s is not None:
             sets["due_at"] = epoch(now) + due_in_s
             sets["due_shard"] = self.due_shard(job_id)
-        return self._update(job_id, status_in=status_in, sets=sets, increments=increments)
+        return self._update(
+            job_id,
+            status_in=status_in,
+            sets=sets,
+            increments=increments,
+            removes=removes,
+            extra_condition=extra_condition,
+            extra_values=extra_values,
+        )
 
     def record_hint(self, job_id: str, hint: JobStatus, *, active: frozenset[JobStatus]) -> Job | None:
         """Record a callback's status only if it is further along than any hint seen before.
@@ -306,17 +515,6 @@ class JobStore:
             extra_condition="attribute_not_exists(hint_rank) OR hint_rank < :rank",
             extra_values={":rank": hint.rank},
         )
-
-    def claim_submission(self, job_id: str, claim: str) -> bool:
-        """Take the right to send this job to a provider; only one caller ever gets it."""
-        now = self._clock.now()
-        job = self._update(
-            job_id,
-            status_in=frozenset({JobStatus.QUEUED}),
-            sets={"submit_claim": claim, "submit_claimed_at": iso(now), "updated_at": iso(now)},
-            extra_condition="attribute_not_exists(submit_claim)",
-        )
-        return job is not None
 
     def add_attempt(self, job_id: str, attempt: Attempt) -> None:
         self._table.update_item(
@@ -375,6 +573,10 @@ class JobStore:
         last = page.get("LastEvaluatedKey")
         token = base64.urlsafe_b64encode(json.dumps(_from_dynamo(last)).encode()).decode() if last else None
         return Page([self._job(item) for item in page.get("Items", [])], token)
+
+
+def _key_pk(idempotency_key: str) -> str:
+    return f"IDEMP#{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
 
 
 def _decode_token(token: str) -> dict[str, Any]:

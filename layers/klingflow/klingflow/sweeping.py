@@ -1,25 +1,30 @@
 """Sweeper: the safety net for every signal that never came.
 
 Reads only the due jobs from the sparse index, polls their providers with bounded concurrency,
-backs off, enforces each job's deadline and re-enqueues outputs that were never archived.
+backs off, enforces each job's deadline, re-enqueues outputs that were never archived, hands
+jobs waiting to be sent back to submit, and keeps watching timed-out tasks a provider may
+still complete (salvage).
 Callbacks are an optimisation; this is what guarantees that every job ends.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch
-from .endings import announce, end_job
-from .errors import ProviderError
+from .endings import announce, end_job, stop_watching
+from .errors import ProviderError, ProviderErrorClass
 from .events import EventPublisher
 from .models import DetailType, Job
+from .money import Keep, Money, Release, Settle
+from .pricing import charged
 from .providers.registry import Registry
 from .queue import JobQueue
 from .states import TERMINAL, JobStatus
@@ -50,6 +55,9 @@ class SweepConfig:
     submit_grace_s: int = 300
     # Stop starting visits when less than this is left of the invocation (one provider call).
     time_guard_s: float = 25.0
+    # After TIMED_OUT a task at a provider is watched this long past the deadline, this often.
+    salvage_window_s: int = 24 * 3600
+    salvage_poll_s: int = 600
 
 
 class Sweeper:
@@ -63,9 +71,13 @@ class Sweeper:
         clock: Clock,
         config: SweepConfig,
         resolve_unknown: Callable[[str, str], Job | None],
+        adopt_late: Callable[[Job, str, str], Job | None],
+        submit_queue: JobQueue,
     ) -> None:
         self._store = store
         self._queue = queue
+        self._submit_queue = submit_queue
+        self._adopt_late = adopt_late
         self._events = events
         self._registry = registry
         self._clock = clock
@@ -100,7 +112,7 @@ class Sweeper:
         if job.pending_event is not None:
             # Its publisher died or EventBridge refused: the outbox still owes this event.
             announced = announce(self._store, self._events, job, DetailType(job.pending_event))
-            if job.status.terminal:
+            if job.status.terminal and not (announced and job.salvaging):
                 if not announced:
                     self._store.touch(
                         job.job_id, status_in=TERMINAL, due_in_s=self._interval(job), increments={"polls": 1}
@@ -110,13 +122,15 @@ class Sweeper:
         late = epoch(now) >= job.deadline_at
         match job.status:
             case JobStatus.QUEUED if late:
-                return self._time_out(job, _QUEUED)
+                return self._queued_past_deadline(job)
             case JobStatus.QUEUED:
                 return self._lost_submission(job, now)
             case JobStatus.SUCCEEDED:
                 return self._stalled_archive(job, now)
             case JobStatus.SUBMITTED | JobStatus.RUNNING:
                 return self._poll(job, late=late)
+            case JobStatus.TIMED_OUT if job.salvaging:
+                return self._salvage(job, now)
             case _:
                 return "skipped"
 
@@ -128,7 +142,7 @@ class Sweeper:
             )
         except ProviderError as error:
             if late:
-                return self._time_out(job, _POLLED)
+                return self._time_out(job, _POLLED, watch=True)
             delay = self._backoff(job, retry_after=error.retry_after_s)
             self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
             logger.warning(
@@ -144,7 +158,7 @@ class Sweeper:
             )
             return "finished"
         if late:
-            return self._time_out(job, _POLLED)
+            return self._time_out(job, _POLLED, watch=True)
         delay = self._backoff(job)
         if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
             self._store.transition(
@@ -156,13 +170,17 @@ class Sweeper:
 
     def _stalled_archive(self, job: Job, now: datetime) -> str:
         """The provider succeeded but the copy has not finished: try again, or give up visibly."""
-        if epoch(now) >= job.deadline_at + self._config.archive_deadline_s:
+        # A salvaged job succeeded after its deadline: its copy gets the same time from then.
+        since = max(job.deadline_at, job.succeeded_at or 0)
+        if epoch(now) >= since + self._config.archive_deadline_s:
             self._end(
                 job,
                 JobStatus.FAILED,
                 "ARCHIVE_FAILED",
                 "the provider finished but its outputs were not copied before the archive deadline",
                 _SUCCEEDED,
+                # Paid for all the same: settled by the billing rule.
+                money=Settle(charged(self._registry, job, None)),
             )
             return "archive-failed"
         self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
@@ -170,7 +188,15 @@ class Sweeper:
         return "re-enqueued"
 
     def _end(
-        self, job: Job, target: JobStatus, code: str, message: str, only_from: frozenset[JobStatus]
+        self,
+        job: Job,
+        target: JobStatus,
+        code: str,
+        message: str,
+        only_from: frozenset[JobStatus],
+        *,
+        money: Money,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         end_job(
             self._store,
@@ -181,6 +207,8 @@ class Sweeper:
             code=code,
             message=message,
             only_from=only_from,
+            money=money,
+            fields=fields,
         )
 
     def _interval(self, job: Job) -> int:
@@ -198,15 +226,104 @@ class Sweeper:
         until_deadline = job.deadline_at - epoch(self._clock.now())
         return max(1, min(delay, until_deadline))
 
-    def _time_out(self, job: Job, only_from: frozenset[JobStatus]) -> str:
+    def _time_out(self, job: Job, only_from: frozenset[JobStatus], *, watch: bool) -> str:
+        """TIMED_OUT. A job a provider may hold a task for (`watch`) keeps its reservation and
+        its task stays watched for the salvage window: if it completes, it was paid for and is
+        archived late. A job never sent gives its reservation back."""
+        last = job.attempts[-1].detail if job.attempts and job.status is JobStatus.QUEUED else None
+        message = f"not finished by its deadline (was {job.status.value})" + (
+            f"; last: {last}" if last else ""
+        )
+        if not watch:
+            self._end(job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Release())
+            return "timed-out"
+        until = job.deadline_at + self._config.salvage_window_s
+        watching = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
         self._end(
-            job,
-            JobStatus.TIMED_OUT,
-            "DEADLINE_EXCEEDED",
-            f"not finished by its deadline (was {job.status.value})",
-            only_from,
+            job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Keep(), fields=watching
         )
         return "timed-out"
+
+    def _queued_past_deadline(self, job: Job) -> str:
+        """A job still QUEUED at its deadline: never sent (released), or sent with the answer lost
+        (one last look; then watched, still reserved, in case the task exists after all)."""
+        if job.submitting_to is None:
+            return self._time_out(job, _QUEUED, watch=False)
+        adapter = self._registry.adapter(job.submitting_to)
+        if adapter.looks_up(job.kind):
+            try:
+                found = self._resolve_unknown(job.job_id, job.submitting_to)
+            except ProviderError:
+                found = None
+            else:
+                if found is None:  # the provider says it has no such task: nothing was charged
+                    return self._time_out(job, _QUEUED, watch=False)
+            if found is not None:
+                return "found"
+        return self._time_out(job, _QUEUED, watch=True)
+
+    def _salvage(self, job: Job, now: datetime) -> str:
+        """A timed-out job whose task may still complete: look at it at a slow pace until the
+        salvage window closes. Completed: archive (late). Failed: release its reservation."""
+        if epoch(now) >= (job.salvage_until or 0):
+            # Never heard of again: it may have been charged, so it stays reserved.
+            stop_watching(self._store, self._clock, job, Keep(), "salvage window closed", by="sweeper")
+            return "salvage-closed"
+        if job.provider is None or job.provider_task_id is None:
+            return self._salvage_lost_create(job)
+        try:
+            report = self._registry.task_report(
+                job.provider, job.provider_task_id, job.kind, made=job.element_id
+            )
+        except ProviderError as error:
+            self._watch_again(job, error.retry_after_s)
+            return "salvage-poll-failed"
+        if report.status is JobStatus.SUCCEEDED:
+            self._queue.enqueue(job.job_id, "sweeper-salvage")
+            self._watch_again(job, self._config.archive_stall_s)
+            return "salvage-finished"
+        if report.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            stop_watching(
+                self._store,
+                self._clock,
+                job,
+                Release(),
+                f"{report.provider_status} after the deadline",
+                by="sweeper",
+            )
+            return "salvage-released"
+        self._watch_again(job)
+        return "salvage-watching"
+
+    def _salvage_lost_create(self, job: Job) -> str:
+        """Timed out with the create answer lost: find the task by our id where the dialect can;
+        otherwise only its callback can adopt it."""
+        provider = job.submitting_to
+        assert provider is not None
+        if not self._registry.adapter(provider).looks_up(job.kind):
+            self._watch_again(job)
+            return "salvage-awaiting-callback"
+        try:
+            report = self._registry.client(provider).query(job.job_id, job.kind)
+        except ProviderError as error:
+            if error.error_class is ProviderErrorClass.NOT_FOUND:
+                stop_watching(self._store, self._clock, job, Release(), "no task was created", by="sweeper")
+                return "salvage-released"
+            self._watch_again(job, error.retry_after_s)
+            return "salvage-poll-failed"
+        assert report is not None
+        self._adopt_late(job, provider, report.task_id)
+        self._watch_again(job, 1)
+        return "salvage-found"
+
+    def _watch_again(self, job: Job, after_s: float | None = None) -> None:
+        self._store.touch(
+            job.job_id,
+            status_in=frozenset({JobStatus.TIMED_OUT}),
+            due_in_s=max(int(after_s or 0), self._config.salvage_poll_s if after_s is None else 1),
+            increments={"polls": 1},
+            extra_condition="attribute_exists(salvage_until)",
+        )
 
     def _lost_submission(self, job: Job, now: datetime) -> str:
         """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
@@ -221,11 +338,17 @@ class Sweeper:
                 "SUBMIT_ABANDONED",
                 "the submitter stopped before sending the job to any provider; nothing was charged",
                 _QUEUED,
+                money=Release(),
             )
             return "abandoned"
+        if provider is None and claimed_at is None:
+            # Not claimed: waiting to be sent again (its pinned provider said "not now"), or its
+            # submit message was lost. Hand it (back) to the submit queue; a claim stops doubles.
+            self._submit_queue.enqueue(job.job_id, "sweeper-resend")
+            self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
+            return "resent"
         if provider is None:
-            # Not claimed yet (or just now): its trigger or the submit queue retries it; the
-            # deadline ends the wait.
+            # Claimed just now: its submitter is at work; the deadline ends the wait.
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return "waiting"
         adapter = self._registry.adapter(provider)
@@ -253,8 +376,10 @@ class Sweeper:
             job,
             JobStatus.FAILED,
             "SUBMIT_OUTCOME_UNKNOWN",
-            f"the submission to {provider} never reported back and the task cannot be found; "
+            f"the submission to {provider} never reported back and {provider} has no such task; "
             "not resent to avoid paying twice",
             _QUEUED,
+            # The provider says the task does not exist: nothing was charged.
+            money=Release(),
         )
         return "failed-unknown"

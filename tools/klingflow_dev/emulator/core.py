@@ -24,7 +24,8 @@ from klingflow.clock import Clock, SystemClock
 from klingflow.probe import BytesReader, ProbeError, probe_video
 from klingflow_dev import ASSETS
 
-PHASES = ("queued", "processing", "completed", "failed")
+PHASES = ("queued", "processing", "completed", "failed", "cancelled")
+ENDS = ("completed", "failed", "cancelled")
 # A task turns "processing" after this fraction of its latency.
 PROCESSING_AT = 0.3
 
@@ -37,8 +38,12 @@ class Faults:
     create_code: int | None = None  # body code for dialects that carry one (kling: 1303)
     retry_after_s: int | None = None  # Retry-After header on 429/503
     hang_create_s: float = 0.0  # take the task, then answer this late (past client timeouts)
+    create_after_fault: bool = (
+        False  # create the task, then answer create_status anyway (a 5xx after the work)
+    )
     query_status: int | None = None  # answer every task query with this HTTP status
     fail_tasks: bool = False  # tasks end failed instead of completed
+    cancel_tasks: bool = False  # tasks end cancelled by the provider (evolink documents it)
     latency_s: float = 6.0  # time from create to completion
     drop_callbacks: bool = False
     duplicate_callbacks: int = 0  # send each callback this many extra times
@@ -67,6 +72,7 @@ class Task:
     created: datetime
     latency_s: float
     fails: bool
+    cancelled: bool = False
     callback_url: str | None = None
     external_task_id: str | None = None
     kind: str = "motion_control"
@@ -83,7 +89,7 @@ class Task:
             return "failed"
         elapsed = (now - self.created).total_seconds()
         if elapsed >= self.latency_s:
-            return "failed" if self.fails else "completed"
+            return "cancelled" if self.cancelled else "failed" if self.fails else "completed"
         if elapsed >= self.latency_s * PROCESSING_AT:
             return "processing"
         return "queued"
@@ -165,6 +171,7 @@ class Emulator:
             created=self.clock.now(),
             latency_s=faults.latency_s,
             fails=faults.fail_tasks,
+            cancelled=faults.cancel_tasks,
             callback_url=callback_url,
             external_task_id=external_task_id,
         )
@@ -273,7 +280,7 @@ class Emulator:
         bodies = [body]
         if faults.reverse_callbacks:
             task.held.append(body)
-            if phase not in ("completed", "failed"):
+            if phase not in ENDS:
                 return
             bodies, task.held = list(reversed(task.held)), []
         due = now + timedelta(seconds=faults.callback_delay_s)

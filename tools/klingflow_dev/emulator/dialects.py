@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from . import rules
-from .core import Emulator, Task, iso_z
+from .core import ENDS, Emulator, Task, iso_z
 
 DAY = 24 * 3600.0
 
@@ -69,9 +69,9 @@ class Dialect:
             base = base.replace("127.0.0.1", host, 1)
         return f"{base}/files/{task.task_id}/output.mp4?expires={expires}"
 
-    def fault_reply(self) -> Reply | None:
+    def fault_reply(self, *, after_create: bool = False) -> Reply | None:
         faults = self.emulator.faults_for(self.name)
-        if faults.create_status is None:
+        if faults.create_status is None or faults.create_after_fault is not after_create:
             return None
         headers = {"Retry-After": str(faults.retry_after_s)} if faults.retry_after_s is not None else {}
         body = self.error_body(faults.create_status, "injected fault", code=faults.create_code)
@@ -366,7 +366,7 @@ class Evolink(Dialect):
     """Seeds 000-002 (+ PROVIDERS.md's (?) facts): OpenAI-style tasks, callbacks on the end."""
 
     name = "evolink"
-    callback_phases = frozenset({"completed", "failed"})  # completed, failed or cancelled
+    callback_phases = frozenset({"completed", "failed", "cancelled"})
     link_ttl_s = DAY  # output links live about 24 hours
     prefix = "/v1"
     # The real service refuses non-HTTPS callback URLs; the sandbox's API is plain http on
@@ -436,7 +436,6 @@ class Evolink(Dialect):
             seconds=seconds,
             orientation=orientation,
         )
-        seconds = self.billed_seconds(task)
         return Reply(
             200,
             {
@@ -447,11 +446,30 @@ class Evolink(Dialect):
                 "progress": 0,
                 "status": "pending",
                 "task_info": {"estimated_time": int(task.latency_s), "can_cancel": True},
-                "usage": {"credits_reserved": 1, "billing_rule": "per_call"}
-                if kind == "custom_element"
-                else {"credits_reserved": seconds * 8, "billing_rule": "per_second"},
+                "usage": {"credits_reserved": self.credits(task), "billing_rule": self._billing_rule(task)},
             },
         )
+
+    def credits(self, task: Task) -> float:
+        """What a task costs in credits ($0.0139 each, seeds 000/001): 1 per element; per second,
+        5.4 for Kling 3.0 (seed 002) and 8.16 for motion control ($0.1134/s), times seed 002's
+        quality and sound factors."""
+        if task.kind == "custom_element":
+            return 1.0
+        body = task.body
+        params = body.get("model_params") or {}
+        base = 8.16 if task.kind == "motion_control" else 5.4
+        factor = {
+            ("720p", False): 1.0,
+            ("720p", True): 1.5,
+            ("1080p", False): 1.333,
+            ("1080p", True): 2.0,
+        }[(str(body.get("quality", "720p")), params.get("sound") == "on")]
+        return round(base * factor * self.billed_seconds(task), 4)
+
+    @staticmethod
+    def _billing_rule(task: Task) -> str:
+        return "per_call" if task.kind == "custom_element" else "per_second"
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
         phase = task.phase(now)
@@ -463,10 +481,14 @@ class Evolink(Dialect):
             "model": task.body.get("model"),
             "created": int(task.created.timestamp()),
             "status": status,
-            "progress": 100
-            if status in ("completed", "failed")
-            else min(99, int(100 * elapsed / task.latency_s)),
+            "progress": 100 if status in ENDS else min(99, int(100 * elapsed / task.latency_s)),
         }
+        if status == "completed":
+            # What was charged, in credits (?): seed 002 shows `usage` on the create answer only.
+            answer["usage"] = {
+                "billing_rule": self._billing_rule(task),
+                "credits_reserved": self.credits(task),
+            }
         if status == "completed" and task.kind == "custom_element":
             answer["result_data"] = {"element_id": task.element_id}
         elif status == "completed":
@@ -513,6 +535,14 @@ class Kling(Dialect):
         # The documented token: exp = now + 1800, nbf = now - 5; longer-lived ones are refused.
         lifetime_ok = claims["exp"] - claims["nbf"] <= 1805
         return bool(claims.get("iss") == access_key and claims["nbf"] <= now < claims["exp"] and lifetime_ok)
+
+    def units(self, task: Task) -> float:
+        """Resource-pack units a task deducts (?): 0.6 per second at std, 0.8 at pro, 1.5x with
+        sound; at $0.14 a unit that is the $0.084/s the official API is quoted at (seed 002)."""
+        per_second = 0.8 if task.body.get("mode") == "pro" else 0.6
+        if task.body.get("sound") == "on":
+            per_second *= 1.5
+        return round(per_second * self.billed_seconds(task), 4)
 
     def error_body(self, status: int, message: str, *, code: int | None = None) -> Any:
         # Kling answers balance problems with 429 / 1100-1102, never 402.
@@ -595,7 +625,7 @@ class Kling(Dialect):
             data["task_result"] = {
                 "videos": [{"id": f"v-{task.task_id}", "url": url, "watermark_url": url, "duration": seconds}]
             }
-            data["final_unit_deduction"] = f"{self.billed_seconds(task)}"
+            data["final_unit_deduction"] = f"{self.units(task):g}"
         return data
 
 

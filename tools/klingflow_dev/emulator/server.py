@@ -80,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply(faults.query_status, dialect.error_body(faults.query_status, "injected fault")))
             return
         reply = dialect.handle(method, parts.path, headers, body, self.server.base)
+        if method == "POST" and reply.status < 300 and (late := dialect.fault_reply(after_create=True)):
+            reply = late  # the task exists; the answer says otherwise
         if method == "POST" and faults.hang_create_s:
             # A provider that takes the request (the task exists) and answers too late.
             time.sleep(faults.hang_create_s)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
 
 from .template import Resolver
 
@@ -26,6 +34,39 @@ PSEUDO = {
     "AWS::Partition": "aws",
     "AWS::URLSuffix": "amazonaws.com",
 }
+
+
+class SerialisedDynamoDB:
+    """WSGI middleware: moto answers DynamoDB requests one at a time.
+
+    DynamoDB evaluates a conditional write (or a transaction) atomically; moto's server checks
+    the condition and then writes without a lock, so two threads can both pass a condition only
+    one of them should. The budget's promise ("N concurrent submits never overspend") rests on
+    that atomicity, so the sandbox restores it. Other services are left concurrent.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self._app(environ, start_response)
+        with self._lock:
+            # The answer is produced while the lock is held, not when the server sends it.
+            return list(self._app(environ, start_response))
+
+
+class MotoServer(ThreadedMotoServer):
+    """moto in server mode on loopback, with DynamoDB's atomic conditional writes."""
+
+    def _server_entry(self) -> None:
+        app = SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
 
 
 @dataclass

@@ -42,6 +42,14 @@ _IMPORTS = threading.Lock()
 
 
 @dataclass
+class Container:
+    """One warm execution environment: its own copy of the handler module and its globals."""
+
+    module: ModuleType
+    handler: Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
 class Function:
     logical_id: str
     code_dir: Path
@@ -51,30 +59,54 @@ class Function:
     max_retries: int = 2
     dead_letter_queue_url: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
-    module: ModuleType | None = None
     on_load: Callable[[ModuleType, str], None] | None = None
-    # One container per function: Lambda never runs two events at once in one container.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # How many events may run at once, each in a container of its own (Lambda scales out; a
+    # container never runs two events at once). ReservedConcurrentExecutions caps it.
+    concurrency: int = 1
+    _idle: list[Container] = field(default_factory=list)
+    _started: int = 0
+    _slots: threading.Condition = field(default_factory=threading.Condition)
 
-    def load(self) -> Callable[[dict[str, Any], Any], Any]:
+    @property
+    def containers(self) -> int:
+        return self._started
+
+    def acquire(self) -> Container:
+        """A warm container if one is idle, a new one while under the concurrency limit, or
+        wait for one to come free."""
+        with self._slots:
+            while not self._idle and self._started >= self.concurrency:
+                self._slots.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._started += 1
+            number = self._started
+        try:
+            return self._cold_start(number)
+        except BaseException:
+            with self._slots:
+                self._started -= 1
+                self._slots.notify()
+            raise
+
+    def release(self, container: Container) -> None:
+        with self._slots:
+            self._idle.append(container)
+            self._slots.notify()
+
+    def _cold_start(self, number: int) -> Container:
         module_file, _, attribute = self.handler.rpartition(".")
+        path = self.code_dir / f"{module_file}.py"
+        name = f"sandbox_{self.logical_id}_{module_file}_{number}"
         with _IMPORTS:
-            self._import(module_file)
-        handler: Callable[[dict[str, Any], Any], Any] = getattr(self.module, attribute)
-        return handler
-
-    def _import(self, module_file: str) -> None:
-        if self.module is None:
-            path = self.code_dir / f"{module_file}.py"
-            name = f"sandbox_{self.logical_id}_{module_file}"
             spec = importlib.util.spec_from_file_location(name, path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
-            self.module = module
-            if self.on_load is not None:
-                self.on_load(module, self.logical_id)
+        if self.on_load is not None:
+            self.on_load(module, self.logical_id)
+        return Container(module, getattr(module, attribute))
 
 
 @dataclass
@@ -101,14 +133,15 @@ class Invoker:
 
     def invoke(self, logical_id: str, event: dict[str, Any], *, source: str) -> Any:
         function = self.functions[logical_id]
-        handler = function.load()
-        with function.lock:
+        container = function.acquire()
+        try:
             context = FakeContext(logical_id, function.timeout_s, function.memory_mb)
-            try:
-                result = handler(event, context)
-            except Exception as error:
-                self._record(Invocation(logical_id, source, False, f"{type(error).__name__}: {error}"))
-                raise
+            result = container.handler(event, context)
+        except Exception as error:
+            self._record(Invocation(logical_id, source, False, f"{type(error).__name__}: {error}"))
+            raise
+        finally:
+            function.release(container)
         self._record(Invocation(logical_id, source, True))
         return result
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import boto3
 import httpx
-from moto.server import ThreadedMotoServer
 
 from klingflow import runtime
 from klingflow.clock import Clock
@@ -24,7 +23,7 @@ from klingflow_dev.emulator import Emulator, EmulatorServer
 
 from . import template
 from .apiserver import ApiServer, Route
-from .aws import ACCOUNT, PSEUDO, REGION, STACK, ResourceBuilder
+from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder
 from .lambdas import Function, Invoker
 from .sources import Loop, RuleQueue, S3Notifications, Schedule, SqsBatches
 
@@ -71,12 +70,18 @@ class SandboxOptions:
             "FIRST_POLL_WITHOUT_CALLBACK_S": "1",
             "POLL_MAX_INTERVAL_S": "2",
             "ARCHIVE_STALL_S": "30",
+            "SALVAGE_POLL_S": "2",
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
     )
     provider_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Containers each function may run at once (ReservedConcurrentExecutions caps it), and SQS
+    # batches polled at once per queue (ScalingConfig.MaximumConcurrency caps it): Lambda runs
+    # events side by side, so the sandbox does too, and races show here before production.
+    function_concurrency: int = 4
+    sqs_pollers: int = 4
     # Deterministic mode for tests: no background loops, time moves only when the test says so;
     # the test steps the event sources itself (deliver_s3, drain_archive, sweep, tick_providers).
     clock: Clock | None = None
@@ -88,7 +93,7 @@ class Sandbox:
         self.events: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
         self._loops: list[Loop] = []
-        self._moto: ThreadedMotoServer | None = None
+        self._moto: MotoServer | None = None
         self.emulator_server: EmulatorServer | None = None
         self.api: ApiServer | None = None
         self.invoker: Invoker | None = None
@@ -98,10 +103,17 @@ class Sandbox:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
+        # Bad parameters are refused before anything starts, as CloudFormation refuses them.
+        document = template.load(self.options.repo / "template.yaml")
+        parameters = template.parameter_values(document.get("Parameters", {}), self.options.parameters)
+        try:
+            given_overrides = json.loads(parameters["ProviderOverrides"])
+        except ValueError as error:
+            raise ValueError(f"ProviderOverrides is not JSON: {error}") from None
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log drowns the demo
         # Metrics are disabled here; Powertools still warns when a handler flushes none.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -137,15 +149,18 @@ class Sandbox:
         for dialect in base_urls:
             self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
 
-        document = template.load(self.options.repo / "template.yaml")
         overrides: dict[str, dict[str, Any]] = {
             name: {"base_url": url, "enabled": True, **SANDBOX_PRICES.get(name, {})}
             for name, url in base_urls.items()
         }
         for name, extra in self.options.provider_overrides.items():
             overrides[name] = {**overrides.get(name, {}), **extra}
-        parameters = {name: spec.get("Default") for name, spec in document.get("Parameters", {}).items()}
-        parameters.update({"ProviderOverrides": json.dumps(overrides), **self.options.parameters})
+        # The stack's parameters as a deployment would have them: checked against their
+        # declarations; a ProviderOverrides given is merged over the emulator's endpoints.
+        for name, extra in given_overrides.items():
+            overrides[name] = {**overrides.get(name, {}), **extra}
+        parameters["ProviderOverrides"] = json.dumps(overrides)
+        self.parameters = parameters
         self.resolver = template.Resolver(
             parameters=parameters,
             pseudo=PSEUDO,
@@ -257,15 +272,16 @@ class Sandbox:
 
     def _inject_clock(self, module: Any, logical_id: str) -> None:
         assert self.options.clock is not None
-        builders: dict[str, Callable[[Any, Clock], Any]] = {
-            "SubmitFunction": runtime.build_intake,
-            "CallbackFunction": runtime.build_receiver,
-            "ArchiveFunction": runtime.build_archiver,
-            "SweeperFunction": runtime.build_sweeper,
+        # Each handler's lazily built services, rebuilt on the test's clock.
+        builders: dict[str, dict[str, Callable[[Any, Clock], Any]]] = {
+            "SubmitFunction": {"service": runtime.build_intake, "canceller": runtime.build_canceller},
+            "CallbackFunction": {"service": runtime.build_receiver},
+            "ArchiveFunction": {"service": runtime.build_archiver},
+            "SweeperFunction": {"service": runtime.build_sweeper},
+            "JobsFunction": {"service": runtime.build_queries},
         }
-        build = builders.get(logical_id)
-        if build is not None:
-            module.service.override(build(module.settings, self.options.clock))
+        for name, build in builders.get(logical_id, {}).items():
+            getattr(module, name).override(build(module.settings, self.options.clock))
 
     # ---- building ----------------------------------------------------------------------------
 
@@ -289,6 +305,7 @@ class Sandbox:
                 timeout_s=float(props.get("Timeout", 3)),
                 memory_mb=int(props.get("MemorySize", 128)),
                 max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
+                concurrency=int(props.get("ReservedConcurrentExecutions", self.options.function_concurrency)),
             )
         return functions
 
@@ -354,7 +371,11 @@ class Sandbox:
                     arn = str(self.resolver(props["Queue"]))
                     url = f"{self.endpoint}/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
                     batches = SqsBatches(sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker)
-                    self._loops.append(Loop(f"sqs-{name}", 0.05, batches.step))
+                    # A test steps one batch at a time; running, Lambda polls several at once.
+                    scaling = props.get("ScalingConfig", {})
+                    limit = int(scaling.get("MaximumConcurrency", self.options.sqs_pollers))
+                    pollers = 1 if self.options.clock is not None else min(limit, self.options.sqs_pollers)
+                    self._loops.extend(Loop(f"sqs-{name}", 0.05, batches.step) for _ in range(pollers))
                 elif kind in ("ScheduleV2", "Schedule"):
                     schedule = Schedule(logical, self.invoker, name)
                     self._loops.append(Loop(f"schedule-{name}", self.options.schedule_every_s, schedule.step))

@@ -153,3 +153,63 @@ class Resolver:
                 else:
                     found |= self.references(argument)
         return found
+
+
+def parameter_values(declared: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, str]:
+    """Every parameter's value (defaults, then what was given), checked the way CloudFormation
+    checks them before a deployment: unknown names, numbers, ranges, allowed values, lengths."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; the template declares {sorted(declared)}")
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for name, spec in declared.items():
+        if name not in given and "Default" not in spec:
+            problems.append(f"{name}: no value and no default")
+            continue
+        value = str(given.get(name, spec.get("Default")))
+        values[name] = value
+        problems.extend(f"{name}={value!r}: {problem}" for problem in _parameter_problems(spec, value))
+    if problems:
+        raise ValueError("invalid parameter values: " + "; ".join(problems))
+    return values
+
+
+def _parameter_problems(spec: Mapping[str, Any], value: str) -> list[str]:
+    problems = []
+    allowed = spec.get("AllowedValues")
+    if allowed is not None and value not in [str(v) for v in allowed]:
+        problems.append(f"must be one of {allowed}")
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            return [*problems, "must be a number"]
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            problems.append(f"must be at least {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            problems.append(f"must be at most {spec['MaxValue']}")
+    else:
+        if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+            problems.append(f"must be at least {spec['MinLength']} characters")
+        if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+            problems.append(f"must be at most {spec['MaxLength']} characters")
+        if "AllowedPattern" in spec and not re.fullmatch(str(spec["AllowedPattern"]), value):
+            problems.append(f"must match {spec['AllowedPattern']}")
+    return problems
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`sam deploy --parameter-overrides` syntax: `Key=Value` or
+    `ParameterKey=Key,ParameterValue=Value`, one pair per argument."""
+    values = {}
+    for pair in pairs:
+        long_form = re.fullmatch(r"ParameterKey=([^,]+),ParameterValue=(.*)", pair, re.DOTALL)
+        if long_form:
+            key, value = long_form.groups()
+        elif "=" in pair:
+            key, value = pair.split("=", 1)
+        else:
+            raise ValueError(f"{pair!r} is not Key=Value")
+        values[key.strip()] = value
+    return values

@@ -14,6 +14,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -67,6 +68,19 @@ class TaskOutput:
     duration_s: float | None = None
 
 
+class UsageUnit(StrEnum):
+    SECONDS = "seconds"  # seconds of video billed (gateway's usage.seconds)
+    UNITS = "units"  # the provider's own currency of account: Kling units, evolink credits
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a provider says it charged for a task, in its own unit."""
+
+    amount: float
+    unit: UsageUnit
+
+
 @dataclass(frozen=True)
 class TaskReport:
     """A provider's view of a task, in our vocabulary. `status` None: a word we do not know."""
@@ -77,7 +91,7 @@ class TaskReport:
     outputs: tuple[TaskOutput, ...] = ()
     error_code: str | None = None
     error_message: str | None = None
-    billed_seconds: float | None = None
+    usage: Usage | None = None  # the provider's own figure of what it charged, when it gives one
     external_task_id: str | None = None
     element_id: str | None = None  # what a custom_element task made
 
@@ -246,6 +260,16 @@ def on_off(flag: bool) -> str:
 
 def mode_quality(mode: Mode) -> str:
     return "1080p" if mode is Mode.PRO else "720p"
+
+
+def number(value: Any) -> float | None:
+    """A number from an answer that may spell it as a string ("5.1") or omit it."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def as_dict(value: Any) -> dict[str, Any]:

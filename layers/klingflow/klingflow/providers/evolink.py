@@ -30,8 +30,11 @@ from .base import (
     TaskOutput,
     TaskReport,
     TaskSpec,
+    Usage,
+    UsageUnit,
     as_dict,
     mode_quality,
+    number,
     on_off,
     with_optional,
 )
@@ -44,6 +47,9 @@ MODELS = {
 }
 CREATE_PATH = "/videos/generations"
 QUERY_PATH = "/tasks/{task_id}"  # (?) PROVIDERS.md
+# A finished task's `usage` (?): seed 002 shows only the create answer's `credits_reserved`; a
+# final figure under another name is preferred where the answer carries one.
+CREDIT_FIELDS = ("credits_used", "credits_charged", "credits", "credits_reserved")
 # Kling 3.0 on evolink takes none of Kling-V2.6's extra controls (seed 002 lists prompt, image,
 # 3..15 s, quality and sound); a request that needs them is routed to a dialect that has them.
 _UNSUPPORTED_CONTROLS = ("camera_control", "image_tail", "voice_list", "static_mask", "dynamic_masks")
@@ -161,11 +167,14 @@ class EvolinkAdapter(Adapter):
         results = body["results"] if isinstance(body.get("results"), list) else []
         error = as_dict(body.get("error"))
         element = as_dict(body.get("result_data")).get("element_id")
+        status = self.status_of(word)
+        credits = _credits(as_dict(body.get("usage"))) if status is JobStatus.SUCCEEDED else None
         return TaskReport(
             task_id=body["id"],
-            status=self.status_of(word),
+            status=status,
             provider_status=word,
             outputs=tuple(TaskOutput(str(url)) for url in results if isinstance(url, str)),
+            usage=Usage(credits, UsageUnit.UNITS) if credits is not None else None,
             error_code=str(error["code"]) if error.get("code") is not None else None,
             error_message=str(error["message"]) if error.get("message") else None,
             element_id=str(element) if element not in (None, "") else None,
@@ -180,3 +189,7 @@ class EvolinkAdapter(Adapter):
         if status in (400, 403, 422) and any(word in code for word in ("content", "moderation", "sensitive")):
             error_class = ProviderErrorClass.CONTENT_POLICY
         return error_class, code or None
+
+
+def _credits(usage: dict[str, Any]) -> float | None:
+    return next((found for name in CREDIT_FIELDS if (found := number(usage.get(name))) is not None), None)

@@ -31,9 +31,12 @@ from .base import (
     TaskOutput,
     TaskReport,
     TaskSpec,
+    Usage,
+    UsageUnit,
     as_dict,
     camera,
     flat_motion_fields,
+    number,
     on_off,
     with_optional,
 )
@@ -180,11 +183,12 @@ class GatewayAdapter(Adapter):
                 self.dialect, ProviderErrorClass.PROVIDER_DOWN, f"task answer without id: {body!r}"
             )
         word = str(body.get("status", ""))
-        usage = body.get("usage")
-        seconds = usage.get("seconds") if isinstance(usage, dict) else None
+        usage = as_dict(body.get("usage"))
+        # Seed 003 names it `seconds`; its unified answer format says `duration_seconds`.
+        seconds = number(usage.get("seconds", usage.get("duration_seconds")))
         outputs: tuple[TaskOutput, ...] = ()
         if isinstance(body.get("video_url"), str):
-            outputs = (TaskOutput(body["video_url"], float(seconds) if seconds is not None else None),)
+            outputs = (TaskOutput(body["video_url"], seconds),)
         error = body.get("error")
         return TaskReport(
             task_id=body["id"],
@@ -193,7 +197,7 @@ class GatewayAdapter(Adapter):
             outputs=outputs,
             error_code="PROVIDER_FAILED" if error else None,
             error_message=str(error) if error else None,
-            billed_seconds=float(seconds) if seconds is not None else None,
+            usage=Usage(seconds, UsageUnit.SECONDS) if seconds is not None and word == "completed" else None,
         )
 
     def error_class_for(self, status: int, body: Any) -> tuple[ProviderErrorClass, str | None]:

@@ -36,9 +36,12 @@ from .base import (
     TaskOutput,
     TaskReport,
     TaskSpec,
+    Usage,
+    UsageUnit,
     as_dict,
     camera,
     flat_motion_fields,
+    number,
     on_off,
     with_optional,
 )
@@ -208,16 +211,19 @@ class KlingAdapter(Adapter):
         videos = [v for v in (result.get("videos") or []) if isinstance(v, dict) and v.get("url")]
         info = as_dict(data.get("task_info"))
         status = self.status_of(word)
+        units = number(data.get("final_unit_deduction")) if status is JobStatus.SUCCEEDED else None
         return TaskReport(
             task_id=str(data["task_id"]),
             status=status,
             provider_status=word,
-            outputs=tuple(TaskOutput(str(v["url"]), _seconds(v.get("duration"))) for v in videos),
+            outputs=tuple(TaskOutput(str(v["url"]), number(v.get("duration"))) for v in videos),
             error_code="PROVIDER_FAILED" if status is JobStatus.FAILED else None,
             error_message=str(data.get("task_status_msg")) if status is JobStatus.FAILED else None,
-            # Not the output's duration: motion control bills the reference video whatever the
-            # model extracted from it, so billing falls back to what the job itself implies.
-            billed_seconds=None,
+            # What Kling deducted, in units of the account's resource pack (not the output's
+            # duration: motion control bills the reference video whatever the model extracted).
+            usage=Usage(units, UsageUnit.UNITS)
+            if units is not None and status is JobStatus.SUCCEEDED
+            else None,
             external_task_id=info.get("external_task_id"),
         )
 
@@ -229,11 +235,3 @@ class KlingAdapter(Adapter):
 
     def default_backoff_s(self, error_class: ProviderErrorClass) -> float | None:
         return _MIN_BACKOFF_S.get(error_class)
-
-
-def _seconds(value: Any) -> float | None:
-    # Kling reports durations as strings ("5.1").
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

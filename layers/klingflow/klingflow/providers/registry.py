@@ -64,6 +64,9 @@ class ProviderConfig(BaseModel):
     # Hosts output links may come from ("*.example.com" matches subdomains); the base URL's
     # host is always allowed.
     download_hosts: list[str] = Field(default_factory=list)
+    # The price of one unit of what the provider reports it charged (Kling units, evolink
+    # credits), in its currency; None: its figure cannot be converted, so the billing rule settles.
+    unit_price: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +146,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "image_to_video": _factored(0.075),
         },
         "flat_prices": {"custom_element": 0.0139},
+        # Seeds 000/001: "$0.0139 / request (1 Credits)".
+        "unit_price": 0.0139,
         "download_hosts": ["*.evolink.ai"],
     },
     "gateway": {  # seed 003: paths but no host, so a deployment sets base_url to enable it
@@ -164,6 +169,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             "image_to_video": _factored(0.084),
         },
         "credential_fields": ("access_key", "secret_key"),
+        # (?) What one unit of a resource pack costs varies by pack; $0.14 makes 0.6 units per
+        # second of std motion control the $0.084/s above. Set it to your pack's price.
+        "unit_price": 0.14,
         "download_hosts": ["*.klingai.com"],
     },
 }
@@ -253,7 +261,10 @@ class Registry:
 
     def price_usd(self, name: str, kind: JobKind, billing: Billing) -> float:
         """The same charge in USD, so providers billing in different currencies compare."""
-        amount = self.price(name, kind, billing)
+        return self.in_usd(name, self.price(name, kind, billing))
+
+    def in_usd(self, name: str, amount: float) -> float:
+        """An amount in the provider's currency, in USD."""
         return round(amount * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else amount
 
     def task_report(self, name: str, task_id: str, kind: JobKind, *, made: str | None = None) -> TaskReport:
