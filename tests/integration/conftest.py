@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ class Stack:
             sandbox.names["JobsTable"]
         )
         self.emulator = sandbox.emulator
+        self._media: set[str] = set()
 
     @property
     def bucket(self) -> str:
@@ -76,6 +78,25 @@ class Stack:
         self.clock.advance(60)
         self.sandbox.tick_providers()
 
+    def post(self, folder: str, **changes: Any) -> Any:
+        """POST /jobs with the sample media under `folder` (uploaded once per folder)."""
+        if folder not in self._media:
+            self.put_media(folder)
+            self._media.add(folder)
+        return self.api.request("POST", "/jobs", self.request(folder, **changes))
+
+    def send_all(self, count: int) -> None:
+        """Run the submit queue until `count` messages have been handled (one per step)."""
+        for _ in range(count):
+            self.sandbox.deliver_submissions()
+
+    def archive_all(self, count: int) -> None:
+        for _ in range(count):
+            self.sandbox.drain_archive()
+
+    def spend(self, day: str | None = None) -> dict[str, Any]:
+        return dict(self.api.get_json("/spend" + (f"?day={day}" if day else "")))
+
     def events_for(self, job_id: str) -> list[str]:
         return [
             e["detail-type"] for e in self.sandbox.collect_events() if e["detail"].get("job_id") == job_id
@@ -91,17 +112,28 @@ class Stack:
         return task.callback_url
 
 
-@pytest.fixture
-def stack(aws_env: None) -> Iterator[Stack]:
+@contextmanager
+def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[Stack]:
+    """A sandbox on a manual clock, with the stack parameters a deployment would pass."""
     clock = ManualClock()
     sandbox = Sandbox(
-        SandboxOptions(clock=clock, environment={**SandboxOptions().environment, "PROVIDER_TIMEOUT_S": "1"})
+        SandboxOptions(
+            clock=clock,
+            environment={**SandboxOptions().environment, "PROVIDER_TIMEOUT_S": "1"},
+            parameters=parameters or {},
+        )
     )
     sandbox.start()
     try:
         yield Stack(sandbox, clock)
     finally:
         sandbox.stop()
+
+
+@pytest.fixture
+def stack(aws_env: None) -> Iterator[Stack]:
+    with deterministic_stack() as built:
+        yield built
 
 
 def body(response: Any) -> Any:

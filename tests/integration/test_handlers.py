@@ -98,3 +98,16 @@ def test_an_invalid_job_requested_event_is_rejected_once_and_not_retried(stack: 
     assert answer["rejected"]["error"]["details"][0]["field"] == "mode"
     rejected = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Rejected"]
     assert len(rejected) == 1
+
+
+def test_submit_takes_the_sample_cancel_event(stack: Stack) -> None:
+    missing = _invoke(stack, "SubmitFunction", sample_event("api_cancel_job.json"))
+    assert missing["statusCode"] == 404
+    assert json.loads(missing["body"])["error"]["code"] == "NOT_FOUND"
+
+
+def test_jobs_takes_the_sample_spend_event(stack: Stack) -> None:
+    answer = _invoke(stack, "JobsFunction", sample_event("api_get_spend.json"))
+    assert answer["statusCode"] == 200
+    spend = json.loads(answer["body"])
+    assert (spend["day"], spend["budget_usd"], spend["reserved_usd"]) == ("2026-11-21", 100.0, 0.0)

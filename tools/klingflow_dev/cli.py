@@ -31,7 +31,7 @@ def _up(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"klingflow sandbox up: {error}", file=sys.stderr)
         return 2
-    with sandbox:
+    try:
         assert sandbox.api is not None
         # One line of JSON first, so a script can read the endpoints with `head -1`.
         print(
@@ -50,6 +50,8 @@ def _up(args: argparse.Namespace) -> int:
         print("sandbox running; Ctrl-C stops it", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+    finally:
+        sandbox.stop()
     return 0
 
 

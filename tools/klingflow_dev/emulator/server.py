@@ -19,6 +19,7 @@ CONTROL = "/_emulator"
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # a provider takes many connections at once
     dialect: Dialect
     base: str
 

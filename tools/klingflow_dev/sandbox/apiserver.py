@@ -89,11 +89,17 @@ def api_event(
     return event
 
 
+class _Server(ThreadingHTTPServer):
+    # API Gateway takes many connections at once; the socket module's default backlog of 5
+    # resets the sixth client that connects in the same instant.
+    request_queue_size = 128
+
+
 class ApiServer:
     def __init__(self, routes: list[Route], invoker: Invoker) -> None:
         self.routes = routes
         self._invoker = invoker
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(

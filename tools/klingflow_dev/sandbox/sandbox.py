@@ -267,8 +267,12 @@ class Sandbox:
         self.emulator.wait_idle()
 
     def collect_events(self) -> list[dict[str, Any]]:
-        self.step("tap")
-        return self.captured_events()
+        """Every event on the bus so far (the tap takes ten at a time: drain it)."""
+        while True:
+            seen = len(self.captured_events())
+            self.step("tap")
+            if len(self.captured_events()) == seen:
+                return self.captured_events()
 
     def _inject_clock(self, module: Any, logical_id: str) -> None:
         assert self.options.clock is not None
@@ -370,7 +374,9 @@ class Sandbox:
                 elif kind == "SQS":
                     arn = str(self.resolver(props["Queue"]))
                     url = f"{self.endpoint}/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
-                    batches = SqsBatches(sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker)
+                    batches = SqsBatches(
+                        sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker, wait_s=self._wait_s
+                    )
                     # A test steps one batch at a time; running, Lambda polls several at once.
                     scaling = props.get("ScalingConfig", {})
                     limit = int(scaling.get("MaximumConcurrency", self.options.sqs_pollers))
@@ -383,12 +389,22 @@ class Sandbox:
                     bus = str(self.resolver(props.get("EventBusName", "default")))
                     queue = self._rule_queue(events, sqs, bus, f"{logical}-{name}", props["Pattern"])
                     self._loops.append(
-                        Loop(f"rule-{name}", 0.05, RuleQueue(sqs, queue, logical, self.invoker).step)
+                        Loop(
+                            f"rule-{name}",
+                            0.05,
+                            RuleQueue(sqs, queue, logical, self.invoker, wait_s=self._wait_s).step,
+                        )
                     )
         # A tap on the bus: every event klingflow emits, for the demo's summary and the tests.
         bus = self.names["EventBus"]
         tap = self._rule_queue(events, sqs, bus, "sandbox-tap", {"source": ["klingflow"]})
-        self._loops.append(Loop("tap", 0.05, RuleQueue(sqs, tap, None, self.invoker, self._capture).step))
+        tap_queue = RuleQueue(sqs, tap, None, self.invoker, self._capture, wait_s=self._wait_s)
+        self._loops.append(Loop("tap", 0.05, tap_queue.step))
+
+    @property
+    def _wait_s(self) -> int:
+        # Running, pollers long-poll like Lambda's; stepped by a test, an empty queue answers at once.
+        return 0 if self.options.clock is not None else 1
 
     def _rule_queue(self, events: Any, sqs: Any, bus: str, name: str, pattern: dict[str, Any]) -> str:
         url = str(sqs.create_queue(QueueName=f"{STACK}-rule-{name}")["QueueUrl"])

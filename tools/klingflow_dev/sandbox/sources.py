@@ -132,7 +132,9 @@ class SqsBatches:
         invoker: Invoker,
         *,
         retry_after_s: int = 2,
+        wait_s: int = 1,
     ) -> None:
+        self._wait_s = wait_s
         self._sqs = sqs
         self._url = queue_url
         self._batch = min(batch_size, 10)
@@ -145,7 +147,7 @@ class SqsBatches:
         answer = self._sqs.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=self._batch,
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=self._wait_s,
             MessageSystemAttributeNames=["All"],
         )
         messages = answer.get("Messages", [])
@@ -219,7 +221,10 @@ class RuleQueue:
         function: str | None,
         invoker: Invoker,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        wait_s: int = 1,
     ) -> None:
+        self._wait_s = wait_s
         self._sqs = sqs
         self._url = queue_url
         self._function = function
@@ -227,7 +232,9 @@ class RuleQueue:
         self._on_event = on_event
 
     def step(self) -> None:
-        answer = self._sqs.receive_message(QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        answer = self._sqs.receive_message(
+            QueueUrl=self._url, MaxNumberOfMessages=10, WaitTimeSeconds=self._wait_s
+        )
         for message in answer.get("Messages", []):
             event = json.loads(message["Body"])
             if self._on_event is not None:

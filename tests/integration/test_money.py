@@ -1,0 +1,417 @@
+"""Money through the real handlers: the daily budget, settlement from what each provider charged,
+refunds, and never paying for an output that is then thrown away.
+
+The sample motion-control job is 5 s of reference video at std: $0.35 on gateway (0.5 CNY/s),
+$0.42 on kling, $0.5144 on apimaster, $0.567 on evolink.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+
+from klingflow.spend import Budget, Ledger
+from klingflow.store import Claim, JobStore
+from tests.integration.conftest import Stack, deterministic_stack
+from tests.unit.test_store import _job
+
+GATEWAY_JOB_USD = 0.35
+
+
+@pytest.fixture
+def five_dollar_day(aws_env: None) -> Iterator[Stack]:
+    with deterministic_stack({"DailyBudgetUsd": "5"}) as stack:
+        yield stack
+
+
+def _creates(stack: Stack) -> int:
+    return sum(1 for _, method, path, _ in stack.emulator.requests if method == "POST" and "video" in path)
+
+
+def test_jobs_past_the_days_budget_are_refused_and_spend_agrees_with_what_was_billed(
+    five_dollar_day: Stack,
+) -> None:
+    stack = five_dollar_day
+    # Given a $5 day and 20 jobs of $0.35 accepted at once (nothing is reserved before sending)
+    accepted = [stack.post("incoming/b1") for _ in range(20)]
+    assert {response.status_code for response in accepted} == {202}
+    ids = [response.json()["job_id"] for response in accepted]
+
+    # When the submit queue sends them
+    stack.send_all(len(ids))
+
+    # Then 14 ($4.90) went to a provider and 6 failed, each naming the budget, without a call
+    jobs = [stack.job(job_id) for job_id in ids]
+    sent = [job for job in jobs if job["status"] == "SUBMITTED"]
+    refused = [job for job in jobs if job["status"] == "FAILED"]
+    assert (len(sent), len(refused)) == (14, 6)
+    assert _creates(stack) == 14
+    for job in refused:
+        assert job["error"]["code"] == "BUDGET_EXCEEDED"
+        assert job["error"]["budget"]["daily_budget_usd"] == 5
+        assert job["error"]["budget"]["estimate_usd"] == GATEWAY_JOB_USD
+        assert job["error"]["budget"]["remaining_usd"] == pytest.approx(0.10)
+        assert stack.events_for(job["job_id"]) == ["Job Failed"]
+    spend = stack.spend()
+    assert (spend["reserved_usd"], spend["settled_usd"]) == (4.9, 0.0)
+
+    # When they finish and are archived
+    stack.finish_at_provider()
+    stack.archive_all(len(sent))
+
+    # Then GET /spend settles to the sum of what the jobs were billed, nothing left reserved
+    billed = [stack.job(job["job_id"])["cost"]["billed_usd"] for job in sent]
+    spend = stack.spend()
+    assert spend["settled_usd"] == pytest.approx(sum(billed)) == 4.9
+    assert spend["reserved_usd"] == 0.0
+    assert spend["remaining_usd"] == pytest.approx(0.1)
+    assert spend["by_provider"] == {"gateway": {"reserved_usd": 0.0, "settled_usd": 4.9}}
+    assert spend["by_kind"] == {"motion_control": {"reserved_usd": 0.0, "settled_usd": 4.9}}
+
+    # And a request that cannot fit what is left is refused at once, naming the figures
+    response = stack.post("incoming/b1")
+    assert response.status_code == 402
+    error = response.json()["error"]
+    assert error["code"] == "BUDGET_EXCEEDED"
+    assert error["budget"] == {
+        "daily_budget_usd": 5,
+        "remaining_usd": pytest.approx(0.1),
+        "estimate_usd": GATEWAY_JOB_USD,
+        "max_job_cost_usd": 25,
+    }
+
+
+def test_a_job_dearer_than_max_job_cost_is_refused_before_it_is_stored(aws_env: None) -> None:
+    with deterministic_stack({"MaxJobCostUsd": "0.3"}) as stack:
+        response = stack.post("incoming/max")
+
+        assert response.status_code == 402
+        error = response.json()["error"]
+        assert error["code"] == "BUDGET_EXCEEDED"
+        assert "MaxJobCostUsd $0.3" in error["message"]
+        assert error["budget"]["estimate_usd"] == GATEWAY_JOB_USD
+        assert stack.api.get_json("/jobs")["jobs"] == []
+        rejected = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Rejected"]
+        assert [e["detail"]["error"]["code"] for e in rejected] == ["BUDGET_EXCEEDED"]
+
+
+def test_a_manifest_over_the_budget_gets_its_rejected_report(aws_env: None) -> None:
+    with deterministic_stack({"DailyBudgetUsd": "0.3"}) as stack:
+        stack.put_media("incoming/m-budget")
+        manifest = {
+            "image": "character.png",
+            "video": "dance.mp4",
+            "character_orientation": "image",
+            "mode": "std",
+        }
+        key = "incoming/m-budget/job.json"
+        stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=json.dumps(manifest).encode())
+
+        stack.sandbox.deliver_s3()
+
+        report = json.loads(
+            stack.s3.get_object(Bucket=stack.bucket, Key="rejected/m-budget/job.error.json")["Body"].read()
+        )
+        assert report["error"]["code"] == "BUDGET_EXCEEDED"
+        assert report["error"]["budget"]["remaining_usd"] == 0.3
+        assert _creates(stack) == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "source", "billed_usd"),
+    [
+        ("gateway", "provider", 0.35),  # usage.seconds 5 x 0.5 CNY x 0.14
+        ("kling", "provider", 0.42),  # final_unit_deduction 3 units x $0.14
+        ("evolink", "provider", round(8.16 * 5 * 0.0139, 5)),  # usage credits x $0.0139
+        ("apimaster", "rule", 0.5144),  # no figure of its own: 5 s x $0.10288
+    ],
+)
+def test_each_job_settles_to_what_its_provider_charged(
+    stack: Stack, provider: str, source: str, billed_usd: float
+) -> None:
+    job = stack.post_job(f"incoming/s-{provider}", provider=provider)
+    stack.finish_at_provider()
+    stack.sandbox.sweep()  # apimaster never calls back
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert done["status"] == "ARCHIVED"
+    assert (done["cost"]["billed_source"], done["cost"]["billed_usd"]) == (source, billed_usd)
+    assert done["reservation"]["state"] == "settled"
+    spend = stack.spend()
+    assert (spend["reserved_usd"], spend["settled_usd"]) == (0.0, billed_usd)
+    assert spend["by_provider"] == {provider: {"reserved_usd": 0.0, "settled_usd": billed_usd}}
+    [completed] = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Completed"]
+    assert completed["detail"]["cost"]["billed"] == billed_usd
+    assert completed["detail"]["cost"]["billed_source"] == source
+
+
+def test_a_task_the_provider_fails_is_refunded(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", fail_tasks=True)
+    job = stack.post_job("incoming/refund")
+    assert stack.spend()["reserved_usd"] == GATEWAY_JOB_USD
+
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert done["status"] == "FAILED"
+    assert (done["cost"]["billed_usd"], done["reservation"]["state"]) == (0.0, "released")
+    spend = stack.spend()
+    assert (spend["reserved_usd"], spend["settled_usd"], spend["remaining_usd"]) == (0.0, 0.0, 100.0)
+
+
+def test_a_submission_whose_outcome_cannot_be_learned_stays_reserved_as_possibly_billed(
+    stack: Stack,
+) -> None:
+    # Given apimaster taking the task but answering after we gave up (it has no lookup, no callback)
+    stack.emulator.set_faults("apimaster", hang_create_s=2.5)
+
+    job = stack.post_job("incoming/unknown", provider="apimaster")
+
+    assert (job["status"], job["error"]["code"]) == ("FAILED", "SUBMIT_OUTCOME_UNKNOWN")
+    assert job["cost"]["possibly_billed"] is True
+    assert job["reservation"]["state"] == "reserved"
+    assert stack.spend()["reserved_usd"] == 0.5144
+
+
+def test_a_task_that_completes_after_the_deadline_is_archived_late(stack: Stack) -> None:
+    # Given a job with a 60 s deadline whose task takes 90 s
+    stack.emulator.set_faults("gateway", latency_s=90)
+    job = stack.post_job("incoming/late", deadline_s=60)
+    assert job["deadline_at"] == int(stack.clock.now().timestamp()) + 60
+
+    # When the deadline passes, the job times out, still reserved and watched
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    timed_out = stack.job(job["job_id"])
+    assert timed_out["status"] == "TIMED_OUT"
+    assert timed_out["cost"]["possibly_billed"] is True
+
+    # When the task completes and its callback arrives
+    stack.clock.advance(30)
+    stack.sandbox.tick_providers()
+    stack.sandbox.drain_archive()
+
+    # Then the output is archived, late, with its cost settled
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["late"]) == ("ARCHIVED", True)
+    assert "error" not in done or done["error"] is None
+    [output] = done["outputs"]
+    assert output["key"] == f"outputs/{job['job_id']}/output-1.mp4"
+    assert stack.s3.head_object(Bucket=stack.bucket, Key=output["key"])["ContentLength"] == output["bytes"]
+    assert (done["cost"]["billed_usd"], done["cost"]["possibly_billed"]) == (GATEWAY_JOB_USD, False)
+    assert [h["status"] for h in done["history"]] == [
+        "QUEUED",
+        "SUBMITTED",
+        "TIMED_OUT",
+        "SUCCEEDED",
+        "ARCHIVED",
+    ]
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Timed Out", "Job Completed"]
+    [completed] = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Completed"]
+    assert completed["detail"]["late"] is True
+    assert stack.spend()["settled_usd"] == GATEWAY_JOB_USD
+
+
+def test_a_late_task_whose_callback_is_lost_is_found_by_the_sweeper(stack: Stack) -> None:
+    stack.emulator.set_faults("kling", latency_s=90, drop_callbacks=True)
+    job = stack.post_job("incoming/late2", provider="kling", deadline_s=60)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    assert stack.job(job["job_id"])["status"] == "TIMED_OUT"
+
+    # When the task completes with no callback, the sweeper's salvage watch sees it
+    stack.clock.advance(120)
+    stack.sandbox.tick_providers()
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["late"]) == ("ARCHIVED", True)
+    assert done["cost"]["billed_source"] == "provider"
+
+
+def test_a_task_that_fails_after_the_deadline_gives_its_reservation_back(stack: Stack) -> None:
+    stack.emulator.set_faults("gateway", latency_s=90, fail_tasks=True)
+    job = stack.post_job("incoming/late-fail", deadline_s=60)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+
+    stack.clock.advance(30)
+    stack.sandbox.tick_providers()
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert done["status"] == "TIMED_OUT"
+    assert (done["cost"]["billed_usd"], done["cost"]["possibly_billed"]) == (0.0, False)
+    assert done["reservation"]["state"] == "released"
+    assert "due_shard" not in stack.item(job["job_id"])
+    assert stack.spend()["reserved_usd"] == 0.0
+
+
+def test_a_job_cancelled_before_it_is_sent_costs_nothing(stack: Stack) -> None:
+    response = stack.post("incoming/c1")
+    job_id = response.json()["job_id"]
+
+    cancelled = stack.api.request("POST", f"/jobs/{job_id}/cancel")
+    stack.send_all(1)
+
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELLED"
+    assert stack.job(job_id)["status"] == "CANCELLED"
+    assert _creates(stack) == 0
+    assert stack.events_for(job_id) == ["Job Cancelled"]
+    assert stack.spend()["reserved_usd"] == 0.0
+    # Cancelling again says the same
+    assert stack.api.request("POST", f"/jobs/{job_id}/cancel").json()["status"] == "CANCELLED"
+
+
+def test_a_pinned_job_waiting_on_its_provider_can_be_cancelled_and_its_reservation_returns(
+    stack: Stack,
+) -> None:
+    stack.emulator.set_faults("kling", create_status=429, create_code=1303)
+    job = stack.post_job("incoming/c2", provider="kling")
+    assert job["status"] == "QUEUED"
+    assert stack.spend()["reserved_usd"] == 0.42
+
+    response = stack.api.request("POST", f"/jobs/{job['job_id']}/cancel")
+
+    assert response.status_code == 200
+    assert stack.job(job["job_id"])["status"] == "CANCELLED"
+    assert stack.spend()["reserved_usd"] == 0.0
+    stack.emulator.set_faults("kling", create_status=None)
+    stack.clock.advance(600)
+    stack.sandbox.sweep()
+    stack.send_all(1)
+    assert _creates(stack) == 1  # the one that answered 429, never another
+
+
+def test_a_job_already_at_a_provider_cannot_be_cancelled_and_still_archives(stack: Stack) -> None:
+    job = stack.post_job("incoming/c3")
+
+    response = stack.api.request("POST", f"/jobs/{job['job_id']}/cancel")
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "ALREADY_AT_PROVIDER"
+    assert (error["provider"], error["provider_task_id"]) == ("gateway", job["provider_task_id"])
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["cost"]["billed_usd"]) == ("ARCHIVED", GATEWAY_JOB_USD)
+
+
+def test_a_task_the_provider_cancels_ends_cancelled_and_refunded(stack: Stack) -> None:
+    stack.emulator.set_faults("evolink", cancel_tasks=True)
+    job = stack.post_job("incoming/c4", provider="evolink")
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["error"]["code"]) == ("CANCELLED", "PROVIDER_CANCELLED")
+    assert done["cost"]["billed_usd"] == 0.0
+    assert stack.events_for(job["job_id"]) == ["Job Submitted", "Job Cancelled"]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"create_status": 429, "retry_after_s": 45},
+        {"create_status": 429, "create_code": 1303},  # Kling: concurrency over the resource pack
+        {"create_status": 503},
+    ],
+)
+def test_a_pinned_job_waits_for_its_provider_instead_of_failing(stack: Stack, faults: dict[str, Any]) -> None:
+    # Given the pinned provider saying "not now"
+    stack.emulator.set_faults("kling", **faults)
+    job = stack.post_job("incoming/w1", provider="kling")
+
+    # Then the job waits, reserved once, with no claim on it
+    assert job["status"] == "QUEUED"
+    assert [a["outcome"] for a in job["attempts"]][-1] == "waiting"
+    assert "submit_claim" not in stack.item(job["job_id"])
+    assert stack.item(job["job_id"])["due_at"] >= stack.clock.now().timestamp() + faults.get(
+        "retry_after_s", 0
+    )
+
+    # When the provider recovers and the wait is over, the sweeper hands it back to submit
+    stack.emulator.set_faults("kling", create_status=None, create_code=None, retry_after_s=None)
+    stack.clock.advance(60)
+    stack.sandbox.sweep()
+    stack.send_all(1)
+
+    # Then it is sent, and the day holds one reservation for it
+    sent = stack.job(job["job_id"])
+    assert (sent["status"], sent["provider"]) == ("SUBMITTED", "kling")
+    assert stack.spend()["reserved_usd"] == 0.42
+    assert _creates(stack) == 2
+
+
+def test_a_pinned_job_that_waits_past_its_deadline_times_out_released(stack: Stack) -> None:
+    stack.emulator.set_faults("kling", create_status=503)
+    job = stack.post_job("incoming/w2", provider="kling", deadline_s=60)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+
+    done = stack.job(job["job_id"])
+    assert done["status"] == "TIMED_OUT"
+    assert "provider_down" in done["error"]["message"]
+    assert (done["reservation"]["state"], done["cost"]["possibly_billed"]) == ("released", False)
+
+
+@pytest.mark.parametrize("deadline_s", [59, 86401, "soon"])
+def test_a_deadline_outside_its_range_is_refused_naming_the_field(stack: Stack, deadline_s: Any) -> None:
+    response = stack.post("incoming/d1", deadline_s=deadline_s)
+    assert response.status_code == 400
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["deadline_s"]
+
+
+def test_spend_for_another_day_and_a_malformed_day(stack: Stack) -> None:
+    past = stack.spend("2020-01-01")
+    assert (past["day"], past["settled_usd"], past["reserved_usd"]) == ("2020-01-01", 0.0, 0.0)
+    response = stack.api.request("GET", "/spend?day=yesterday")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"][0]["field"] == "day"
+
+
+def test_many_submitters_at_once_never_overspend_the_day(five_dollar_day: Stack) -> None:
+    """40 submitters, each with its own connection, claim 40 jobs at the same moment against a
+    $5 day, on the sandbox's DynamoDB (whose conditional writes are atomic, as DynamoDB's are)."""
+    stack = five_dollar_day
+    clock = stack.clock
+    endpoint = stack.sandbox.endpoint
+    stores = []
+    for _ in range(40):
+        table = (
+            boto3.Session(region_name="us-east-1")
+            .resource("dynamodb", endpoint_url=endpoint)
+            .Table(stack.table.name)
+        )
+        stores.append(
+            JobStore(table, clock, ledger=Ledger(table, clock, Budget(daily_usd=5, max_job_usd=25)))
+        )
+    jobs = [stores[0].create(_job(f"01CONCURRENT{i:02d}"))[0] for i in range(40)]
+    start = threading.Barrier(len(jobs))
+
+    def claim(index: int) -> Claim:
+        start.wait()
+        return stores[index].reserve_and_claim(jobs[index], f"claim-{index}", "gateway", GATEWAY_JOB_USD)
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        outcomes = list(pool.map(claim, range(len(jobs))))
+
+    # Then exactly as many as fit were claimed, and the day holds exactly their reservations
+    assert outcomes.count(Claim.CLAIMED) == 14
+    assert outcomes.count(Claim.NO_ROOM) == 26
+    spend = stack.spend()
+    assert spend["reserved_usd"] == pytest.approx(14 * GATEWAY_JOB_USD)
+    assert spend["remaining_usd"] == pytest.approx(5 - 14 * GATEWAY_JOB_USD)
+    held = [stores[0].get(job.job_id) for job in jobs]
+    assert sum(1 for job in held if job is not None and job.reservation is not None) == 14

@@ -1,0 +1,57 @@
+"""What a finished job cost: the provider's own figure where its answer carries one, else the rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from klingflow.models import BilledSource, Job, MediaFacts
+from klingflow.pricing import charged
+from klingflow.providers.base import TaskReport, Usage, UsageUnit
+from klingflow.providers.registry import Registry, load_configs
+from klingflow.states import JobStatus
+from tests.unit.test_store import _job
+
+REGISTRY = Registry(load_configs({"gateway": {"base_url": "https://gw.example"}}), lambda _: {})
+
+
+def _motion(provider: str, seconds: float = 5.0) -> Job:
+    return _job(
+        provider=provider,
+        request={"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": "std"},
+        inputs={"video": MediaFacts(source="s3://b/v.mp4", duration_s=seconds)},
+    )
+
+
+def _report(usage: Usage | None) -> TaskReport:
+    return TaskReport(task_id="t", status=JobStatus.SUCCEEDED, provider_status="done", usage=usage)
+
+
+def test_kling_units_are_priced_at_the_unit_price() -> None:
+    charge = charged(REGISTRY, _motion("kling"), _report(Usage(3.0, UsageUnit.UNITS)))
+    assert (charge.usd, charge.source, charge.provider_amount) == (0.42, BilledSource.PROVIDER, 0.42)
+
+
+def test_evolink_credits_are_priced_per_credit() -> None:
+    charge = charged(REGISTRY, _motion("evolink"), _report(Usage(40.8, UsageUnit.UNITS)))
+    assert (charge.usd, charge.source) == (round(40.8 * 0.0139, 5), BilledSource.PROVIDER)
+
+
+@pytest.mark.parametrize(("reported", "seconds"), [(5.0, 5), (5.041667, 5), (5.2, 6), (4.0, 4)])
+def test_gateway_seconds_bill_whole_seconds_and_a_frame_over_is_not_one_more(
+    reported: float, seconds: int
+) -> None:
+    charge = charged(REGISTRY, _motion("gateway"), _report(Usage(reported, UsageUnit.SECONDS)))
+    assert (charge.seconds, charge.currency, charge.source) == (seconds, "CNY", BilledSource.PROVIDER)
+    assert charge.provider_amount == 0.5 * seconds
+    assert charge.usd == round(0.5 * seconds * 0.14, 5)
+
+
+def test_without_a_figure_of_its_own_the_rule_bills_the_measured_reference_video() -> None:
+    charge = charged(REGISTRY, _motion("apimaster", seconds=4.2), _report(None))
+    assert (charge.seconds, charge.usd, charge.source) == (5, round(5 * 0.10288, 5), BilledSource.RULE)
+
+
+def test_units_without_a_unit_price_fall_back_to_the_rule() -> None:
+    registry = Registry(load_configs({"kling": {"unit_price": None}}), lambda _: {})
+    charge = charged(registry, _motion("kling"), _report(Usage(99.0, UsageUnit.UNITS)))
+    assert (charge.usd, charge.source) == (0.42, BilledSource.RULE)

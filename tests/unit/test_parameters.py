@@ -1,0 +1,43 @@
+"""Stack parameters for the sandbox, checked against template.yaml as CloudFormation checks them."""
+
+from __future__ import annotations
+
+import pytest
+
+from klingflow_dev.sandbox import template
+from tests.conftest import REPO
+
+DECLARED = template.load(REPO / "template.yaml")["Parameters"]
+
+
+def test_sam_deploys_two_spellings_of_an_override_are_read_alike() -> None:
+    assert template.parse_overrides(
+        ["DailyBudgetUsd=5", "ParameterKey=MaxJobCostUsd,ParameterValue=2", 'ProviderOverrides={"a": 1}']
+    ) == {"DailyBudgetUsd": "5", "MaxJobCostUsd": "2", "ProviderOverrides": '{"a": 1}'}
+    with pytest.raises(ValueError, match="not Key=Value"):
+        template.parse_overrides(["DailyBudgetUsd"])
+
+
+def test_values_not_given_take_their_defaults() -> None:
+    values = template.parameter_values(DECLARED, {"DailyBudgetUsd": "5"})
+    assert values["DailyBudgetUsd"] == "5"
+    assert (values["MaxJobCostUsd"], values["SalvageWindowHours"], values["JobDeadlineSeconds"]) == (
+        "25",
+        "24",
+        "10800",
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ({"DailyBudgetUsd": "lots"}, "DailyBudgetUsd='lots': must be a number"),
+        ({"DailyBudgetUsd": "-1"}, "must be at least 0"),
+        ({"SalvageWindowHours": "100"}, "must be at most 72"),
+        ({"LogLevel": "LOUD"}, "must be one of"),
+        ({"DailyBudget": "5"}, "unknown parameter(s) ['DailyBudget']"),
+    ],
+)
+def test_a_value_the_template_refuses_is_refused_naming_it(given: dict[str, str], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        template.parameter_values(DECLARED, given)
