@@ -402,7 +402,7 @@ def test_many_submitters_at_once_never_overspend_the_day(five_dollar_day: Stack)
 
     def claim(index: int) -> Claim:
         start.wait()
-        return stores[index].reserve_and_claim(jobs[index], f"claim-{index}", "gateway", GATEWAY_JOB_USD)
+        return stores[index].reserve_and_claim(jobs[index], f"claim-{index}", "gateway", GATEWAY_JOB_USD)[0]
 
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         outcomes = list(pool.map(claim, range(len(jobs))))
@@ -415,3 +415,104 @@ def test_many_submitters_at_once_never_overspend_the_day(five_dollar_day: Stack)
     assert spend["remaining_usd"] == pytest.approx(5 - 14 * GATEWAY_JOB_USD)
     held = [stores[0].get(job.job_id) for job in jobs]
     assert sum(1 for job in held if job is not None and job.reservation is not None) == 14
+
+
+def test_a_pinned_job_waits_out_its_providers_open_breaker_without_calling_it(stack: Stack) -> None:
+    # Given kling down, a job pinned to it fails three times (the breaker opens on the third)
+    stack.emulator.set_faults("kling", create_status=503)
+    job = stack.post_job("incoming/w3", provider="kling")
+    for _ in range(2):
+        stack.clock.advance(5)
+        stack.sandbox.sweep()
+        stack.send_all(1)
+    assert _creates(stack) == 3
+
+    # When it comes due again while the breaker is open
+    stack.clock.advance(5)
+    stack.sandbox.sweep()
+    stack.send_all(1)
+
+    # Then kling is not called: the job waits for the breaker's cool-down
+    waiting = stack.job(job["job_id"])
+    assert [a["outcome"] for a in waiting["attempts"]][-2:] == ["skipped_unhealthy", "waiting"]
+    assert _creates(stack) == 3
+    assert stack.item(job["job_id"])["due_at"] >= stack.clock.now().timestamp() + 60
+
+    # And once kling is back and the cool-down is over, the probe sends it
+    stack.emulator.set_faults("kling", create_status=None)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    stack.send_all(1)
+    assert stack.job(job["job_id"])["status"] == "SUBMITTED"
+    assert stack.spend()["reserved_usd"] == 0.42
+
+
+def test_a_late_task_is_salvaged_though_the_query_endpoint_was_down_at_the_deadline(stack: Stack) -> None:
+    # Given callbacks lost and kling's query endpoint down through the deadline
+    stack.emulator.set_faults("kling", latency_s=90, drop_callbacks=True)
+    job = stack.post_job("incoming/late-down", provider="kling", deadline_s=60)
+    stack.emulator.set_faults("kling", query_status=503)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    assert stack.job(job["job_id"])["status"] == "TIMED_OUT"
+
+    # When it is back after the task completed
+    stack.clock.advance(60)
+    stack.sandbox.sweep()  # still down: watched again later
+    stack.emulator.set_faults("kling", query_status=None)
+    stack.clock.advance(10)
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["late"]) == ("ARCHIVED", True)
+
+
+def test_a_task_whose_create_answer_was_lost_is_adopted_by_its_callback_after_the_deadline(
+    stack: Stack,
+) -> None:
+    # Given evolink (no lookup) taking the task but answering after we gave up
+    stack.emulator.set_faults("evolink", latency_s=90, hang_create_s=2.5)
+    job = stack.post_job("incoming/lost-create", provider="evolink", deadline_s=60)
+    assert (job["status"], job["provider"]) == ("QUEUED", None)
+    stack.emulator.set_faults("evolink", hang_create_s=0)
+
+    # When the deadline passes, it times out, still reserved: the task may exist
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    timed_out = stack.job(job["job_id"])
+    assert (timed_out["status"], timed_out["cost"]["possibly_billed"]) == ("TIMED_OUT", True)
+
+    # Then the task's own callback adopts it, and it is archived late, paid for once
+    stack.clock.advance(30)
+    stack.sandbox.tick_providers()
+    stack.sandbox.drain_archive()
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["late"], done["provider"]) == ("ARCHIVED", True, "evolink")
+    assert "found_after_deadline" in [a["outcome"] for a in done["attempts"]]
+    assert _creates(stack) == 1
+    assert stack.spend()["reserved_usd"] == 0.0
+
+
+def test_a_task_whose_create_answer_was_lost_is_found_by_lookup_after_the_deadline(stack: Stack) -> None:
+    # Given gateway taking the task, answering too late, and its lookups failing through the deadline
+    stack.emulator.set_faults(
+        "gateway", latency_s=90, hang_create_s=2.5, query_status=503, drop_callbacks=True
+    )
+    job = stack.post_job("incoming/lost-lookup", deadline_s=60)
+    stack.emulator.set_faults("gateway", hang_create_s=0)
+    stack.clock.advance(61)
+    stack.sandbox.sweep()
+    assert stack.job(job["job_id"])["status"] == "TIMED_OUT"
+
+    # When lookups work again after the task completed
+    stack.emulator.set_faults("gateway", query_status=None)
+    stack.clock.advance(30)
+    stack.sandbox.sweep()  # found by our task id, and adopted
+    stack.clock.advance(2)
+    stack.sandbox.sweep()  # completed: handed to archive
+    stack.sandbox.drain_archive()
+
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["late"], done["provider"]) == ("ARCHIVED", True, "gateway")
+    assert _creates(stack) == 1

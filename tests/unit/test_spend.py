@@ -3,12 +3,14 @@ built from template.yaml (a $5 day, at most $2 a job; see conftest)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from klingflow.errors import BudgetExceeded
 from klingflow.models import BilledSource, DetailType, SpendState
 from klingflow.money import Charge, Keep, Release, Settle
-from klingflow.spend import Ledger
+from klingflow.spend import Ledger, SpendMetrics
 from klingflow.states import JobStatus
 from klingflow.store import Claim, JobStore, NoRoom
 from klingflow_dev.clock import ManualClock
@@ -17,7 +19,7 @@ from tests.unit.test_store import _job
 
 def _claimed(store: JobStore, job_id: str, usd: float, provider: str = "gateway") -> Claim:
     job, _ = store.create(_job(job_id))
-    return store.reserve_and_claim(job, f"claim-{job_id}", provider, usd)
+    return store.reserve_and_claim(job, f"claim-{job_id}", provider, usd)[0]
 
 
 def _sent(store: JobStore, job_id: str, usd: float, provider: str = "gateway") -> None:
@@ -43,7 +45,7 @@ def test_a_job_is_reserved_once_however_often_it_is_claimed(store: JobStore, led
     assert _claimed(store, "01J", 1.0) is Claim.CLAIMED
     job = store.get("01J")
     assert job is not None
-    assert store.reserve_and_claim(job, "another", "gateway", 1.0) is Claim.TAKEN
+    assert store.reserve_and_claim(job, "another", "gateway", 1.0)[0] is Claim.TAKEN
     assert ledger.report(ledger.today())["reserved_usd"] == 1.0
 
 
@@ -165,3 +167,27 @@ def test_a_terminal_write_owes_its_event_and_moves_money_in_one_go(store: JobSto
     )
     assert ended is not None and ended.pending_event == "Job Cancelled"
     assert ended.reservation is not None and ended.reservation.state is SpendState.RELEASED
+
+
+def test_settlements_and_the_days_use_are_published_as_metrics(
+    store: JobStore, ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a ledger that publishes (Powertools prints EMF to stdout, which CloudWatch reads)
+    ledger._metrics = SpendMetrics(namespace="klingflow")
+    _sent(store, "01J", 2.0)
+    store.transition("01J", JobStatus.SUCCEEDED, by="t")
+    capsys.readouterr()
+
+    # When a job settles
+    store.transition(
+        "01J", JobStatus.ARCHIVED, by="t", money=Settle(Charge(usd=1.5, source=BilledSource.RULE))
+    )
+
+    # Then SpendUsd carries provider and kind, and BudgetUsedPercent the day's share (1.5 of 5)
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    spend = next(m for m in emitted if "SpendUsd" in m)
+    assert (spend["SpendUsd"], spend["provider"], spend["kind"]) == ([1.5], "gateway", "motion_control")
+    [directive] = spend["_aws"]["CloudWatchMetrics"]
+    assert {"provider", "kind"} <= set(directive["Dimensions"][0])
+    used = next(m for m in emitted if "BudgetUsedPercent" in m)
+    assert used["BudgetUsedPercent"] == [30.0]

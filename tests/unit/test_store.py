@@ -74,8 +74,8 @@ def test_only_jobs_whose_time_has_come_are_due(store: JobStore, clock: ManualClo
 
 def test_only_one_caller_ever_claims_a_submission(store: JobStore) -> None:
     job, _ = store.create(_job())
-    assert store.reserve_and_claim(job, "first", "gateway", 0.35) is Claim.CLAIMED
-    assert store.reserve_and_claim(job, "second", "gateway", 0.35) is Claim.TAKEN
+    assert store.reserve_and_claim(job, "first", "gateway", 0.35)[0] is Claim.CLAIMED
+    assert store.reserve_and_claim(job, "second", "gateway", 0.35) == (Claim.TAKEN, None)
 
 
 def test_a_hint_is_recorded_only_when_it_is_further_along(store: JobStore) -> None:

@@ -215,9 +215,11 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"  result   {summary['result']}")
     cost = summary.get("cost") or {}
     seconds = f" for {cost['billed_seconds']} s" if cost.get("billed_seconds") else ""
-    lines.append(
-        f"  cost     estimated ${cost.get('estimated_usd')}  billed ${cost.get('billed_usd')}{seconds}"
+    source = {"provider": " (the provider's own figure)", "rule": " (by the billing rule)"}.get(
+        cost.get("billed_source") or "", ""
     )
+    billed = f"billed ${cost.get('billed_usd')}{seconds}{source}"
+    lines.append(f"  cost     estimated ${cost.get('estimated_usd')}  {billed}")
     if summary.get("error"):
         lines.append(f"  error    {summary['error']}")
     lines.append("events on the klingflow bus:")

@@ -34,6 +34,7 @@ def end_job(
     budget: dict[str, float] | None = None,
     fields: Mapping[str, Any] | None = None,
     extra_condition: str | None = None,
+    due_in_s: int | None = None,
 ) -> Job | None:
     """Move a job to a failed terminal state with its reason, resolving its reservation as
     `money` says in the same write; None when it had already ended (then someone else
@@ -50,6 +51,7 @@ def end_job(
         announce=detail_type.value,
         money=money,
         extra_condition=extra_condition,
+        due_in_s=due_in_s,
     )
     if ended is not None:
         announce(store, events, ended, detail_type)

@@ -12,6 +12,7 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -162,18 +163,17 @@ class Intake:
             request = parse_request(data)
             key = request.idempotency_key or idempotency_key
             if key is not None and (seen := self._store.job_for_key(key)) is not None:
-                logger.info("request seen before", extra={"job_id": seen.job_id, "status": seen.status})
-                return seen
+                # Before any check that could now refuse it (today's budget): a retry gets its job.
+                return self._again(seen, defer=defer)
             job_id = str(ULID.from_datetime(self._clock.now()))
             inputs = self._inspect(job_id, request)
             facts = {name: value.facts for name, value in inputs.items()}
-            candidates = self._affordable(
-                request, facts, self._registry.candidates(request, billing_of(request, facts))
-            )
-            cheapest = estimate(self._registry, candidates[0], request, facts)
+            billing = billing_of(request, facts)
+            estimates = self._affordable(request, billing, self._registry.candidates(request, billing))
+            cheapest = next(iter(estimates.values()))
             # Not the reservation (that is atomic, when the job is claimed for sending), but a
             # request that cannot fit today is refused now rather than accepted to fail.
-            self._ledger.check_fits(cheapest.usd)
+            self._ledger.check_fits(cheapest)
         except Refused as rejection:
             self._reject(data, source, rejection)
             raise
@@ -190,24 +190,31 @@ class Intake:
             updated_at=iso(now),
             deadline_at=epoch(now) + deadline_s,
             inputs=facts,
-            cost=Cost(estimated_usd=cheapest.usd, billed_seconds=None),
+            cost=Cost(estimated_usd=cheapest),
             metadata=request.metadata,
-            due_at=epoch(now)
-            + min(self._config.submit_grace_s, request.deadline_s or self._config.submit_grace_s),
+            due_at=epoch(now) + min(self._config.submit_grace_s, deadline_s),
             history=[
                 HistoryEntry(at=iso(now), status=JobStatus.QUEUED, by="submit", note=f"from {source.type}")
             ],
         )
         stored, created = self._store.create(job, idempotency_key=key)
         if not created:
-            logger.info("request seen before", extra={"job_id": stored.job_id, "status": stored.status})
-            if stored.status is not JobStatus.QUEUED:
-                return stored
+            return self._again(stored, defer=defer)
         if defer:
-            # A duplicate message only finds the job claimed (or already sent) and stops there.
             self._submit_queue.enqueue(stored.job_id, "accepted")
             return stored
-        return self.submit(stored, candidates)
+        return self.submit(stored, estimates)
+
+    def _again(self, stored: Job, *, defer: bool) -> Job:
+        """A request seen before returns its first job; one still QUEUED (its first delivery
+        stopped before sending) is sent on. A duplicate only finds the job claimed and stops."""
+        logger.info("request seen before", extra={"job_id": stored.job_id, "status": stored.status})
+        if stored.status is not JobStatus.QUEUED:
+            return stored
+        if defer:
+            self._submit_queue.enqueue(stored.job_id, "accepted again")
+            return stored
+        return self.submit(stored)
 
     def submit_queued(self, job_id: str) -> str:
         """Send a job the API accepted; anything but a QUEUED job is left as it is."""
@@ -335,7 +342,7 @@ class Intake:
 
     # ---- submit ----------------------------------------------------------------------------
 
-    def submit(self, job: Job, candidates: list[str] | None = None) -> Job:
+    def submit(self, job: Job, estimates: dict[str, float] | None = None) -> Job:
         """Send a QUEUED job to the first candidate that takes it; at most one paid submission.
 
         Claiming the job reserves its estimate against today's budget in the same write; on
@@ -345,30 +352,26 @@ class Intake:
         request = job.parsed_request
         billing = billing_of(request, job.inputs)
         try:
-            if candidates is None:
-                routable = self._registry.candidates(request, billing)
-                candidates = self._affordable(request, job.inputs, routable)
+            if estimates is None:
+                estimates = self._affordable(request, billing, self._registry.candidates(request, billing))
         except Refused as refusal:
             # Nothing can take it now (disabled, no keys, dearer than MaxJobCostUsd): say so
             # instead of retrying until the deadline. Nothing was sent or charged.
             return self.recorder.fail(job.job_id, refusal.code, refusal.message, budget=_budget_of(refusal))
-        estimates = {name: self._registry.price_usd(name, request.kind, billing) for name in candidates}
+        candidates = list(estimates)
         # Everything that can fail before a provider is called (secrets, the API URL, presigning)
         # happens before the claim, so such a failure leaves the job for the trigger's retry.
         specs = self._specs(job, request, billing, candidates)
         claim = uuid.uuid4().hex
-        claimed = self._store.reserve_and_claim(job, claim, candidates[0], estimates[candidates[0]])
-        if claimed is Claim.TAKEN:
-            logger.info("another submitter holds this job", extra={"job_id": job.job_id})
-            return self._store.get(job.job_id) or job
-        if claimed is Claim.NO_ROOM:
+        outcome, claimed = self._store.reserve_and_claim(job, claim, candidates[0], estimates[candidates[0]])
+        if outcome is Claim.NO_ROOM:
             day = self._ledger.today()
             exceeded = self._ledger.exceeded(estimates[candidates[0]], self._ledger.remaining(day), day)
             return self.recorder.fail(job.job_id, exceeded.code, exceeded.message, budget=exceeded.budget)
-        current = self._store.get(job.job_id)
-        if current is None or current.status is not JobStatus.QUEUED:
-            return current or job
-        return self._send(current, claim, candidates, estimates, specs, pinned=request.provider is not None)
+        if claimed is None:
+            logger.info("another submitter holds this job", extra={"job_id": job.job_id})
+            return self._store.get(job.job_id) or job
+        return self._send(claimed, claim, candidates, estimates, specs, pinned=request.provider is not None)
 
     def _send(
         self,
@@ -382,6 +385,7 @@ class Intake:
     ) -> Job:
         """Walk the candidates under our claim until one takes the job (or says wait)."""
         failures: list[str] = []
+        skipped: Counter[str] = Counter()
         code = "ALL_PROVIDERS_FAILED"
         for provider in candidates:
             if not self._allowed(provider):
@@ -390,6 +394,7 @@ class Intake:
                 if pinned:
                     return self._wait(job, claim, provider, self._config.breaker_cool_down_s, "breaker open")
                 failures.append(f"{provider}: skipped (circuit breaker open)")
+                skipped["unhealthy"] += 1
                 continue
             try:
                 moved = self._store.move_reservation(job, claim, provider, estimates[provider])
@@ -398,6 +403,7 @@ class Intake:
                     self.recorder.attempt, job.job_id, provider, "skipped_budget", None, "over today's budget"
                 )
                 failures.append(f"{provider}: skipped (${estimates[provider]} does not fit today's budget)")
+                skipped["budget"] += 1
                 continue
             if moved is None:  # cancelled meanwhile, or the claim was lost: nothing more to do
                 return self._store.get(job.job_id) or job
@@ -412,24 +418,20 @@ class Intake:
                 # Invalid request or content policy: another provider would say the same.
                 code = "PROVIDER_REJECTED"
                 break
-        if failures and all("circuit breaker open" in failure for failure in failures):
+        if failures and skipped["unhealthy"] == len(failures):
             code = "NO_HEALTHY_PROVIDER"
-        elif failures and all("today's budget" in failure for failure in failures):
+        elif failures and skipped["budget"] == len(failures):
             code = BudgetExceeded.code
         return self.recorder.fail(job.job_id, code, "; ".join(failures))
 
-    def _affordable(
-        self, request: AnyRequest, inputs: dict[str, MediaFacts], candidates: list[str]
-    ) -> list[str]:
-        """The candidates whose estimate is within MaxJobCostUsd; refuses when none is."""
-        kept = [
-            name
-            for name in candidates
-            if usd(estimate(self._registry, name, request, inputs).usd)
-            <= usd(self._ledger.budget.max_job_usd)
-        ]
+    def _affordable(self, request: AnyRequest, billing: Billing, candidates: list[str]) -> dict[str, float]:
+        """The candidates whose estimate (USD) is within MaxJobCostUsd, cheapest first; refuses
+        when none is."""
+        estimates = {name: self._registry.price_usd(name, request.kind, billing) for name in candidates}
+        most = usd(self._ledger.budget.max_job_usd)
+        kept = {name: price for name, price in estimates.items() if usd(price) <= most}
         if not kept:
-            self._ledger.check_job(estimate(self._registry, candidates[0], request, inputs).usd)
+            self._ledger.check_job(estimates[candidates[0]])
         return kept
 
     def _wait(self, job: Job, claim: str, provider: str, retry_after_s: float | None, why: str) -> Job:

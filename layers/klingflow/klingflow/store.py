@@ -303,7 +303,8 @@ class JobStore:
             if announce is None:
                 removes = (*removes, "due_shard", "due_at")
             else:
-                sets["due_at"] = epoch(now) + EVENT_RETRY_S
+                # Due again to publish the event if no one did; sooner if a watch wants it.
+                sets["due_at"] = epoch(now) + min(EVENT_RETRY_S, due_in_s or EVENT_RETRY_S)
                 sets["due_shard"] = self.due_shard(job_id)
         elif due_in_s is not None:
             sets["due_at"] = epoch(now) + due_in_s
@@ -399,9 +400,12 @@ class JobStore:
                 return written
         return None
 
-    def reserve_and_claim(self, job: Job, claim: str, provider: str, estimate_usd: float) -> Claim:
+    def reserve_and_claim(
+        self, job: Job, claim: str, provider: str, estimate_usd: float
+    ) -> tuple[Claim, Job | None]:
         """Take the right to send this job, reserving its estimate against today's budget in the
-        same transaction; a job that already holds a reservation (it waited to retry) keeps it."""
+        same transaction; a job that already holds a reservation (it waited to retry) keeps it.
+        Returns the outcome and, when claimed, the job as it now is."""
         now = self._clock.now()
         sets = {"submit_claim": claim, "submit_claimed_at": iso(now), "updated_at": iso(now)}
         if job.reservation is not None:
@@ -411,7 +415,7 @@ class JobStore:
                 sets=sets,
                 extra_condition="attribute_not_exists(submit_claim) AND attribute_exists(reservation)",
             )
-            return Claim.CLAIMED if claimed else Claim.TAKEN
+            return (Claim.CLAIMED, claimed) if claimed else (Claim.TAKEN, None)
         assert self._ledger is not None, "a store that reserves needs the ledger"
         day = self._ledger.today()
         reservation = Reservation(day=day, usd=estimate_usd, provider=provider)
@@ -425,11 +429,11 @@ class JobStore:
                 spend=self._ledger.update(change, must_fit=True),
             )
         except NoRoom:
-            return Claim.NO_ROOM
+            return Claim.NO_ROOM, None
         if claimed is None:
-            return Claim.TAKEN
+            return Claim.TAKEN, None
         self._ledger.written(change)
-        return Claim.CLAIMED
+        return Claim.CLAIMED, claimed
 
     def move_reservation(self, job: Job, claim: str, provider: str, estimate_usd: float) -> Job | None:
         """Fail-over: the one reservation follows the job to the next provider at that provider's

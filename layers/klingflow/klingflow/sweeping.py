@@ -197,6 +197,7 @@ class Sweeper:
         *,
         money: Money,
         fields: Mapping[str, Any] | None = None,
+        due_in_s: int | None = None,
     ) -> None:
         end_job(
             self._store,
@@ -209,6 +210,7 @@ class Sweeper:
             only_from=only_from,
             money=money,
             fields=fields,
+            due_in_s=due_in_s,
         )
 
     def _interval(self, job: Job) -> int:
@@ -240,7 +242,14 @@ class Sweeper:
         until = job.deadline_at + self._config.salvage_window_s
         watching = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
         self._end(
-            job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Keep(), fields=watching
+            job,
+            JobStatus.TIMED_OUT,
+            "DEADLINE_EXCEEDED",
+            message,
+            only_from,
+            money=Keep(),
+            fields=watching,
+            due_in_s=self._config.salvage_poll_s,
         )
         return "timed-out"
 
