@@ -164,9 +164,10 @@ def test_sandbox_up_takes_stack_parameters_and_prints_its_endpoints_first() -> N
         spend = api.get_json("/spend")
         api.close()
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        stopped = process.wait(timeout=30)
 
     # Then its first line is its endpoints as JSON, and the functions run with those parameters
     assert endpoints["parameters"]["DailyBudgetUsd"] == "5"
     assert (spend["budget_usd"], spend["max_job_cost_usd"]) == (5, 2)
+    assert stopped == 0  # SIGTERM stops it cleanly

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import threading
 
@@ -21,6 +22,10 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         print(demo.render(summary))
     return 0 if demo.ok(summary) else 1
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -47,7 +52,8 @@ def _up(args: argparse.Namespace) -> int:
             ),
             flush=True,
         )
-        print("sandbox running; Ctrl-C stops it", flush=True)
+        print("sandbox running; Ctrl-C (or SIGTERM) stops it", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
     finally:
