@@ -617,6 +617,8 @@ class SubmissionRecorder:
             if adapter.calls_back(job.kind)
             else self._first_poll_without_callback_s
         )
+        # Never first looked at after the deadline: that look is what enforces it.
+        first_poll = max(1, min(first_poll, job.deadline_at - epoch(self._clock.now())))
         fields: dict[str, Any] = {
             "provider": provider,
             "provider_task_id": task_id,
@@ -641,7 +643,11 @@ class SubmissionRecorder:
             announce=DetailType.SUBMITTED.value,
         )
         if moved is None:
-            return self._store.get(job.job_id) or job
+            current = self._store.get(job.job_id) or job
+            if current.salvaging and current.provider is None:
+                # The answer came after the deadline timed the job out: the task is ours to watch.
+                return self.adopt_late(current, provider, task_id) or current
+            return current
         announce(self._store, self._events, moved, DetailType.SUBMITTED)
         if submission.element_id is not None and self._archive_queue is not None:
             self._archive_queue.enqueue(job.job_id, "made-synchronously")
