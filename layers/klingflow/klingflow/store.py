@@ -311,26 +311,17 @@ class JobStore:
             sets["due_shard"] = self.due_shard(job_id)
         entry = HistoryEntry(at=iso(now), status=target, by=by, note=note)
         sources = allowed_sources(target) if only_from is None else allowed_sources(target) & only_from
+        update: dict[str, Any] = {
+            "status_in": sources,
+            "sets": sets,
+            "removes": removes,
+            "appends": {"history": [entry.model_dump(mode="json")]},
+            "increments": increments,
+            "extra_condition": extra_condition,
+        }
         if money is not None:
-            return self.with_money(
-                job_id,
-                money,
-                status_in=sources,
-                sets=sets,
-                removes=removes,
-                appends={"history": [entry.model_dump(mode="json")]},
-                increments=increments,
-                extra_condition=extra_condition,
-            )
-        return self._update(
-            job_id,
-            status_in=sources,
-            sets=sets,
-            removes=removes,
-            appends={"history": [entry.model_dump(mode="json")]},
-            increments=increments,
-            extra_condition=extra_condition,
-        )
+            return self.with_money(job_id, money, **update)
+        return self._update(job_id, **update)
 
     # ---- money: every move of a reservation is one transaction with the job ------------------
 
