@@ -33,8 +33,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# One worker per core: most of a sandbox test's time is waiting on loopback I/O.
 pytest: $(VENV)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 validate: $(VENV)/.installed
 	$(BIN)/sam validate --lint
