@@ -5,7 +5,6 @@ Answers fast and never downloads: the work is `CallbackReceiver.receive`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -13,8 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
+from klingflow.errors import RequestRejected
 from klingflow.hints import CallbackReceiver
-from klingflow.http import json_response, resolver
+from klingflow.http import json_body, json_response, resolver
 from klingflow.settings import CallbackSettings
 
 settings = CallbackSettings.from_env()
@@ -27,15 +27,18 @@ api = resolver()
 @api.post("/callbacks/<job_id>/<token>")
 def provider_callback(job_id: str, token: str) -> Any:
     logger.append_keys(job_id=job_id)
-    try:
-        body: Any = json.loads(api.current_event.body or "null")
-    except ValueError:
-        body = None  # still a hint that something happened; archive asks the provider
-    outcome = service.get().receive(job_id, token, body)
+    outcome = service.get().receive(job_id, token, _body)
     logger.info("callback", extra={"outcome": outcome})
     name = "CallbacksIgnored" if outcome.startswith("ignored") else "CallbacksRecorded"
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     return json_response(200, {"ok": True})
+
+
+def _body() -> Any:
+    try:
+        return json_body(api.current_event)
+    except RequestRejected:
+        return None  # still a hint that something happened; archive asks the provider
 
 
 @logger.inject_lambda_context(clear_state=True)

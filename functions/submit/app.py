@@ -39,7 +39,7 @@ def post_job() -> Any:
     request = api.current_event
     # Validated, priced and stored now; sent to a provider from the submit queue.
     job = service.get().accept(
-        json_body(request.body),
+        json_body(request),
         Source(type="api", ref=request.request_context.request_id),
         idempotency_key=request.headers.get("idempotency-key"),
         defer=True,

@@ -85,7 +85,9 @@ class Archiver:
                 )
                 return "still running"
             case _:
-                # The hint was early (or forged): the sweeper keeps polling.
+                # The hint was early (or forged): forget it, so the real one is heard when it
+                # comes (a recorded hint stops its equal); the sweeper keeps polling meanwhile.
+                self._store.forget_hint(job_id)
                 return f"not finished: provider says {report.provider_status!r}"
 
     def _provider_failed(self, job: Job, report: TaskReport) -> str:

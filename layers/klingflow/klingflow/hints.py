@@ -46,14 +46,19 @@ class CallbackReceiver:
         self._adopt = adopt
         self._adopt_late = adopt_late
 
-    def receive(self, job_id: str, token: str, body: Any) -> str:
-        """Returns what was done (for the log and the reply); raises JobNotFound on a bad token."""
+    def receive(self, job_id: str, token: str, read_body: Callable[[], Any]) -> str:
+        """Returns what was done (for the log and the reply); raises JobNotFound on a bad token.
+
+        The body is read only once the token is good: an unauthenticated caller cannot make us
+        parse anything.
+        """
         if not self._signer.verify(job_id, token):
             # Same answer as an unknown job: a guesser learns nothing, and nothing is written.
             raise JobNotFound("no such callback")
         job = self._store.get(job_id)
         if job is None:
             raise JobNotFound("no such callback")
+        body = read_body()
         if job.provider is None and job.submitting_to is not None:
             adopted = self._adopt_unconfirmed(job, body)
             if isinstance(adopted, str):

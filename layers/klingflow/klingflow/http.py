@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
 from .errors import FieldError, KlingflowError, RequestRejected, to_http
 
@@ -36,10 +39,23 @@ def resolver() -> APIGatewayHttpResolver:
     return app
 
 
-def json_body(raw: str | None) -> Any:
+def raw_body(event: BaseProxyEvent) -> bytes:
+    """The body as sent: API Gateway base64-encodes what is not text (bytes that are not UTF-8)."""
+    body = event.body or ""
+    if event.is_base64_encoded:
+        try:
+            return base64.b64decode(body, validate=False)
+        except (binascii.Error, ValueError):
+            return b""
+    return body.encode("utf-8", errors="surrogateescape")
+
+
+def json_body(event: BaseProxyEvent) -> Any:
+    """The body as JSON; anything else (empty, not UTF-8, not JSON, nested past what a parser
+    can follow) is refused naming the body."""
     try:
-        return json.loads(raw or "")
-    except ValueError:
+        return json.loads(raw_body(event))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RequestRejected(
-            [FieldError("(body)", "json", "the request body must be a JSON object")]
+            [FieldError("(body)", "json", "the request body must be a JSON object in UTF-8")]
         ) from None

@@ -106,6 +106,9 @@ class _Input:
     facts: MediaFacts
     key: str | None  # set when the input is an object in our bucket
     url: str | None  # set when the input is an https URL the provider fetches itself
+    # A base64 image to be stored at `key` once the request is accepted (never before: nothing
+    # of a rejected request may be left in the bucket).
+    pending: bytes | None = None
 
 
 class Intake:
@@ -177,6 +180,9 @@ class Intake:
         except Refused as rejection:
             self._reject(data, source, rejection)
             raise
+        for value in inputs.values():
+            if value.pending is not None and value.key is not None:
+                self._storage.put_bytes(value.key, value.pending, value.facts.content_type or "image/png")
         now = self._clock.now()
         deadline_s = request.deadline_s or self._config.job_deadline_s
         stored_media = {name: value.key or value.url or "" for name, value in inputs.items()}
@@ -235,8 +241,9 @@ class Intake:
             data = _relative_to(
                 key, json.loads(self._storage.read_small(key, self._config.max_manifest_bytes))
             )
-        except (ValueError, UnicodeDecodeError) as error:
-            rejection = RequestRejected([FieldError("(manifest)", "json", f"not valid JSON: {error}")])
+        except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested past parsing
+            reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+            rejection = RequestRejected([FieldError("(manifest)", "json", f"not valid JSON: {reason}")])
             self._reject(None, source, rejection)
             self._report(key, rejection)
             return None
@@ -273,7 +280,9 @@ class Intake:
         kind = data.get("kind") if isinstance(data, dict) else None
         detail = JobEventDetail(
             job_id=None,
-            kind=JobKind(kind) if kind in set(JobKind) else JobKind.MOTION_CONTROL,
+            # Whatever a rejected request says its kind is (a list, an object, a typo): only a
+            # known one is repeated in the event.
+            kind=JobKind(kind) if isinstance(kind, str) and kind in set(JobKind) else JobKind.MOTION_CONTROL,
             status="REJECTED",
             metadata=metadata
             if isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
@@ -334,11 +343,11 @@ class Intake:
             probed = probe_image(BytesReader(data))
         except ProbeError as error:
             raise RequestRejected([FieldError(field, "image_readable", str(error))]) from None
-        # Stored in the bucket (a DynamoDB item cannot hold it) and handed over as a URL, which
-        # every dialect accepts.
+        # Stored in the bucket once the request is accepted (a DynamoDB item cannot hold it) and
+        # handed over as a URL, which every dialect accepts.
         key = f"incoming/{job_id}/{field}.{'jpg' if probed.format == 'jpeg' else probed.format}"
-        self._storage.put_bytes(key, data, f"image/{probed.format}")
-        return _Input(facts_from_probe(self._storage.uri(key), probed, f"image/{probed.format}"), key, None)
+        facts = facts_from_probe(self._storage.uri(key), probed, f"image/{probed.format}")
+        return _Input(facts, key, None, pending=data)
 
     # ---- submit ----------------------------------------------------------------------------
 

@@ -106,7 +106,13 @@ class Storage:
         return S3RangeReader(self.client, self.bucket, info.key, info.size)
 
     def read_small(self, key: str, max_bytes: int) -> bytes:
-        answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+        except ClientError as error:
+            # A range on an empty object is "not satisfiable": the object is simply empty.
+            if error.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""
+            raise
         data = answer["Body"].read()
         if len(data) > max_bytes:
             raise RequestRejected(

@@ -511,6 +511,15 @@ class JobStore:
             extra_values={":rank": hint.rank},
         )
 
+    def forget_hint(self, job_id: str) -> None:
+        """Drop a hint the provider's own answer contradicted (an early or forged `completed`)."""
+        self._update(
+            job_id,
+            status_in=frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING}),
+            sets={"updated_at": iso(self._clock.now())},
+            removes=("hint_status", "hint_rank"),
+        )
+
     def add_attempt(self, job_id: str, attempt: Attempt) -> None:
         self._table.update_item(
             Key=self._job_key(job_id),

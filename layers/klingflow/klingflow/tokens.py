@@ -20,11 +20,18 @@ class CallbackSigner:
         self._key = key
 
     def token(self, job_id: str) -> str:
-        digest = hmac.new(self._key().encode(), job_id.encode(), hashlib.sha256).digest()
+        digest = hmac.new(self._key().encode(), _utf8(job_id), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def verify(self, job_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(job_id), token)
+        # As bytes: compare_digest refuses str with characters outside ASCII, and a URL may
+        # carry any character.
+        return hmac.compare_digest(self.token(job_id).encode(), _utf8(token))
 
     def callback_url(self, api_url: str, job_id: str) -> str:
         return f"{api_url.rstrip('/')}/callbacks/{job_id}/{self.token(job_id)}"
+
+
+def _utf8(text: str) -> bytes:
+    # Whatever a path holds (lone surrogates included) becomes bytes that simply do not match.
+    return text.encode("utf-8", errors="replace")

@@ -51,7 +51,11 @@ def api_event(
 ) -> dict[str, Any]:
     host = headers.get("host", "")
     now = datetime.now(UTC)
-    text_body = body.decode("utf-8", errors="strict") if body else None
+    try:
+        text_body, binary = (body.decode("utf-8"), False) if body else (None, False)
+    except UnicodeDecodeError:
+        # What API Gateway does with a body that is not text: base64, flagged.
+        text_body, binary = base64.b64encode(body).decode(), True
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route.key,
@@ -76,7 +80,7 @@ def api_event(
             "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "timeEpoch": int(now.timestamp() * 1000),
         },
-        "isBase64Encoded": False,
+        "isBase64Encoded": binary,
     }
     if query:
         event["queryStringParameters"] = dict(parse_qsl(query))

@@ -27,9 +27,11 @@ class ApiClient:
         *,
         headers: dict[str, str] | None = None,
         signed: bool = True,
+        raw: bytes | None = None,
     ) -> httpx.Response:
+        """`body` is sent as JSON; `raw` as the very bytes given (for bodies that are not JSON)."""
         url = self.base_url + path
-        data = json.dumps(body).encode() if body is not None else b""
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else b""
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if signed:
             aws_request = AWSRequest(method=method, url=url, data=data, headers=all_headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import threading
@@ -39,6 +40,12 @@ class FakeContext:
 # importing at once trip circular imports that are not thread-safe (Powertools' data_classes
 # raised "partially initialized module" from a concurrent S3 notification and API call).
 _IMPORTS = threading.Lock()
+# Powertools' event handler keeps the request being served on a class attribute
+# (`BaseRouter.current_event`): one per process, which in Lambda is one per container. Containers
+# here are threads of one process, so HTTP requests are served one at a time (a request read
+# after another's arrival would see the other's body); queue, S3, event and schedule
+# invocations still run side by side.
+_HTTP = threading.Lock()
 
 
 @dataclass
@@ -136,7 +143,8 @@ class Invoker:
         container = function.acquire()
         try:
             context = FakeContext(logical_id, function.timeout_s, function.memory_mb)
-            result = container.handler(event, context)
+            with _HTTP if "routeKey" in event else contextlib.nullcontext():
+                result = container.handler(event, context)
         except Exception as error:
             self._record(Invocation(logical_id, source, False, f"{type(error).__name__}: {error}"))
             raise
