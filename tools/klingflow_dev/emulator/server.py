@@ -70,8 +70,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         with emulator._lock:
             emulator.requests.append((dialect.name, method, parts.path, body))
-        if parts.path.startswith(CONTROL):
-            self._send(self._control(method, parts.path, body))
+        # The knobs answer at the server root and under the dialect's base (".../v1/_emulator"),
+        # the URL a user builds from the base URLs the sandbox prints.
+        control = parts.path.removeprefix(dialect.prefix)
+        if control.startswith(CONTROL):
+            self._send(self._control(method, control, body))
             return
         if parts.path.startswith("/files/"):
             self._file(parts.path, parse_qs(parts.query))

@@ -140,14 +140,31 @@ class ApiServer:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(reply)
+                if method != "HEAD":
+                    self.wfile.write(reply)
                 api.requests.append((method, parts.path, status, time.monotonic() - started))
 
+            # Every method API Gateway routes; a route the template lacks answers 404, as there.
             def do_GET(self) -> None:
                 self._serve("GET")
 
             def do_POST(self) -> None:
                 self._serve("POST")
+
+            def do_PUT(self) -> None:
+                self._serve("PUT")
+
+            def do_PATCH(self) -> None:
+                self._serve("PATCH")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
+
+            def do_HEAD(self) -> None:
+                self._serve("HEAD")
+
+            def do_OPTIONS(self) -> None:
+                self._serve("OPTIONS")
 
         return Handler
 

@@ -1,0 +1,42 @@
+"""The sandbox holds up as the default users and tests lean on."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from klingflow_dev.sandbox.client import ApiClient
+from tests.integration.conftest import Stack
+
+
+def test_the_api_takes_a_hundred_requests_at_once_without_resetting_one(stack: Stack) -> None:
+    def get(_: int) -> int:
+        client = ApiClient(stack.api.base_url)
+        try:
+            return client.request("GET", "/jobs").status_code
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = list(pool.map(get, range(100)))
+
+    assert statuses == [200] * 100
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH", "OPTIONS"])
+def test_a_method_no_route_takes_is_answered_like_api_gateway(stack: Stack, method: str) -> None:
+    response = stack.api.request(method, "/jobs")
+    assert response.status_code == 404
+    assert response.json() == {"message": "Not Found"}
+
+
+@pytest.mark.parametrize("dialect", ["apimaster", "evolink", "gateway", "kling"])
+def test_the_emulators_knobs_answer_under_each_dialects_base_url(stack: Stack, dialect: str) -> None:
+    base = stack.sandbox.base_urls[dialect]
+    answer = httpx.post(f"{base}/_emulator/faults", json={"create_status": 503})
+    assert answer.status_code == 200
+    assert answer.json()["create_status"] == 503
+    assert stack.emulator.faults_for(dialect).create_status == 503
+    assert httpx.get(f"{base}/_emulator/faults").json()["create_status"] == 503
