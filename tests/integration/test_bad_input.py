@@ -215,3 +215,20 @@ def test_an_early_completed_hint_never_silences_the_real_completion(stack: Stack
 
     # Then the real completion is heard and archived
     assert stack.job(job["job_id"])["status"] == "ARCHIVED"
+
+
+def test_media_that_lies_about_itself_is_refused_before_any_spend(stack: Stack) -> None:
+    # Given a PNG header claiming 20000x20000 in 57 bytes and a video with half its data gone
+    png = (ASSETS / "character.png").read_bytes()
+    lying = png[:16] + (20000).to_bytes(4, "big") * 2 + png[24:33] + bytes(24)
+    video = (ASSETS / "dance.mp4").read_bytes()
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/lies/character.png", Body=lying)
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/lies/dance.mp4", Body=video[: len(video) // 2])
+
+    response = stack.api.request("POST", "/jobs", stack.request("incoming/lies"))
+
+    # Then both are refused, each naming its field and rule, and no provider was asked
+    assert response.status_code == 400
+    named = {(d["field"], d["rule"]) for d in response.json()["error"]["details"]}
+    assert named == {("image", "image_size_consistent"), ("video", "video_truncated")}
+    assert not [r for r in stack.emulator.requests if r[1] == "POST"]

@@ -7,7 +7,6 @@ four dialects can be seen for each kind.
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 import pytest
@@ -15,12 +14,7 @@ import pytest
 from klingflow_dev import ASSETS
 from tests.conftest import sample_event
 from tests.integration.conftest import Stack
-
-
-def png_header(width: int, height: int) -> bytes:
-    """The start of a PNG: all that probing reads to learn an image's size."""
-    ihdr = struct.pack(">I4sII", 13, b"IHDR", width, height) + b"\x08\x06\0\0\0" + bytes(4)
-    return b"\x89PNG\r\n\x1a\n" + ihdr + struct.pack(">I4s", 0, b"IEND") + bytes(4)
+from tests.unit.test_probe import png
 
 
 def post(stack: Stack, kind: str, **changes: Any) -> Any:
@@ -174,7 +168,7 @@ def test_a_request_breaking_a_kinds_rule_is_refused_before_any_provider_call(
     stack: Stack, kind: str, changes: dict[str, Any], field: str, rule: str
 ) -> None:
     # Given a mask that is square while the frame (512x768) is not
-    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/mask.png", Body=png_header(512, 512))
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/mask.png", Body=png(512, 512))
 
     # When a request breaking one of its kind's rules arrives
     response = post(stack, kind, **changes)

@@ -365,8 +365,11 @@ def test_endless_small_boxes_are_refused() -> None:
 
 
 def png(width: int, height: int) -> bytes:
+    """8-bit RGBA, with as much (zero) image data as deflate needs at best to hold its pixels."""
     ihdr = struct.pack(">I4sII", 13, b"IHDR", width, height) + b"\x08\x06\0\0\0" + bytes(4)
-    return b"\x89PNG\r\n\x1a\n" + ihdr + struct.pack(">I4s", 0, b"IEND") + bytes(4)
+    idat = bytes(height * (1 + width * 4) // 1032 + 16)
+    chunk = struct.pack(">I4s", len(idat), b"IDAT") + idat + bytes(4)
+    return b"\x89PNG\r\n\x1a\n" + ihdr + chunk + struct.pack(">I4s", 0, b"IEND") + bytes(4)
 
 
 def jpeg_segment(marker: int, payload: bytes) -> bytes:
@@ -378,7 +381,8 @@ def sof(marker: int, width: int, height: int) -> bytes:
 
 
 def jpeg(*segments: bytes) -> bytes:
-    return b"\xff\xd8" + b"".join(segments) + jpeg_segment(0xDA, bytes(10)) + b"\x12\x34" * 50 + b"\xff\xd9"
+    # Enough scan data for any size these tests declare (a JPEG carries its pixels in it).
+    return b"\xff\xd8" + b"".join(segments) + jpeg_segment(0xDA, bytes(10)) + b"\x12\x34" * 2000 + b"\xff\xd9"
 
 
 def image(data: bytes) -> ImageInfo:
@@ -460,7 +464,7 @@ def test_jpeg_without_a_frame_header_in_the_scan_limit_is_refused() -> None:
     ("data", "width", "height"),
     [
         (png(300, 750), 300, 750),
-        (b"GIF89a" + struct.pack("<HH", 640, 480) + bytes(20), 640, 480),
+        (b"GIF89a" + struct.pack("<HH", 640, 480) + bytes(200), 640, 480),
         (b"GIF87a" + struct.pack("<HH", 1, 2) + bytes(20), 1, 2),
     ],
     ids=["png", "gif89a", "gif87a"],
@@ -565,3 +569,73 @@ def test_bytes_reader_refuses_negative_ranges() -> None:
         reader.read(-1, 3)
     with pytest.raises(ValueError, match="negative"):
         reader.read(0, -3)
+
+
+# ---- media that lies about itself is refused before any spend ---------------------------------
+
+
+def test_an_image_whose_header_claims_more_pixels_than_its_bytes_can_hold_is_refused() -> None:
+    # Given a 57-byte PNG whose header claims 20000x20000
+    lying = png(1, 1)[:33] + struct.pack(">I4s", 0, b"IEND") + bytes(4)
+    lying = lying.replace(struct.pack(">II", 1, 1), struct.pack(">II", 20000, 20000), 1)
+    assert len(lying) < 64
+
+    with pytest.raises(ProbeError, match=r"claims 20000x20000 px in \d+ bytes") as refused:
+        image(lying)
+    assert refused.value.rule == "size_consistent"
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (jpeg(sof(0xC0, 30000, 30000))[:300], "JPEG"),
+        (b"GIF89a" + struct.pack("<HH", 60000, 60000) + bytes(20), "GIF"),
+        (webp(b"VP8X", bytes(4) + (9999).to_bytes(3, "little") + (9999).to_bytes(3, "little")), "WebP"),
+    ],
+)
+def test_every_format_must_be_able_to_hold_the_size_it_claims(data: bytes, fmt: str) -> None:
+    with pytest.raises(ProbeError, match=f"the {fmt.upper()} claims") as refused:
+        image(data)
+    assert refused.value.rule == "size_consistent"
+
+
+def test_a_video_cut_off_after_its_moov_is_refused_as_truncated() -> None:
+    # Given a faststart MP4 (moov before mdat) with half its bytes gone
+    whole = (ASSETS / "dance.mp4").read_bytes()
+
+    with pytest.raises(ProbeError, match=r"mdat box .* declares") as refused:
+        probe_video(BytesReader(whole[: len(whole) // 2]))
+    assert refused.value.rule == "truncated"
+
+
+def test_a_video_whose_sample_tables_point_past_its_end_is_refused() -> None:
+    # Given the same cut, with the mdat header rewritten to end where the data now ends
+    whole = (ASSETS / "dance.mp4").read_bytes()
+    cut = bytearray(whole[: len(whole) // 2])
+    mdat = cut.index(b"mdat") - 4
+    cut[mdat : mdat + 4] = struct.pack(">I", len(cut) - mdat)
+
+    with pytest.raises(ProbeError, match="sample tables point to byte") as refused:
+        probe_video(BytesReader(bytes(cut)))
+    assert refused.value.rule == "truncated"
+
+
+def test_a_video_whose_declared_duration_contradicts_its_samples_is_refused() -> None:
+    # Given the 5 s sample video whose mvhd is rewritten to say 1.5 s
+    data = bytearray((ASSETS / "dance.mp4").read_bytes())
+    mvhd = data.index(b"mvhd") + 4
+    assert data[mvhd] == 0  # version 0: timescale and duration are 32-bit at +12 and +16
+    (timescale,) = struct.unpack_from(">I", data, mvhd + 12)
+    struct.pack_into(">I", data, mvhd + 16, int(1.5 * timescale))
+
+    with pytest.raises(ProbeError, match=r"declares 1.50 s but its video samples last 5") as refused:
+        probe_video(BytesReader(bytes(data)))
+    assert refused.value.rule == "duration_consistent"
+
+
+def test_the_sample_videos_are_consistent() -> None:
+    for name in ("dance.mp4", "output-std.mp4"):
+        info = probe_video(BytesReader((ASSETS / name).read_bytes()))
+        assert info.duration_s == pytest.approx(5.0, abs=0.1)
+    for path in FIXTURES.glob("*.m*"):
+        probe_video(BytesReader(path.read_bytes()))

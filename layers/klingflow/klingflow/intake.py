@@ -322,7 +322,7 @@ class Intake:
             probed = probe_image(reader) if kind == "image" else probe_video(reader)
         except ProbeError as error:
             raise RequestRejected(
-                [FieldError(field, f"{kind}_readable", f"{self._storage.uri(key)}: {error}")]
+                [FieldError(field, f"{kind}_{error.rule}", f"{self._storage.uri(key)}: {error}")]
             ) from None
         return _Input(facts_from_probe(self._storage.uri(key), probed, info.content_type), key, None)
 
@@ -342,7 +342,7 @@ class Intake:
         try:
             probed = probe_image(BytesReader(data))
         except ProbeError as error:
-            raise RequestRejected([FieldError(field, "image_readable", str(error))]) from None
+            raise RequestRejected([FieldError(field, f"image_{error.rule}", str(error))]) from None
         # Stored in the bucket once the request is accepted (a DynamoDB item cannot hold it) and
         # handed over as a URL, which every dialect accepts.
         key = f"incoming/{job_id}/{field}.{'jpg' if probed.format == 'jpeg' else probed.format}"

@@ -66,7 +66,15 @@ class BytesReader:
 
 
 class ProbeError(Exception):
-    """The data is not an image/video of a kind klingflow can probe, or it is damaged."""
+    """The data is not an image/video of a kind klingflow can probe, or it is damaged.
+
+    `rule` names what is wrong, for the rejection (`readable`, `truncated`, `size_consistent`,
+    `duration_consistent`).
+    """
+
+    def __init__(self, message: str, rule: str = "readable") -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,34 @@ def probe_image(reader: RangeReader) -> ImageInfo:
         raise ProbeError(_not_an_image(head))
     if width <= 0 or height <= 0:
         raise ProbeError(f"corrupt {fmt.upper()}: it declares a size of {width}x{height} px")
+    smallest = _smallest_image_bytes(fmt, width, height, window)
+    if reader.size < smallest:
+        raise ProbeError(
+            f"the {fmt.upper()} claims {width}x{height} px in {reader.size} bytes; an image that size "
+            f"cannot be smaller than {smallest} bytes",
+            rule="size_consistent",
+        )
     return ImageInfo(format=fmt, width=width, height=height, bytes=reader.size)
+
+
+# The most pixels one byte can carry in each format, at the best compression its coding allows:
+# a header may claim any size, the data must be able to hold it.
+_DEFLATE_MAX_RATIO: Final = 1032  # zlib's limit: 258-byte matches in 2-bit codes
+_PIXELS_PER_BYTE: Final = {
+    "jpeg": 4096,  # 8x8 blocks of at least a bit each (Huffman), with room for arithmetic coding
+    "gif": 4096,  # LZW strings of at most 4096 pixels per code of at least 3 bits
+    "webp": 65536,  # arithmetic-coded macroblocks can be skipped for a fraction of a bit
+}
+
+
+def _smallest_image_bytes(fmt: str, width: int, height: int, window: _Window) -> int:
+    if fmt == "png":
+        # IHDR: bit depth and colour type give the bits per pixel of each filtered scanline.
+        depth, colour = window.exact(24, 2, "PNG header")
+        channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 1)
+        row = 1 + (width * depth * channels + 7) // 8
+        return 8 + 25 + (height * row) // _DEFLATE_MAX_RATIO
+    return (width * height) // _PIXELS_PER_BYTE[fmt]
 
 
 def _not_an_image(head: bytes) -> str:
@@ -266,11 +301,28 @@ def probe_video(reader: RangeReader) -> VideoInfo:
             if box.size > MOOV_MAX_BYTES:
                 raise ProbeError(f"moov box is {box.size} bytes; at most {MOOV_MAX_BYTES} are read")
             if overrun:
-                raise ProbeError(f"truncated MP4/MOV{overrun}")
+                raise ProbeError(f"truncated MP4/MOV{overrun}", rule="truncated")
             moov = window.exact(box.payload, box.end - box.payload, "moov box")
+            # The media after moov (a faststart file's mdat) must be all there too.
+            _check_rest(window, box.end)
             return _from_moov(memoryview(moov), fmt, size)
         offset = box.end
     raise ProbeError(f"corrupt MP4/MOV: no moov box among the first {MAX_TOP_LEVEL_BOXES} boxes")
+
+
+def _check_rest(window: _Window, offset: int) -> None:
+    """Every top-level box after moov ends within the data (headers only are read)."""
+    for _ in range(MAX_TOP_LEVEL_BOXES):
+        if window.size - offset < 8:
+            return
+        box = _top_level_box(window, offset)
+        if box.end > window.size:
+            raise ProbeError(
+                f"truncated MP4/MOV: the {box.type.decode('latin-1')} box at offset {offset} declares "
+                f"{box.size} bytes but the data ends at {window.size}",
+                rule="truncated",
+            )
+        offset = box.end
 
 
 def _top_level_box(window: _Window, offset: int) -> _Box:
@@ -330,7 +382,118 @@ def _from_moov(moov: memoryview, fmt: str, size: int) -> VideoInfo:
     if duration is None:
         raise ProbeError("the MP4/MOV does not declare its duration")
     width, height = _video_track_size(moov)
-    return VideoInfo(format=fmt, width=width, height=height, duration_s=duration / timescale, bytes=size)
+    declared_s = duration / timescale
+    for kind, trak in _children(moov, "moov"):
+        if kind == b"trak":
+            _check_track(trak, size, declared_s)
+    return VideoInfo(format=fmt, width=width, height=height, duration_s=declared_s, bytes=size)
+
+
+# A track's samples may run a little shorter or longer than the movie says (edit lists trim a
+# few frames, audio priming): more than this is a duration box that lies.
+DURATION_SLACK_S: Final = 1.0
+DURATION_SLACK_RATIO: Final = 0.1
+MAX_SAMPLES: Final = 10_000_000
+
+
+def _check_track(trak: memoryview, size: int, declared_s: float) -> None:
+    """A track's sample tables must point inside the data, and its samples must last about as
+    long as the movie declares."""
+    mdia = _child(trak, b"mdia", "trak")
+    minf = _child(mdia, b"minf", "mdia") if mdia is not None else None
+    stbl = _child(minf, b"stbl", "minf") if minf is not None else None
+    if mdia is None or stbl is None:
+        return
+    end = _last_sample_end(stbl)
+    if end > size:
+        raise ProbeError(
+            f"truncated MP4/MOV: its sample tables point to byte {end} but the data ends at {size}",
+            rule="truncated",
+        )
+    hdlr = _child(mdia, b"hdlr", "mdia")
+    mdhd = _child(mdia, b"mdhd", "mdia")
+    stts = _child(stbl, b"stts", "stbl")
+    if hdlr is None or bytes(hdlr[8:12]) != b"vide" or mdhd is None or stts is None:
+        return
+    timescale = _mdhd_timescale(mdhd)
+    ticks = sum(count * delta for count, delta in _pairs(stts, "stts"))
+    if not ticks or not timescale:
+        return  # fragmented: the samples live in moof boxes, not here
+    samples_s = ticks / timescale
+    if abs(samples_s - declared_s) > max(DURATION_SLACK_S, DURATION_SLACK_RATIO * declared_s):
+        raise ProbeError(
+            f"the MP4/MOV declares {declared_s:.2f} s but its video samples last {samples_s:.2f} s",
+            rule="duration_consistent",
+        )
+
+
+def _mdhd_timescale(mdhd: memoryview) -> int:
+    version = mdhd[0] if len(mdhd) else -1
+    at = 20 if version == 1 else 12
+    if len(mdhd) < at + 4:
+        raise ProbeError(f"corrupt MP4/MOV: unreadable mdhd box ({len(mdhd)} bytes)")
+    return int(struct.unpack_from(">I", mdhd, at)[0])
+
+
+def _table(box: memoryview, width: int, what: str) -> tuple[int, int]:
+    """(entry count, bytes per entry) of a full box's table, checked to fit inside the box."""
+    if len(box) < 8:
+        raise ProbeError(f"corrupt MP4/MOV: unreadable {what} box")
+    (count,) = struct.unpack_from(">I", box, 4)
+    if count > MAX_SAMPLES or 8 + count * width > len(box):
+        raise ProbeError(f"corrupt MP4/MOV: the {what} table declares {count} entries it does not hold")
+    return int(count), width
+
+
+def _pairs(box: memoryview, what: str) -> Iterator[tuple[int, int]]:
+    count, _ = _table(box, 8, what)
+    for index in range(count):
+        yield struct.unpack_from(">II", box, 8 + 8 * index)
+
+
+def _last_sample_end(stbl: memoryview) -> int:
+    """The byte after the last sample any chunk of this track points to (0 without tables)."""
+    stsz = _child(stbl, b"stsz", "stbl")
+    stsc = _child(stbl, b"stsc", "stbl")
+    stco, co64 = _child(stbl, b"stco", "stbl"), _child(stbl, b"co64", "stbl")
+    if stsz is None or stsc is None or (stco is None and co64 is None):
+        return 0
+    if co64 is not None:
+        count, _ = _table(co64, 8, "co64")
+        offsets = [struct.unpack_from(">Q", co64, 8 + 8 * i)[0] for i in range(count)]
+    else:
+        assert stco is not None
+        count, _ = _table(stco, 4, "stco")
+        offsets = [struct.unpack_from(">I", stco, 8 + 4 * i)[0] for i in range(count)]
+    if len(stsz) < 12:
+        raise ProbeError("corrupt MP4/MOV: unreadable stsz box")
+    uniform, samples = struct.unpack_from(">II", stsz, 4)
+    if samples > MAX_SAMPLES or (not uniform and 12 + 4 * samples > len(stsz)):
+        raise ProbeError(f"corrupt MP4/MOV: the stsz table declares {samples} samples it does not hold")
+    runs = [(first, per_chunk) for first, per_chunk, _ in _triples(stsc)]
+    end, sample = 0, 0
+    for run, (first, per_chunk) in enumerate(runs):
+        last = runs[run + 1][0] - 1 if run + 1 < len(runs) else len(offsets)
+        for chunk in range(first, min(last, len(offsets)) + 1):
+            if sample + per_chunk > samples:
+                return end  # more chunks than samples: the rest hold nothing
+            sizes = (
+                uniform * per_chunk
+                if uniform
+                else sum(struct.unpack_from(f">{per_chunk}I", stsz, 12 + 4 * sample))
+            )
+            end = max(end, offsets[chunk - 1] + sizes)
+            sample += per_chunk
+    return end
+
+
+def _triples(stsc: memoryview) -> Iterator[tuple[int, int, int]]:
+    count, _ = _table(stsc, 12, "stsc")
+    for index in range(count):
+        first, per_chunk, description = struct.unpack_from(">III", stsc, 8 + 12 * index)
+        if first < 1:
+            raise ProbeError("corrupt MP4/MOV: stsc counts chunks from 1")
+        yield first, per_chunk, description
 
 
 def _mvhd(mvhd: memoryview) -> tuple[int, int]:
