@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test lint typecheck pytest validate build clean
+.PHONY: demo test lint typecheck pytest validate policy build clean
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 demo: $(VENV)/.installed
 	$(BIN)/klingflow sandbox demo
 
-test: lint typecheck pytest validate
+test: lint typecheck pytest validate policy
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -40,8 +40,21 @@ pytest: $(VENV)/.installed
 validate: $(VENV)/.installed
 	$(BIN)/sam validate --lint
 
+# checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
+CHECKOV := .venv-checkov
+$(CHECKOV)/.installed:
+	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV)/bin/pip install --quiet "checkov>=3.2,<4"
+	touch $@
+
+# Every skipped check is justified in a comment beside its resource in template.yaml.
+policy: $(CHECKOV)/.installed
+	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --compact --quiet
+
 build: $(VENV)/.installed
 	$(BIN)/sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from klingflow_dev.sandbox.client import ApiClient
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, deterministic_stack
 
 
 def test_the_api_takes_a_hundred_requests_at_once_without_resetting_one(stack: Stack) -> None:
@@ -40,3 +40,25 @@ def test_the_emulators_knobs_answer_under_each_dialects_base_url(stack: Stack, d
     assert answer.json()["create_status"] == 503
     assert stack.emulator.faults_for(dialect).create_status == 503
     assert httpx.get(f"{base}/_emulator/faults").json()["create_status"] == 503
+
+
+def test_the_bucket_keeps_versions_and_expires_uploads_as_the_parameters_say(aws_env: None) -> None:
+    with deterministic_stack({"UploadRetentionDays": "7", "OutputRetentionDays": "0"}) as stack:
+        s3 = stack.s3
+        assert s3.get_bucket_versioning(Bucket=stack.bucket)["Status"] == "Enabled"
+        rules = {
+            rule["ID"]: rule for rule in s3.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]
+        }
+        assert rules["ExpireUploads"]["Expiration"] == {"Days": 7}
+        assert rules["ExpireRejected"]["Expiration"] == {"Days": 7}
+        assert rules["ExpireOutputs"]["Status"] == "Disabled"  # 0: outputs are kept
+        assert rules["ExpireOldVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+        table = stack.sandbox.client("dynamodb").describe_table(TableName=stack.sandbox.names["JobsTable"])
+        assert table["Table"]["DeletionProtectionEnabled"] is True
+
+
+def test_outputs_expire_when_a_retention_is_set(aws_env: None) -> None:
+    with deterministic_stack({"OutputRetentionDays": "365"}) as stack:
+        rules = stack.s3.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]
+        [outputs] = [rule for rule in rules if rule["ID"] == "ExpireOutputs"]
+        assert (outputs["Status"], outputs["Expiration"]) == ("Enabled", {"Days": 365})

@@ -153,6 +153,8 @@ class ResourceBuilder:
         }
         if props.get("GlobalSecondaryIndexes"):
             args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if "DeletionProtectionEnabled" in props:
+            args["DeletionProtectionEnabled"] = props["DeletionProtectionEnabled"] in (True, "true")
         dynamodb = self.client("dynamodb")
         dynamodb.create_table(**args)
         ttl = props.get("TimeToLiveSpecification")
@@ -181,6 +183,9 @@ class ResourceBuilder:
                 for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
             ]
             s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        versioning = props.get("VersioningConfiguration")
+        if versioning:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": versioning["Status"]})
         rules = props.get("LifecycleConfiguration", {}).get("Rules", [])
         if rules:
             s3.put_bucket_lifecycle_configuration(
@@ -238,4 +243,7 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
         api["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
     if "ExpirationInDays" in rule:
         api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpiration" in rule:
+        days = int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
+        api["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}
     return api

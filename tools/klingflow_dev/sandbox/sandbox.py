@@ -162,8 +162,7 @@ class Sandbox:
         parameters["ProviderOverrides"] = json.dumps(overrides)
         self.parameters = parameters
         self.resolver = template.Resolver(
-            parameters=parameters,
-            pseudo=PSEUDO,
+            parameters=parameters, pseudo=PSEUDO, conditions=document.get("Conditions", {})
         )
         resources = document["Resources"]
         for logical, resource in resources.items():
@@ -302,6 +301,7 @@ class Sandbox:
                 continue
             props = {**defaults, **resource["Properties"]}
             invoke_config = props.get("EventInvokeConfig", {})
+            default = self.options.function_concurrency
             functions[logical] = Function(
                 logical_id=logical,
                 code_dir=self.options.repo / props["CodeUri"],
@@ -309,7 +309,7 @@ class Sandbox:
                 timeout_s=float(props.get("Timeout", 3)),
                 memory_mb=int(props.get("MemorySize", 128)),
                 max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
-                concurrency=int(props.get("ReservedConcurrentExecutions", self.options.function_concurrency)),
+                concurrency=int(self.resolver(props.get("ReservedConcurrentExecutions", default))),
             )
         return functions
 
@@ -378,7 +378,7 @@ class Sandbox:
                         sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker, wait_s=self._wait_s
                     )
                     # A test steps one batch at a time; running, Lambda polls several at once.
-                    scaling = props.get("ScalingConfig", {})
+                    scaling = self.resolver(props.get("ScalingConfig", {}))
                     limit = int(scaling.get("MaximumConcurrency", self.options.sqs_pollers))
                     pollers = 1 if self.options.clock is not None else min(limit, self.options.sqs_pollers)
                     self._loops.extend(Loop(f"sqs-{name}", 0.05, batches.step) for _ in range(pollers))

@@ -67,6 +67,10 @@ def load(path: Path) -> dict[str, Any]:
     return document
 
 
+# What `Ref: AWS::NoValue` evaluates to: the property (or list item) holding it disappears.
+NO_VALUE: Any = object()
+
+
 @dataclass
 class Resolver:
     """Evaluates intrinsic functions against the sandbox's physical resources."""
@@ -75,14 +79,42 @@ class Resolver:
     pseudo: Mapping[str, str]
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The template's Conditions section, evaluated on first use.
+    conditions: Mapping[str, Any] = field(default_factory=dict)
+    _truth: dict[str, bool] = field(default_factory=dict)
+
+    def condition(self, name: str) -> bool:
+        if name not in self._truth:
+            self._truth[name] = self._holds(self.conditions[name])
+        return self._truth[name]
+
+    def _holds(self, expression: Any) -> bool:
+        ((key, argument),) = expression.items()
+        if key == "Fn::Equals":
+            left, right = (str(self(side)) for side in argument)
+            return left == right
+        if key == "Fn::Not":
+            return not self._holds(argument[0])
+        if key == "Fn::And":
+            return all(self._holds(item) for item in argument)
+        if key == "Fn::Or":
+            return any(self._holds(item) for item in argument)
+        if key == "Condition":
+            return self.condition(str(argument))
+        raise ValueError(f"the sandbox does not evaluate the condition {key}")
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self(item) for item in value]
+            return [item for item in (self(item) for item in value) if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, argument),) = value.items()
+            if key == "Ref" and argument == "AWS::NoValue":
+                return NO_VALUE
+            if key == "Fn::If":
+                name, when_true, when_false = argument
+                return self(when_true if self.condition(name) else when_false)
             if key == "Ref":
                 return self._ref(argument)
             if key == "Fn::GetAtt":
@@ -101,7 +133,7 @@ class Resolver:
                 return str(self(text)).split(separator)
             if key.startswith("Fn::"):
                 raise ValueError(f"the sandbox does not evaluate {key}")
-        return {k: self(v) for k, v in value.items()}
+        return {k: v for k, v in ((k, self(v)) for k, v in value.items()) if v is not NO_VALUE}
 
     def _ref(self, name: str) -> str:
         if name in self.pseudo:
