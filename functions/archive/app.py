@@ -20,19 +20,15 @@ service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(se
 logger = Logger()
 metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
-# What Archiver.archive's answer starts with -> the metric it counts towards.
-OUTCOME_METRICS = {"archived": "JobsArchived", "failed": "JobsFailed", "ignored": "ArchiveIgnored"}
 
 
 def archive_one(record: SQSRecord) -> str:
     message = JobMessage.from_json(record.body)
     logger.append_keys(job_id=message.job_id)
-    outcome = service.get().archive(message.job_id)
-    logger.info("archive", extra={"outcome": outcome, "reason": message.reason})
-    first_word = outcome.split(":")[0].split(" ")[0]
-    name = OUTCOME_METRICS.get(first_word, "ArchiveNotReady")
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    return outcome
+    done = service.get().archive(message.job_id)
+    logger.info("archive", extra={"outcome": done.outcome, "detail": done.detail, "reason": message.reason})
+    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    return str(done)
 
 
 @logger.inject_lambda_context(clear_state=True)

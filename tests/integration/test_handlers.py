@@ -73,10 +73,17 @@ def test_sweeper_takes_the_sample_schedule_event(stack: Stack) -> None:
     assert answer == {"outcomes": {}}
 
 
-def test_archive_reports_a_failed_record_so_sqs_retries_only_that_one(stack: Stack) -> None:
-    # Given a job whose provider answers 503 when archive confirms, beside one that needs nothing
+def test_archive_reports_only_a_record_that_really_failed_so_sqs_retries_only_that_one(
+    stack: Stack,
+) -> None:
+    # Given a job whose stored item is damaged (archive cannot even read it), beside one that
+    # needs nothing
     job = stack.post_job("incoming/b1")
-    stack.emulator.set_faults("gateway", query_status=503)
+    stack.table.update_item(
+        Key={"pk": f"JOB#{job['job_id']}"},
+        UpdateExpression="SET deadline_at = :bad",
+        ExpressionAttributeValues={":bad": "not a number"},
+    )
     good = sample_event("sqs_archive.json")["Records"][0]
     bad = {**good, "messageId": "m-bad", "body": json.dumps({"job_id": job["job_id"], "reason": "test"})}
     ok = {**good, "messageId": "m-ok"}
@@ -84,9 +91,26 @@ def test_archive_reports_a_failed_record_so_sqs_retries_only_that_one(stack: Sta
     # When archive gets both in one batch
     answer = _invoke(stack, "ArchiveFunction", {"Records": [ok, bad]})
 
-    # Then only the failed one goes back to the queue, and the job is untouched
+    # Then only the failed one goes back to the queue (and, failing again, to its DLQ)
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+
+
+def test_archive_leaves_a_provider_that_cannot_answer_to_the_sweeper_not_the_dead_letter_queue(
+    stack: Stack,
+) -> None:
+    # Given a job whose provider answers 503 when archive confirms
+    job = stack.post_job("incoming/b2")
+    stack.emulator.set_faults("gateway", query_status=503)
+    record = sample_event("sqs_archive.json")["Records"][0]
+    record = {**record, "body": json.dumps({"job_id": job["job_id"], "reason": "test"})}
+
+    # When archive gets it
+    answer = _invoke(stack, "ArchiveFunction", {"Records": [record]})
+
+    # Then it is not a failure to redeliver: the job is untouched and still due for the sweeper
+    assert answer == {"batchItemFailures": []}
     assert stack.job(job["job_id"])["status"] == "SUBMITTED"
+    assert "due_at" in stack.item(job["job_id"])
 
 
 def test_an_invalid_job_requested_event_is_rejected_once_and_not_retried(stack: Stack) -> None:

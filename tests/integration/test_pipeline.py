@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from klingflow_dev import ASSETS
 from tests.integration.conftest import Stack
@@ -263,9 +264,62 @@ def test_an_output_link_on_a_host_not_allowed_is_not_fetched_and_the_job_keeps_i
     # When archive gets the job
     stack.sandbox.drain_archive()
 
-    # Then nothing was downloaded, and the paid job waits (SUCCEEDED) for a retry, not FAILED
+    # Then nothing was downloaded, and the paid job waits (SUCCEEDED) for a retry, saying why
     assert not any(path.startswith("/files/") for _, _, path, _ in stack.emulator.requests)
-    assert stack.job(job["job_id"])["status"] == "SUCCEEDED"
+    waiting = stack.job(job["job_id"])
+    assert waiting["status"] == "SUCCEEDED"
+    assert waiting["archive_error"]["code"] == "OUTPUT_HOST_NOT_ALLOWED"
+    assert "'localhost' is not in the allowlist" in waiting["archive_error"]["message"]
+    assert "download_hosts" in waiting["archive_error"]["message"]
+
+    # When nobody allows the host by the job's deadline (3 h)
+    stack.clock.advance(3 * 3600)
+    stack.sandbox.sweep()
+    stack.sandbox.drain_archive()
+    stack.sandbox.sweep()
+
+    # Then it fails then, naming the host (not a day later), settled as paid, nothing dead-lettered
+    done = stack.job(job["job_id"])
+    assert (done["status"], done["error"]["code"]) == ("FAILED", "OUTPUT_HOST_NOT_ALLOWED")
+    assert done["cost"]["billed_usd"] == 0.35
+    dlq = stack.sandbox.client("sqs").get_queue_attributes(
+        QueueUrl=stack.sandbox.names["ArchiveDLQ"], AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_two_deliveries_of_one_job_at_once_download_its_output_once(stack: Stack) -> None:
+    # Given a finished job whose output is slow to download, and its archive message twice
+    stack.emulator.set_faults("gateway", download_delay_s=1.5)
+    job = stack.post_job("incoming/twice")
+    stack.finish_at_provider()
+    record = {
+        "messageId": "m",
+        "receiptHandle": "r",
+        "body": json.dumps({"job_id": job["job_id"], "reason": "test"}),
+        "attributes": {},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:archive",
+        "awsRegion": "us-east-1",
+    }
+    invoker = stack.sandbox.invoker
+    assert invoker is not None
+
+    # When two archive containers get them at the same moment
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(
+            pool.map(
+                lambda _: invoker.invoke("ArchiveFunction", {"Records": [record]}, source="test"), range(2)
+            )
+        )
+
+    # Then one copied it and the other stood aside: one download, one archived job
+    assert answers == [{"batchItemFailures": []}] * 2
+    downloads = [path for _, method, path, _ in stack.emulator.requests if path.startswith("/files/")]
+    assert len(downloads) == 1
+    assert stack.job(job["job_id"])["status"] == "ARCHIVED"
 
 
 def test_an_apimaster_link_on_another_host_falls_back_to_its_content_endpoint(stack: Stack) -> None:

@@ -3,31 +3,42 @@
 A custom_element job has no file to copy: its outcome is the element id, which is recorded in
 the job and in result.json the same way.
 
-Runs from the archive queue. Anything transient raises, so SQS redelivers the message (and,
-after five tries, parks it in the DLQ while the sweeper keeps re-enqueuing the job). Anything
-permanent (the provider says failed; an output URL we must not fetch) ends the job with a reason.
+Runs from the archive queue. A job is copied under a lease, so two deliveries of one message
+never download its outputs twice. A provider or a download that fails (the query endpoint is
+down, a link refused or cut off) is recorded on the job as `archive_error` and left to the
+sweeper, which brings the job back: the dead-letter queue (alarmed) only ever holds work that
+failed in a way nobody planned for. Anything permanent (the provider says failed) ends the job
+with a reason; an output host outside the allowlist ends it at its deadline (OUTPUT_HOST_NOT_ALLOWED),
+not a day later.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+import httpx
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch, iso
 from .endings import announce, end_job, stop_watching
-from .errors import UnsafeUrl
+from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, UnsafeUrl
 from .events import EventPublisher
-from .models import DetailType, Job, Output
+from .models import DetailType, Job, JobError, Output
 from .money import Charge, Release, Settle
+from .outcomes import ArchiveOutcome, Done
 from .pricing import charged
 from .probe import ProbeError, probe_video
 from .providers.base import Download, TaskReport
 from .providers.registry import Registry
-from .safehttp import SafeHttp
+from .safehttp import DownloadFailed, SafeHttp
 from .states import JobStatus
 from .storage import Storage
 from .store import JobStore
+
+# Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
+DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+Result = Done[ArchiveOutcome]
 
 logger = Logger(child=True)
 
@@ -38,6 +49,8 @@ class ArchiveConfig:
     part_size_bytes: int
     archive_stall_s: int
     poll_again_s: int
+    # How long a worker holds a job while copying it: longer than the function may run.
+    lease_s: int = 330
 
 
 class Archiver:
@@ -60,20 +73,26 @@ class Archiver:
         self._clock = clock
         self._config = config
 
-    def archive(self, job_id: str) -> str:
+    def archive(self, job_id: str) -> Result:
         """Bring one job as far as the provider's own answer allows; returns what happened."""
         job = self._store.get(job_id)
         if job is None:
-            return "ignored: unknown job"
+            return Done(ArchiveOutcome.IGNORED, "unknown job")
         if job.salvaging:
             # Timed out, but its task is still watched: if it completed, it was paid for.
             if epoch(self._clock.now()) >= (job.salvage_until or 0):
-                return "ignored: past the salvage window"
+                return Done(ArchiveOutcome.IGNORED, "past the salvage window")
         elif job.status.terminal:
-            return f"ignored: already {job.status.value}"
+            return Done(ArchiveOutcome.IGNORED, f"already {job.status.value}")
         if job.provider is None or job.provider_task_id is None:
-            return "ignored: not submitted yet"
-        report = self._registry.task_report(job.provider, job.provider_task_id, job.kind, made=job.element_id)
+            return Done(ArchiveOutcome.IGNORED, "not submitted yet")
+        try:
+            report = self._registry.task_report(
+                job.provider, job.provider_task_id, job.kind, made=job.element_id
+            )
+        except ProviderError as error:
+            # Could not ask: the sweeper polls the job (or re-enqueues it) and asks again.
+            return Done(ArchiveOutcome.RETRY_LATER, f"provider query failed: {error.message}")
         match report.status:
             case JobStatus.SUCCEEDED:
                 return self._copy_outputs(job, report)
@@ -83,14 +102,14 @@ class Archiver:
                 self._store.transition(
                     job_id, JobStatus.RUNNING, by="archive", due_in_s=self._config.poll_again_s
                 )
-                return "still running"
+                return Done(ArchiveOutcome.RUNNING)
             case _:
                 # The hint was early (or forged): forget it, so the real one is heard when it
                 # comes (a recorded hint stops its equal); the sweeper keeps polling meanwhile.
                 self._store.forget_hint(job_id)
-                return f"not finished: provider says {report.provider_status!r}"
+                return Done(ArchiveOutcome.NOT_FINISHED, f"provider says {report.provider_status!r}")
 
-    def _provider_failed(self, job: Job, report: TaskReport) -> str:
+    def _provider_failed(self, job: Job, report: TaskReport) -> Result:
         """The provider failed or cancelled the task: nothing was charged ("full refund on
         failure"), so the reservation is released."""
         message = report.error_message or f"{job.provider} reports the task {report.provider_status}"
@@ -98,7 +117,7 @@ class Archiver:
             stop_watching(
                 self._store, self._clock, job, Release(), f"{report.provider_status} after the deadline"
             )
-            return f"released: {message}"
+            return Done(ArchiveOutcome.RELEASED, message)
         target = JobStatus.CANCELLED if report.status is JobStatus.CANCELLED else JobStatus.FAILED
         code = report.error_code or (
             "PROVIDER_CANCELLED" if target is JobStatus.CANCELLED else "PROVIDER_FAILED"
@@ -113,9 +132,9 @@ class Archiver:
             message=message,
             money=Release(),
         )
-        return f"failed: {message}"
+        return Done(ArchiveOutcome.FAILED, message)
 
-    def _copy_outputs(self, job: Job, report: TaskReport) -> str:
+    def _copy_outputs(self, job: Job, report: TaskReport) -> Result:
         provider, task_id = job.provider, job.provider_task_id
         assert provider is not None and task_id is not None
         if job.status is not JobStatus.SUCCEEDED:
@@ -132,7 +151,7 @@ class Archiver:
             )
             job = moved or self._store.get(job.job_id) or job
             if job.status is not JobStatus.SUCCEEDED:
-                return f"ignored: now {job.status.value}"
+                return Done(ArchiveOutcome.IGNORED, f"now {job.status.value}")
         charge = charged(self._registry, job, report)
         if not job.kind.makes_video:
             if report.element_id is None:
@@ -140,6 +159,23 @@ class Archiver:
             return self._finish(job, [], element_id=report.element_id, charge=charge)
         if not report.outputs:
             return self._fail(job, f"{job.provider} reports success but lists no output", charge)
+        lease = uuid.uuid4().hex
+        if not self._store.take_lease(job.job_id, lease, for_s=self._config.lease_s):
+            # Another delivery of this job is copying it now: downloading again would only race it.
+            return Done(ArchiveOutcome.BUSY, "another worker holds the job's lease")
+        try:
+            outputs = self._copy_all(job, report)
+        except (UnsafeUrl, DownloadFailed, httpx.HTTPError, ProviderError) as error:
+            self._store.drop_lease(job.job_id, lease, self._archive_error(error))
+            return Done(ArchiveOutcome.RETRY_LATER, f"{type(error).__name__}: {error}")
+        except BaseException:
+            self._store.drop_lease(job.job_id, lease, None)
+            raise
+        return self._finish(job, outputs, element_id=None, charge=charge)
+
+    def _copy_all(self, job: Job, report: TaskReport) -> list[Output]:
+        provider, task_id = job.provider, job.provider_task_id
+        assert provider is not None and task_id is not None
         adapter = self._registry.adapter(provider)
         outputs = []
         for index, produced in enumerate(report.outputs, start=1):
@@ -148,21 +184,31 @@ class Archiver:
                 outputs.append(self._copy_one(job, index, download))
             except UnsafeUrl:
                 # A link we may not fetch (host not allowed, redirect elsewhere): the dialect's
-                # own content endpoint if it has one; otherwise it raises and is retried, then
-                # dead-lettered and alarmed, because a paid output must not be dropped on a
-                # policy an operator can correct (download_hosts).
+                # own content endpoint if it has one; otherwise the refusal is recorded and the
+                # job retried until its deadline, because a paid output must not be dropped on
+                # a policy an operator can correct (download_hosts).
                 fallback = adapter.content_endpoint(task_id)
                 if fallback is None or fallback.url == download.url:
                     raise
                 outputs.append(self._copy_one(job, index, fallback))
-        return self._finish(job, outputs, element_id=None, charge=charge)
+        return outputs
+
+    @staticmethod
+    def _archive_error(error: Exception) -> JobError:
+        if isinstance(error, UnsafeUrl):
+            return JobError(
+                code=OUTPUT_HOST_NOT_ALLOWED,
+                message=f"{error.message}; add the host to the provider's download_hosts "
+                "(ProviderOverrides) before the job's deadline, or the job fails then",
+            )
+        return JobError(code=DOWNLOAD_FAILED, message=str(error))
 
     @staticmethod
     def _succeeded_note(job: Job, report: TaskReport, *, late: bool) -> str:
         made = f"{len(report.outputs)} output(s)" if job.kind.makes_video else "element made"
         return f"{made}, after the deadline (salvaged)" if late else made
 
-    def _finish(self, job: Job, outputs: list[Output], *, element_id: str | None, charge: Charge) -> str:
+    def _finish(self, job: Job, outputs: list[Output], *, element_id: str | None, charge: Charge) -> Result:
         made = element_id or f"{len(outputs)} output(s)"
         settle = Settle(charge)
         cost, _ = settle.apply(job)
@@ -196,13 +242,14 @@ class Archiver:
                 "outputs": [o.model_dump(mode="json") for o in outputs],
                 "result_key": result_key,
             },
+            removes=("archive_lease", "archive_lease_until", "archive_error"),
             announce=DetailType.COMPLETED.value,
             money=settle,
         )
         if done is None:
-            return "ignored: archived by another worker"
+            return Done(ArchiveOutcome.IGNORED, "archived by another worker")
         announce(self._store, self._events, done, DetailType.COMPLETED)
-        return f"archived {made}"
+        return Done(ArchiveOutcome.ARCHIVED, made)
 
     def _copy_one(self, job: Job, index: int, download: Download) -> Output:
         assert job.provider is not None
@@ -238,7 +285,7 @@ class Archiver:
             height=height,
         )
 
-    def _fail(self, job: Job, message: str, charge: Charge) -> str:
+    def _fail(self, job: Job, message: str, charge: Charge) -> Result:
         # The provider says it finished, so it charged, even though there is nothing to keep.
         end_job(
             self._store,
@@ -250,4 +297,4 @@ class Archiver:
             message=message,
             money=Settle(charge),
         )
-        return f"failed: {message}"
+        return Done(ArchiveOutcome.FAILED, message)

@@ -112,6 +112,11 @@ class JobConflict(KlingflowError):
         return body
 
 
+# An output link on a host outside the provider's allowlist: retried until the job's deadline
+# (an operator may allow the host), then the job fails with this code.
+OUTPUT_HOST_NOT_ALLOWED = "OUTPUT_HOST_NOT_ALLOWED"
+
+
 class UnsafeUrl(KlingflowError):
     """A URL that the safe HTTP client refuses to fetch (scheme, host, address or size)."""
 

@@ -147,6 +147,8 @@ class Job(BaseModel):
     # While set, a TIMED_OUT job's task is still watched, until this epoch second.
     salvage_until: int | None = None
     succeeded_at: int | None = None  # when the provider's success was confirmed (epoch)
+    # Why the last copy of a SUCCEEDED job's outputs did not finish (it is being retried).
+    archive_error: JobError | None = None
 
     @property
     def at_provider(self) -> bool:

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from .clock import Clock, epoch, iso
 from .errors import FieldError, RequestRejected
-from .models import Attempt, HistoryEntry, Job, Reservation
+from .models import Attempt, HistoryEntry, Job, JobError, Reservation
 from .money import Money
 from .spend import Ledger, SpendChange, usd
 from .states import JobStatus, allowed_sources
@@ -39,7 +39,16 @@ LIST_INDEX = "list-index"
 LIST_PK = "JOB"
 # When an owed event is retried by the sweeper if its publisher did not clear it.
 EVENT_RETRY_S = 60
-_KEY_FIELDS = ("pk", "list_pk", "due_shard", "expires_at", "submit_claim", "hint_rank")
+_KEY_FIELDS = (
+    "pk",
+    "list_pk",
+    "due_shard",
+    "expires_at",
+    "submit_claim",
+    "hint_rank",
+    "archive_lease",
+    "archive_lease_until",
+)
 _QUEUED = frozenset({JobStatus.QUEUED})
 # A money write re-reads the job when a concurrent write moved its reservation meanwhile.
 _MONEY_ATTEMPTS = 4
@@ -509,6 +518,33 @@ class JobStore:
             increments={"callbacks": 1},
             extra_condition="attribute_not_exists(hint_rank) OR hint_rank < :rank",
             extra_values={":rank": hint.rank},
+        )
+
+    def take_lease(self, job_id: str, owner: str, *, for_s: int) -> bool:
+        """The right to copy a SUCCEEDED job's outputs for a while; one holder at a time, and a
+        holder that died loses it when it runs out."""
+        now = epoch(self._clock.now())
+        taken = self._update(
+            job_id,
+            status_in=frozenset({JobStatus.SUCCEEDED}),
+            sets={"archive_lease": owner, "archive_lease_until": now + for_s},
+            extra_condition="attribute_not_exists(archive_lease_until) OR archive_lease_until < :now",
+            extra_values={":now": now},
+        )
+        return taken is not None
+
+    def drop_lease(self, job_id: str, owner: str, error: JobError | None) -> None:
+        """Give the lease back, noting why the copy did not finish (shown on the job)."""
+        sets: dict[str, Any] = {"updated_at": iso(self._clock.now())}
+        if error is not None:
+            sets["archive_error"] = error.model_dump(mode="json", exclude_none=True)
+        self._update(
+            job_id,
+            status_in=frozenset({JobStatus.SUCCEEDED}),
+            sets=sets,
+            removes=("archive_lease", "archive_lease_until"),
+            extra_condition="archive_lease = :owner",
+            extra_values={":owner": owner},
         )
 
     def forget_hint(self, job_id: str) -> None:

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch
 from .endings import announce, end_job, stop_watching
-from .errors import ProviderError, ProviderErrorClass
+from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, ProviderErrorClass
 from .events import EventPublisher
 from .models import DetailType, Job
 from .money import Keep, Money, Release, Settle
@@ -169,22 +169,38 @@ class Sweeper:
         return "polled"
 
     def _stalled_archive(self, job: Job, now: datetime) -> str:
-        """The provider succeeded but the copy has not finished: try again, or give up visibly."""
+        """The provider succeeded but the copy has not finished: try again, or give up visibly.
+
+        A copy refused by policy (an output host outside the allowlist) is retried until the
+        job's deadline, in case an operator allows the host, and then fails naming it; any other
+        failure (a provider or a download that is down) is retried for ARCHIVE_DEADLINE_S more.
+        """
         # A salvaged job succeeded after its deadline: its copy gets the same time from then.
         since = max(job.deadline_at, job.succeeded_at or 0)
-        if epoch(now) >= since + self._config.archive_deadline_s:
+        refused = job.archive_error is not None and job.archive_error.code == OUTPUT_HOST_NOT_ALLOWED
+        gives_up = (
+            max(job.deadline_at, (job.succeeded_at or 0) + self._config.archive_stall_s)
+            if refused
+            else since + self._config.archive_deadline_s
+        )
+        if epoch(now) >= gives_up:
+            problem = job.archive_error
             self._end(
                 job,
                 JobStatus.FAILED,
-                "ARCHIVE_FAILED",
-                "the provider finished but its outputs were not copied before the archive deadline",
+                problem.code if refused and problem else "ARCHIVE_FAILED",
+                problem.message
+                if refused and problem
+                else "the provider finished but its outputs were not copied before the archive deadline"
+                + (f" ({problem.message})" if problem else ""),
                 _SUCCEEDED,
                 # Paid for all the same: settled by the billing rule.
                 money=Settle(charged(self._registry, job, None)),
             )
             return "archive-failed"
         self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
-        self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=self._config.archive_stall_s)
+        next_look = min(self._config.archive_stall_s, max(1, gives_up - epoch(now)))
+        self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=next_look)
         return "re-enqueued"
 
     def _end(

@@ -51,6 +51,7 @@ class Faults:
     callback_delay_s: float = 0.0
     output_bytes: int | None = None  # pad outputs to this size (a valid `free` box)
     truncate_downloads: bool = False  # close the connection halfway through an output
+    download_delay_s: float = 0.0  # wait this long before serving an output (a slow CDN)
     link_ttl_s: float | None = None  # override the dialect's output-link lifetime
     output_host: str | None = None  # serve output links under this host name (e.g. "localhost")
     output_seconds_over: float = 0.0  # report clips this much longer than asked (a frame over)

@@ -121,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(Reply(403, {"error": "link expired"}))
             return
         data = emulator.output_bytes(dialect.name)
+        if emulator.faults_for(dialect.name).download_delay_s:
+            time.sleep(emulator.faults_for(dialect.name).download_delay_s)
         if emulator.faults_for(dialect.name).truncate_downloads:
             self._truncated(data)
             return
