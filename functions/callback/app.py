@@ -27,10 +27,9 @@ api = resolver()
 @api.post("/callbacks/<job_id>/<token>")
 def provider_callback(job_id: str, token: str) -> Any:
     logger.append_keys(job_id=job_id)
-    outcome = service.get().receive(job_id, token, _body)
-    logger.info("callback", extra={"outcome": outcome})
-    name = "CallbacksIgnored" if outcome.startswith("ignored") else "CallbacksRecorded"
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    done = service.get().receive(job_id, token, _body)
+    logger.info("callback", extra={"outcome": done.outcome, "detail": done.detail})
+    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
     return json_response(200, {"ok": True})
 
 

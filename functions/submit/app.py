@@ -92,9 +92,10 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
 def submit_one(record: SQSRecord) -> str:
     message = JobMessage.from_json(record.body)
     logger.append_keys(job_id=message.job_id)
-    outcome = service.get().submit_queued(message.job_id)
-    logger.info("submitted from queue", extra={"outcome": outcome})
-    return outcome
+    done = service.get().submit_queued(message.job_id)
+    logger.info("submitted from queue", extra={"outcome": done.outcome, "detail": done.detail})
+    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    return str(done)
 
 
 @logger.inject_lambda_context(clear_state=True)

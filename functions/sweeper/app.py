@@ -24,5 +24,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     outcomes = service.get().sweep(time_left_s=lambda: context.get_remaining_time_in_millis() / 1000)
     metrics.add_metric(name="JobsDue", unit=MetricUnit.Count, value=sum(outcomes.values()))
     for outcome, count in outcomes.items():
-        metrics.add_metric(name=f"Sweep-{outcome}", unit=MetricUnit.Count, value=count)
-    return {"outcomes": dict(outcomes)}
+        metrics.add_metric(name=outcome.value, unit=MetricUnit.Count, value=count)
+    return {"outcomes": {outcome.name.lower(): count for outcome, count in outcomes.items()}}

@@ -8,6 +8,7 @@ from klingflow.endings import announce, end_job
 from klingflow.events import EventPublisher
 from klingflow.models import DetailType
 from klingflow.money import Release
+from klingflow.outcomes import SweepOutcome
 from klingflow.providers.registry import Registry, load_configs
 from klingflow.states import JobStatus
 from klingflow.store import JobStore
@@ -79,7 +80,7 @@ def test_an_event_the_bus_refused_is_owed_and_the_sweeper_publishes_it(
     outcomes = _sweeper(store, events, clock).sweep()
 
     # Then the event is published once, the debt is cleared, and the job leaves the index
-    assert outcomes == {"announced": 1}
+    assert outcomes == {SweepOutcome.ANNOUNCED: 1}
     assert [e["DetailType"] for e in bus.accepted] == ["Job Failed"]
     assert store.get("01OWED").pending_event is None  # type: ignore[union-attr]
     clock.advance(3600)

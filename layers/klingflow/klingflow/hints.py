@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 
 from .errors import JobNotFound, KlingflowError
 from .models import Job
+from .outcomes import CallbackOutcome, Done
 from .providers.registry import Registry
 from .queue import JobQueue
 from .states import JobStatus
@@ -46,7 +47,7 @@ class CallbackReceiver:
         self._adopt = adopt
         self._adopt_late = adopt_late
 
-    def receive(self, job_id: str, token: str, read_body: Callable[[], Any]) -> str:
+    def receive(self, job_id: str, token: str, read_body: Callable[[], Any]) -> Done[CallbackOutcome]:
         """Returns what was done (for the log and the reply); raises JobNotFound on a bad token.
 
         The body is read only once the token is good: an unauthenticated caller cannot make us
@@ -61,16 +62,16 @@ class CallbackReceiver:
         body = read_body()
         if job.provider is None and job.submitting_to is not None:
             adopted = self._adopt_unconfirmed(job, body)
-            if isinstance(adopted, str):
+            if isinstance(adopted, Done):
                 return adopted
             job = adopted
         if job.salvaging and job.provider is not None:
             return self._late_hint(job, body)
         if job.status.terminal or job.provider is None:
-            return "ignored: job is " + job.status.value
+            return Done(CallbackOutcome.IGNORED, f"job is {job.status.value}")
         return self._hint(job, body)
 
-    def _hint(self, job: Job, body: Any) -> str:
+    def _hint(self, job: Job, body: Any) -> Done[CallbackOutcome]:
         """Record a live job's hint if it moves the job forward; a terminal one goes to archive."""
         assert job.provider is not None
         job_id = job.job_id
@@ -80,27 +81,27 @@ class CallbackReceiver:
             # Unreadable, but it still says "look at this job": archive asks the provider.
             logger.warning("unreadable callback", extra={"job_id": job_id, "error": str(error)})
             self._queue.enqueue(job_id, "callback-unreadable")
-            return "queued for confirmation"
+            return Done(CallbackOutcome.QUEUED, "unreadable: archive asks the provider")
         if report.task_id not in (job.provider_task_id, job.external_task_id, job.job_id):
             logger.warning("callback for another task", extra={"job_id": job_id, "task_id": report.task_id})
-            return "ignored: task id does not match"
+            return Done(CallbackOutcome.IGNORED, "task id does not match")
         hint = report.status
         if hint is None or hint is JobStatus.SUBMITTED:
-            return f"ignored: status {report.provider_status!r} moves nothing"
+            return Done(CallbackOutcome.IGNORED, f"status {report.provider_status!r} moves nothing")
         if hint in _CONFIRM:
             # Queued before the hint is recorded: if queueing fails, the provider's retry finds
             # the hint unrecorded and tries again. A duplicate message only costs archive a query.
             if (job.hint_status.rank if job.hint_status else -1) >= hint.rank:
-                return "ignored: duplicate or out of order"
+                return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
             self._queue.enqueue(job_id, f"callback-{report.provider_status}")
         if self._store.record_hint(job_id, hint, active=ACTIVE) is None:
-            return "ignored: duplicate or out of order"
+            return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
         if hint is JobStatus.RUNNING:
             self._store.transition(job_id, JobStatus.RUNNING, by="callback", note=report.provider_status)
-            return "recorded: running"
-        return f"recorded: {hint.value.lower()}, queued for archive"
+            return Done(CallbackOutcome.RECORDED, "running")
+        return Done(CallbackOutcome.QUEUED, f"{hint.value.lower()}: archive confirms")
 
-    def _adopt_unconfirmed(self, job: Job, body: Any) -> Job | str:
+    def _adopt_unconfirmed(self, job: Job, body: Any) -> Job | Done[CallbackOutcome]:
         """The create answer was lost (a timeout after sending), but the task exists and calls
         back to this job's own URL: adopt it instead of ever sending the job again (after the
         deadline too: if it completes, it was paid for)."""
@@ -110,12 +111,12 @@ class CallbackReceiver:
         try:
             report = self._registry.adapter(job.submitting_to).parse_callback(body)
         except (KlingflowError, ValueError, TypeError, KeyError):
-            return "ignored: unreadable callback for an unconfirmed submission"
+            return Done(CallbackOutcome.IGNORED, "unreadable callback for an unconfirmed submission")
         adopt = self._adopt_late if job.salvaging else self._adopt
         logger.info("adopted task from callback", extra={"job_id": job.job_id, "task_id": report.task_id})
         return adopt(job, job.submitting_to, report.task_id) or job
 
-    def _late_hint(self, job: Job, body: Any) -> str:
+    def _late_hint(self, job: Job, body: Any) -> Done[CallbackOutcome]:
         """A timed-out job's task reports in: its end goes to archive, which asks the provider
         and salvages the output (or releases the reservation if the task failed)."""
         assert job.provider is not None
@@ -123,8 +124,8 @@ class CallbackReceiver:
             report = self._registry.adapter(job.provider).parse_callback(body)
         except (KlingflowError, ValueError, TypeError, KeyError):
             self._queue.enqueue(job.job_id, "callback-late-unreadable")
-            return "queued for confirmation (late)"
+            return Done(CallbackOutcome.QUEUED, "unreadable, after the deadline: archive asks the provider")
         if report.status not in _CONFIRM:
-            return f"ignored: late status {report.provider_status!r}"
+            return Done(CallbackOutcome.IGNORED, f"status {report.provider_status!r} after the deadline")
         self._queue.enqueue(job.job_id, f"callback-late-{report.provider_status}")
-        return "queued for salvage"
+        return Done(CallbackOutcome.QUEUED, "completed after the deadline: salvage")

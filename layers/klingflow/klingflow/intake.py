@@ -47,6 +47,7 @@ from .models import (
     Source,
 )
 from .money import Keep, Money, Release
+from .outcomes import Done, SubmitOutcome
 from .pricing import billing_of, estimate
 from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
 from .providers.base import Submission, TaskSpec
@@ -222,12 +223,18 @@ class Intake:
             return stored
         return self.submit(stored)
 
-    def submit_queued(self, job_id: str) -> str:
+    def submit_queued(self, job_id: str) -> Done[SubmitOutcome]:
         """Send a job the API accepted; anything but a QUEUED job is left as it is."""
         job = self._store.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
-            return f"ignored: {job.status.value if job else 'unknown job'}"
-        return self.submit(job).status.value
+            return Done(SubmitOutcome.IGNORED, job.status.value if job else "unknown job")
+        after = self.submit(job)
+        outcome = {
+            JobStatus.QUEUED: SubmitOutcome.WAITING,
+            JobStatus.FAILED: SubmitOutcome.FAILED,
+            JobStatus.CANCELLED: SubmitOutcome.IGNORED,
+        }.get(after.status, SubmitOutcome.SENT)
+        return Done(outcome, f"{after.status.value} {after.provider or after.submitting_to or ''}".strip())
 
     def accept_manifest(self, key: str, *, delivery: str) -> Job | None:
         """A manifest dropped under incoming/. One that cannot become a job gets an error report

@@ -24,6 +24,7 @@ from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, ProviderErrorClass
 from .events import EventPublisher
 from .models import DetailType, Job
 from .money import Keep, Money, Release, Settle
+from .outcomes import SweepOutcome
 from .pricing import charged
 from .providers.registry import Registry
 from .queue import JobQueue
@@ -84,19 +85,19 @@ class Sweeper:
         self._config = config
         self._resolve_unknown = resolve_unknown
 
-    def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[str]:
+    def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[SweepOutcome]:
         """One pass over the due jobs; returns how many ended in each outcome."""
         jobs = list(self._store.due_jobs(limit=self._config.max_jobs_per_run))
-        outcomes: Counter[str] = Counter()
+        outcomes: Counter[SweepOutcome] = Counter()
         with ThreadPoolExecutor(max_workers=self._config.poll_concurrency) as pool:
             for outcome in pool.map(lambda job: self._visit(job, time_left_s), jobs):
                 outcomes[outcome] += 1
         logger.info("sweep done", extra={"due": len(jobs), "outcomes": dict(outcomes)})
         return outcomes
 
-    def _visit(self, job: Job, time_left_s: Callable[[], float]) -> str:
+    def _visit(self, job: Job, time_left_s: Callable[[], float]) -> SweepOutcome:
         if time_left_s() < self._config.time_guard_s:
-            return "deferred"  # the next tick picks it up; never run past the function timeout
+            return SweepOutcome.DEFERRED  # the next tick picks it up; never run past the function timeout
         try:
             return self._visit_one(job)
         except Exception:  # one bad job must not stop the sweep of the others
@@ -106,9 +107,9 @@ class Sweeper:
             self._store.touch(
                 job.job_id, status_in=active, due_in_s=self._backoff(job), increments={"polls": 1}
             )
-            return "error"
+            return SweepOutcome.ERROR
 
-    def _visit_one(self, job: Job) -> str:
+    def _visit_one(self, job: Job) -> SweepOutcome:
         if job.pending_event is not None:
             # Its publisher died or EventBridge refused: the outbox still owes this event.
             announced = announce(self._store, self._events, job, DetailType(job.pending_event))
@@ -117,7 +118,7 @@ class Sweeper:
                     self._store.touch(
                         job.job_id, status_in=TERMINAL, due_in_s=self._interval(job), increments={"polls": 1}
                     )
-                return "announced" if announced else "announce-failed"
+                return SweepOutcome.ANNOUNCED if announced else SweepOutcome.ANNOUNCE_FAILED
         now = self._clock.now()
         late = epoch(now) >= job.deadline_at
         match job.status:
@@ -132,9 +133,9 @@ class Sweeper:
             case JobStatus.TIMED_OUT if job.salvaging:
                 return self._salvage(job, now)
             case _:
-                return "skipped"
+                return SweepOutcome.SKIPPED
 
-    def _poll(self, job: Job, *, late: bool) -> str:
+    def _poll(self, job: Job, *, late: bool) -> SweepOutcome:
         assert job.provider is not None and job.provider_task_id is not None
         try:
             report = self._registry.task_report(
@@ -148,7 +149,7 @@ class Sweeper:
             logger.warning(
                 "poll failed", extra={"job_id": job.job_id, "error": error.message, "next_in_s": delay}
             )
-            return "poll-failed"
+            return SweepOutcome.POLL_FAILED
         if report.status in _FINISHED:
             # Finished, even if only just before the deadline: archive confirms and copies. The
             # job stays due in case that message is lost.
@@ -156,7 +157,7 @@ class Sweeper:
             self._store.touch(
                 job.job_id, status_in=_POLLED, due_in_s=self._config.archive_stall_s, increments={"polls": 1}
             )
-            return "finished"
+            return SweepOutcome.FINISHED
         if late:
             return self._time_out(job, _POLLED, watch=True)
         delay = self._backoff(job)
@@ -166,9 +167,9 @@ class Sweeper:
             )
         else:
             self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
-        return "polled"
+        return SweepOutcome.POLLED
 
-    def _stalled_archive(self, job: Job, now: datetime) -> str:
+    def _stalled_archive(self, job: Job, now: datetime) -> SweepOutcome:
         """The provider succeeded but the copy has not finished: try again, or give up visibly.
 
         A copy refused by policy (an output host outside the allowlist) is retried until the
@@ -197,11 +198,11 @@ class Sweeper:
                 # Paid for all the same: settled by the billing rule.
                 money=Settle(charged(self._registry, job, None)),
             )
-            return "archive-failed"
+            return SweepOutcome.ARCHIVE_FAILED
         self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
         next_look = min(self._config.archive_stall_s, max(1, gives_up - epoch(now)))
         self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=next_look)
-        return "re-enqueued"
+        return SweepOutcome.RE_ENQUEUED
 
     def _end(
         self,
@@ -244,7 +245,7 @@ class Sweeper:
         until_deadline = job.deadline_at - epoch(self._clock.now())
         return max(1, min(delay, until_deadline))
 
-    def _time_out(self, job: Job, only_from: frozenset[JobStatus], *, watch: bool) -> str:
+    def _time_out(self, job: Job, only_from: frozenset[JobStatus], *, watch: bool) -> SweepOutcome:
         """TIMED_OUT. A job a provider may hold a task for (`watch`) keeps its reservation and
         its task stays watched for the salvage window: if it completes, it was paid for and is
         archived late. A job never sent gives its reservation back."""
@@ -254,7 +255,7 @@ class Sweeper:
         )
         if not watch:
             self._end(job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Release())
-            return "timed-out"
+            return SweepOutcome.TIMED_OUT
         until = job.deadline_at + self._config.salvage_window_s
         watching = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
         self._end(
@@ -267,9 +268,9 @@ class Sweeper:
             fields=watching,
             due_in_s=self._config.salvage_poll_s,
         )
-        return "timed-out"
+        return SweepOutcome.TIMED_OUT
 
-    def _queued_past_deadline(self, job: Job) -> str:
+    def _queued_past_deadline(self, job: Job) -> SweepOutcome:
         """A job still QUEUED at its deadline: never sent (released), or sent with the answer lost
         (one last look; then watched, still reserved, in case the task exists after all)."""
         if job.submitting_to is None:
@@ -284,16 +285,16 @@ class Sweeper:
                 if found is None:  # the provider says it has no such task: nothing was charged
                     return self._time_out(job, _QUEUED, watch=False)
             if found is not None:
-                return "found"
+                return SweepOutcome.FOUND
         return self._time_out(job, _QUEUED, watch=True)
 
-    def _salvage(self, job: Job, now: datetime) -> str:
+    def _salvage(self, job: Job, now: datetime) -> SweepOutcome:
         """A timed-out job whose task may still complete: look at it at a slow pace until the
         salvage window closes. Completed: archive (late). Failed: release its reservation."""
         if epoch(now) >= (job.salvage_until or 0):
             # Never heard of again: it may have been charged, so it stays reserved.
             stop_watching(self._store, self._clock, job, Keep(), "salvage window closed", by="sweeper")
-            return "salvage-closed"
+            return SweepOutcome.SALVAGE_CLOSED
         if job.provider is None or job.provider_task_id is None:
             return self._salvage_lost_create(job)
         try:
@@ -302,11 +303,11 @@ class Sweeper:
             )
         except ProviderError as error:
             self._watch_again(job, error.retry_after_s)
-            return "salvage-poll-failed"
+            return SweepOutcome.SALVAGE_POLL_FAILED
         if report.status is JobStatus.SUCCEEDED:
             self._queue.enqueue(job.job_id, "sweeper-salvage")
             self._watch_again(job, self._config.archive_stall_s)
-            return "salvage-finished"
+            return SweepOutcome.SALVAGE_FINISHED
         if report.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             stop_watching(
                 self._store,
@@ -316,30 +317,30 @@ class Sweeper:
                 f"{report.provider_status} after the deadline",
                 by="sweeper",
             )
-            return "salvage-released"
+            return SweepOutcome.SALVAGE_RELEASED
         self._watch_again(job)
-        return "salvage-watching"
+        return SweepOutcome.SALVAGE_WATCHING
 
-    def _salvage_lost_create(self, job: Job) -> str:
+    def _salvage_lost_create(self, job: Job) -> SweepOutcome:
         """Timed out with the create answer lost: find the task by our id where the dialect can;
         otherwise only its callback can adopt it."""
         provider = job.submitting_to
         assert provider is not None
         if not self._registry.adapter(provider).looks_up(job.kind):
             self._watch_again(job)
-            return "salvage-awaiting-callback"
+            return SweepOutcome.SALVAGE_AWAITING_CALLBACK
         try:
             report = self._registry.client(provider).query(job.job_id, job.kind)
         except ProviderError as error:
             if error.error_class is ProviderErrorClass.NOT_FOUND:
                 stop_watching(self._store, self._clock, job, Release(), "no task was created", by="sweeper")
-                return "salvage-released"
+                return SweepOutcome.SALVAGE_RELEASED
             self._watch_again(job, error.retry_after_s)
-            return "salvage-poll-failed"
+            return SweepOutcome.SALVAGE_POLL_FAILED
         assert report is not None
         self._adopt_late(job, provider, report.task_id)
         self._watch_again(job, 1)
-        return "salvage-found"
+        return SweepOutcome.SALVAGE_FOUND
 
     def _watch_again(self, job: Job, after_s: float | None = None) -> None:
         self._store.touch(
@@ -350,7 +351,7 @@ class Sweeper:
             extra_condition="attribute_exists(salvage_until)",
         )
 
-    def _lost_submission(self, job: Job, now: datetime) -> str:
+    def _lost_submission(self, job: Job, now: datetime) -> SweepOutcome:
         """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
         claimed_at, provider = self._store.submission_state(job.job_id)
         stalled = claimed_at is not None and epoch(now) - _epoch_of(claimed_at) >= self._config.submit_grace_s
@@ -365,17 +366,17 @@ class Sweeper:
                 _QUEUED,
                 money=Release(),
             )
-            return "abandoned"
+            return SweepOutcome.ABANDONED
         if provider is None and claimed_at is None:
             # Not claimed: waiting to be sent again (its pinned provider said "not now"), or its
             # submit message was lost. Hand it (back) to the submit queue; a claim stops doubles.
             self._submit_queue.enqueue(job.job_id, "sweeper-resend")
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
-            return "resent"
+            return SweepOutcome.RESENT
         if provider is None:
             # Claimed just now: its submitter is at work; the deadline ends the wait.
             self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
-            return "waiting"
+            return SweepOutcome.WAITING
         adapter = self._registry.adapter(provider)
         if not adapter.looks_up(job.kind) and adapter.calls_back(job.kind):
             # No way to ask, but the task (if it exists) will call back to this job's URL and
@@ -383,7 +384,7 @@ class Sweeper:
             self._store.touch(
                 job.job_id, status_in=_QUEUED, due_in_s=self._backoff(job), increments={"polls": 1}
             )
-            return "awaiting-callback"
+            return SweepOutcome.AWAITING_CALLBACK
         try:
             found = self._resolve_unknown(job.job_id, provider)
         except ProviderError as error:
@@ -394,9 +395,9 @@ class Sweeper:
                 due_in_s=self._backoff(job, error.retry_after_s),
                 increments={"polls": 1},
             )
-            return "lookup-failed"
+            return SweepOutcome.LOOKUP_FAILED
         if found is not None:
-            return "found"
+            return SweepOutcome.FOUND
         self._end(
             job,
             JobStatus.FAILED,
@@ -407,4 +408,4 @@ class Sweeper:
             # The provider says the task does not exist: nothing was charged.
             money=Release(),
         )
-        return "failed-unknown"
+        return SweepOutcome.FAILED_UNKNOWN
