@@ -180,3 +180,9 @@ def test_naming_a_voice_in_the_prompt_is_its_own_price_tier() -> None:
     # Nobody publishes that price: no provider is chosen until one is set
     with pytest.raises(NoProviderAvailable, match="pro_sound_voice"):
         _registry().candidates(request, billing)
+
+
+def test_a_price_tier_that_does_not_exist_is_refused_not_silently_unrouted() -> None:
+    # A typo would otherwise leave the real tier unpriced and quietly drop the provider from routes
+    with pytest.raises(ValueError, match=r"(?s)PROVIDER_OVERRIDES\['evolink'\] is invalid.*prro"):
+        load_configs({"evolink": {"price_per_second": {"text_to_video": {"prro": 0.1}}}})

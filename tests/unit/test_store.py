@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from klingflow.models import Job, Source
 from klingflow.states import JobStatus
 from klingflow.store import Claim, JobStore
@@ -95,3 +97,10 @@ def test_listing_is_newest_first_and_pages_with_an_opaque_token(store: JobStore)
     assert page.next_token is not None
     rest = store.list_jobs(limit=10, next_token=page.next_token)
     assert [j.job_id for j in rest.jobs] == ["01J2", "01J1", "01J0"]
+
+
+def test_a_write_naming_a_field_a_job_does_not_have_fails_loudly(store: JobStore) -> None:
+    store.create(_job())
+    with pytest.raises(ValueError, match=r"a job has no attribute \['provder'\]"):
+        store.touch("01JOB", status_in=frozenset({JobStatus.QUEUED}), fields={"provder": "gateway"})  # type: ignore[typeddict-unknown-key]
+    assert store.get("01JOB") is not None

@@ -3,12 +3,9 @@ state changes through the job's outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from .clock import Clock, iso
 from .events import EventPublisher
-from .models import DetailType, HistoryEntry, Job, JobError
+from .models import DetailType, HistoryEntry, Job, JobError, JobPatch
 from .money import Money
 from .states import JobStatus
 from .store import JobStore
@@ -32,7 +29,7 @@ def end_job(
     money: Money,
     only_from: frozenset[JobStatus] | None = None,
     budget: dict[str, float] | None = None,
-    fields: Mapping[str, Any] | None = None,
+    fields: JobPatch | None = None,
     extra_condition: str | None = None,
     due_in_s: int | None = None,
 ) -> Job | None:

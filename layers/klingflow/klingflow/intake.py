@@ -43,6 +43,7 @@ from .models import (
     Job,
     JobError,
     JobEventDetail,
+    JobPatch,
     MediaFacts,
     Source,
 )
@@ -635,7 +636,7 @@ class SubmissionRecorder:
         )
         # Never first looked at after the deadline: that look is what enforces it.
         first_poll = max(1, min(first_poll, job.deadline_at - epoch(self._clock.now())))
-        fields: dict[str, Any] = {
+        fields: JobPatch = {
             "provider": provider,
             "provider_task_id": task_id,
             "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,

@@ -93,17 +93,34 @@ class MediaRef:
         return self.role in (MediaRole.IMAGE, MediaRole.MASK)
 
 
+class PriceTier(StrEnum):
+    """What a second costs depends on quality and sound (and, on image-to-video, a voice);
+    elements cost a flat price per request. A price list keyed by anything else is refused."""
+
+    STD = "std"
+    PRO = "pro"
+    STD_SOUND = "std_sound"
+    PRO_SOUND = "pro_sound"
+    STD_SOUND_VOICE = "std_sound_voice"
+    PRO_SOUND_VOICE = "pro_sound_voice"
+    FLAT = "flat"
+
+    @classmethod
+    def of(cls, mode: Mode, *, sound: bool = False, voice: bool = False) -> PriceTier:
+        return cls(mode.value + ("_sound" if sound else "") + ("_voice" if sound and voice else ""))
+
+
 @dataclass(frozen=True)
 class Billing:
     """How a job is charged: per second at a price tier, or a flat price per request."""
 
-    tier: str  # "std", "pro", "std_sound", "pro_sound", or "flat"
+    tier: PriceTier
     seconds: int  # 0 for flat prices
     upper_bound: bool = False  # the seconds are the most the rules allow, not a measurement
 
     @property
     def flat(self) -> bool:
-        return self.tier == "flat"
+        return self.tier is PriceTier.FLAT
 
 
 # An object key (spaces allowed, no URL scheme), s3://bucket/key, an https URL or a data: URI.
@@ -191,10 +208,6 @@ class _Request(_Strict):
         raise NotImplementedError
 
 
-def _tier(mode: Mode, sound: bool) -> str:
-    return f"{mode.value}_sound" if sound else mode.value
-
-
 def billable_seconds(duration_s: float | None) -> int | None:
     """Providers bill whole seconds, rounded up (at least one)."""
     return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))
@@ -228,9 +241,9 @@ class MotionControlRequest(_Request):
         measured = billable_seconds(measured_seconds.get("video"))
         if measured is None:
             return Billing(
-                self.mode.value, 10 if self.character_orientation is Orientation.IMAGE else 30, True
+                PriceTier.of(self.mode), 10 if self.character_orientation is Orientation.IMAGE else 30, True
             )
-        return Billing(self.mode.value, measured)
+        return Billing(PriceTier.of(self.mode), measured)
 
 
 # ---- text and image to video ------------------------------------------------------------------
@@ -287,7 +300,7 @@ class _Generated(_Request):
     camera_control: CameraControl | None = None
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
-        return Billing(_tier(self.mode, self.sound), self.duration_s)
+        return Billing(PriceTier.of(self.mode, sound=self.sound), self.duration_s)
 
 
 class TextToVideoRequest(_Generated):
@@ -328,7 +341,7 @@ class ImageToVideoRequest(_Generated):
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         # Seed 003: naming a voice of voice_list in the prompt is billed "with specified voice".
         voiced = bool(self.voice_list) and _VOICE_REF.search(self.prompt or "") is not None
-        return Billing(_tier(self.mode, self.sound) + ("_voice" if voiced else ""), self.duration_s)
+        return Billing(PriceTier.of(self.mode, sound=self.sound, voice=voiced), self.duration_s)
 
     def combination_errors(self) -> list[FieldError]:
         errors = []
@@ -538,11 +551,11 @@ class OmniVideoRequest(_Request):
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         seconds = self.generated_seconds
         if seconds is not None:
-            return Billing(self.mode.value, seconds)
+            return Billing(PriceTier.of(self.mode), seconds)
         measured = billable_seconds(measured_seconds.get("video.url"))
         if measured is None:
-            return Billing(self.mode.value, OMNI_SECONDS[1], True)
-        return Billing(self.mode.value, measured)
+            return Billing(PriceTier.of(self.mode), OMNI_SECONDS[1], True)
+        return Billing(PriceTier.of(self.mode), measured)
 
 
 # ---- custom elements --------------------------------------------------------------------------
@@ -605,7 +618,7 @@ class CustomElementRequest(_Request):
         return found
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
-        return Billing("flat", 0)
+        return Billing(PriceTier.FLAT, 0)
 
 
 # ---- parsing ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ What users send, per job kind, is in `kinds.py`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,6 +133,7 @@ class Job(BaseModel):
     due_at: int | None = None
     hint_status: JobStatus | None = None
     callbacks: int = 0
+    last_callback_at: str | None = None
     result_key: str | None = None
     # The provider a submission was being sent to (set before the call, kept after it).
     submitting_to: str | None = None
@@ -162,6 +163,25 @@ class Job(BaseModel):
     @property
     def parsed_request(self) -> AnyRequest:
         return load_request(self.request)
+
+
+class JobPatch(TypedDict, total=False):
+    """The job fields a caller's write may set, as stored (JSON values). A misspelled field is
+    a type error here, and the store refuses any attribute a job does not have."""
+
+    provider: str
+    provider_task_id: str
+    external_task_id: str | None
+    submitting_to: str
+    cost: dict[str, Any]
+    outputs: list[dict[str, Any]]
+    result_key: str
+    element_id: str | None
+    error: dict[str, Any]
+    archive_error: dict[str, Any]
+    late: bool
+    salvage_until: int
+    succeeded_at: int
 
 
 # ---- events -----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from .clock import Clock, epoch, iso
 from .errors import FieldError, RequestRejected
-from .models import Attempt, HistoryEntry, Job, JobError, Reservation
+from .models import Attempt, HistoryEntry, Job, JobError, JobPatch, Reservation
 from .money import Money
 from .spend import Ledger, SpendChange, usd
 from .states import JobStatus, allowed_sources
@@ -50,6 +50,9 @@ _KEY_FIELDS = (
     "archive_lease_until",
 )
 _QUEUED = frozenset({JobStatus.QUEUED})
+# Every attribute a job item may have: the record's fields and the store's own bookkeeping. A
+# write naming anything else is a bug (a misspelling would otherwise add a stray attribute).
+_ATTRIBUTES = frozenset(Job.model_fields) | set(_KEY_FIELDS) | {"submit_claimed_at"}
 # A money write re-reads the job when a concurrent write moved its reservation meanwhile.
 _MONEY_ATTEMPTS = 4
 
@@ -210,6 +213,9 @@ class JobStore:
         With `spend` (the day's item's side, from `Ledger.update`) both writes happen in one
         transaction: either both or neither. A refused spend condition raises `NoRoom`.
         """
+        unknown = {*sets, *removes, *(appends or {}), *(increments or {})} - _ATTRIBUTES
+        if unknown:
+            raise ValueError(f"a job has no attribute {sorted(unknown)}")
         names: dict[str, str] = {"#status": "status", **(extra_names or {})}
         values: dict[str, Any] = {}
         clauses = []
@@ -279,7 +285,7 @@ class JobStore:
         *,
         by: str,
         note: str | None = None,
-        fields: Mapping[str, Any] | None = None,
+        fields: JobPatch | None = None,
         due_in_s: int | None = None,
         increments: Mapping[str, int] | None = None,
         only_from: frozenset[JobStatus] | None = None,
@@ -481,7 +487,7 @@ class JobStore:
         job_id: str,
         *,
         status_in: frozenset[JobStatus],
-        fields: Mapping[str, Any] | None = None,
+        fields: JobPatch | None = None,
         due_in_s: int | None = None,
         increments: Mapping[str, int] | None = None,
         removes: tuple[str, ...] = (),

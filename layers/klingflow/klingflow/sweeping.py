@@ -10,11 +10,10 @@ Callbacks are an optimisation; this is what guarantees that every job ends.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -22,7 +21,7 @@ from .clock import Clock, epoch
 from .endings import announce, end_job, stop_watching
 from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, ProviderErrorClass
 from .events import EventPublisher
-from .models import DetailType, Job
+from .models import DetailType, Job, JobPatch
 from .money import Keep, Money, Release, Settle
 from .outcomes import SweepOutcome
 from .pricing import charged
@@ -213,7 +212,7 @@ class Sweeper:
         only_from: frozenset[JobStatus],
         *,
         money: Money,
-        fields: Mapping[str, Any] | None = None,
+        fields: JobPatch | None = None,
         due_in_s: int | None = None,
     ) -> None:
         end_job(
@@ -257,7 +256,7 @@ class Sweeper:
             self._end(job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Release())
             return SweepOutcome.TIMED_OUT
         until = job.deadline_at + self._config.salvage_window_s
-        watching = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
+        watching: JobPatch | None = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
         self._end(
             job,
             JobStatus.TIMED_OUT,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from klingflow.clock import Clock
 from klingflow.errors import FieldError, NoProviderAvailable, RequestRejected
-from klingflow.kinds import AnyRequest, Billing, JobKind
+from klingflow.kinds import AnyRequest, Billing, JobKind, PriceTier
 from klingflow.states import JobStatus
 
 from .apimaster import ApimasterAdapter
@@ -51,8 +51,9 @@ class ProviderConfig(BaseModel):
     base_url: str = ""
     enabled: bool = True
     currency: Literal["USD", "CNY"] = "USD"
-    # Per job kind, per tier: the price of one second of billed video.
-    price_per_second: dict[JobKind, dict[str, float]] = Field(default_factory=dict)
+    # Per job kind, per tier: the price of one second of billed video (a tier that is not one
+    # of PriceTier is refused, so a typo cannot silently take a provider out of routing).
+    price_per_second: dict[JobKind, dict[PriceTier, float]] = Field(default_factory=dict)
     # Per job kind: the price of one request, for flat-priced work (custom element creation).
     flat_prices: dict[JobKind, float] = Field(default_factory=dict)
     # The kinds this provider is used for; None: every kind its dialect can build.
@@ -80,9 +81,9 @@ class ProviderConfig(BaseModel):
     def offers(self, kind: JobKind) -> bool:
         return kind in ADAPTERS[self.dialect].kinds and (self.kinds is None or kind in self.kinds)
 
-    def rate(self, kind: JobKind, tier: str) -> float | None:
+    def rate(self, kind: JobKind, tier: PriceTier) -> float | None:
         """Price per second at a tier, or per request for "flat"; None where nobody set one."""
-        if tier == "flat":
+        if tier is PriceTier.FLAT:
             return self.flat_prices.get(kind)
         return self.price_per_second.get(kind, {}).get(tier)
 
