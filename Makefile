@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test lint typecheck pytest validate policy build clean
+.PHONY: demo test lint typecheck pytest validate policy chaos build clean
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -35,10 +35,15 @@ typecheck: $(VENV)/.installed
 
 # One worker per core: most of a sandbox test's time is waiting on loopback I/O.
 pytest: $(VENV)/.installed
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadfile
 
 validate: $(VENV)/.installed
 	$(BIN)/sam validate --lint
+
+# The fault suite's long form: hundreds of generated bodies and manifests, a storm of 240 jobs;
+# it prints what it did (make test runs the short form).
+chaos: $(VENV)/.installed
+	KLINGFLOW_CHAOS=1 $(BIN)/pytest -p no:xdist -s -q tests/reliability
 
 # checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov

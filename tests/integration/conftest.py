@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions
 from klingflow_dev.sandbox.client import ApiClient
+from tests.conftest import TEST_CREDENTIALS
 
 from .emulated import KEYS, Providers
 
@@ -78,6 +79,10 @@ class Stack:
         self.clock.advance(60)
         self.sandbox.tick_providers()
 
+    def reset(self) -> None:
+        self.sandbox.reset()
+        self._media.clear()
+
     def post(self, folder: str, **changes: Any) -> Any:
         """POST /jobs with the sample media under `folder` (uploaded once per folder)."""
         if folder not in self._media:
@@ -114,7 +119,11 @@ class Stack:
 
 @contextmanager
 def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[Stack]:
-    """A sandbox on a manual clock, with the stack parameters a deployment would pass."""
+    """A sandbox on a manual clock, with the stack parameters a deployment would pass.
+
+    Only one sandbox runs per process, so the shared one stops first (the next test that asks
+    for `stack` starts it again)."""
+    SHARED.stop()
     clock = ManualClock()
     sandbox = Sandbox(
         SandboxOptions(
@@ -130,10 +139,47 @@ def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[St
         sandbox.stop()
 
 
+class SharedStack:
+    """The default-parameter sandbox the tests of a module share (starting one costs more than
+    a test), started on first use and reset by the `stack` fixture between tests."""
+
+    def __init__(self) -> None:
+        self._running: tuple[ExitStack, Stack] | None = None
+
+    def get(self) -> Stack:
+        if self._running is None:
+            exits = ExitStack()
+            patch = exits.enter_context(pytest.MonkeyPatch.context())
+            for name, value in TEST_CREDENTIALS.items():
+                patch.setenv(name, value)
+            self._running = (exits, exits.enter_context(deterministic_stack()))
+        return self._running[1]
+
+    def stop(self) -> None:
+        if self._running is not None:
+            exits, _ = self._running
+            self._running = None
+            exits.close()
+
+
+SHARED = SharedStack()
+
+
+@pytest.fixture(scope="module")
+def module_stack() -> Iterator[Stack]:
+    """The shared sandbox for one module's tests, stopped when the module is done."""
+    yield SHARED.get()
+    SHARED.stop()
+
+
 @pytest.fixture
-def stack(aws_env: None) -> Iterator[Stack]:
-    with deterministic_stack() as built:
-        yield built
+def stack(module_stack: Stack) -> Stack:
+    """The module's sandbox, reset: no jobs, objects, messages, events, tasks or faults, and the
+    clock back at its start. A test before this one may have stopped it to run a sandbox with
+    other parameters; then it starts again."""
+    shared = SHARED.get()
+    shared.reset()
+    return shared
 
 
 def body(response: Any) -> Any:

@@ -9,7 +9,7 @@ import pytest
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions
-from tests.integration.conftest import Stack
+from tests.integration.conftest import SHARED, Stack
 
 
 def _creates(stack: Stack, dialect: str) -> int:
@@ -294,6 +294,7 @@ def test_a_dialect_pointed_at_another_server_works_with_no_code_change(aws_env: 
     other_urls = other.start(drive=False)
     # When the deployment's ProviderOverrides points kling there (configuration only)
     options = SandboxOptions(clock=clock, provider_overrides={"kling": {"base_url": other_urls["kling"]}})
+    SHARED.stop()  # one sandbox per process
     sandbox = Sandbox(options).start()
     try:
         stack = Stack(sandbox, clock)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
 
 class ManualClock:
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+        self._now = start or START
         self._lock = threading.Lock()
+
+    def set(self, moment: datetime) -> None:
+        with self._lock:
+            self._now = moment
 
     def now(self) -> datetime:
         with self._lock:

@@ -144,8 +144,13 @@ class Emulator:
             return current
 
     def reset(self) -> None:
+        """Forget every task, request, callback and fault: a provider that never saw anyone."""
         with self._lock:
             self.faults.clear()
+            self.tasks.clear()
+            self.requests.clear()
+            self.callbacks_sent.clear()
+            self._pending.clear()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}{int(self.clock.now().timestamp()) % 100000:05d}"

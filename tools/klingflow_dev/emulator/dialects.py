@@ -40,6 +40,9 @@ class Dialect:
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget what this dialect keeps of its own (gateway's elements)."""
+
     # The phases a dialect calls back on (PROVIDERS.md); none by default.
     callback_phases: ClassVar[frozenset[str]] = frozenset()
 
@@ -174,6 +177,9 @@ class Gateway(Dialect):
     def __init__(self, emulator: Emulator) -> None:
         super().__init__(emulator)
         self.elements: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        self.elements.clear()
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: Any, base: str) -> Reply:
         if not self.authorised(headers):

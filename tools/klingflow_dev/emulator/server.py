@@ -183,6 +183,12 @@ class EmulatorServer:
     def tick(self) -> None:
         self.emulator.tick(self._notify)
 
+    def reset(self) -> None:
+        self.emulator.wait_idle()
+        self.emulator.reset()
+        for dialect in self._dialects.values():
+            dialect.reset()
+
     def _notify(self, task: Task, phase: str) -> dict[str, Any] | None:
         return self._dialects[task.dialect].notify(task, phase)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .aws import ACCOUNT
 from .lambdas import Invoker
@@ -36,7 +36,8 @@ class Route:
             return None
         pattern = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.path)) + "$"
         found = re.match(pattern, path)
-        return found.groupdict() if found else None
+        # API Gateway hands path parameters over decoded (rawPath keeps the encoding).
+        return {name: unquote(value) for name, value in found.groupdict().items()} if found else None
 
 
 def api_event(

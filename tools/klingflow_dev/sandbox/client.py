@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from botocore.auth import SigV4Auth
@@ -28,9 +29,11 @@ class ApiClient:
         headers: dict[str, str] | None = None,
         signed: bool = True,
         raw: bytes | None = None,
+        quote_path: bool = False,
     ) -> httpx.Response:
-        """`body` is sent as JSON; `raw` as the very bytes given (for bodies that are not JSON)."""
-        url = self.base_url + path
+        """`body` is sent as JSON; `raw` as the very bytes given (for bodies that are not JSON);
+        `quote_path` percent-encodes a path that carries any characters at all."""
+        url = self.base_url + (quote(path, safe="/") if quote_path else path)
         data = raw if raw is not None else json.dumps(body).encode() if body is not None else b""
         all_headers = {"Content-Type": "application/json", **(headers or {})}
         if signed:

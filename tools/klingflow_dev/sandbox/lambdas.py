@@ -96,6 +96,11 @@ class Function:
                 self._slots.notify()
             raise
 
+    def warm(self) -> list[Container]:
+        """The containers started so far that are idle now."""
+        with self._slots:
+            return list(self._idle)
+
     def release(self, container: Container) -> None:
         with self._slots:
             self._idle.append(container)

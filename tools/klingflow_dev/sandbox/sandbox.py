@@ -12,13 +12,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import httpx
 
 from klingflow import runtime
 from klingflow.clock import Clock
+from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 
 from . import template
@@ -88,11 +89,17 @@ class SandboxOptions:
 
 
 class Sandbox:
+    # moto keeps its state per process, not per server, so a second sandbox would wipe the
+    # first one's resources: one runs at a time.
+    _running: ClassVar[Sandbox | None] = None
+
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options or SandboxOptions()
         self.events: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
         self._loops: list[Loop] = []
+        self._notifications: list[S3Notifications] = []
+        self._queues: list[str] = []
         self._moto: MotoServer | None = None
         self.emulator_server: EmulatorServer | None = None
         self.api: ApiServer | None = None
@@ -103,6 +110,10 @@ class Sandbox:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Sandbox:
+        if Sandbox._running is not None:
+            raise RuntimeError(
+                "a sandbox is already running in this process; stop it first (moto's state is per process)"
+            )
         # Bad parameters are refused before anything starts, as CloudFormation refuses them.
         document = template.load(self.options.repo / "template.yaml")
         parameters = template.parameter_values(document.get("Parameters", {}), self.options.parameters)
@@ -113,6 +124,17 @@ class Sandbox:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log drowns the demo
         # Metrics are disabled here; Powertools still warns when a handler flushes none.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
+        Sandbox._running = self
+        try:
+            self._boot(document, parameters, given_overrides)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _boot(
+        self, document: dict[str, Any], parameters: dict[str, Any], given_overrides: dict[str, Any]
+    ) -> None:
         self._moto = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
@@ -127,6 +149,8 @@ class Sandbox:
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
                 "AWS_ENDPOINT_URL": self.endpoint,
+                # reset() purges every queue between tests, more often than SQS's once a minute.
+                "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false",
             }
         )
         self.session = boto3.Session(region_name=REGION)
@@ -190,7 +214,6 @@ class Sandbox:
         if self.options.clock is None:
             for loop in self._loops:
                 loop.start()
-        return self
 
     def stop(self) -> None:
         for loop in self._loops:
@@ -208,6 +231,9 @@ class Sandbox:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        runtime.reset()  # no cached client may outlive the endpoint it points at
+        if Sandbox._running is self:
+            Sandbox._running = None
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -237,6 +263,49 @@ class Sandbox:
         return [error for loop in self._loops for error in loop.errors]
 
     # ---- stepping, for deterministic tests ---------------------------------------------------
+
+    def reset(self) -> None:
+        """A clean stack again, still warm: no jobs, messages, objects, events, tasks or faults,
+        the clock back at its start and every container's services rebuilt on it (tests share
+        one sandbox per module and reset it between tests)."""
+        clock = self.options.clock
+        assert clock is not None and self.invoker is not None and self.emulator_server is not None
+        self.invoker.wait_idle()
+        self.emulator_server.reset()
+        for dialect in self.base_urls:
+            self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
+        table = self.session.resource("dynamodb", endpoint_url=self.endpoint).Table(self.names["JobsTable"])
+        scan: dict[str, Any] = {"ProjectionExpression": "pk"}
+        with table.batch_writer() as batch:
+            while True:
+                page = table.scan(**scan)
+                for item in page.get("Items", []):
+                    batch.delete_item(Key={"pk": item["pk"]})
+                if "LastEvaluatedKey" not in page:
+                    break
+                scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        sqs = self.client("sqs")
+        for url in [*(u for u in self.names.values() if "/123456789012/" in u), *self._queues]:
+            sqs.purge_queue(QueueUrl=url)
+        s3 = self.client("s3")
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket):
+            doomed = [
+                {"Key": entry["Key"], "VersionId": entry["VersionId"]}
+                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            if doomed:
+                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})
+        with self._events_lock:
+            self.events.clear()
+        for notifications in self._notifications:
+            notifications.prime()
+        if isinstance(clock, ManualClock):
+            clock.set(START)
+        # Clients cached by another sandbox started meanwhile point at its (stopped) endpoint.
+        runtime.reset()
+        for function in self.invoker.functions.values():
+            for container in function.warm():
+                self._inject_clock(container.module, function.logical_id)
 
     def step(self, kind: str) -> None:
         """Run every event source of one kind once: s3, sqs, schedule, rule or tap."""
@@ -370,6 +439,7 @@ class Sandbox:
                         invoker=self.invoker,
                     )
                     source.prime()
+                    self._notifications.append(source)
                     self._loops.append(Loop(f"s3-{name}", every, source.step))
                 elif kind == "SQS":
                     arn = str(self.resolver(props["Queue"]))
@@ -408,6 +478,7 @@ class Sandbox:
 
     def _rule_queue(self, events: Any, sqs: Any, bus: str, name: str, pattern: dict[str, Any]) -> str:
         url = str(sqs.create_queue(QueueName=f"{STACK}-rule-{name}")["QueueUrl"])
+        self._queues.append(url)
         arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{STACK}-rule-{name}"
         events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(pattern), State="ENABLED")
         events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "sandbox", "Arn": arn}])

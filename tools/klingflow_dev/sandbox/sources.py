@@ -68,6 +68,7 @@ class S3Notifications:
 
     def prime(self) -> None:
         """Objects present before the sandbox started were never 'created' in its lifetime."""
+        self._seen.clear()
         self._scan(notify=False)
         self._primed = True
 
