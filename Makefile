@@ -43,7 +43,7 @@ validate: $(VENV)/.installed
 # The fault suite's long form: hundreds of generated bodies and manifests, a storm of 240 jobs;
 # it prints what it did (make test runs the short form).
 chaos: $(VENV)/.installed
-	KLINGFLOW_CHAOS=1 $(BIN)/pytest -p no:xdist -s -q tests/reliability
+	KLINGFLOW_CHAOS=1 $(BIN)/pytest -p no:xdist -s -q --timeout 3600 tests/reliability
 
 # checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov

@@ -1,4 +1,4 @@
-"""jobs: the read API, GET /jobs/{job_id}, GET /jobs and GET /spend (IAM-authorised)."""
+"""jobs: the read API, GET /jobs/{job_id}, GET /jobs, GET /spend and GET /elements (IAM-authorised)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def list_jobs() -> Any:
         service.get().list(
             limit=query.get("limit"), next_token=query.get("next_token"), status=query.get("status")
         ),
+    )
+
+
+@api.get("/elements")
+def list_elements() -> Any:
+    query = api.current_event.query_string_parameters or {}
+    return json_response(
+        200, service.get().elements(limit=query.get("limit"), next_token=query.get("next_token"))
     )
 
 

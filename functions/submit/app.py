@@ -1,5 +1,6 @@
 """submit: POST /jobs (then its submit queue), S3 manifests under incoming/, EventBridge
-`Job Requested`, and POST /jobs/{job_id}/cancel.
+`Job Requested`, POST /jobs/{job_id}/cancel, and the element routes that reach a provider
+(GET /elements/presets, GET /elements/custom, DELETE /elements/{element_id}).
 
 Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
 """
@@ -18,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
 from klingflow.cancel import Canceller
+from klingflow.elements import ElementAdmin
 from klingflow.errors import Refused
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
@@ -28,6 +30,7 @@ from klingflow.settings import SubmitSettings
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
 canceller: runtime.Lazy[Canceller] = runtime.Lazy(lambda: runtime.build_canceller(settings))
+element_admin: runtime.Lazy[ElementAdmin] = runtime.Lazy(lambda: runtime.build_element_admin(settings))
 logger = Logger()
 metrics = Metrics()
 api = resolver()
@@ -57,6 +60,33 @@ def cancel_job(job_id: str) -> Any:
     return json_response(
         200, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
+
+
+@api.get("/elements/presets")
+def list_presets() -> Any:
+    return _provider_elements(presets=True)
+
+
+@api.get("/elements/custom")
+def list_custom_elements() -> Any:
+    return _provider_elements(presets=False)
+
+
+def _provider_elements(*, presets: bool) -> Any:
+    query = api.current_event.query_string_parameters or {}
+    page = element_admin.get().provider_elements(
+        query.get("provider"),
+        presets=presets,
+        page_num=query.get("page_num"),
+        page_size=query.get("page_size"),
+    )
+    return json_response(200, page)
+
+
+@api.delete("/elements/<element_id>")
+def delete_element(element_id: str) -> Any:
+    query = api.current_event.query_string_parameters or {}
+    return json_response(200, element_admin.get().delete(element_id, query.get("provider")))
 
 
 def _from_s3(event: dict[str, Any]) -> dict[str, Any]:

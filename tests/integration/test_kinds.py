@@ -200,3 +200,71 @@ def test_an_omni_job_with_elements_goes_only_to_the_provider_that_holds_them(sta
         ("gateway", "waiting"),
     ]
     assert not [r for r in stack.emulator.requests if r[0] == "kling" and r[1] == "POST"]
+
+
+@pytest.mark.parametrize("kind", ["motion_control", "image_to_video"])
+def test_an_element_made_here_is_used_where_it_is_held_without_a_pin(stack: Stack, kind: str) -> None:
+    # Given an element made by evolink (the cheapest account for elements)
+    made = run(stack, "custom_element")
+    assert (made["status"], made["provider"]) == ("ARCHIVED", "evolink")
+    element_id = made["element_id"]
+
+    # When a job of a kind that takes elements names it, with no provider pinned
+    job = run(stack, kind, provider=None, elements=[element_id], prompt="<<<element_1>>> dances")
+
+    # Then it goes to the account holding the element and is archived there, the element sent
+    # as evolink's element_list
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "evolink")
+    [(_, _, _, sent)] = [
+        r
+        for r in stack.emulator.requests
+        if r[0] == "evolink" and r[1] == "POST" and r[3]["model"] != "kling-custom-element"
+    ]
+    assert sent["model_params"]["element_list"] == [{"element_id": element_id}]
+
+
+def test_an_element_is_recorded_with_its_reference_media_kept(stack: Stack) -> None:
+    made = run(stack, "custom_element")
+
+    [record] = stack.api.get_json("/elements")["elements"]
+    assert (record["element_id"], record["provider"], record["name"], record["job_id"]) == (
+        made["element_id"],
+        "evolink",
+        "Hero",
+        made["job_id"],
+    )
+    # Kept under elements/, out of reach of incoming/'s expiry
+    for key in record["media"].values():
+        assert key.startswith(f"elements/{made['element_id']}/")
+        assert stack.s3.head_object(Bucket=stack.bucket, Key=key)["ContentLength"] > 0
+
+
+def test_a_pin_to_another_account_than_the_elements_holder_is_refused_naming_it(stack: Stack) -> None:
+    element_id = run(stack, "custom_element")["element_id"]
+
+    response = post(stack, "motion_control", provider="gateway", elements=[element_id])
+
+    assert response.status_code == 400
+    [error] = response.json()["error"]["details"]
+    assert (error["field"], error["rule"]) == ("provider", "element_holder")
+    assert "evolink" in error["message"]
+
+
+def test_an_element_klingflow_did_not_make_needs_a_pin_and_then_goes_there(stack: Stack) -> None:
+    # Given preset 146 (gateway's presets), unpinned: klingflow cannot know whose it is
+    response = post(stack, "omni_video", provider=None)
+    assert response.status_code == 400
+    assert [(e["field"], e["rule"]) for e in response.json()["error"]["details"]] == [
+        ("elements.0", "element_unknown")
+    ]
+    # And pinned to gateway it runs
+    assert run(stack, "omni_video")["status"] == "ARCHIVED"
+
+
+def test_elements_on_a_dialect_without_element_list_are_refused_naming_the_rule(stack: Stack) -> None:
+    response = post(stack, "motion_control", provider="gateway", elements=["146"])
+
+    assert response.status_code == 400
+    assert {(e["field"], e["rule"]) for e in response.json()["error"]["details"]} == {
+        ("elements", "gateway_no_elements")
+    }

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,11 +48,20 @@ bodies = st.one_of(
     st.binary(max_size=300),
 )
 numbers = itertools.count()
+COUNTS: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report() -> Iterator[None]:
+    """What the generated inputs got, printed for `make chaos`."""
+    yield
+    print("\nfuzz:", json.dumps(dict(sorted(COUNTS.items())), indent=1))
 
 
 @given(body=bodies)
 def test_post_jobs_answers_202_or_a_4xx_that_names_why(shared_stack: Stack, body: bytes) -> None:
     response = shared_stack.api.request("POST", "/jobs", raw=body)
+    COUNTS[f"POST /jobs {response.status_code}"] += 1
 
     assert response.status_code in (202, 400, 402, 422), response.text
     if response.status_code != 202:
@@ -64,6 +76,7 @@ def test_the_callback_route_never_answers_5xx(shared_stack: Stack, body: bytes, 
     response = shared_stack.api.request(
         "POST", f"/callbacks/01JNOSUCHJOB/{token}", raw=body, signed=False, quote_path=True
     )
+    COUNTS[f"POST /callbacks {response.status_code}"] += 1
     assert response.status_code == 404, response.text
 
 
@@ -80,6 +93,7 @@ def test_every_manifest_becomes_a_job_or_gets_its_report(shared_stack: Stack, bo
     listed = stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=report_key).get("KeyCount", 0)
     jobs = [job for job in _all_jobs(stack) if job["source"].get("ref") == source]
     assert listed or jobs, f"{key} vanished: no job and no report"
+    COUNTS["manifest rejected with report" if listed else "manifest became a job"] += 1
     if listed:
         rejected = [
             e

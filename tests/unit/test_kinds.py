@@ -216,6 +216,23 @@ def test_plain_http_media_from_a_user_is_refused_wherever_it_sits() -> None:
     }
 
 
-def test_element_ids_need_the_provider_whose_account_holds_them() -> None:
-    assert broken(sample("omni_video", provider=None)) == {("provider", "elements_need_provider")}
-    assert parse_request(sample("omni_video", provider=None, elements=None, prompt="<<<image_1>>> dances"))
+@pytest.mark.parametrize("kind", ["motion_control", "image_to_video", "omni_video"])
+def test_elements_are_taken_by_the_kinds_the_seeds_name_and_the_prompt_may_refer_to_them(kind: str) -> None:
+    # Given a request of a kind that takes elements (seeds 000-003: motion control, image-to-video, omni)
+    body = sample(kind, elements=["146", "el_2"], prompt="<<<element_1>>> meets <<<element_2>>>")
+    body.pop("reference_images", None)
+    # Then it parses without a provider (the element registry finds the holder) ...
+    assert parse_request({**body, "provider": None} if "provider" in body else body)
+    # ... and a prompt naming an element the request lacks is refused, as are ids of odd shape
+    assert {
+        rule for field, rule in broken({**body, "prompt": "<<<element_3>>> dances"}) if field == "prompt"
+    } & {
+        "element_reference",
+        "prompt_reference",  # omni names images, elements and videos under one rule
+    }
+    assert ("elements.0", "string_pattern_mismatch") in broken({**body, "elements": ["a b"]})
+    assert ("elements", "too_long") in broken({**body, "elements": [str(n) for n in range(8)]})
+
+
+def test_text_to_video_takes_no_elements() -> None:
+    assert broken(sample("text_to_video", elements=["146"])) == {("elements", "extra_forbidden")}

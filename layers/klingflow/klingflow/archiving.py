@@ -21,6 +21,7 @@ import httpx
 from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch, iso
+from .elements import ElementDirectory
 from .endings import announce, end_job, stop_watching
 from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, UnsafeUrl
 from .events import EventPublisher
@@ -64,7 +65,9 @@ class Archiver:
         http: SafeHttp,
         clock: Clock,
         config: ArchiveConfig,
+        elements: ElementDirectory,
     ) -> None:
+        self._elements = elements
         self._store = store
         self._storage = storage
         self._events = events
@@ -156,6 +159,8 @@ class Archiver:
         if not job.kind.makes_video:
             if report.element_id is None:
                 return self._fail(job, f"{job.provider} reports success but no element_id", charge)
+            # Recorded before the job is ARCHIVED: whoever sees the job done can use the element.
+            self._elements.record(job, report.element_id, self._storage)
             return self._finish(job, [], element_id=report.element_id, charge=charge)
         if not report.outputs:
             return self._fail(job, f"{job.provider} reports success but lists no output", charge)

@@ -59,6 +59,11 @@ class JobNotFound(KlingflowError):
     http_status = 404
 
 
+class ElementNotFound(KlingflowError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
 class NoProviderAvailable(Refused):
     """No enabled provider supports this job (or the pinned one is not usable)."""
 

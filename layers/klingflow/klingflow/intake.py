@@ -21,6 +21,7 @@ from aws_lambda_powertools import Logger
 from ulid import ULID
 
 from .clock import Clock, epoch, iso
+from .elements import ElementDirectory
 from .endings import announce, end_job
 from .errors import (
     BudgetExceeded,
@@ -121,6 +122,7 @@ class Intake:
         storage: Storage,
         events: EventPublisher,
         registry: Registry,
+        elements: ElementDirectory,
         signer: CallbackSigner,
         api_url: Callable[[], str],
         clock: Clock,
@@ -138,6 +140,7 @@ class Intake:
         self._submit_queue = submit_queue
         self._events = events
         self._registry = registry
+        self._elements = elements
         self._signer = signer
         self._api_url = api_url
         self._clock = clock
@@ -170,6 +173,8 @@ class Intake:
             if key is not None and (seen := self._store.job_for_key(key)) is not None:
                 # Before any check that could now refuse it (today's budget): a retry gets its job.
                 return self._again(seen, defer=defer)
+            # Elements live in one account: the job goes to their holder (or is refused).
+            request = self._elements.place(request)
             job_id = str(ULID.from_datetime(self._clock.now()))
             inputs = self._inspect(job_id, request)
             facts = {name: value.facts for name, value in inputs.items()}

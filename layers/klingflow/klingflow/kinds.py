@@ -168,6 +168,30 @@ Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_CHARS)]
 OptionalPrompt = Annotated[str | None, Field(default=None, max_length=PROMPT_MAX_CHARS)]
 
 
+# Element ids (from a custom_element job or a provider's presets), sent as the dialect's
+# element_list. The seeds give no count for motion control or image-to-video (?): the most any
+# kind takes (omni without a video) bounds them.
+ELEMENTS_MAX = 7
+ElementIds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]],
+    Field(default_factory=list, max_length=ELEMENTS_MAX, description="element ids, sent as element_list"),
+]
+_ELEMENT_REF = re.compile(r"<<<element_(\d+)>>>")
+
+
+def element_reference_errors(prompt: str | None, elements: list[str]) -> list[FieldError]:
+    """`<<<element_N>>>` in a prompt must name one of the request's elements (N from 1)."""
+    return [
+        FieldError(
+            "prompt",
+            "element_reference",
+            f"prompt refers to <<<element_{number}>>> but the request has {len(elements)} element(s)",
+        )
+        for number in sorted(set(_ELEMENT_REF.findall(prompt or "")), key=int)
+        if not 1 <= int(number) <= len(elements)
+    ]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -229,6 +253,10 @@ class MotionControlRequest(_Request):
     mode: Mode
     prompt: OptionalPrompt
     keep_original_sound: YesNo = "yes"
+    elements: ElementIds
+
+    def combination_errors(self) -> list[FieldError]:
+        return element_reference_errors(self.prompt, self.elements)
 
     def media(self) -> list[MediaRef]:
         return [
@@ -337,6 +365,7 @@ class ImageToVideoRequest(_Generated):
     voice_list: list[Voice] = Field(default_factory=list, max_length=VOICES_MAX)
     static_mask: MediaInput | None = None
     dynamic_masks: list[DynamicMask] = Field(default_factory=list, max_length=DYNAMIC_MASKS_MAX)
+    elements: ElementIds
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         # Seed 003: naming a voice of voice_list in the prompt is billed "with specified voice".
@@ -371,6 +400,7 @@ class ImageToVideoRequest(_Generated):
             )
         if self.voice_list and not self.sound:
             errors.append(FieldError("sound", "voices_need_sound", "voice_list needs sound on"))
+        errors += element_reference_errors(self.prompt, self.elements)
         for number in sorted(set(_VOICE_REF.findall(self.prompt or ""))):
             if not 1 <= int(number) <= len(self.voice_list):
                 errors.append(
@@ -423,9 +453,7 @@ class OmniVideoRequest(_Request):
     first_frame: MediaInput | None = None
     last_frame: MediaInput | None = None
     reference_images: list[MediaInput] = Field(default_factory=list)
-    elements: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        default_factory=list, description="element ids (from a custom_element job or the provider's presets)"
-    )
+    elements: ElementIds
     video: OmniVideoInput | None = None
     mode: Mode = Mode.PRO
     aspect_ratio: AspectRatio | None = None
@@ -494,17 +522,6 @@ class OmniVideoRequest(_Request):
                     "duration_s",
                     "omni_plain_seconds",
                     f"text-to-video and first-frame-to-video take 5 or 10 s (asked {self.duration_s})",
-                )
-            )
-        if self.elements and self.provider is None:
-            # An element id exists in the one provider account that made it: sent elsewhere (or
-            # failed over) it would be refused only after the task was queued.
-            errors.append(
-                FieldError(
-                    "provider",
-                    "elements_need_provider",
-                    "elements are ids in one provider's account: set provider to the one that made "
-                    "them (the custom_element job's provider, or whose presets they are)",
                 )
             )
         counts = {"image": self.image_count, "element": len(self.elements), "video": 1 if self.video else 0}

@@ -1,10 +1,11 @@
-"""The read model behind GET /jobs, GET /jobs/{job_id} and GET /spend."""
+"""The read model behind GET /jobs, GET /jobs/{job_id}, GET /spend and GET /elements."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Any
 
+from .elements import ElementDirectory
 from .errors import FieldError, JobNotFound, RequestRejected
 from .models import Job
 from .spend import Ledger
@@ -15,8 +16,16 @@ from .store import JobStore
 
 class JobQueries:
     def __init__(
-        self, *, store: JobStore, storage: Storage, ledger: Ledger, link_ttl_s: int, max_page_size: int
+        self,
+        *,
+        store: JobStore,
+        storage: Storage,
+        ledger: Ledger,
+        elements: ElementDirectory,
+        link_ttl_s: int,
+        max_page_size: int,
     ) -> None:
+        self._elements = elements
         self._ledger = ledger
         self._store = store
         self._storage = storage
@@ -53,6 +62,11 @@ class JobQueries:
                 ) from None
         page = self._store.list_jobs(limit=page_size, next_token=next_token, status=wanted)
         return {"jobs": [_summary(job) for job in page.jobs], "next_token": page.next_token}
+
+    def elements(self, *, limit: str | None, next_token: str | None) -> dict[str, Any]:
+        """The elements klingflow made, newest first (deleted ones say so)."""
+        page = self._elements.page(limit=self._page_size(limit), next_token=next_token)
+        return page.model_dump(mode="json")
 
     def spend(self, day: str | None) -> dict[str, Any]:
         """A UTC day's budget, reserved, settled and remaining (today when no day is given)."""

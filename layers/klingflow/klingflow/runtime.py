@@ -20,6 +20,7 @@ from botocore.config import Config
 from .archiving import ArchiveConfig, Archiver
 from .cancel import Canceller
 from .clock import Clock, SystemClock
+from .elements import ElementAdmin, ElementDirectory, ElementStore
 from .events import EventPublisher
 from .health import Breakers
 from .hints import CallbackReceiver
@@ -157,6 +158,10 @@ def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
     )
 
 
+def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
+    return ElementDirectory(ElementStore(table(settings.jobs_table)), clock)
+
+
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
     clock = clock or SystemClock()
     money = ledger(settings, clock)
@@ -175,6 +180,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         storage=Storage(client("s3"), settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
         registry=registry(settings, clock),
+        elements=element_directory(settings, clock),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
         api_url=lambda: str(_ssm().get(settings.api_url_parameter, max_age=SECRET_MAX_AGE_S)),
         clock=clock,
@@ -189,6 +195,11 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
             breaker_cool_down_s=settings.breaker_cool_down_s,
         ),
     )
+
+
+def build_element_admin(settings: SubmitSettings, clock: Clock | None = None) -> ElementAdmin:
+    clock = clock or SystemClock()
+    return ElementAdmin(element_directory(settings, clock), registry(settings, clock))
 
 
 def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Canceller:
@@ -239,6 +250,7 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
             archive_stall_s=settings.archive_stall_s,
             poll_again_s=settings.first_poll_without_callback_s,
         ),
+        elements=element_directory(settings, clock),
     )
 
 
@@ -285,6 +297,7 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
         store=JobStore(table(settings.jobs_table), clock),
         storage=Storage(client("s3"), settings.bucket),
         ledger=ledger(settings, clock),
+        elements=element_directory(settings, clock),
         link_ttl_s=settings.output_link_ttl_s,
         max_page_size=settings.max_page_size,
     )

@@ -128,6 +128,12 @@ class Storage:
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
+    def copy(self, source_key: str, key: str) -> None:
+        """A server-side copy within the bucket (the bytes never pass through the function)."""
+        self.client.copy_object(
+            Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+        )
+
     def put_json(self, key: str, document: Any) -> None:
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()
         self.put_bytes(key, body, "application/json")

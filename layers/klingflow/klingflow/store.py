@@ -602,35 +602,48 @@ class JobStore:
         self, *, limit: int, next_token: str | None = None, status: JobStatus | None = None
     ) -> Page:
         """Newest first. `next_token` is opaque to callers (the index position, base64)."""
-        kwargs: dict[str, Any] = {
-            "IndexName": LIST_INDEX,
-            "KeyConditionExpression": "list_pk = :pk",
-            "ExpressionAttributeValues": {":pk": LIST_PK},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
+        extra: dict[str, Any] = {}
         if status is not None:
-            kwargs["FilterExpression"] = "#status = :status"
-            kwargs["ExpressionAttributeNames"] = {"#status": "status"}
-            kwargs["ExpressionAttributeValues"][":status"] = status.value
-        if next_token:
-            kwargs["ExclusiveStartKey"] = _decode_token(next_token)
-        page = self._table.query(**kwargs)
-        last = page.get("LastEvaluatedKey")
-        token = base64.urlsafe_b64encode(json.dumps(_from_dynamo(last)).encode()).decode() if last else None
-        return Page([self._job(item) for item in page.get("Items", [])], token)
+            extra = {
+                "FilterExpression": "#status = :status",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":status": status.value},
+            }
+        items, token = list_page(self._table, LIST_PK, limit=limit, next_token=next_token, **extra)
+        return Page([self._job(item) for item in items], token)
+
+
+def list_page(
+    table: Table, list_pk: str, *, limit: int, next_token: str | None, **extra: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the list-index partition `list_pk` (jobs, elements), newest first, and the
+    opaque token of the next page."""
+    kwargs: dict[str, Any] = {
+        "IndexName": LIST_INDEX,
+        "KeyConditionExpression": "list_pk = :pk",
+        "ScanIndexForward": False,
+        "Limit": limit,
+        **extra,
+        "ExpressionAttributeValues": {":pk": list_pk, **extra.get("ExpressionAttributeValues", {})},
+    }
+    if next_token:
+        kwargs["ExclusiveStartKey"] = _decode_token(next_token, list_pk)
+    page = table.query(**kwargs)
+    last = page.get("LastEvaluatedKey")
+    token = base64.urlsafe_b64encode(json.dumps(_from_dynamo(last)).encode()).decode() if last else None
+    return [dict(item) for item in page.get("Items", [])], token
 
 
 def _key_pk(idempotency_key: str) -> str:
     return f"IDEMP#{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
 
 
-def _decode_token(token: str) -> dict[str, Any]:
+def _decode_token(token: str, list_pk: str) -> dict[str, Any]:
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError):
         key = None
-    if not isinstance(key, dict) or set(key) != {"pk", "list_pk", "job_id"}:
+    if not isinstance(key, dict) or set(key) != {"pk", "list_pk", "job_id"} or key["list_pk"] != list_pk:
         raise RequestRejected(
             [FieldError("next_token", "page_token", "next_token is not one this API issued")]
         )

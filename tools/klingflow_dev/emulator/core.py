@@ -122,6 +122,7 @@ class Emulator:
         self.requests: list[tuple[str, str, str, Any]] = []  # (dialect, method, path, body)
         self.callbacks_sent: list[tuple[str, str, int | str]] = []  # (task id, phase, status)
         self.base_urls: dict[str, str] = {}
+        self.deleted_elements: set[tuple[str, str]] = set()  # (dialect, element id)
         self._pending: list[Delivery] = []
         self._inflight: set[Future[None]] = set()
         self._ids = itertools.count(1)
@@ -150,6 +151,7 @@ class Emulator:
             self.tasks.clear()
             self.requests.clear()
             self.callbacks_sent.clear()
+            self.deleted_elements.clear()
             self._pending.clear()
 
     def new_id(self, prefix: str) -> str:
@@ -187,6 +189,19 @@ class Emulator:
         with self._lock:
             self.tasks[task.task_id] = task
         return task
+
+    def elements_made(self, dialect: str) -> set[str]:
+        """The elements an account holds: its element tasks that completed, less those deleted."""
+        now = self.clock.now()
+        with self._lock:
+            return {
+                task.element_id
+                for task in self.tasks.values()
+                if task.dialect == dialect
+                and task.element_id is not None
+                and task.phase(now) == "completed"
+                and (dialect, task.element_id) not in self.deleted_elements
+            }
 
     def find(self, dialect: str, task_or_external_id: str) -> Task | None:
         with self._lock:

@@ -58,6 +58,24 @@ class Dialect:
 
     # ---- shared helpers --------------------------------------------------------------------
 
+    # The presets (official elements) an account may use without making them.
+    presets: ClassVar[tuple[dict[str, Any], ...]] = ()
+
+    def element_problems(self, entries: Any) -> list[str]:
+        """An element_list must name elements this account holds: its own or a preset."""
+        if entries in (None, []):
+            return []
+        if not isinstance(entries, list) or not all(
+            isinstance(entry, dict) and entry.get("element_id") not in (None, "") for entry in entries
+        ):
+            return ["element_list takes [{element_id}] entries"]
+        held = self.emulator.elements_made(self.name) | {str(p["element_id"]) for p in self.presets}
+        return [
+            f"element_list.{index}: element {entry['element_id']} not found in this account"
+            for index, entry in enumerate(entries)
+            if str(entry["element_id"]) not in held
+        ]
+
     def authorised(self, headers: dict[str, str]) -> bool:
         expected = self.emulator.keys.get(self.name)
         if expected is None:
@@ -157,6 +175,10 @@ def _omni(body: dict[str, Any], *, flat: bool) -> tuple[list[str], str | None, f
     return problems, editing, seconds
 
 
+def _no_element_list(body: dict[str, Any], where: str) -> list[str]:
+    return [f"element_list is not taken by {where}"] if "element_list" in body else []
+
+
 def _video_too_long(task: Task, orientation: str) -> str | None:
     limit = 10 if orientation == "image" else 30
     if task.input_seconds is not None and not 3 <= task.input_seconds <= limit:
@@ -167,10 +189,26 @@ def _video_too_long(task: Task, orientation: str) -> str | None:
     return None
 
 
+# Official elements every Kling-family account may use (seed 003's example names 145 and 146).
+KLING_PRESETS: tuple[dict[str, Any], ...] = tuple(
+    {
+        "element_id": number,
+        "element_name": name,
+        "element_description": f"preset {name}",
+        "element_frontal_image": f"https://p4-kling.klingai.com/element/{number}.jpg",
+        "element_refer_list": [{"image_url": f"https://p4-kling.klingai.com/element/{number}-1.jpg"}],
+        "tag_list": [{"id": "o_101", "name": "character", "description": "a person"}],
+        "owned_by": "kling",
+    }
+    for number, name in ((145, "assassin"), (146, "traveller"), (147, "chef"))
+)
+
+
 class Gateway(Dialect):
     """Seed 003: POST /v1/videos routed by model and fields; callbacks on completion."""
 
     name = "gateway"
+    presets = KLING_PRESETS
     callback_phases = frozenset({"completed", "failed"})  # on completion
     link_ttl_s = 30 * DAY
 
@@ -194,9 +232,11 @@ class Gateway(Dialect):
         if method == "POST" and path == "/v1/elements/custom":
             return self._create_element(body)
         if method == "GET" and path == "/v1/elements/custom":
-            return Reply(
-                200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": self.elements}
-            )
+            return self._page(self.elements, body)
+        if method == "GET" and path == "/v1/elements/presets":
+            return self._page(list(self.presets), body)
+        if method == "POST" and path == "/v1/elements/delete":
+            return self._delete_element(body)
         return Reply(404, {"error": f"no route {method} {path}"})
 
     def _create(self, body: Any, base: str) -> Reply:
@@ -211,10 +251,12 @@ class Gateway(Dialect):
         if model == "Kling-Video-O1":
             kind = "omni_video"
             problems, input_url, seconds = _omni(body, flat=True)
+            problems += self.element_problems(body.get("element_list"))
         elif model != "Kling-V2.6":
             return Reply(400, {"error": "model must be Kling-V2.6 or Kling-Video-O1"})
         elif body.get("action_control") is True:
             kind, problems, input_url = "motion_control", _motion_errors(body), body.get("video_url")
+            problems += _no_element_list(body, "Kling-V2.6")
         else:
             kind = "image_to_video" if body.get("image") or body.get("image_tail") else "text_to_video"
             problems = rules.generated_errors(
@@ -222,6 +264,7 @@ class Gateway(Dialect):
             )
             if kind == "image_to_video":
                 problems += rules.image_to_video_errors(body)
+            problems += _no_element_list(body, "Kling-V2.6")
             seconds = float(body.get("seconds") or 5)
         external = body.get("external_task_id")
         if isinstance(external, str) and self.emulator.external_id_taken(self.name, external):
@@ -258,6 +301,7 @@ class Gateway(Dialect):
         if problems:
             return Reply(400, {"code": 1201, "message": "; ".join(problems), "request_id": uuid.uuid4().hex})
         task = self.emulator.create(self.name, body, prefix="element_", input_url=None, kind="custom_element")
+        task.latency_s = 0  # made while the caller waits
         element = {
             "element_id": int(task.element_id or 0),
             "element_name": body["element_name"],
@@ -269,6 +313,31 @@ class Gateway(Dialect):
         }
         self.elements.append(element)
         return Reply(200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": element})
+
+    @staticmethod
+    def _page(items: list[dict[str, Any]], query: Any) -> Reply:
+        """Seed 003's paging: page_num 1..1000 (default 1), page_size 1..500 (default 30)."""
+        query = query if isinstance(query, dict) else {}
+        try:
+            number, size = int(query.get("page_num", 1)), int(query.get("page_size", 30))
+        except ValueError:
+            number, size = 0, 0
+        if not (1 <= number <= 1000 and 1 <= size <= 500):
+            return Reply(400, {"code": 1201, "message": "page_num must be 1..1000 and page_size 1..500"})
+        page = items[(number - 1) * size : number * size]
+        return Reply(200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": page})
+
+    def _delete_element(self, body: Any) -> Reply:
+        """POST /v1/elements/delete: custom elements only (presets cannot be deleted)."""
+        element_id = str(body.get("element_id") or "") if isinstance(body, dict) else ""
+        found = next((e for e in self.elements if str(e["element_id"]) == element_id), None)
+        if found is None:
+            return Reply(400, {"code": 1201, "message": f"no custom element {element_id!r}"})
+        self.elements.remove(found)
+        with self.emulator._lock:
+            self.emulator.deleted_elements.add((self.name, element_id))
+        task = {"task_id": uuid.uuid4().hex, "task_status": "succeed"}
+        return Reply(200, {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": task})
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
         phase = task.phase(now)
@@ -417,10 +486,15 @@ class Evolink(Dialect):
             problems = _motion_errors(flat)
             if len(body.get("image_urls") or []) != 1 or len(body.get("video_urls") or []) != 1:
                 problems.append("image_urls and video_urls take exactly one URL each")
+            problems += self.element_problems(params.get("element_list"))
             input_url, orientation = flat["video_url"], str(flat["character_orientation"])
         elif model in ("kling-v3-text-to-video", "kling-v3-image-to-video"):
             kind = "text_to_video" if model == "kling-v3-text-to-video" else "image_to_video"
             problems = rules.evolink_generated_errors(body, params, image=kind == "image_to_video")
+            if kind == "image_to_video":
+                problems += self.element_problems(params.get("element_list"))
+            else:
+                problems += _no_element_list(params, model)
             duration = body.get("duration")
             seconds = float(duration) if isinstance(duration, int) else None
         elif model == "kling-custom-element":
@@ -512,6 +586,7 @@ class Kling(Dialect):
     callbacks on every status change, `succeed` spelt as Kling spells it."""
 
     name = "kling"
+    presets = KLING_PRESETS
     callback_phases = frozenset({"queued", "processing", "completed", "failed"})  # every change
     link_ttl_s = 30 * DAY
     paths = {
@@ -583,6 +658,7 @@ class Kling(Dialect):
             problems, input_url = _motion_errors(body), body.get("video_url")
         elif kind == "omni_video":
             problems, input_url, seconds = _omni(body, flat=False)
+            problems += self.element_problems(body.get("element_list"))
         else:
             problems = rules.generated_errors(
                 body, seconds_field="duration", seconds=("5", "10"), prompt_required=kind == "text_to_video"
@@ -590,6 +666,8 @@ class Kling(Dialect):
             if kind == "image_to_video":
                 problems += rules.image_to_video_errors(body)
             seconds = float(body.get("duration") or 5)
+        if kind != "omni_video":
+            problems += _no_element_list(body, kind)
         models = ("kling-video-o1",) if kind == "omni_video" else ("kling-v2-6", "kling-v3")
         if body.get("model_name") not in models:
             problems.insert(0, f"model_name must be one of {', '.join(models)}")

@@ -67,6 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = dialect.emulator
         parts = urlsplit(self.path)
         body = self._body()
+        if method == "GET" and parts.query:
+            # A GET has no body: its query parameters stand in for one (page_num, page_size).
+            body = {name: values[0] for name, values in parse_qs(parts.query).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         with emulator._lock:
             emulator.requests.append((dialect.name, method, parts.path, body))

@@ -318,8 +318,15 @@ class Sandbox:
         assert self.invoker is not None
         self.invoker.wait_idle()
 
-    def drain_archive(self) -> None:
-        self.step("sqs-ArchiveJobs")
+    def drain_archive(self, *, most: int = 100) -> None:
+        """Run the archive queue until it is empty (a batch is one message)."""
+        sqs = self.client("sqs")
+        url = self.names["ArchiveQueue"]
+        for _ in range(most):
+            depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+            if depth["Attributes"]["ApproximateNumberOfMessages"] == "0":
+                return
+            self.step("sqs-ArchiveJobs")
 
     def deliver_submissions(self) -> None:
         """Run the submit queue once: jobs POST /jobs accepted are sent to providers."""

@@ -115,6 +115,8 @@ class Adapter(ABC):
     default_models: ClassVar[Mapping[JobKind, str]]
     # Derived from the `create_<kind>` methods a dialect defines.
     kinds: ClassVar[frozenset[JobKind]] = frozenset()
+    # The kinds whose create body carries an element_list.
+    element_kinds: ClassVar[frozenset[JobKind]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,6 +155,27 @@ class Adapter(ABC):
     def refusals(self, request: AnyRequest) -> list[FieldError]:
         """The options of a valid request this dialect does not take (routing then looks elsewhere)."""
         return []
+
+    def element_refusals(self, request: AnyRequest) -> list[FieldError]:
+        """Elements on a kind this dialect builds without an element_list."""
+        if not getattr(request, "elements", None) or request.kind in self.element_kinds:
+            return []
+        message = f"{self.dialect} takes no elements on {request.kind.value}"
+        return [FieldError("elements", f"{self.dialect}_no_elements", message)]
+
+    # element management (seed 003); a dialect that documents none keeps these defaults
+    def list_elements(self, *, presets: bool, page_num: int, page_size: int) -> HttpCall | None:
+        """How to list the account's own elements (or the provider's presets), one page."""
+        return None
+
+    def delete_element(self, element_id: str) -> HttpCall | None:
+        return None
+
+    def parse_elements(self, body: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def parse_deleted(self, body: Any) -> None:  # noqa: B027 (optional: most answers need no check)
+        """Raises ProviderError when a delete's answer says it was refused."""
 
     @abstractmethod
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall | None:
@@ -348,6 +371,23 @@ class ProviderClient:
     def create(self, spec: TaskSpec) -> tuple[Submission, int]:
         body, latency = self.send(self.adapter.create(spec))
         return self.adapter.parse_create(body, spec.request.kind), latency
+
+    def elements(self, *, presets: bool, page_num: int, page_size: int) -> list[dict[str, Any]] | None:
+        """One page of the account's elements (or presets); None when the dialect lists none."""
+        call = self.adapter.list_elements(presets=presets, page_num=page_num, page_size=page_size)
+        if call is None:
+            return None
+        body, _ = self.send(call)
+        return self.adapter.parse_elements(body)
+
+    def delete_element(self, element_id: str) -> bool:
+        """Deleted at the provider (True), or the dialect documents no delete (False)."""
+        call = self.adapter.delete_element(element_id)
+        if call is None:
+            return False
+        body, _ = self.send(call)
+        self.adapter.parse_deleted(body)
+        return True
 
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> TaskReport | None:
         """The provider's view of a task; None when the kind has no task to ask about."""

@@ -53,6 +53,10 @@ CREDIT_FIELDS = ("credits_used", "credits_charged", "credits", "credits_reserved
 # Kling 3.0 on evolink takes none of Kling-V2.6's extra controls (seed 002 lists prompt, image,
 # 3..15 s, quality and sound); a request that needs them is routed to a dialect that has them.
 _UNSUPPORTED_CONTROLS = ("camera_control", "image_tail", "voice_list", "static_mask", "dynamic_masks")
+# Seeds 000-002: elements are used "in Kling V3 Motion Control, the O3 series and V3
+# Image-to-Video via element_list"; where it sits in the body is not shown (?): beside the other
+# Kling parameters, in model_params, as [{"element_id": ...}] like seed 003's.
+ELEMENT_LIST = "element_list"
 
 
 class EvolinkAdapter(Adapter):
@@ -60,6 +64,7 @@ class EvolinkAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = False
+    element_kinds = frozenset({JobKind.MOTION_CONTROL, JobKind.IMAGE_TO_VIDEO})
     status_words: ClassVar[dict[str, JobStatus]] = {
         "pending": JobStatus.SUBMITTED,
         "queued": JobStatus.SUBMITTED,
@@ -81,6 +86,7 @@ class EvolinkAdapter(Adapter):
             "model_params": {
                 "character_orientation": request.character_orientation.value,
                 "keep_original_sound": request.keep_original_sound,
+                **_element_list(request.elements),
             },
         }
         return HttpCall("POST", CREATE_PATH, with_optional(body, spec))
@@ -95,6 +101,7 @@ class EvolinkAdapter(Adapter):
         request = spec.of(ImageToVideoRequest)
         body = self._generated(request, spec)
         body["image_urls"] = [request.image]
+        body["model_params"].update(_element_list(request.elements))
         return HttpCall("POST", CREATE_PATH, body)
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
@@ -193,3 +200,7 @@ class EvolinkAdapter(Adapter):
 
 def _credits(usage: dict[str, Any]) -> float | None:
     return next((found for name in CREDIT_FIELDS if (found := number(usage.get(name))) is not None), None)
+
+
+def _element_list(elements: list[str]) -> dict[str, Any]:
+    return {ELEMENT_LIST: [{"element_id": element} for element in elements]} if elements else {}

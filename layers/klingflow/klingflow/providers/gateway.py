@@ -57,6 +57,8 @@ MODELS = {
 }
 VIDEOS = "/v1/videos"
 ELEMENTS = "/v1/elements/custom"
+ELEMENT_PRESETS = "/v1/elements/presets"
+ELEMENT_DELETE = "/v1/elements/delete"
 
 
 class GatewayAdapter(Adapter):
@@ -64,6 +66,7 @@ class GatewayAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
+    element_kinds = frozenset({JobKind.OMNI_VIDEO})  # seed 003: element_list on the omni model
     status_words: ClassVar[dict[str, JobStatus]] = {
         "pending": JobStatus.SUBMITTED,
         "processing": JobStatus.RUNNING,
@@ -147,6 +150,29 @@ class GatewayAdapter(Adapter):
         if isinstance(request, CustomElementRequest):
             return element_refusals(self.dialect, request)
         return seconds_refusals(self.dialect, request)
+
+    def list_elements(self, *, presets: bool, page_num: int, page_size: int) -> HttpCall:
+        path = ELEMENT_PRESETS if presets else ELEMENTS
+        return HttpCall("GET", f"{path}?page_num={page_num}&page_size={page_size}")
+
+    def delete_element(self, element_id: str) -> HttpCall:
+        return HttpCall("POST", ELEMENT_DELETE, {"element_id": element_id})
+
+    def parse_elements(self, body: Any) -> list[dict[str, Any]]:
+        """Seed 003's element list."""
+        self.parse_deleted(body)
+        data = as_dict(body).get("data")
+        # Element ids are 64-bit integers in JSON: kept as text so nothing rounds them.
+        return [
+            {**entry, "element_id": str(entry.get("element_id"))}
+            for entry in (data if isinstance(data, list) else [])
+            if isinstance(entry, dict)
+        ]
+
+    def parse_deleted(self, body: Any) -> None:
+        # The elements endpoints answer in Kling's {code, message, data} shape: non-zero refuses.
+        if isinstance(body, dict) and body.get("code") not in (0, None):
+            raise self.classify(200, body, {})
 
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall | None:
         if kind is JobKind.CUSTOM_ELEMENT:

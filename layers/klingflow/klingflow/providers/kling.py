@@ -70,6 +70,7 @@ class KlingAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
+    element_kinds = frozenset({JobKind.OMNI_VIDEO})  # seed 003: element_list on the omni model
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
         "processing": JobStatus.RUNNING,

@@ -289,7 +289,8 @@ class Registry:
         if not config.offers(kind):
             return _Verdict(name, f"{name} does not offer {kind.value}", offers=False)
         # What the dialect takes comes first: it says whether the request itself could ever go here.
-        refusals = self.adapter(name).refusals(request)
+        adapter = self.adapter(name)
+        refusals = [*adapter.element_refusals(request), *adapter.refusals(request)]
         if refusals:
             return _Verdict(name, refusals=tuple(refusals))
         if not config.configured:

@@ -1,0 +1,296 @@
+"""The element registry: every element klingflow makes, which provider account holds it, and
+where a job that names elements must go.
+
+An element id means something only in the account that made it. So a job naming elements is
+sent to their holder without the user pinning it (and never failed over); a pin to another
+account is refused, naming the holder. An id klingflow did not make (a preset, or one made
+elsewhere) is only accepted with a pin: klingflow cannot know where it lives.
+
+Records share the jobs table as `ELEMENT#<element_id>` items. They sit in the table's list-index
+under their own partition (`list_pk = ELEMENT`), sorted by the id of the job that made them (a
+ULID, so newest first is creation order), which pages `GET /elements` without a scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from .clock import Clock, iso
+from .errors import ElementNotFound, FieldError, RequestRejected
+from .kinds import AnyRequest, CustomElementRequest
+from .models import Job
+from .store import list_page
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.service_resource import Table
+
+    from .providers.registry import Registry
+    from .storage import Storage
+
+LIST_PK = "ELEMENT"
+# Where an element's reference media are kept: incoming/ expires, the element does not.
+MEDIA_PREFIX = "elements"
+
+
+class ElementRecord(BaseModel):
+    element_id: str
+    provider: str = Field(description="the provider account that holds the element")
+    name: str
+    description: str
+    reference_type: str
+    tags: list[str] = Field(default_factory=list)
+    voice_id: str | None = None
+    media: dict[str, str] = Field(
+        default_factory=dict, description="reference media by field: an object key in the bucket or a URL"
+    )
+    job_id: str = Field(description="the custom_element job that made it")
+    created_at: str
+    deleted_at: str | None = None
+    deleted_at_provider: bool | None = None
+
+
+class ElementPage(BaseModel):
+    elements: list[ElementRecord]
+    next_token: str | None = None
+
+
+class ElementStore:
+    """ELEMENT# items in the jobs table."""
+
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    @staticmethod
+    def _key(element_id: str) -> dict[str, str]:
+        return {"pk": f"ELEMENT#{element_id}"}
+
+    def put(self, record: ElementRecord) -> None:
+        """Once per element: a redelivered archive finds it recorded and changes nothing."""
+        item = {**self._key(record.element_id), "list_pk": LIST_PK, **record.model_dump(exclude_none=True)}
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def get(self, element_id: str) -> ElementRecord | None:
+        item = self._table.get_item(Key=self._key(element_id), ConsistentRead=True).get("Item")
+        return None if item is None else _record(item)
+
+    def get_many(self, element_ids: Sequence[str]) -> dict[str, ElementRecord]:
+        found: dict[str, ElementRecord] = {}
+        for element_id in dict.fromkeys(element_ids):  # a job names few elements
+            record = self.get(element_id)
+            if record is not None:
+                found[element_id] = record
+        return found
+
+    def mark_deleted(self, element_id: str, at: str, *, at_provider: bool) -> ElementRecord | None:
+        try:
+            answer = self._table.update_item(
+                Key=self._key(element_id),
+                UpdateExpression="SET deleted_at = :at, deleted_at_provider = :p",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":at": at, ":p": at_provider},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _record(answer["Attributes"])
+
+    def page(self, *, limit: int, next_token: str | None = None) -> ElementPage:
+        """Newest first; `next_token` is opaque to callers."""
+        items, token = list_page(self._table, LIST_PK, limit=limit, next_token=next_token)
+        return ElementPage(elements=[_record(item) for item in items], next_token=token)
+
+
+def _record(item: Any) -> ElementRecord:
+    return ElementRecord.model_validate({k: v for k, v in item.items() if k in ElementRecord.model_fields})
+
+
+class ElementDirectory:
+    """Where a job's elements live, and the record of each element klingflow makes."""
+
+    def __init__(self, store: ElementStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def place(self, request: AnyRequest) -> AnyRequest:
+        """The request sent where its elements are held (its `provider` set to the holder), or
+        RequestRejected naming the element and the rule."""
+        elements: list[str] = list(getattr(request, "elements", None) or [])
+        if not elements:
+            return request
+        known = self._store.get_many(elements)
+        errors: list[FieldError] = []
+        for index, element_id in enumerate(elements):
+            record = known.get(element_id)
+            if record is not None and record.deleted_at is not None:
+                errors.append(
+                    FieldError(f"elements.{index}", "element_deleted", f"element {element_id} was deleted")
+                )
+            elif record is not None and request.provider not in (None, record.provider):
+                errors.append(
+                    FieldError(
+                        "provider",
+                        "element_holder",
+                        f"element {element_id} is held by {record.provider}'s account, not "
+                        f"{request.provider}'s: pin {record.provider} or leave provider out",
+                    )
+                )
+            elif record is None and request.provider is None:
+                errors.append(
+                    FieldError(
+                        f"elements.{index}",
+                        "element_unknown",
+                        f"klingflow did not make element {element_id}, so it cannot tell which account "
+                        "holds it: set provider to that account (for a preset, the provider that offers it)",
+                    )
+                )
+        holders = sorted({record.provider for record in known.values()})
+        if len(holders) > 1:
+            errors.append(
+                FieldError(
+                    "elements",
+                    "elements_one_account",
+                    f"the elements are held by different accounts ({', '.join(holders)}); one job can "
+                    "use elements of one account only",
+                )
+            )
+        if errors:
+            raise RequestRejected(errors)
+        if request.provider is None:
+            return request.model_copy(update={"provider": holders[0]})
+        return request
+
+    def record(self, job: Job, element_id: str, storage: Storage) -> ElementRecord:
+        """Record an element a job made, its reference media copied under elements/ (uploads
+        under incoming/ expire with UploadRetentionDays; the element stays usable)."""
+        request = job.parsed_request
+        assert isinstance(request, CustomElementRequest) and job.provider is not None
+        media: dict[str, str] = {}
+        for ref in request.media():
+            if ref.ref.startswith(("https://", "http://")):
+                media[ref.name] = ref.ref
+                continue
+            target = f"{MEDIA_PREFIX}/{element_id}/{ref.name}-{ref.ref.rsplit('/', 1)[-1]}"
+            storage.copy(ref.ref, target)
+            media[ref.name] = target
+        record = ElementRecord(
+            element_id=element_id,
+            provider=job.provider,
+            name=request.name,
+            description=request.description,
+            reference_type=request.reference_type,
+            tags=request.tags,
+            voice_id=request.voice_id,
+            media=media,
+            job_id=job.job_id,
+            created_at=iso(self._clock.now()),
+        )
+        self._store.put(record)
+        return record
+
+    def find(self, element_id: str) -> ElementRecord | None:
+        return self._store.get(element_id)
+
+    def get(self, element_id: str) -> ElementRecord:
+        record = self._store.get(element_id)
+        if record is None:
+            raise ElementNotFound(f"no element {element_id!r} made by klingflow")
+        return record
+
+    def page(self, *, limit: int, next_token: str | None = None) -> ElementPage:
+        return self._store.page(limit=limit, next_token=next_token)
+
+    def mark_deleted(self, element_id: str, *, at_provider: bool) -> ElementRecord:
+        record = self._store.mark_deleted(element_id, iso(self._clock.now()), at_provider=at_provider)
+        if record is None:
+            raise ElementNotFound(f"no element {element_id!r} made by klingflow")
+        return record
+
+
+# Seed 003's paging of the provider's element lists.
+PAGE_NUM = (1, 1000)
+PAGE_SIZE = (1, 500)
+
+
+def _bounded(name: str, value: str | None, default: int, bounds: tuple[int, int]) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = bounds[0] - 1
+    if not bounds[0] <= number <= bounds[1]:
+        raise RequestRejected(
+            [FieldError(name, "range", f"{name} must be an integer in {bounds[0]}..{bounds[1]}")]
+        )
+    return number
+
+
+class ElementAdmin:
+    """What /elements does beyond our registry: the provider's own lists, and deletes."""
+
+    def __init__(self, directory: ElementDirectory, registry: Registry) -> None:
+        self._directory = directory
+        self._registry = registry
+
+    def _listing_provider(self, provider: str | None) -> str:
+        able = [
+            name
+            for name, config in self._registry.configs.items()
+            if config.configured
+            and self._registry.adapter(name).list_elements(presets=True, page_num=1, page_size=1) is not None
+        ]
+        if provider is None and len(able) == 1:
+            return able[0]
+        if provider is None or provider not in able:
+            given = "give provider" if provider is None else f"{provider!r} documents no element list"
+            raise RequestRejected(
+                [FieldError("provider", "lists_elements", f"{given}; providers that list elements: {able}")]
+            )
+        return provider
+
+    def provider_elements(
+        self, provider: str | None, *, presets: bool, page_num: str | None, page_size: str | None
+    ) -> dict[str, Any]:
+        """One page of a provider's elements (its presets, or the account's own), as it pages them."""
+        name = self._listing_provider(provider)
+        number = _bounded("page_num", page_num, 1, PAGE_NUM)
+        size = _bounded("page_size", page_size, 30, PAGE_SIZE)
+        found = self._registry.client(name).elements(presets=presets, page_num=number, page_size=size)
+        return {"provider": name, "page_num": number, "page_size": size, "elements": found or []}
+
+    def delete(self, element_id: str, provider: str | None) -> dict[str, Any]:
+        """Delete at the provider (where its dialect documents how) and mark our record. An
+        element klingflow did not make needs `provider`."""
+        record = self._directory.find(element_id)
+        holder = record.provider if record is not None else provider
+        if holder is None:
+            raise ElementNotFound(
+                f"no element {element_id!r} made by klingflow: give provider to delete it there"
+            )
+        if record is not None and provider not in (None, holder):
+            raise RequestRejected(
+                [FieldError("provider", "element_holder", f"element {element_id} is held by {holder}")]
+            )
+        if holder not in self._registry.configs:
+            raise RequestRejected([FieldError("provider", "known_provider", f"unknown provider {holder!r}")])
+        at_provider = self._registry.client(holder).delete_element(element_id)
+        answer: dict[str, Any] = {
+            "element_id": element_id,
+            "provider": holder,
+            "deleted_at_provider": at_provider,
+        }
+        if not at_provider:
+            answer["note"] = f"{holder} documents no way to delete an element: it stays in that account"
+        if record is not None:
+            answer["element"] = self._directory.mark_deleted(element_id, at_provider=at_provider).model_dump()
+        return answer
