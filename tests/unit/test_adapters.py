@@ -608,3 +608,30 @@ def test_kling_uses_each_familys_path_and_native_omni_images() -> None:
     assert (omni.json["model_name"], omni.json["duration"]) == ("kling-video-o1", "5")
     assert "aspect_ratio" not in omni.json  # a first frame sets the shape
     assert adapter.query("01JOB", JobKind.IMAGE_TO_VIDEO).path == "/v1/videos/image2video/01JOB"
+
+
+def test_evolink_progress_and_estimates_are_read_from_its_answers() -> None:
+    adapter = EvolinkAdapter("https://api.evolink.ai/v1")
+    # Seed 000's create answer carries task_info.estimated_time
+    created = adapter.parse_create(
+        {
+            "id": "task-1",
+            "status": "pending",
+            "progress": 0,
+            "task_info": {"estimated_time": 600, "can_cancel": True},
+        }
+    )
+    assert created.eta_s == 600
+    report = adapter.parse_task({"id": "task-1", "status": "processing", "progress": 140.4})
+    assert (report.status, report.progress, report.eta_s) == (JobStatus.RUNNING, 100, None)
+    # Elements take about 10 minutes (seeds 000-002) when the answer gives no estimate
+    assert adapter.typical_eta_s(JobKind.CUSTOM_ELEMENT) == 600
+    assert adapter.typical_eta_s(JobKind.MOTION_CONTROL) is None
+
+
+def test_kling_keeps_its_own_words_on_the_task() -> None:
+    adapter = KlingAdapter("https://api-singapore.klingai.com")
+    report = adapter.parse_callback(
+        {"task_id": "t1", "task_status": "processing", "task_status_msg": "rendering"}
+    )
+    assert (report.status, report.message) == (JobStatus.RUNNING, "rendering")

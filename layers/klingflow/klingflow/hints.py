@@ -14,8 +14,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from .clock import Clock, epoch
 from .errors import JobNotFound, KlingflowError
-from .models import Job
+from .models import Job, progress_of
 from .outcomes import CallbackOutcome, Done
 from .providers.registry import Registry
 from .queue import JobQueue
@@ -39,7 +40,9 @@ class CallbackReceiver:
         registry: Registry,
         adopt: Callable[[Job, str, str], Job],
         adopt_late: Callable[[Job, str, str], Job | None],
+        clock: Clock,
     ) -> None:
+        self._clock = clock
         self._store = store
         self._queue = queue
         self._signer = signer
@@ -86,7 +89,11 @@ class CallbackReceiver:
             logger.warning("callback for another task", extra={"job_id": job_id, "task_id": report.task_id})
             return Done(CallbackOutcome.IGNORED, "task id does not match")
         hint = report.status
+        said = progress_of(report, epoch(self._clock.now()))
         if hint is None or hint is JobStatus.SUBMITTED:
+            if said:
+                self._store.touch(job_id, status_in=ACTIVE, fields=said)
+                return Done(CallbackOutcome.RECORDED, "progress")
             return Done(CallbackOutcome.IGNORED, f"status {report.provider_status!r} moves nothing")
         if hint in _CONFIRM:
             # Queued before the hint is recorded: if queueing fails, the provider's retry finds
@@ -97,7 +104,11 @@ class CallbackReceiver:
         if self._store.record_hint(job_id, hint, active=ACTIVE) is None:
             return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
         if hint is JobStatus.RUNNING:
-            self._store.transition(job_id, JobStatus.RUNNING, by="callback", note=report.provider_status)
+            moved = self._store.transition(
+                job_id, JobStatus.RUNNING, by="callback", note=report.provider_status, fields=said
+            )
+            if moved is None and said:  # already RUNNING: the news is the progress
+                self._store.touch(job_id, status_in=ACTIVE, fields=said)
             return Done(CallbackOutcome.RECORDED, "running")
         return Done(CallbackOutcome.QUEUED, f"{hint.value.lower()}: archive confirms")
 

@@ -47,6 +47,7 @@ from .models import (
     JobPatch,
     MediaFacts,
     Source,
+    progress_patch,
 )
 from .money import Keep, Money, Release
 from .outcomes import Done, SubmitOutcome
@@ -650,6 +651,14 @@ class SubmissionRecorder:
                 currency=self._registry.configs[provider].currency,
             ).model_dump(mode="json", exclude_none=True),
         }
+        fields.update(
+            progress_patch(
+                progress=None,
+                eta_s=submission.eta_s or adapter.typical_eta_s(job.kind),
+                message=None,
+                now=epoch(self._clock.now()),
+            )
+        )
         if submission.element_id is not None:
             # The provider made it while we waited (gateway elements): its answer is the outcome,
             # so archive can finish the job now instead of polling for a task that is not there.

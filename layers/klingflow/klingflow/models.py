@@ -150,6 +150,11 @@ class Job(BaseModel):
     succeeded_at: int | None = None  # when the provider's success was confirmed (epoch)
     # Why the last copy of a SUCCEEDED job's outputs did not finish (it is being retried).
     archive_error: JobError | None = None
+    # What the provider last said of its progress (percent), when it expects to finish (epoch
+    # seconds, from its own estimate) and its own words; shown, never acted upon.
+    progress: int | None = None
+    eta_at: int | None = None
+    provider_message: str | None = None
 
     @property
     def at_provider(self) -> bool:
@@ -182,6 +187,26 @@ class JobPatch(TypedDict, total=False):
     late: bool
     salvage_until: int
     succeeded_at: int
+    progress: int
+    eta_at: int
+    provider_message: str
+
+
+def progress_of(report: Any, now: int) -> JobPatch:
+    """What a provider's task report says of progress, as a job write."""
+    return progress_patch(progress=report.progress, eta_s=report.eta_s, message=report.message, now=now)
+
+
+def progress_patch(*, progress: int | None, eta_s: float | None, message: str | None, now: int) -> JobPatch:
+    """The progress a provider reported, as a job write (only what it said)."""
+    patch: JobPatch = {}
+    if progress is not None:
+        patch["progress"] = progress
+    if eta_s is not None:
+        patch["eta_at"] = now + max(0, round(eta_s))
+    if message:
+        patch["provider_message"] = message[:500]
+    return patch
 
 
 # ---- events -----------------------------------------------------------------------------------

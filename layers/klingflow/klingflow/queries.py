@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from .clock import Clock, epoch
 from .elements import ElementDirectory
 from .errors import FieldError, JobNotFound, RequestRejected
 from .models import Job
@@ -22,9 +23,11 @@ class JobQueries:
         storage: Storage,
         ledger: Ledger,
         elements: ElementDirectory,
+        clock: Clock,
         link_ttl_s: int,
         max_page_size: int,
     ) -> None:
+        self._clock = clock
         self._elements = elements
         self._ledger = ledger
         self._store = store
@@ -36,7 +39,8 @@ class JobQueries:
         job = self._store.get(job_id)
         if job is None:
             raise JobNotFound(f"no job {job_id!r}")
-        view = job.model_dump(mode="json", exclude={"due_at", "hint_status", "callbacks", "polls"})
+        view = job.model_dump(mode="json", exclude={"due_at", "hint_status", "callbacks", "polls", "eta_at"})
+        view.update(self._progress(job))
         if job.error is not None:
             view["error"] = job.error.model_dump(mode="json", exclude_none=True)
         for output in view["outputs"]:
@@ -62,6 +66,15 @@ class JobQueries:
                 ) from None
         page = self._store.list_jobs(limit=page_size, next_token=next_token, status=wanted)
         return {"jobs": [_summary(job) for job in page.jobs], "next_token": page.next_token}
+
+    def _progress(self, job: Job) -> dict[str, Any]:
+        """`progress` (0..100, or null when no provider said) and `eta_s` (seconds the provider
+        expects the task still to take, or null)."""
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.ARCHIVED):
+            return {"progress": 100, "eta_s": 0}
+        if job.status.terminal or job.eta_at is None:
+            return {"progress": job.progress, "eta_s": None}
+        return {"progress": job.progress, "eta_s": max(0, job.eta_at - epoch(self._clock.now()))}
 
     def elements(self, *, limit: str | None, next_token: str | None) -> dict[str, Any]:
         """The elements klingflow made, newest first (deleted ones say so)."""

@@ -230,6 +230,7 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
         registry=providers,
         adopt=lambda job, provider, task_id: recorder.submitted(job, provider, Submission(task_id)),
         adopt_late=recorder.adopt_late,
+        clock=clock,
     )
 
 
@@ -298,6 +299,7 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
         storage=Storage(client("s3"), settings.bucket),
         ledger=ledger(settings, clock),
         elements=element_directory(settings, clock),
+        clock=clock,
         link_ttl_s=settings.output_link_ttl_s,
         max_page_size=settings.max_page_size,
     )

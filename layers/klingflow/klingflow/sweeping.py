@@ -21,7 +21,7 @@ from .clock import Clock, epoch
 from .endings import announce, end_job, stop_watching
 from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, ProviderErrorClass
 from .events import EventPublisher
-from .models import DetailType, Job, JobPatch
+from .models import DetailType, Job, JobPatch, progress_of
 from .money import Keep, Money, Release, Settle
 from .outcomes import SweepOutcome
 from .pricing import charged
@@ -160,12 +160,20 @@ class Sweeper:
         if late:
             return self._time_out(job, _POLLED, watch=True)
         delay = self._backoff(job)
+        said = progress_of(report, epoch(self._clock.now()))
         if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
             self._store.transition(
-                job.job_id, JobStatus.RUNNING, by="sweeper", due_in_s=delay, increments={"polls": 1}
+                job.job_id,
+                JobStatus.RUNNING,
+                by="sweeper",
+                due_in_s=delay,
+                increments={"polls": 1},
+                fields=said,
             )
         else:
-            self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
+            self._store.touch(
+                job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1}, fields=said
+            )
         return SweepOutcome.POLLED
 
     def _stalled_archive(self, job: Job, now: datetime) -> SweepOutcome:

@@ -563,6 +563,11 @@ class Evolink(Dialect):
             "status": status,
             "progress": 100 if status in ENDS else min(99, int(100 * elapsed / task.latency_s)),
         }
+        if status not in ENDS:
+            answer["task_info"] = {
+                "estimated_time": max(0, round(task.latency_s - elapsed)),
+                "can_cancel": True,
+            }
         if status == "completed":
             # What was charged, in credits (?): seed 002 shows `usage` on the create answer only.
             answer["usage"] = {

@@ -60,6 +60,7 @@ class Submission:
     raw: Mapping[str, Any] = field(default_factory=dict)
     # Set when the create answer is already the outcome (gateway makes elements synchronously).
     element_id: str | None = None
+    eta_s: float | None = None  # the provider's estimate of how long the task takes
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class TaskReport:
     usage: Usage | None = None  # the provider's own figure of what it charged, when it gives one
     external_task_id: str | None = None
     element_id: str | None = None  # what a custom_element task made
+    # What the provider says of its progress: percent done, seconds it expects still to take,
+    # and its own words (Kling's task_status_msg). Shown on the job, never acted upon.
+    progress: int | None = None
+    eta_s: float | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,10 @@ class Adapter(ABC):
         self.base_url = base_url.rstrip("/")
         self.models = {**self.default_models, **(models or {})}
         self.clock = clock or SystemClock()
+
+    def typical_eta_s(self, kind: JobKind) -> float | None:
+        """How long a task of this kind usually takes, where the provider documents it."""
+        return None
 
     def model_for(self, kind: JobKind) -> str:
         return self.models[kind]
@@ -311,6 +321,12 @@ def _message(body: Any) -> str | None:
     if isinstance(body, str) and body:
         return body[:300]
     return None
+
+
+def percent(value: Any) -> int | None:
+    """A progress figure as a whole percent in 0..100, or None when it is not one."""
+    found = number(value)
+    return None if found is None else max(0, min(100, round(found)))
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

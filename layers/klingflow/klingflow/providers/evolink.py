@@ -36,6 +36,7 @@ from .base import (
     mode_quality,
     number,
     on_off,
+    percent,
     with_optional,
 )
 
@@ -57,6 +58,7 @@ _UNSUPPORTED_CONTROLS = ("camera_control", "image_tail", "voice_list", "static_m
 # Image-to-Video via element_list"; where it sits in the body is not shown (?): beside the other
 # Kling parameters, in model_params, as [{"element_id": ...}] like seed 003's.
 ELEMENT_LIST = "element_list"
+ELEMENT_ETA_S = 600.0
 
 
 class EvolinkAdapter(Adapter):
@@ -151,6 +153,10 @@ class EvolinkAdapter(Adapter):
             return [FieldError("tags", "evolink_unsupported", "evolink's element creation takes no tags")]
         return []
 
+    def typical_eta_s(self, kind: JobKind) -> float | None:
+        # Seeds 000-002: "Estimated processing time: approximately 10 minutes" for elements.
+        return ELEMENT_ETA_S if kind is JobKind.CUSTOM_ELEMENT else None
+
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
         return HttpCall("GET", QUERY_PATH.format(task_id=quote(task_id, safe="")))
 
@@ -161,7 +167,9 @@ class EvolinkAdapter(Adapter):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.UNKNOWN_OUTCOME, f"create answer without id: {body!r}"
             )
-        return Submission(task_id=body["id"], raw=body)
+        return Submission(
+            task_id=body["id"], raw=body, eta_s=number(as_dict(body.get("task_info")).get("estimated_time"))
+        )
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         # PROVIDERS.md's (?) query answer does not promise an `id`: fall back to what was asked.
@@ -177,6 +185,8 @@ class EvolinkAdapter(Adapter):
         status = self.status_of(word)
         credits = _credits(as_dict(body.get("usage"))) if status is JobStatus.SUCCEEDED else None
         return TaskReport(
+            progress=percent(body.get("progress")),
+            eta_s=number(as_dict(body.get("task_info")).get("estimated_time")),
             task_id=body["id"],
             status=status,
             provider_status=word,

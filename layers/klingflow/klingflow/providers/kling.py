@@ -226,6 +226,7 @@ class KlingAdapter(Adapter):
             if units is not None and status is JobStatus.SUCCEEDED
             else None,
             external_task_id=info.get("external_task_id"),
+            message=str(data["task_status_msg"]) if data.get("task_status_msg") else None,
         )
 
     def error_class_for(self, status: int, body: Any) -> tuple[ProviderErrorClass, str | None]:

@@ -1,0 +1,40 @@
+"""What providers say of progress is shown on the job: `progress` (0..100 or null) and `eta_s`."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import Stack
+from tests.integration.test_kinds import post
+
+
+def test_a_jobs_progress_and_eta_follow_what_its_provider_reports(stack: Stack) -> None:
+    # Given evolink (the cheapest for image-to-video) taking 100 s over a task
+    stack.emulator.set_faults("evolink", latency_s=100)
+    response = post(stack, "image_to_video")
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+
+    # When it is sent, the provider's own estimate shows at once
+    stack.sandbox.deliver_submissions()
+    sent = stack.job(job_id)
+    assert (sent["status"], sent["provider"], sent["eta_s"]) == ("SUBMITTED", "evolink", 100)
+
+    # And half-way, a poll brings its progress and what it expects still to take
+    stack.clock.advance(50)
+    stack.sandbox.sweep()
+    running = stack.job(job_id)
+    assert (running["status"], running["progress"], running["eta_s"]) == ("RUNNING", 50, 50)
+
+    # Then once done the job says 100 and nothing left
+    stack.clock.advance(60)
+    stack.sandbox.tick_providers()
+    stack.sandbox.drain_archive()
+    done = stack.job(job_id)
+    assert (done["status"], done["progress"], done["eta_s"]) == ("ARCHIVED", 100, 0)
+
+
+def test_a_job_whose_provider_says_nothing_of_progress_shows_null(stack: Stack) -> None:
+    response = post(stack, "text_to_video")  # gateway: no progress, no estimate
+    stack.sandbox.deliver_submissions()
+
+    job = stack.job(response.json()["job_id"])
+    assert (job["provider"], job["progress"], job["eta_s"]) == ("gateway", None, None)
