@@ -635,3 +635,43 @@ def test_kling_keeps_its_own_words_on_the_task() -> None:
         {"task_id": "t1", "task_status": "processing", "task_status_msg": "rendering"}
     )
     assert (report.status, report.message) == (JobStatus.RUNNING, "rendering")
+
+
+def test_gateway_reads_seed_003s_unified_completed_answer() -> None:
+    adapter = GatewayAdapter("https://gw.example")
+    unified = {
+        "created": 1736758800,
+        "data": [
+            {
+                "url": "https://example.com/v.mp4",
+                "duration": 5.0,
+                "width": 1920,
+                "height": 1080,
+                "cover_url": "https://example.com/cover.jpg",
+            }
+        ],
+        "usage": {"total_tokens": 0, "video_count": 1, "duration_seconds": 5.0},
+        "provider": "可灵AI",
+        "model": "Kling-Video-O1",
+        "origin_data": {"task_id": "upstream-1"},
+    }
+    # As a query answer: it is about the task asked for
+    report = adapter.parse_task(unified, task_id="task_abc123")
+    assert (report.task_id, report.status, report.upstream) == ("task_abc123", JobStatus.SUCCEEDED, "可灵AI")
+    [output] = report.outputs
+    assert (output.url, output.duration_s, output.cover_url) == (
+        "https://example.com/v.mp4",
+        5.0,
+        "https://example.com/cover.jpg",
+    )
+    assert report.usage == Usage(5.0, UsageUnit.SECONDS)
+    # As a callback it names no task of ours but origin_data's; with neither it cannot be read
+    assert adapter.parse_callback(unified).task_id == "upstream-1"
+    with pytest.raises(ValueError, match="without a task id"):
+        adapter.parse_callback({**unified, "origin_data": {}})
+    # And a known upstream is named in later queries (seed 003's optional `provider`)
+    call = adapter.query("task_abc123")
+    assert call is not None
+    assert (
+        adapter.naming_upstream(call, "可灵AI").path == "/v1/videos/task_abc123?provider=%E5%8F%AF%E7%81%B5AI"
+    )

@@ -25,12 +25,12 @@ from .elements import ElementDirectory
 from .endings import announce, end_job, stop_watching
 from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, UnsafeUrl
 from .events import EventPublisher
-from .models import DetailType, Job, JobError, Output
+from .models import DetailType, Job, JobError, Output, OutputRole
 from .money import Charge, Release, Settle
 from .outcomes import ArchiveOutcome, Done
 from .pricing import charged
 from .probe import ProbeError, probe_video
-from .providers.base import Download, TaskReport
+from .providers.base import Download, TaskOutput, TaskReport
 from .providers.registry import Registry
 from .safehttp import DownloadFailed, SafeHttp
 from .states import JobStatus
@@ -39,6 +39,7 @@ from .store import JobStore
 
 # Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+_IMAGE_SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 Result = Done[ArchiveOutcome]
 
 logger = Logger(child=True)
@@ -91,7 +92,11 @@ class Archiver:
             return Done(ArchiveOutcome.IGNORED, "not submitted yet")
         try:
             report = self._registry.task_report(
-                job.provider, job.provider_task_id, job.kind, made=job.element_id
+                job.provider,
+                job.provider_task_id,
+                job.kind,
+                made=job.element_id,
+                upstream=job.upstream_provider,
             )
         except ProviderError as error:
             # Could not ask: the sweeper polls the job (or re-enqueues it) and asks again.
@@ -185,8 +190,9 @@ class Archiver:
         outputs = []
         for index, produced in enumerate(report.outputs, start=1):
             download = adapter.download(task_id, produced)
+            key = f"outputs/{job.job_id}/output-{index}.mp4"
             try:
-                outputs.append(self._copy_one(job, index, download))
+                outputs.append(self._copy_one(job, key, download, OutputRole.VIDEO))
             except UnsafeUrl:
                 # A link we may not fetch (host not allowed, redirect elsewhere): the dialect's
                 # own content endpoint if it has one; otherwise the refusal is recorded and the
@@ -195,8 +201,28 @@ class Archiver:
                 fallback = adapter.content_endpoint(task_id)
                 if fallback is None or fallback.url == download.url:
                     raise
-                outputs.append(self._copy_one(job, index, fallback))
+                outputs.append(self._copy_one(job, key, fallback, OutputRole.VIDEO))
+        for index, produced in enumerate(report.outputs, start=1):
+            outputs += self._copy_extras(job, index, produced)
         return outputs
+
+    def _copy_extras(self, job: Job, index: int, produced: TaskOutput) -> list[Output]:
+        """A clip's cover and watermarked copy, when the provider made them. They are extras:
+        one that cannot be fetched is logged and left, never holding up the paid clip."""
+        extras = []
+        for role, url, name in (
+            (OutputRole.COVER, produced.cover_url, f"cover-{index}"),
+            (OutputRole.WATERMARKED, produced.watermarked_url, f"output-{index}-watermarked.mp4"),
+        ):
+            if url is None:
+                continue
+            try:
+                extras.append(self._copy_one(job, f"outputs/{job.job_id}/{name}", Download(url), role))
+            except (UnsafeUrl, DownloadFailed, httpx.HTTPError) as error:
+                logger.warning(
+                    "extra output not kept", extra={"job_id": job.job_id, "role": role, "error": str(error)}
+                )
+        return extras
 
     @staticmethod
     def _archive_error(error: Exception) -> JobError:
@@ -256,21 +282,35 @@ class Archiver:
         announce(self._store, self._events, done, DetailType.COMPLETED)
         return Done(ArchiveOutcome.ARCHIVED, made)
 
-    def _copy_one(self, job: Job, index: int, download: Download) -> Output:
+    def _copy_one(self, job: Job, key: str, download: Download, role: OutputRole) -> Output:
         assert job.provider is not None
         headers: dict[str, str] = {}
         if download.authenticated:
             adapter = self._registry.adapter(job.provider)
             headers = adapter.auth_headers(self._registry.credentials(job.provider))
-        key = f"outputs/{job.job_id}/output-{index}.mp4"
         with self._http.stream(
             download.url,
             allowed_hosts=self._registry.download_hosts(job.provider),
             max_bytes=self._config.max_output_bytes,
             headers=headers,
         ) as response:
+            content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
+            if role is OutputRole.COVER:
+                key += _IMAGE_SUFFIX.get(content_type, ".img")
             stored = self._storage.upload_stream(
-                key, response.iter_bytes(256 * 1024), part_size=self._config.part_size_bytes
+                key,
+                response.iter_bytes(256 * 1024),
+                part_size=self._config.part_size_bytes,
+                content_type=content_type if role is OutputRole.COVER else "video/mp4",
+            )
+        if role is OutputRole.COVER:
+            return Output(
+                role=role,
+                s3_uri=self._storage.uri(key),
+                key=key,
+                bytes=stored.bytes,
+                sha256=stored.sha256,
+                content_type=content_type,
             )
         duration = width = height = None
         try:
@@ -281,6 +321,7 @@ class Archiver:
             # The bytes are safely ours either way; a probe failure only leaves facts empty.
             logger.warning("output not probed", extra={"job_id": job.job_id, "key": key, "error": str(error)})
         return Output(
+            role=role,
             s3_uri=self._storage.uri(key),
             key=key,
             bytes=stored.bytes,

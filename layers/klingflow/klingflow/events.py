@@ -28,7 +28,7 @@ def detail_for(job: Job) -> JobEventDetail:
         provider=job.provider,
         metadata=job.metadata,
         outputs=[
-            EventOutput(s3_uri=o.s3_uri, bytes=o.bytes, sha256=o.sha256, duration_s=o.duration_s)
+            EventOutput(role=o.role, s3_uri=o.s3_uri, bytes=o.bytes, sha256=o.sha256, duration_s=o.duration_s)
             for o in job.outputs
         ],
         cost=EventCost(

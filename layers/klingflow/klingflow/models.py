@@ -35,7 +35,14 @@ class MediaFacts(BaseModel):
     format: str | None = None
 
 
+class OutputRole(StrEnum):
+    VIDEO = "video"
+    COVER = "cover"  # a still the provider made of the clip (seed 003's cover_url)
+    WATERMARKED = "watermarked"  # the clip with the provider's watermark (Kling's watermark_url)
+
+
 class Output(BaseModel):
+    role: OutputRole = OutputRole.VIDEO
     s3_uri: str
     key: str
     bytes: int
@@ -155,6 +162,8 @@ class Job(BaseModel):
     progress: int | None = None
     eta_at: int | None = None
     provider_message: str | None = None
+    # Where a gateway routed the task (its answers' `provider`), named in later queries.
+    upstream_provider: str | None = None
 
     @property
     def at_provider(self) -> bool:
@@ -190,11 +199,16 @@ class JobPatch(TypedDict, total=False):
     progress: int
     eta_at: int
     provider_message: str
+    upstream_provider: str
 
 
 def progress_of(report: Any, now: int) -> JobPatch:
-    """What a provider's task report says of progress, as a job write."""
-    return progress_patch(progress=report.progress, eta_s=report.eta_s, message=report.message, now=now)
+    """What a provider's task report says of progress (and where a gateway routed the task),
+    as a job write."""
+    patch = progress_patch(progress=report.progress, eta_s=report.eta_s, message=report.message, now=now)
+    if report.upstream:
+        patch["upstream_provider"] = str(report.upstream)[:100]
+    return patch
 
 
 def progress_patch(*, progress: int | None, eta_s: float | None, message: str | None, now: int) -> JobPatch:
@@ -213,6 +227,7 @@ def progress_patch(*, progress: int | None, eta_s: float | None, message: str | 
 
 
 class EventOutput(BaseModel):
+    role: OutputRole = OutputRole.VIDEO
     s3_uri: str
     bytes: int
     sha256: str

@@ -138,7 +138,11 @@ class Sweeper:
         assert job.provider is not None and job.provider_task_id is not None
         try:
             report = self._registry.task_report(
-                job.provider, job.provider_task_id, job.kind, made=job.element_id
+                job.provider,
+                job.provider_task_id,
+                job.kind,
+                made=job.element_id,
+                upstream=job.upstream_provider,
             )
         except ProviderError as error:
             if late:
@@ -154,7 +158,11 @@ class Sweeper:
             # job stays due in case that message is lost.
             self._queue.enqueue(job.job_id, f"sweeper-{report.provider_status}")
             self._store.touch(
-                job.job_id, status_in=_POLLED, due_in_s=self._config.archive_stall_s, increments={"polls": 1}
+                job.job_id,
+                status_in=_POLLED,
+                due_in_s=self._config.archive_stall_s,
+                increments={"polls": 1},
+                fields=progress_of(report, epoch(self._clock.now())),
             )
             return SweepOutcome.FINISHED
         if late:
@@ -306,7 +314,11 @@ class Sweeper:
             return self._salvage_lost_create(job)
         try:
             report = self._registry.task_report(
-                job.provider, job.provider_task_id, job.kind, made=job.element_id
+                job.provider,
+                job.provider_task_id,
+                job.kind,
+                made=job.element_id,
+                upstream=job.upstream_provider,
             )
         except ProviderError as error:
             self._watch_again(job, error.retry_after_s)

@@ -55,6 +55,8 @@ class Faults:
     link_ttl_s: float | None = None  # override the dialect's output-link lifetime
     output_host: str | None = None  # serve output links under this host name (e.g. "localhost")
     output_seconds_over: float = 0.0  # report clips this much longer than asked (a frame over)
+    unified_answers: bool = False  # gateway: answer finished tasks in seed 003's unified format
+    extra_host: str | None = None  # serve covers and watermarked copies under this host name
 
 
 @dataclass

@@ -90,6 +90,12 @@ class Dialect:
             base = base.replace("127.0.0.1", host, 1)
         return f"{base}/files/{task.task_id}/output.mp4?expires={expires}"
 
+    def extra_url(self, base: str, task: Task, name: str) -> str:
+        """A file made beside the clip (a cover, a watermarked copy), served like the clip."""
+        url = self.output_url(base, task).replace("/output.mp4?", f"/{name}?", 1)
+        host = self.emulator.faults_for(self.name).extra_host
+        return url.replace("127.0.0.1", host, 1) if host else url
+
     def fault_reply(self, *, after_create: bool = False) -> Reply | None:
         faults = self.emulator.faults_for(self.name)
         if faults.create_status is None or faults.create_after_fault is not after_create:
@@ -202,6 +208,10 @@ KLING_PRESETS: tuple[dict[str, Any], ...] = tuple(
     }
     for number, name in ((145, "assassin"), (146, "traveller"), (147, "chef"))
 )
+
+
+# The upstream seed 003's unified answers name ("可灵AI", Kling AI).
+UPSTREAM = "可灵AI"
 
 
 class Gateway(Dialect):
@@ -348,6 +358,8 @@ class Gateway(Dialect):
             "created_at": iso_z(task.created),
             "model": task.body.get("model"),
         }
+        if status == "completed" and self.emulator.faults_for(self.name).unified_answers:
+            return self._unified(task, base)
         if status == "completed":
             size = "1920*1080" if task.body.get("mode") == "pro" else "1280*720"
             answer |= {
@@ -363,6 +375,27 @@ class Gateway(Dialect):
         elif status == "failed":
             answer["error"] = task.input_error or "内容审核未通过"
         return answer
+
+    def _unified(self, task: Task, base: str) -> dict[str, Any]:
+        """Seed 003's unified completed answer: no id, no status; data[], usage, provider."""
+        seconds = float(self.billed_seconds(task)) + self.emulator.faults_for(self.name).output_seconds_over
+        pro = task.body.get("mode") == "pro"
+        return {
+            "created": int(task.finished_at().timestamp()),
+            "data": [
+                {
+                    "url": self.output_url(base, task),
+                    "duration": seconds,
+                    "width": 1920 if pro else 1280,
+                    "height": 1080 if pro else 720,
+                    "cover_url": self.extra_url(base, task, "cover.png"),
+                }
+            ],
+            "usage": {"total_tokens": 0, "video_count": 1, "duration_seconds": seconds},
+            "provider": UPSTREAM,
+            "model": task.body.get("model"),
+            "origin_data": {"task_id": task.task_id, "task_status": "succeed"},
+        }
 
 
 class Apimaster(Dialect):
@@ -712,7 +745,14 @@ class Kling(Dialect):
             shorter = 1.0 if task.kind == "motion_control" else 0.0
             seconds = f"{max(1.0, self.billed_seconds(task) - shorter):.1f}"
             data["task_result"] = {
-                "videos": [{"id": f"v-{task.task_id}", "url": url, "watermark_url": url, "duration": seconds}]
+                "videos": [
+                    {
+                        "id": f"v-{task.task_id}",
+                        "url": url,
+                        "watermark_url": self.extra_url(base, task, "watermarked.mp4"),
+                        "duration": seconds,
+                    }
+                ]
             }
             data["final_unit_deduction"] = f"{self.units(task):g}"
         return data

@@ -11,10 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from klingflow_dev import ASSETS
+
 from .core import Emulator, Task
 from .dialects import DIALECTS, Dialect, Reply
 
 CONTROL = "/_emulator"
+# The still a provider makes of a clip (seed 003's cover_url): any real PNG will do.
+COVER = (ASSETS / "character.png").read_bytes()
 
 
 class _Server(ThreadingHTTPServer):
@@ -123,13 +127,14 @@ class _Handler(BaseHTTPRequestHandler):
         if expires and emulator.clock.now().timestamp() > expires:
             self._send(Reply(403, {"error": "link expired"}))
             return
-        data = emulator.output_bytes(dialect.name)
+        cover = path.endswith("/cover.png")
+        data = COVER if cover else emulator.output_bytes(dialect.name)
         if emulator.faults_for(dialect.name).download_delay_s:
             time.sleep(emulator.faults_for(dialect.name).download_delay_s)
         if emulator.faults_for(dialect.name).truncate_downloads:
             self._truncated(data)
             return
-        self._send(Reply(200, data, {"Content-Type": "video/mp4"}))
+        self._send(Reply(200, data, {"Content-Type": "image/png" if cover else "video/mp4"}))
 
     def _truncated(self, data: bytes) -> None:
         self.send_response(200)

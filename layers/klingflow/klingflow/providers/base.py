@@ -67,6 +67,10 @@ class Submission:
 class TaskOutput:
     url: str
     duration_s: float | None = None
+    # Extras some providers make beside the clip (seed 003's cover_url, Kling's watermark_url):
+    # kept as further outputs when they can be fetched; the clip never waits on them.
+    cover_url: str | None = None
+    watermarked_url: str | None = None
 
 
 class UsageUnit(StrEnum):
@@ -100,6 +104,8 @@ class TaskReport:
     progress: int | None = None
     eta_s: float | None = None
     message: str | None = None
+    # The upstream a gateway routed the task to (seed 003's `provider`), to name in later queries.
+    upstream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,10 @@ class Adapter(ABC):
         self.base_url = base_url.rstrip("/")
         self.models = {**self.default_models, **(models or {})}
         self.clock = clock or SystemClock()
+
+    def naming_upstream(self, call: HttpCall, upstream: str) -> HttpCall:
+        """A task query that names the upstream the task went to, where the dialect takes one."""
+        return call
 
     def typical_eta_s(self, kind: JobKind) -> float | None:
         """How long a task of this kind usually takes, where the provider documents it."""
@@ -405,10 +415,14 @@ class ProviderClient:
         self.adapter.parse_deleted(body)
         return True
 
-    def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> TaskReport | None:
+    def query(
+        self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL, *, upstream: str | None = None
+    ) -> TaskReport | None:
         """The provider's view of a task; None when the kind has no task to ask about."""
         call = self.adapter.query(task_id, kind)
         if call is None:
             return None
+        if upstream is not None:
+            call = self.adapter.naming_upstream(call, upstream)
         body, _ = self.send(call)
         return self.adapter.parse_task(body, task_id=task_id)

@@ -217,7 +217,14 @@ class KlingAdapter(Adapter):
             task_id=str(data["task_id"]),
             status=status,
             provider_status=word,
-            outputs=tuple(TaskOutput(str(v["url"]), number(v.get("duration"))) for v in videos),
+            outputs=tuple(
+                TaskOutput(
+                    str(v["url"]),
+                    number(v.get("duration")),
+                    watermarked_url=str(v["watermark_url"]) if v.get("watermark_url") else None,
+                )
+                for v in videos
+            ),
             error_code="PROVIDER_FAILED" if status is JobStatus.FAILED else None,
             error_message=str(data.get("task_status_msg")) if status is JobStatus.FAILED else None,
             # What Kling deducted, in units of the account's resource pack (not the output's

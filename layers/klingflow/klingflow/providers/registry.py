@@ -268,10 +268,13 @@ class Registry:
         """An amount in the provider's currency, in USD."""
         return round(amount * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else amount
 
-    def task_report(self, name: str, task_id: str, kind: JobKind, *, made: str | None = None) -> TaskReport:
+    def task_report(
+        self, name: str, task_id: str, kind: JobKind, *, made: str | None = None, upstream: str | None = None
+    ) -> TaskReport:
         """The provider's own view of a task. A kind the provider makes while the create call
-        waits has no task to ask about: the element id its answer carried (`made`) is the outcome."""
-        report = self.client(name).query(task_id, kind)
+        waits has no task to ask about: the element id its answer carried (`made`) is the outcome.
+        `upstream` is where a gateway said it routed the task (named in the query when known)."""
+        report = self.client(name).query(task_id, kind, upstream=upstream)
         if report is not None:
             return report
         return TaskReport(
