@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from tests.integration.conftest import Stack
 from tests.integration.test_kinds import post, run
+from tests.unit.test_probe import webm
 
 
 def test_an_element_made_listed_used_and_deleted(stack: Stack) -> None:
@@ -75,3 +76,41 @@ def test_deleting_an_element_klingflow_does_not_know_needs_its_provider(stack: S
     refused = stack.api.request("DELETE", "/elements/146?provider=gateway")
     assert refused.status_code == 502
     assert "gateway" in refused.json()["error"]["message"]
+
+
+def test_a_webm_element_video_is_probed_and_accepted_and_a_long_one_refused(stack: Stack) -> None:
+    # Given WebM element videos (seeds 000/001 take MP4, MOV or WebM), 6 s and 9 s at 1280x720
+    for name, seconds in (("short", 6000.0), ("long", 9000.0)):
+        stack.s3.put_object(Bucket=stack.bucket, Key=f"incoming/{name}.webm", Body=webm(1280, 720, seconds))
+    request = {
+        "kind": "custom_element",
+        "name": "Dancer",
+        "description": "a dancer in a red dress",
+        "reference_type": "video_refer",
+    }
+
+    # Then the 6 s one becomes an element
+    made = stack.api.request("POST", "/jobs", {**request, "video": "incoming/short.webm"})
+    assert made.status_code == 202, made.text
+    stack.sandbox.deliver_submissions()
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+    job = stack.job(made.json()["job_id"])
+    assert (job["status"], job["inputs"]["video"]["format"]) == ("ARCHIVED", "webm")
+    assert job["element_id"]
+
+    # And the 9 s one is refused before any spend, naming the field and the rule
+    refused = stack.api.request("POST", "/jobs", {**request, "video": "incoming/long.webm"})
+    assert refused.status_code == 400
+    assert [(e["field"], e["rule"]) for e in refused.json()["error"]["details"]] == [
+        ("video.duration_s", "video_max_duration")
+    ]
+
+
+def test_a_webm_is_still_refused_where_the_seeds_want_mp4_or_mov(stack: Stack) -> None:
+    stack.s3.put_object(Bucket=stack.bucket, Key="incoming/dance.webm", Body=webm(1280, 720, 5000.0))
+    refused = post(stack, "motion_control", video="incoming/dance.webm")
+    assert refused.status_code == 400
+    assert ("video.format", "video_format") in {
+        (e["field"], e["rule"]) for e in refused.json()["error"]["details"]
+    }

@@ -639,3 +639,69 @@ def test_the_sample_videos_are_consistent() -> None:
         assert info.duration_s == pytest.approx(5.0, abs=0.1)
     for path in FIXTURES.glob("*.m*"):
         probe_video(BytesReader(path.read_bytes()))
+
+
+# ---- WebM (seeds 000/001 take WebM element videos) -------------------------------------------
+
+
+def ebml(element_id: int, payload: bytes, *, unknown_size: bool = False) -> bytes:
+    """One EBML element: its id (marker bits kept), an 8-byte size (or "unknown"), the payload."""
+    id_bytes = element_id.to_bytes((element_id.bit_length() + 7) // 8, "big")
+    size = (
+        b"\x01\xff\xff\xff\xff\xff\xff\xff"
+        if unknown_size
+        else (0x01 << 56 | len(payload)).to_bytes(8, "big")
+    )
+    return id_bytes + size + payload
+
+
+def webm(
+    width: int = 1280,
+    height: int = 720,
+    duration_ms: float | None = 5000.0,
+    *,
+    doc_type: bytes = b"webm",
+    clusters: int = 2,
+    cut: int = 0,
+) -> bytes:
+    header = ebml(0x1A45DFA3, ebml(0x4286, b"\x01") + ebml(0x4282, doc_type))
+    info = ebml(0x2AD7B1, (1_000_000).to_bytes(3, "big")) + ebml(0x4D80, b"klingflow-test")
+    if duration_ms is not None:
+        info += ebml(0x4489, struct.pack(">d", duration_ms))
+    audio = ebml(0xAE, ebml(0xD7, b"\x01") + ebml(0x83, b"\x02"))
+    video_track = ebml(
+        0xAE,
+        ebml(0xD7, b"\x02")
+        + ebml(0x83, b"\x01")
+        + ebml(0xE0, ebml(0xB0, width.to_bytes(2, "big")) + ebml(0xBA, height.to_bytes(2, "big"))),
+    )
+    body = ebml(0x1549A966, info) + ebml(0x1654AE6B, audio + video_track)
+    body += b"".join(ebml(0x1F43B675, ebml(0xE7, bytes([n])) + b"\0" * 5000) for n in range(clusters))
+    data = header + ebml(0x18538067, body)
+    return data[: len(data) - cut] if cut else data
+
+
+def test_a_webm_reports_its_size_and_duration_from_its_headers() -> None:
+    info = video(webm(1280, 720, 7500.0))
+    assert (info.format, info.width, info.height, info.duration_s) == ("webm", 1280, 720, 7.5)
+
+
+def test_a_matroska_doc_type_is_mkv() -> None:
+    assert video(webm(doc_type=b"matroska")).format == "mkv"
+
+
+def test_a_cut_off_webm_is_refused_as_truncated() -> None:
+    with pytest.raises(ProbeError) as caught:
+        video(webm(cut=1000))
+    assert caught.value.rule == "truncated"
+
+
+def test_a_webm_without_a_declared_duration_is_refused_naming_why() -> None:
+    with pytest.raises(ProbeError, match="duration"):
+        video(webm(duration_ms=None))
+
+
+def test_a_webm_without_a_video_track_is_refused() -> None:
+    data = webm().replace(b"\xb0", b"\xec")  # PixelWidth renamed to a Void: no size left
+    with pytest.raises(ProbeError):
+        video(data)

@@ -5,7 +5,7 @@
 | motion-control reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, 3 s .. 10 s
 |                                | (orientation image) or 3 s .. 30 s (orientation video)  |
 | omni reference video (seed 003) | mp4 / mov, <= 200 MB, each side 720..2160 px, 3 s .. 10 s |
-| element video (seed 000)        | mp4 / mov, <= 100 MB, each side 720..2160 px, <= 8 s      |
+| element video (seeds 000/001)   | mp4 / mov / webm, <= 100 MB, each side 720..2160 px, <= 8 s |
 | motion-brush masks (seed 003)   | the frame image's aspect ratio; all masks one resolution  |
 
 Each limit is one constant below. A rule is checked only when the fact is known: an https input
@@ -35,6 +35,7 @@ IMAGE_MIN_ASPECT_RATIO: Final = Fraction(1) / Fraction("2.5")
 IMAGE_MAX_ASPECT_RATIO: Final = Fraction("2.5")
 
 VIDEO_FORMATS: Final = frozenset({"mp4", "mov"})
+_FORMAT_ORDER: Final = ("mp4", "mov", "webm")
 VIDEO_MAX_BYTES: Final = 100 * MB
 VIDEO_MIN_SIDE_PX: Final = 340
 VIDEO_MAX_SIDE_PX: Final = 3850
@@ -55,10 +56,14 @@ class VideoLimits:
     # The rule name for "too long" (motion control's names the orientation that set the limit).
     max_duration_rule: str = "video_max_duration"
     max_duration_why: str = ""
+    formats: frozenset[str] = VIDEO_FORMATS
 
 
 OMNI_VIDEO_LIMITS: Final = VideoLimits(200 * MB, 720, 2160, 3.0, 10.0)
-ELEMENT_VIDEO_LIMITS: Final = VideoLimits(100 * MB, 720, 2160, None, 8.0)
+# Seeds 000/001: element videos may be MP4, MOV or WebM.
+ELEMENT_VIDEO_LIMITS: Final = VideoLimits(
+    100 * MB, 720, 2160, None, 8.0, formats=frozenset({"mp4", "mov", "webm"})
+)
 
 
 def motion_video_limits(orientation: Orientation) -> VideoLimits:
@@ -219,9 +224,12 @@ def check_image(field: str, image: MediaFacts, label: str) -> list[FieldError]:
 
 def check_video(field: str, video: MediaFacts, limits: VideoLimits, label: str) -> list[FieldError]:
     errors: list[FieldError] = []
-    if video.format is not None and video.format.lower() not in VIDEO_FORMATS:
+    if video.format is not None and video.format.lower() not in limits.formats:
+        allowed = " or ".join(
+            "WebM" if f == "webm" else f.upper() for f in sorted(limits.formats, key=_FORMAT_ORDER.index)
+        )
         errors.append(
-            FieldError(f"{field}.format", "video_format", f"{label} is {video.format}; it must be MP4 or MOV")
+            FieldError(f"{field}.format", "video_format", f"{label} is {video.format}; it must be {allowed}")
         )
     if video.bytes is not None and video.bytes > limits.max_bytes:
         errors.append(
