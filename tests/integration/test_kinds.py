@@ -268,3 +268,32 @@ def test_elements_on_a_dialect_without_element_list_are_refused_naming_the_rule(
     assert {(e["field"], e["rule"]) for e in response.json()["error"]["details"]} == {
         ("elements", "gateway_no_elements")
     }
+
+
+def test_a_watermark_choice_goes_where_watermark_info_is_documented(stack: Stack) -> None:
+    # Given a motion-control job asking for the provider's watermark (apimaster and kling take
+    # watermark_info; gateway, the cheapest, and evolink document none)
+    job = run(stack, "motion_control", provider=None, watermark=True)
+
+    # Then it is routed to the cheapest that takes it, and the body says so
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "kling")
+    [(_, _, _, sent)] = [r for r in stack.emulator.requests if r[0] == "kling" and r[1] == "POST"]
+    assert sent["watermark_info"] == {"enabled": True}
+
+
+def test_cfg_scale_goes_to_a_model_that_takes_it_and_v2x_refuses_it(stack: Stack) -> None:
+    # Given cfg_scale on text-to-video: gateway's Kling-V2.6 takes none (seed 003: "V2.x 不支持"),
+    # evolink documents none, Kling's kling-v3 does
+    job = run(stack, "text_to_video", cfg_scale=0.3)
+    assert (job["status"], job["provider"]) == ("ARCHIVED", "kling")
+    [(_, _, _, sent)] = [r for r in stack.emulator.requests if r[0] == "kling" and r[1] == "POST"]
+    assert sent["cfg_scale"] == 0.3
+
+    # And pinned to gateway it is refused naming the rule; out of range it is refused outright
+    refused = post(stack, "text_to_video", provider="gateway", cfg_scale=0.3)
+    assert {(e["field"], e["rule"]) for e in refused.json()["error"]["details"]} == {
+        ("cfg_scale", "gateway_no_cfg_scale")
+    }
+    assert [
+        (e["field"], e["rule"]) for e in post(stack, "text_to_video", cfg_scale=2).json()["error"]["details"]
+    ] == [("cfg_scale", "less_than_equal")]

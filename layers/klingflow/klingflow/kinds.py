@@ -254,6 +254,11 @@ class MotionControlRequest(_Request):
     prompt: OptionalPrompt
     keep_original_sound: YesNo = "yes"
     elements: ElementIds
+    watermark: bool | None = Field(
+        default=None,
+        description="the provider's watermark on the clip (watermark_info, apimaster and kling); "
+        "left out, it is off where a provider takes watermark_info",
+    )
 
     def combination_errors(self) -> list[FieldError]:
         return element_reference_errors(self.prompt, self.elements)
@@ -326,6 +331,9 @@ class _Generated(_Request):
     duration_s: int = Field(default=5, ge=GENERATED_SECONDS[0], le=GENERATED_SECONDS[1])
     sound: OnOff = False
     camera_control: CameraControl | None = None
+    cfg_scale: float | None = Field(
+        default=None, ge=0, le=1, description="freedom of generation, 0..1 (seed 003; not on V2.x models)"
+    )
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         return Billing(PriceTier.of(self.mode, sound=self.sound), self.duration_s)

@@ -273,7 +273,9 @@ class Gateway(Dialect):
                 body, seconds_field="seconds", seconds=("5", "10"), prompt_required=kind == "text_to_video"
             )
             if kind == "image_to_video":
-                problems += rules.image_to_video_errors(body)
+                problems += rules.image_to_video_errors(body) + rules.cfg_scale_errors(body, model)
+            elif "cfg_scale" in body:
+                problems.append("cfg_scale is documented for image-to-video only")
             problems += _no_element_list(body, "Kling-V2.6")
             seconds = float(body.get("seconds") or 5)
         external = body.get("external_task_id")
@@ -429,7 +431,7 @@ class Apimaster(Dialect):
             return fault
         if not isinstance(body, dict):
             return Reply(400, self.error_body(400, "参数无效: body must be a JSON object"))
-        problems = _motion_errors(body)
+        problems = _motion_errors(body) + rules.watermark_errors(body)
         if body.get("model") != "kling-v3-motion-control":
             problems.insert(0, "model must be kling-v3-motion-control")
         if problems:
@@ -693,7 +695,7 @@ class Kling(Dialect):
         input_url: str | None = None
         seconds: float | None = None
         if kind == "motion_control":
-            problems, input_url = _motion_errors(body), body.get("video_url")
+            problems, input_url = _motion_errors(body) + rules.watermark_errors(body), body.get("video_url")
         elif kind == "omni_video":
             problems, input_url, seconds = _omni(body, flat=False)
             problems += self.element_problems(body.get("element_list"))
@@ -703,6 +705,7 @@ class Kling(Dialect):
             )
             if kind == "image_to_video":
                 problems += rules.image_to_video_errors(body)
+            problems += rules.cfg_scale_errors(body, body.get("model_name"))
             seconds = float(body.get("duration") or 5)
         if kind != "omni_video":
             problems += _no_element_list(body, kind)

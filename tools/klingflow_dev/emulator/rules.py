@@ -6,6 +6,7 @@ so a field our side names or shapes wrongly is refused the way the provider woul
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 PROMPT_MAX = 2500
@@ -46,6 +47,26 @@ def camera_errors(control: Any) -> list[str]:
     if sum(1 for v in values if v != 0) != 1:
         return ["camera_control.config: exactly one of the six must be non-zero"]
     return []
+
+
+def cfg_scale_errors(body: dict[str, Any], model: Any) -> list[str]:
+    """Seed 003: cfg_scale is a float in [0, 1], and V2.x models do not take it."""
+    if "cfg_scale" not in body:
+        return []
+    value = body["cfg_scale"]
+    if re.search(r"v2(?:[.-]|$)", str(model).lower()):
+        return [f"cfg_scale is not supported by {model} (V2.x)"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        return ["cfg_scale must be a number in [0, 1]"]
+    return []
+
+
+def watermark_errors(body: dict[str, Any]) -> list[str]:
+    """watermark_info, where a dialect takes it, is {"enabled": true|false}."""
+    info = body.get("watermark_info")
+    if info is None or (isinstance(info, dict) and isinstance(info.get("enabled"), bool)):
+        return []
+    return ['watermark_info must be {"enabled": true|false}']
 
 
 def generated_errors(

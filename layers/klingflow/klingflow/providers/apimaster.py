@@ -23,6 +23,7 @@ from .base import (
     TaskReport,
     TaskSpec,
     flat_motion_fields,
+    watermark_info,
 )
 
 MODELS = {JobKind.MOTION_CONTROL: "kling-v3-motion-control"}
@@ -33,6 +34,7 @@ class ApimasterAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = False
     supports_external_id = False
+    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # seed 004
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
         "pending": JobStatus.SUBMITTED,
@@ -51,7 +53,7 @@ class ApimasterAdapter(Adapter):
         body: dict[str, Any] = {
             "model": self.model_for(request.kind),
             **flat_motion_fields(request),
-            "watermark_info": {"enabled": False},
+            "watermark_info": watermark_info(request),
         }
         if spec.billing is not None and not spec.billing.upper_bound:
             # Only used for the pre-charge estimate; billing follows the server's own probe.

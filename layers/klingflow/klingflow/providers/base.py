@@ -10,6 +10,7 @@ those methods, so what an adapter can build and what routing offers cannot drift
 
 from __future__ import annotations
 
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -127,8 +128,9 @@ class Adapter(ABC):
     default_models: ClassVar[Mapping[JobKind, str]]
     # Derived from the `create_<kind>` methods a dialect defines.
     kinds: ClassVar[frozenset[JobKind]] = frozenset()
-    # The kinds whose create body carries an element_list.
+    # The kinds whose create body carries an element_list, or a watermark_info.
     element_kinds: ClassVar[frozenset[JobKind]] = frozenset()
+    watermark_kinds: ClassVar[frozenset[JobKind]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -176,12 +178,24 @@ class Adapter(ABC):
         """The options of a valid request this dialect does not take (routing then looks elsewhere)."""
         return []
 
-    def element_refusals(self, request: AnyRequest) -> list[FieldError]:
-        """Elements on a kind this dialect builds without an element_list."""
-        if not getattr(request, "elements", None) or request.kind in self.element_kinds:
-            return []
-        message = f"{self.dialect} takes no elements on {request.kind.value}"
-        return [FieldError("elements", f"{self.dialect}_no_elements", message)]
+    def option_refusals(self, request: AnyRequest) -> list[FieldError]:
+        """Options this dialect's body has no field for: elements on a kind built without an
+        element_list, a watermark choice without watermark_info, cfg_scale where the model
+        takes none."""
+        errors = []
+        if getattr(request, "elements", None) and request.kind not in self.element_kinds:
+            message = f"{self.dialect} takes no elements on {request.kind.value}"
+            errors.append(FieldError("elements", f"{self.dialect}_no_elements", message))
+        if getattr(request, "watermark", None) is not None and request.kind not in self.watermark_kinds:
+            message = f"{self.dialect} documents no watermark_info on {request.kind.value}"
+            errors.append(FieldError("watermark", f"{self.dialect}_no_watermark", message))
+        if getattr(request, "cfg_scale", None) is not None and not self.takes_cfg_scale(request.kind):
+            message = f"{self.dialect}'s {request.kind.value} model takes no cfg_scale"
+            errors.append(FieldError("cfg_scale", f"{self.dialect}_no_cfg_scale", message))
+        return errors
+
+    def takes_cfg_scale(self, kind: JobKind) -> bool:
+        return False
 
     # element management (seed 003); a dialect that documents none keeps these defaults
     def list_elements(self, *, presets: bool, page_num: int, page_size: int) -> HttpCall | None:
@@ -269,6 +283,16 @@ class Adapter(ABC):
     @property
     def host(self) -> str:
         return urlsplit(self.base_url).hostname or ""
+
+
+def watermark_info(request: MotionControlRequest) -> dict[str, bool]:
+    """apimaster's and Kling's watermark switch; off unless the request asks for it."""
+    return {"enabled": bool(request.watermark)}
+
+
+def v2x_model(model: str) -> bool:
+    """A Kling 2.x model name (Kling-V2.6, kling-v2-6): seed 003 says these take no cfg_scale."""
+    return re.search(r"v2(?:[.-]|$)", model.lower()) is not None
 
 
 def flat_motion_fields(request: MotionControlRequest) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .base import (
     flat_motion_fields,
     number,
     on_off,
+    v2x_model,
     with_optional,
 )
 from .klingfamily import (
@@ -98,7 +99,15 @@ class GatewayAdapter(Adapter):
     def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(ImageToVideoRequest)
         body = self._generated(request, spec)
-        return HttpCall("POST", VIDEOS, with_optional(body, spec, **image_to_video_fields(request)))
+        return HttpCall(
+            "POST",
+            VIDEOS,
+            with_optional(body, spec, cfg_scale=request.cfg_scale, **image_to_video_fields(request)),
+        )
+
+    def takes_cfg_scale(self, kind: JobKind) -> bool:
+        # Seed 003 documents cfg_scale on image-to-video only, and "V2.x 不支持" (Kling-V2.6 is).
+        return kind is JobKind.IMAGE_TO_VIDEO and not v2x_model(self.model_for(kind))
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
         return {

@@ -43,6 +43,8 @@ from .base import (
     flat_motion_fields,
     number,
     on_off,
+    v2x_model,
+    watermark_info,
     with_optional,
 )
 from .klingfamily import class_of_code, image_to_video_fields, omni_video_list, seconds_refusals
@@ -71,6 +73,7 @@ class KlingAdapter(Adapter):
     sends_callbacks = True
     supports_external_id = True
     element_kinds = frozenset({JobKind.OMNI_VIDEO})  # seed 003: element_list on the omni model
+    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # PROVIDERS.md
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
         "processing": JobStatus.RUNNING,
@@ -115,7 +118,7 @@ class KlingAdapter(Adapter):
         body = {
             "model_name": self.model_for(request.kind),
             **flat_motion_fields(request),
-            "watermark_info": {"enabled": False},
+            "watermark_info": watermark_info(request),
             "external_task_id": spec.job_id,
         }
         return HttpCall("POST", PATHS[request.kind], with_optional(body, spec))
@@ -137,13 +140,20 @@ class KlingAdapter(Adapter):
         )
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model_name": self.model_for(request.kind),
             "mode": request.mode.value,
             "duration": str(request.duration_s),
             "sound": on_off(request.sound),
             "external_task_id": spec.job_id,
         }
+        if request.cfg_scale is not None:
+            body["cfg_scale"] = request.cfg_scale
+        return body
+
+    def takes_cfg_scale(self, kind: JobKind) -> bool:
+        generated = kind in (JobKind.TEXT_TO_VIDEO, JobKind.IMAGE_TO_VIDEO)
+        return generated and not v2x_model(self.model_for(kind))
 
     def create_omni_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(OmniVideoRequest)

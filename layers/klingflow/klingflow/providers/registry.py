@@ -293,7 +293,7 @@ class Registry:
             return _Verdict(name, f"{name} does not offer {kind.value}", offers=False)
         # What the dialect takes comes first: it says whether the request itself could ever go here.
         adapter = self.adapter(name)
-        refusals = [*adapter.element_refusals(request), *adapter.refusals(request)]
+        refusals = [*adapter.option_refusals(request), *adapter.refusals(request)]
         if refusals:
             return _Verdict(name, refusals=tuple(refusals))
         if not config.configured:
