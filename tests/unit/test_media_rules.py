@@ -384,9 +384,12 @@ def _request(kind: str, **changes: object) -> AnyRequest:
 
 def test_other_kinds_limits_are_the_documented_ones() -> None:
     """Seed 003's omni video (mp4/mov, <= 200 MB, 720..2160 px, 3..10 s) and the element video of
-    seeds 000-002 (<= 100 MB, 720..2160 px, at most 8 s)."""
+    seeds 000-002 (mp4/mov/webm, <= 100 MB, 720..2160 px, at most 8 s)."""
     assert rules.VideoLimits(200 * rules.MB, 720, 2160, 3.0, 10.0) == rules.OMNI_VIDEO_LIMITS
-    assert rules.VideoLimits(100 * rules.MB, 720, 2160, None, 8.0) == rules.ELEMENT_VIDEO_LIMITS
+    assert (
+        rules.VideoLimits(100 * rules.MB, 720, 2160, None, 8.0, formats=frozenset({"mp4", "mov", "webm"}))
+        == rules.ELEMENT_VIDEO_LIMITS
+    )
 
 
 def test_an_omni_video_is_named_by_where_it_sits_and_held_to_omni_limits() -> None:
