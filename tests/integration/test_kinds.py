@@ -297,3 +297,42 @@ def test_cfg_scale_goes_to_a_model_that_takes_it_and_v2x_refuses_it(stack: Stack
     assert [
         (e["field"], e["rule"]) for e in post(stack, "text_to_video", cfg_scale=2).json()["error"]["details"]
     ] == [("cfg_scale", "less_than_equal")]
+
+
+def test_a_multi_shot_clip_is_sent_as_kling_3s_shot_sequence_and_billed_for_its_length(stack: Stack) -> None:
+    # Given a 9 s text-to-video in three shots (seed 002's Kling 3.0 multi-shot; duration_s left
+    # to the shots). gateway's Kling-V2.6 makes none, kling makes 5 or 10 s: evolink takes it
+    shots = [
+        {"prompt": "a city at dawn", "duration_s": 3},
+        {"prompt": "a runner crosses a bridge", "duration_s": 4},
+        {"prompt": "the sun over the river", "duration_s": 2},
+    ]
+    job = run(stack, "text_to_video", prompt=None, duration_s=None, shots=shots)
+
+    # Then it is archived from evolink, billed 9 s, the shots sent in order with their lengths
+    assert (job["status"], job["provider"], job["cost"]["billed_seconds"]) == ("ARCHIVED", "evolink", 9)
+    [(_, _, _, sent)] = [r for r in stack.emulator.requests if r[0] == "evolink" and r[1] == "POST"]
+    assert sent["duration"] == 9
+    assert sent["model_params"]["multi_prompt"] == [
+        {"index": 1, "prompt": "a city at dawn", "duration": "3"},
+        {"index": 2, "prompt": "a runner crosses a bridge", "duration": "4"},
+        {"index": 3, "prompt": "the sun over the river", "duration": "2"},
+    ]
+
+
+def test_multi_shot_rules_are_named_when_broken(stack: Stack) -> None:
+    two = [{"prompt": "a", "duration_s": 3}, {"prompt": "b", "duration_s": 3}]
+    cases = [
+        ({"shots": two, "duration_s": 5}, ("shots", "shots_sum")),  # 6 s of shots in a 5 s clip
+        ({"shots": two[:1], "duration_s": 3}, ("shots", "shots_min")),
+        # 20 s of shots: duration_s, their sum, is past the 15 s limit
+        (
+            {"shots": [{"prompt": "a", "duration_s": 10}] * 2, "duration_s": None},
+            ("duration_s", "less_than_equal"),
+        ),
+        ({"shots": two, "duration_s": None, "provider": "gateway"}, ("shots", "gateway_no_multi_shot")),
+    ]
+    for changes, expected in cases:
+        response = post(stack, "text_to_video", **changes)
+        assert response.status_code == 400, (changes, response.text)
+        assert expected in {(e["field"], e["rule"]) for e in response.json()["error"]["details"]}, changes

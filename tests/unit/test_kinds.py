@@ -236,3 +236,10 @@ def test_elements_are_taken_by_the_kinds_the_seeds_name_and_the_prompt_may_refer
 
 def test_text_to_video_takes_no_elements() -> None:
     assert broken(sample("text_to_video", elements=["146"])) == {("elements", "extra_forbidden")}
+
+
+def test_text_to_video_needs_a_prompt_unless_its_shots_carry_them() -> None:
+    assert broken(sample("text_to_video", prompt=None)) == {("prompt", "missing")}
+    shots = [{"prompt": "a", "duration_s": 2}, {"prompt": "b", "duration_s": 3}]
+    request = parse_request(sample("text_to_video", prompt=None, duration_s=None, shots=shots))
+    assert request.duration_s == 5  # the shots' sum

@@ -323,8 +323,19 @@ class CameraControl(_Strict):
         return self
 
 
+# Kling 3.0's multi-shot (seed 002: "custom shot sequence, per-shot prompt and duration"). The
+# seeds give no count or per-shot minimum (?): Kling 3.0 documents up to 6 shots of >= 1 s.
+SHOTS_MAX = 6
+
+
+class Shot(_Strict):
+    prompt: Prompt
+    duration_s: int = Field(ge=1, le=GENERATED_SECONDS[1], description="this shot's seconds")
+
+
 class _Generated(_Request):
-    """What text- and image-to-video share: a generated clip of a chosen length."""
+    """What text- and image-to-video share: a generated clip of a chosen length, in one shot or
+    (Kling 3.0) a sequence of shots whose lengths add up to it."""
 
     negative_prompt: OptionalPrompt
     mode: Mode = Mode.STD
@@ -334,6 +345,39 @@ class _Generated(_Request):
     cfg_scale: float | None = Field(
         default=None, ge=0, le=1, description="freedom of generation, 0..1 (seed 003; not on V2.x models)"
     )
+    shots: list[Shot] = Field(
+        default_factory=list,
+        max_length=SHOTS_MAX,
+        description="multi-shot: each shot's prompt and seconds, adding up to duration_s (which "
+        "defaults to their sum)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _duration_from_shots(cls, data: Any) -> Any:
+        # A multi-shot clip lasts as long as its shots: duration_s may be left out.
+        if isinstance(data, dict) and "duration_s" not in data and isinstance(data.get("shots"), list):
+            seconds = [s.get("duration_s") for s in data["shots"] if isinstance(s, dict)]
+            if seconds and all(isinstance(n, int) and not isinstance(n, bool) for n in seconds):
+                return {**data, "duration_s": sum(seconds)}
+        return data
+
+    def shot_errors(self) -> list[FieldError]:
+        if not self.shots:
+            return []
+        total = sum(shot.duration_s for shot in self.shots)
+        errors = []
+        if total != self.duration_s:
+            errors.append(
+                FieldError(
+                    "shots",
+                    "shots_sum",
+                    f"the shots last {total} s in all but duration_s is {self.duration_s}; they must match",
+                )
+            )
+        if len(self.shots) < 2:
+            errors.append(FieldError("shots", "shots_min", "a multi-shot clip has at least 2 shots"))
+        return errors
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         return Billing(PriceTier.of(self.mode, sound=self.sound), self.duration_s)
@@ -343,8 +387,16 @@ class TextToVideoRequest(_Generated):
     """A clip generated from a prompt alone."""
 
     kind: Literal[JobKind.TEXT_TO_VIDEO] = JobKind.TEXT_TO_VIDEO
-    prompt: Prompt
+    prompt: OptionalPrompt = Field(default=None, description="required unless shots carry the prompts")
     aspect_ratio: AspectRatio = AspectRatio.LANDSCAPE
+
+    def combination_errors(self) -> list[FieldError]:
+        errors = self.shot_errors()
+        if not self.prompt and not self.shots:
+            errors.append(
+                FieldError("prompt", "missing", "prompt is required (or shots, each with its prompt)")
+            )
+        return errors
 
 
 class Voice(_Strict):
@@ -409,6 +461,7 @@ class ImageToVideoRequest(_Generated):
         if self.voice_list and not self.sound:
             errors.append(FieldError("sound", "voices_need_sound", "voice_list needs sound on"))
         errors += element_reference_errors(self.prompt, self.elements)
+        errors += self.shot_errors()
         for number in sorted(set(_VOICE_REF.findall(self.prompt or ""))):
             if not 1 <= int(number) <= len(self.voice_list):
                 errors.append(

@@ -701,11 +701,15 @@ class Kling(Dialect):
             problems += self.element_problems(body.get("element_list"))
         else:
             problems = rules.generated_errors(
-                body, seconds_field="duration", seconds=("5", "10"), prompt_required=kind == "text_to_video"
+                body,
+                seconds_field="duration",
+                seconds=("5", "10"),
+                prompt_required=kind == "text_to_video" and not body.get("multi_shot"),
             )
             if kind == "image_to_video":
                 problems += rules.image_to_video_errors(body)
             problems += rules.cfg_scale_errors(body, body.get("model_name"))
+            problems += rules.multi_shot_errors(body, body.get("duration"))
             seconds = float(body.get("duration") or 5)
         if kind != "omni_video":
             problems += _no_element_list(body, kind)

@@ -61,6 +61,35 @@ def cfg_scale_errors(body: dict[str, Any], model: Any) -> list[str]:
     return []
 
 
+def multi_shot_errors(fields: dict[str, Any], duration: Any) -> list[str]:
+    """Kling 3.0 multi-shot (?): multi_shot, shot_type "customize", multi_prompt entries
+    {index 1.., prompt, duration} whose durations add up to the clip's."""
+    if not fields.get("multi_shot") and "multi_prompt" not in fields:
+        return []
+    shots = fields.get("multi_prompt")
+    if fields.get("multi_shot") is not True or fields.get("shot_type") != "customize":
+        return ['multi-shot needs multi_shot true and shot_type "customize"']
+    if not isinstance(shots, list) or not 2 <= len(shots) <= 6:
+        return ["multi_prompt takes 2..6 shots"]
+    problems = []
+    total = 0
+    for number, shot in enumerate(shots, start=1):
+        if not isinstance(shot, dict) or shot.get("index") != number or not shot.get("prompt"):
+            problems.append(f"multi_prompt.{number - 1} needs index {number} and a prompt")
+            continue
+        try:
+            total += int(str(shot.get("duration")))
+        except ValueError:
+            problems.append(f"multi_prompt.{number - 1}.duration must be whole seconds")
+    try:
+        asked = int(str(duration))
+    except ValueError:
+        asked = -1
+    if not problems and total != asked:
+        problems.append(f"multi_prompt durations add up to {total} s, not the clip's {duration}")
+    return problems
+
+
 def watermark_errors(body: dict[str, Any]) -> list[str]:
     """watermark_info, where a dialect takes it, is {"enabled": true|false}."""
     info = body.get("watermark_info")
@@ -177,8 +206,8 @@ def evolink_element_errors(params: dict[str, Any]) -> list[str]:
 
 def evolink_generated_errors(body: dict[str, Any], params: dict[str, Any], *, image: bool) -> list[str]:
     """Kling 3.0 on evolink (seed 002): 3..15 s, 720p or 1080p, sound on or off."""
-    problems = []
-    if not image and not body.get("prompt"):
+    problems = multi_shot_errors(params, body.get("duration"))
+    if not image and not body.get("prompt") and not params.get("multi_shot"):
         problems.append("prompt is required")
     if image and len(body.get("image_urls") or []) != 1:
         problems.append("image_urls takes exactly one URL")

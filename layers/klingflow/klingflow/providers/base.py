@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar, cast
@@ -189,12 +189,19 @@ class Adapter(ABC):
         if getattr(request, "watermark", None) is not None and request.kind not in self.watermark_kinds:
             message = f"{self.dialect} documents no watermark_info on {request.kind.value}"
             errors.append(FieldError("watermark", f"{self.dialect}_no_watermark", message))
+        if getattr(request, "shots", None) and not self.takes_shots(request.kind):
+            message = f"{self.dialect}'s {request.kind.value} model makes no multi-shot clips"
+            errors.append(FieldError("shots", f"{self.dialect}_no_multi_shot", message))
         if getattr(request, "cfg_scale", None) is not None and not self.takes_cfg_scale(request.kind):
             message = f"{self.dialect}'s {request.kind.value} model takes no cfg_scale"
             errors.append(FieldError("cfg_scale", f"{self.dialect}_no_cfg_scale", message))
         return errors
 
     def takes_cfg_scale(self, kind: JobKind) -> bool:
+        return False
+
+    def takes_shots(self, kind: JobKind) -> bool:
+        """Whether this dialect's model for the kind makes multi-shot clips (Kling 3.0)."""
         return False
 
     # element management (seed 003); a dialect that documents none keeps these defaults
@@ -288,6 +295,23 @@ class Adapter(ABC):
 def watermark_info(request: MotionControlRequest) -> dict[str, bool]:
     """apimaster's and Kling's watermark switch; off unless the request asks for it."""
     return {"enabled": bool(request.watermark)}
+
+
+def multi_shot_fields(shots: Sequence[Any]) -> dict[str, Any]:
+    """Kling 3.0's custom shot sequence, the one place its body is built. Seed 002 names the
+    feature (per-shot prompt and duration) but shows no body (?): these are the field names of
+    Kling's own 3.0 API (multi_shot, shot_type "customize", multi_prompt [{index, prompt,
+    duration}]), which evolink is assumed to pass through in model_params."""
+    if not shots:
+        return {}
+    return {
+        "multi_shot": True,
+        "shot_type": "customize",
+        "multi_prompt": [
+            {"index": number, "prompt": shot.prompt, "duration": str(shot.duration_s)}
+            for number, shot in enumerate(shots, start=1)
+        ],
+    }
 
 
 def v2x_model(model: str) -> bool:

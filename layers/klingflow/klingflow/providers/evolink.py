@@ -34,6 +34,7 @@ from .base import (
     UsageUnit,
     as_dict,
     mode_quality,
+    multi_shot_fields,
     number,
     on_off,
     percent,
@@ -107,7 +108,7 @@ class EvolinkAdapter(Adapter):
         return HttpCall("POST", CREATE_PATH, body)
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
-        params: dict[str, Any] = {"sound": on_off(request.sound)}
+        params: dict[str, Any] = {"sound": on_off(request.sound), **multi_shot_fields(request.shots)}
         if request.negative_prompt:
             params["negative_prompt"] = request.negative_prompt
         body = {
@@ -152,6 +153,9 @@ class EvolinkAdapter(Adapter):
         if isinstance(request, CustomElementRequest) and request.tags:
             return [FieldError("tags", "evolink_unsupported", "evolink's element creation takes no tags")]
         return []
+
+    def takes_shots(self, kind: JobKind) -> bool:
+        return kind in (JobKind.TEXT_TO_VIDEO, JobKind.IMAGE_TO_VIDEO)  # Kling 3.0 (seed 002)
 
     def typical_eta_s(self, kind: JobKind) -> float | None:
         # Seeds 000-002: "Estimated processing time: approximately 10 minutes" for elements.

@@ -41,6 +41,7 @@ from .base import (
     as_dict,
     camera,
     flat_motion_fields,
+    multi_shot_fields,
     number,
     on_off,
     v2x_model,
@@ -149,7 +150,11 @@ class KlingAdapter(Adapter):
         }
         if request.cfg_scale is not None:
             body["cfg_scale"] = request.cfg_scale
-        return body
+        return body | multi_shot_fields(request.shots)
+
+    def takes_shots(self, kind: JobKind) -> bool:
+        generated = kind in (JobKind.TEXT_TO_VIDEO, JobKind.IMAGE_TO_VIDEO)
+        return generated and not v2x_model(self.model_for(kind))
 
     def takes_cfg_scale(self, kind: JobKind) -> bool:
         generated = kind in (JobKind.TEXT_TO_VIDEO, JobKind.IMAGE_TO_VIDEO)
