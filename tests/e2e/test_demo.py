@@ -35,6 +35,19 @@ def test_every_other_kind_runs_from_an_s3_drop_on_its_cheapest_provider(kind: st
     assert [e["detail-type"] for e in summary["events"]] == ["Job Submitted", "Job Completed"]
 
 
+def test_an_element_made_by_the_demo_is_used_by_a_motion_control_job_without_a_pin() -> None:
+    # Given `klingflow sandbox demo --kind custom_element`
+    summary = demo.run(kind="custom_element", say=lambda _: None, timeout_s=90)
+
+    # Then the element is made, and a motion-control job naming it (no provider) is archived on
+    # the account that holds it
+    assert demo.ok(summary), summary
+    follow = summary["followed_by"]
+    assert (follow["kind"], follow["status"], follow["provider"]) == ("motion_control", "ARCHIVED", "evolink")
+    assert follow["elements"] == [summary["element_id"]]
+    assert all(o["verified"] for o in follow["outputs"])
+
+
 @pytest.mark.parametrize("provider", ["apimaster", "evolink", "kling"])
 def test_a_job_pinned_to_each_other_dialect_is_archived(provider: str) -> None:
     # apimaster never calls back (the sweeper finishes it); evolink and kling do.

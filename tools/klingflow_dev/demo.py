@@ -51,6 +51,11 @@ MANIFESTS: dict[str, dict[str, Any]] = {
         "refer_images": ["character.png"],
     },
 }
+# After an element is made, the demo uses it: motion control naming it, no provider pinned.
+FOLLOW_UP: dict[str, Any] = {
+    **MANIFESTS["motion_control"],
+    "prompt": "<<<element_1>>> performs the dance from the reference video",
+}
 
 
 def wait_for(condition: Callable[[], Any], *, timeout_s: float, every_s: float = 0.2) -> Any:
@@ -95,108 +100,145 @@ def run(
         manifest: dict[str, Any] = {**MANIFESTS[kind], "metadata": {"origin": "make demo"}}
         if provider:
             manifest["provider"] = provider
-        manifest_key = f"{folder}/job.json"
-        s3.put_object(
-            Bucket=sandbox.bucket,
-            Key=manifest_key,
-            Body=json.dumps(manifest).encode(),
-            ContentType="application/json",
-        )
-        say(
-            f"dropped character.png, dance.mp4 and a {kind} manifest job.json into "
-            f"s3://{sandbox.bucket}/{folder}/"
-        )
-
         api = ApiClient(sandbox.api.url)
-        source = f"s3://{sandbox.bucket}/{manifest_key}"
-
-        def find_job() -> str | None:
-            for job in api.get_json("/jobs?limit=20")["jobs"]:
-                if (job.get("source") or {}).get("ref") == source:
-                    return str(job["job_id"])
-            return None
-
-        job_id = wait_for(find_job, timeout_s=30)
-        if not job_id:
-            reports = s3.list_objects_v2(Bucket=sandbox.bucket, Prefix="rejected/").get("Contents", [])
-            for report in reports:
-                say(s3.get_object(Bucket=sandbox.bucket, Key=report["Key"])["Body"].read().decode())
-            raise SystemExit(f"no job appeared for the manifest ({len(reports)} rejection report(s))")
-        say(f"job {job_id}")
-        shown = 0
-        deadline = time.monotonic() + timeout_s
-        job: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            job = api.get_json(f"/jobs/{job_id}")
-            for entry in job["history"][shown:]:
-                note = f"  ({entry['note']})" if entry.get("note") else ""
-                say(f"  {entry['at']}  {entry['status']:<10} by {entry['by']}{note}")
-            shown = len(job["history"])
-            if job["status"] in TERMINAL:
-                break
-            time.sleep(0.25)
-        outputs = []
-        for output in job.get("outputs", []):
-            body = s3.get_object(Bucket=sandbox.bucket, Key=output["key"])["Body"].read()
-            outputs.append(
-                {
-                    "s3_uri": output["s3_uri"],
-                    "bytes": output["bytes"],
-                    "sha256": output["sha256"],
-                    "duration_s": output.get("duration_s"),
-                    "verified": len(body) == output["bytes"]
-                    and hashlib.sha256(body).hexdigest() == output["sha256"],
+        try:
+            summary = _run_manifest(sandbox, api, folder, "job.json", manifest, say=say, timeout_s=timeout_s)
+            if kind == "custom_element" and ok(summary):
+                # What an element is for: a motion-control job that uses it, sent to the account
+                # holding it without naming a provider.
+                say(f"element {summary['element_id']} made: now a motion-control job that uses it")
+                follow = {
+                    **FOLLOW_UP,
+                    "elements": [summary["element_id"]],
+                    "metadata": {"origin": "make demo"},
                 }
-            )
-        wanted = {"ARCHIVED": "Job Completed", "FAILED": "Job Failed", "TIMED_OUT": "Job Timed Out"}.get(
-            job.get("status", "")
+                summary["followed_by"] = _run_manifest(
+                    sandbox, api, folder, "use-element.json", follow, say=say, timeout_s=timeout_s
+                )
+        finally:
+            api.close()
+        summary["elapsed_s"] = round(time.monotonic() - started, 1)
+        return summary
+
+
+def _run_manifest(
+    sandbox: Sandbox,
+    api: ApiClient,
+    folder: str,
+    name: str,
+    manifest: dict[str, Any],
+    *,
+    say: Callable[[str], None],
+    timeout_s: float,
+) -> dict[str, Any]:
+    """Drop one manifest beside the media, follow its job to the end, check what it made."""
+    s3 = sandbox.client("s3")
+    manifest_key = f"{folder}/{name}"
+    s3.put_object(
+        Bucket=sandbox.bucket,
+        Key=manifest_key,
+        Body=json.dumps(manifest).encode(),
+        ContentType="application/json",
+    )
+    say(
+        f"dropped a {manifest.get('kind', 'motion_control')} manifest {name} into s3://{sandbox.bucket}/{folder}/"
+    )
+    source = f"s3://{sandbox.bucket}/{manifest_key}"
+
+    def find_job() -> str | None:
+        for job in api.get_json("/jobs?limit=20")["jobs"]:
+            if (job.get("source") or {}).get("ref") == source:
+                return str(job["job_id"])
+        return None
+
+    job_id = wait_for(find_job, timeout_s=30)
+    if not job_id:
+        reports = s3.list_objects_v2(Bucket=sandbox.bucket, Prefix="rejected/").get("Contents", [])
+        for report in reports:
+            say(s3.get_object(Bucket=sandbox.bucket, Key=report["Key"])["Body"].read().decode())
+        raise SystemExit(f"no job appeared for the manifest ({len(reports)} rejection report(s))")
+    say(f"job {job_id}")
+    shown = 0
+    deadline = time.monotonic() + timeout_s
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = api.get_json(f"/jobs/{job_id}")
+        for entry in job["history"][shown:]:
+            note = f"  ({entry['note']})" if entry.get("note") else ""
+            say(f"  {entry['at']}  {entry['status']:<10} by {entry['by']}{note}")
+        shown = len(job["history"])
+        if job["status"] in TERMINAL:
+            break
+        time.sleep(0.25)
+    outputs = []
+    for output in job.get("outputs", []):
+        body = s3.get_object(Bucket=sandbox.bucket, Key=output["key"])["Body"].read()
+        outputs.append(
+            {
+                "role": output.get("role", "video"),
+                "s3_uri": output["s3_uri"],
+                "bytes": output["bytes"],
+                "sha256": output["sha256"],
+                "duration_s": output.get("duration_s"),
+                "verified": len(body) == output["bytes"]
+                and hashlib.sha256(body).hexdigest() == output["sha256"],
+            }
+        )
+    wanted = {"ARCHIVED": "Job Completed", "FAILED": "Job Failed", "TIMED_OUT": "Job Timed Out"}.get(
+        job.get("status", "")
+    )
+
+    def outcome_event() -> bool:
+        return any(
+            e["detail-type"] == wanted and e["detail"].get("job_id") == job_id
+            for e in sandbox.captured_events()
         )
 
-        def outcome_event() -> bool:
-            return any(
-                e["detail-type"] == wanted and e["detail"].get("job_id") == job_id
-                for e in sandbox.captured_events()
-            )
-
-        if wanted:
-            wait_for(outcome_event, timeout_s=10)
-        events = [
-            {
-                "detail-type": e["detail-type"],
-                "status": e["detail"].get("status"),
-                "provider": e["detail"].get("provider"),
-            }
-            for e in sandbox.captured_events()
-            if e["detail"].get("job_id") == job_id
-        ]
-        summary = {
-            "job_id": job_id,
-            "kind": job.get("kind"),
-            "status": job.get("status"),
-            "provider": job.get("provider"),
-            "provider_task_id": job.get("provider_task_id"),
-            "outputs": outputs,
-            "element_id": job.get("element_id"),
-            "result": f"s3://{sandbox.bucket}/{job['result_key']}" if job.get("result_key") else None,
-            "cost": job.get("cost"),
-            "error": job.get("error"),
-            "attempts": job.get("attempts"),
-            "events": events,
-            "elapsed_s": round(time.monotonic() - started, 1),
+    if wanted:
+        wait_for(outcome_event, timeout_s=10)
+    events = [
+        {
+            "detail-type": e["detail-type"],
+            "status": e["detail"].get("status"),
+            "provider": e["detail"].get("provider"),
         }
-        api.close()
-        return summary
+        for e in sandbox.captured_events()
+        if e["detail"].get("job_id") == job_id
+    ]
+    return {
+        "job_id": job_id,
+        "kind": job.get("kind"),
+        "status": job.get("status"),
+        "provider": job.get("provider"),
+        "provider_task_id": job.get("provider_task_id"),
+        "outputs": outputs,
+        "element_id": job.get("element_id"),
+        "elements": (job.get("request") or {}).get("elements") or [],
+        "result": f"s3://{sandbox.bucket}/{job['result_key']}" if job.get("result_key") else None,
+        "cost": job.get("cost"),
+        "error": job.get("error"),
+        "attempts": job.get("attempts"),
+        "events": events,
+    }
 
 
 def ok(summary: dict[str, Any]) -> bool:
     if summary.get("status") != "ARCHIVED":
         return False
     if summary.get("kind") == "custom_element":
-        return bool(summary.get("element_id"))
+        follow = summary.get("followed_by")
+        return bool(summary.get("element_id")) and (follow is None or ok(follow))
     return bool(summary["outputs"]) and all(o["verified"] for o in summary["outputs"])
 
 
 def render(summary: dict[str, Any]) -> str:
+    text = _render_one(summary)
+    if summary.get("followed_by"):
+        text += "\n" + _render_one(summary["followed_by"])
+    return text + f"\ndone in {summary['elapsed_s']} s"
+
+
+def _render_one(summary: dict[str, Any]) -> str:
     head = (
         f"{summary.get('kind')} {summary['status']} on {summary['provider']} "
         f"(task {summary['provider_task_id']})"
@@ -204,13 +246,19 @@ def render(summary: dict[str, Any]) -> str:
     lines = [f"\njob {summary['job_id']}: {head}"]
     for output in summary["outputs"]:
         lines += [
-            f"  output   {output['s3_uri']}",
+            f"  output   {output['s3_uri']}"
+            + (f"  ({output['role']})" if output.get("role", "video") != "video" else ""),
             f"  bytes    {output['bytes']}",
             f"  sha256   {output['sha256']}  ({'verified' if output['verified'] else 'MISMATCH'})",
             f"  duration {output['duration_s']} s",
         ]
     if summary.get("element_id"):
-        lines.append(f"  element  {summary['element_id']}  (use it in omni_video's elements)")
+        lines.append(
+            f"  element  {summary['element_id']}  (use it in motion_control, image_to_video or omni_video "
+            "as elements: it is sent to its account without a provider)"
+        )
+    if summary.get("elements"):
+        lines.append(f"  elements {', '.join(summary['elements'])}  (held by {summary['provider']})")
     if summary.get("result"):
         lines.append(f"  result   {summary['result']}")
     cost = summary.get("cost") or {}
@@ -226,5 +274,4 @@ def render(summary: dict[str, Any]) -> str:
     lines += [
         f"  {e['detail-type']:<14} status={e['status']} provider={e['provider']}" for e in summary["events"]
     ]
-    lines.append(f"done in {summary['elapsed_s']} s")
     return "\n".join(lines)
