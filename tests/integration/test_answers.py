@@ -72,3 +72,18 @@ def test_an_extra_that_cannot_be_fetched_never_holds_up_the_clip(stack: Stack) -
     job = stack.job(job_id)
     assert job["status"] == "ARCHIVED"
     assert [o["role"] for o in job["outputs"]] == ["video"]
+
+
+def test_a_unified_callback_sends_the_job_to_archive_which_asks_the_gateway(stack: Stack) -> None:
+    # Given gateway answering and calling back in the unified format (no gateway task id in it)
+    stack.emulator.set_faults("gateway", unified_answers=True)
+    response = post(stack, "motion_control")
+    job_id = response.json()["job_id"]
+    stack.sandbox.deliver_submissions()
+
+    # When its completion callback arrives (no sweep runs)
+    stack.finish_at_provider()
+    stack.sandbox.drain_archive()
+
+    # Then archive asked the gateway and the job is archived
+    assert stack.job(job_id)["status"] == "ARCHIVED"

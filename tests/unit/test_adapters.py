@@ -665,10 +665,10 @@ def test_gateway_reads_seed_003s_unified_completed_answer() -> None:
         "https://example.com/cover.jpg",
     )
     assert report.usage == Usage(5.0, UsageUnit.SECONDS)
-    # As a callback it names no task of ours but origin_data's; with neither it cannot be read
-    assert adapter.parse_callback(unified).task_id == "upstream-1"
-    with pytest.raises(ValueError, match="without a task id"):
-        adapter.parse_callback({**unified, "origin_data": {}})
+    # As a callback it names no gateway task (origin_data is the upstream's): unreadable as a
+    # hint, so the receiver has archive ask the gateway
+    with pytest.raises(ValueError, match="names no gateway task id"):
+        adapter.parse_callback(unified)
     # And a known upstream is named in later queries (seed 003's optional `provider`)
     call = adapter.query("task_abc123")
     assert call is not None

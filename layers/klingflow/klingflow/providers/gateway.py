@@ -244,12 +244,13 @@ class GatewayAdapter(Adapter):
     def _parse_unified(self, body: dict[str, Any], task_id: str | None) -> TaskReport:
         """Seed 003's unified completed answer: `data[] {url, duration, width, height,
         cover_url}`, `usage.duration_seconds`, `provider`, `origin_data`. It carries no id or
-        status: it only ever describes a finished task, the one that was asked about."""
-        origin = as_dict(body.get("origin_data"))
-        found_id = task_id or origin.get("task_id") or as_dict(origin.get("data")).get("task_id")
-        if not found_id:
-            # A callback in this shape names no task: archive asks the provider about the job.
-            raise ValueError("unified answer without a task id")
+        status: it only ever describes a finished task, the one that was asked about. As a
+        callback it names no task of the gateway's (`origin_data` is the upstream's own answer,
+        with the upstream's ids): it is unreadable as a hint, and the receiver then has archive
+        ask the gateway about the job the callback URL names."""
+        if task_id is None:
+            raise ValueError("a unified answer names no gateway task id")
+        found_id = task_id
         entries = [e for e in body["data"] if isinstance(e, dict) and isinstance(e.get("url"), str)]
         usage = as_dict(body.get("usage"))
         seconds = number(usage.get("duration_seconds", usage.get("seconds")))
