@@ -38,3 +38,12 @@ def test_a_job_whose_provider_says_nothing_of_progress_shows_null(stack: Stack) 
 
     job = stack.job(response.json()["job_id"])
     assert (job["provider"], job["progress"], job["eta_s"]) == ("gateway", None, None)
+
+
+def test_an_element_job_shows_its_ten_minute_estimate_from_the_start(stack: Stack) -> None:
+    # Given an element request (evolink answers seed 002's estimated_time, 600 s)
+    response = post(stack, "custom_element")
+    stack.sandbox.deliver_submissions()
+
+    job = stack.job(response.json()["job_id"])
+    assert (job["status"], job["provider"], job["eta_s"]) == ("SUBMITTED", "evolink", 600)
