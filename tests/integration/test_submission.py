@@ -120,6 +120,29 @@ def test_the_same_idempotency_key_returns_the_first_job_and_submits_once(stack: 
     assert stack.job(first.json()["job_id"])["status"] == "SUBMITTED"
 
 
+def test_an_idempotency_key_reused_with_another_request_is_refused_naming_the_conflict(stack: Stack) -> None:
+    # Given a job made under a key
+    stack.put_media("incoming/i2")
+    request = stack.request("incoming/i2")
+    first = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "order-43"})
+    assert first.status_code == 202
+
+    # When the same key comes with a different request (the same one, keys reordered, is a retry)
+    retry = stack.api.request(
+        "POST", "/jobs", dict(reversed(request.items())), headers={"Idempotency-Key": "order-43"}
+    )
+    other = stack.api.request(
+        "POST", "/jobs", {**request, "mode": "pro"}, headers={"Idempotency-Key": "order-43"}
+    )
+
+    # Then the retry gets the first job and the other request a 409 naming the job it clashes with
+    assert retry.status_code == 202 and retry.json()["job_id"] == first.json()["job_id"]
+    assert other.status_code == 409
+    error = other.json()["error"]
+    assert (error["code"], error["job_id"]) == ("IDEMPOTENCY_KEY_REUSED", first.json()["job_id"])
+    assert "order-43" in error["message"]
+
+
 def test_a_task_the_provider_fails_ends_failed_with_its_reason(stack: Stack) -> None:
     stack.emulator.set_faults("gateway", fail_tasks=True)
     job = stack.post_job("incoming/x1")

@@ -71,6 +71,23 @@ class NoProviderAvailable(Refused):
     http_status = 422
 
 
+class IdempotencyConflict(Refused):
+    """An idempotency key already used for a different request: returning the first job would
+    silently drop this one."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+    http_status = 409
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["job_id"] = self.job_id
+        return body
+
+
 class BudgetExceeded(Refused):
     """The job would pass MaxJobCostUsd, or the day's remaining budget (DailyBudgetUsd)."""
 

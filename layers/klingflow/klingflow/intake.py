@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
@@ -26,6 +27,7 @@ from .endings import announce, end_job
 from .errors import (
     BudgetExceeded,
     FieldError,
+    IdempotencyConflict,
     KlingflowError,
     ProviderError,
     ProviderErrorClass,
@@ -168,11 +170,13 @@ class Intake:
         With `defer` the job is stored QUEUED and handed to the submit queue instead of being
         sent now (the API answers at once; provider calls and fail-over happen off its clock).
         """
+        fingerprint = request_sha256(data)
         try:
             request = parse_request(data)
             key = request.idempotency_key or idempotency_key
             if key is not None and (seen := self._store.job_for_key(key)) is not None:
                 # Before any check that could now refuse it (today's budget): a retry gets its job.
+                _same_request(seen, key, fingerprint)
                 return self._again(seen, defer=defer)
             # Elements live in one account: the job goes to their holder (or is refused).
             request = self._elements.place(request)
@@ -206,6 +210,7 @@ class Intake:
             inputs=facts,
             cost=Cost(estimated_usd=cheapest),
             metadata=request.metadata,
+            request_sha256=fingerprint,
             due_at=epoch(now) + min(self._config.submit_grace_s, deadline_s),
             history=[
                 HistoryEntry(at=iso(now), status=JobStatus.QUEUED, by="submit", note=f"from {source.type}")
@@ -213,6 +218,11 @@ class Intake:
         )
         stored, created = self._store.create(job, idempotency_key=key)
         if not created:
+            try:
+                _same_request(stored, key, fingerprint)
+            except Refused as rejection:
+                self._reject(data, source, rejection)
+                raise
             return self._again(stored, defer=defer)
         if defer:
             self._submit_queue.enqueue(stored.job_id, "accepted")
@@ -777,3 +787,22 @@ def _relative_to(manifest_key: str, data: Any) -> Any:
 def _looks_base64(value: str) -> bool:
     # Object keys carry dots and are short; a bare base64 image is long and has neither.
     return len(value) > 256 and re.fullmatch(r"[A-Za-z0-9+/=\s]+", value) is not None
+
+
+def request_sha256(data: Any) -> str:
+    """A request's fingerprint: its JSON with keys sorted, so key order and spacing do not count."""
+    try:
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        canonical = repr(data)
+    return hashlib.sha256(canonical.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def _same_request(seen: Job, key: str | None, fingerprint: str) -> None:
+    """A key's first job answers only a retry of the same request."""
+    if seen.request_sha256 is not None and seen.request_sha256 != fingerprint:
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was used for job {seen.job_id} with a different request; "
+            "use a new key for a new request",
+            job_id=seen.job_id,
+        )

@@ -164,6 +164,9 @@ class Job(BaseModel):
     provider_message: str | None = None
     # Where a gateway routed the task (its answers' `provider`), named in later queries.
     upstream_provider: str | None = None
+    # sha256 of the request as sent (canonical JSON): an idempotency key reused with another
+    # request is refused rather than answered with this job.
+    request_sha256: str | None = None
 
     @property
     def at_provider(self) -> bool:
