@@ -28,6 +28,12 @@ def test_an_element_made_listed_used_and_deleted(stack: Stack) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["deleted_at_provider"] is True
 
+    # And a retried DELETE answers the same, without asking the provider again
+    calls = len(stack.emulator.requests)
+    again = stack.api.request("DELETE", f"/elements/{element_id}")
+    assert (again.status_code, again.json()["deleted_at_provider"]) == (200, True)
+    assert len(stack.emulator.requests) == calls
+
     # Then the provider no longer lists it, our record says so, and a job naming it is refused
     assert stack.api.get_json("/elements/custom?provider=gateway")["elements"] == []
     assert stack.api.get_json("/elements")["elements"][0]["deleted_at"] is not None

@@ -675,3 +675,18 @@ def test_gateway_reads_seed_003s_unified_completed_answer() -> None:
     assert (
         adapter.naming_upstream(call, "可灵AI").path == "/v1/videos/task_abc123?provider=%E5%8F%AF%E7%81%B5AI"
     )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"status": "completed"}, {"id": "task_abc123", "status": "completed"}, {"id": "task_abc123"}],
+)
+def test_a_unified_answer_is_read_whatever_else_it_carries(extra: dict[str, str]) -> None:
+    body = {
+        "data": [{"url": "https://example.com/v.mp4", "duration": 5.0}],
+        "usage": {"duration_seconds": 5.0},
+        **extra,
+    }
+    report = GatewayAdapter("https://gw.example").parse_task(body, task_id="task_abc123")
+    assert (report.task_id, report.status) == ("task_abc123", JobStatus.SUCCEEDED)
+    assert [o.url for o in report.outputs] == ["https://example.com/v.mp4"]

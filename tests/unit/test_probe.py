@@ -696,9 +696,16 @@ def test_a_cut_off_webm_is_refused_as_truncated() -> None:
     assert caught.value.rule == "truncated"
 
 
-def test_a_webm_without_a_declared_duration_is_refused_naming_why() -> None:
-    with pytest.raises(ProbeError, match="duration"):
-        video(webm(duration_ms=None))
+def test_a_webm_written_live_without_a_duration_has_an_unknown_length() -> None:
+    # A browser's MediaRecorder declares none: unknown, as for a URL input, not refused
+    assert video(webm(duration_ms=None)).duration_s is None
+
+
+def test_void_padding_before_the_segment_is_stepped_over() -> None:
+    data = webm()
+    header_end = data.index(b"\x18\x53\x80\x67")
+    padded = data[:header_end] + ebml(0xEC, b"\0" * 10) + data[header_end:]
+    assert video(padded).duration_s == 5.0
 
 
 def test_a_webm_without_a_video_track_is_refused() -> None:

@@ -254,8 +254,8 @@ def _render_one(summary: dict[str, Any]) -> str:
         ]
     if summary.get("element_id"):
         lines.append(
-            f"  element  {summary['element_id']}  (use it in motion_control, image_to_video or omni_video "
-            "as elements: it is sent to its account without a provider)"
+            f"  element  {summary['element_id']}  (name it in a job's elements: the job goes to the "
+            f"{summary['provider']} account that holds it, which must take the job's kind)"
         )
     if summary.get("elements"):
         lines.append(f"  elements {', '.join(summary['elements'])}  (held by {summary['provider']})")

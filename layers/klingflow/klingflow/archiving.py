@@ -154,7 +154,11 @@ class Archiver:
                 note=self._succeeded_note(job, report, late=late),
                 due_in_s=self._config.archive_stall_s,
                 # Salvaged: no longer timed out, no longer expiring, and marked late for good.
-                fields={"succeeded_at": epoch(self._clock.now()), **({"late": True} if late else {})},
+                fields={
+                    "succeeded_at": epoch(self._clock.now()),
+                    **({"late": True} if late else {}),
+                    **({"upstream_provider": report.upstream} if report.upstream else {}),
+                },
                 removes=("salvage_until", "error", "expires_at") if late else (),
             )
             job = moved or self._store.get(job.job_id) or job
@@ -316,7 +320,8 @@ class Archiver:
         try:
             info = self._storage.head("output", key)
             video = probe_video(self._storage.reader(info))
-            duration, width, height = round(video.duration_s, 3), video.width, video.height
+            duration = None if video.duration_s is None else round(video.duration_s, 3)
+            width, height = video.width, video.height
         except ProbeError as error:
             # The bytes are safely ours either way; a probe failure only leaves facts empty.
             logger.warning("output not probed", extra={"job_id": job.job_id, "key": key, "error": str(error)})

@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from .clock import Clock, iso
-from .errors import ElementNotFound, FieldError, RequestRejected
+from .errors import ElementNotFound, FieldError, ProviderError, ProviderErrorClass, RequestRejected
 from .kinds import AnyRequest, CustomElementRequest
 from .models import Job
 from .store import list_page
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .providers.registry import Registry
     from .storage import Storage
 
+logger = Logger(child=True)
 LIST_PK = "ELEMENT"
 # Where an element's reference media are kept: incoming/ expires, the element does not.
 MEDIA_PREFIX = "elements"
@@ -90,11 +92,12 @@ class ElementStore:
         return found
 
     def mark_deleted(self, element_id: str, at: str, *, at_provider: bool) -> ElementRecord | None:
+        """Marked once; None when there is no record or it was already marked."""
         try:
             answer = self._table.update_item(
                 Key=self._key(element_id),
                 UpdateExpression="SET deleted_at = :at, deleted_at_provider = :p",
-                ConditionExpression="attribute_exists(pk)",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(deleted_at)",
                 ExpressionAttributeValues={":at": at, ":p": at_provider},
                 ReturnValues="ALL_NEW",
             )
@@ -176,11 +179,19 @@ class ElementDirectory:
         assert isinstance(request, CustomElementRequest) and job.provider is not None
         media: dict[str, str] = {}
         for ref in request.media():
+            media[ref.name] = ref.ref
             if ref.ref.startswith(("https://", "http://")):
-                media[ref.name] = ref.ref
-                continue
+                continue  # a URL the user gave: recorded as given
             target = f"{MEDIA_PREFIX}/{element_id}/{ref.name}-{ref.ref.rsplit('/', 1)[-1]}"
-            storage.copy(ref.ref, target)
+            try:
+                storage.copy(ref.ref, target)
+            except ClientError as error:
+                # The upload expired or was deleted: the element (paid for) is recorded anyway,
+                # naming where its media were.
+                logger.warning(
+                    "element media not kept", extra={"element_id": element_id, "error": str(error)}
+                )
+                continue
             media[ref.name] = target
         record = ElementRecord(
             element_id=element_id,
@@ -212,7 +223,7 @@ class ElementDirectory:
     def mark_deleted(self, element_id: str, *, at_provider: bool) -> ElementRecord:
         record = self._store.mark_deleted(element_id, iso(self._clock.now()), at_provider=at_provider)
         if record is None:
-            raise ElementNotFound(f"no element {element_id!r} made by klingflow")
+            return self.get(element_id)  # marked already (a retried DELETE), or ElementNotFound
         return record
 
 
@@ -272,6 +283,14 @@ class ElementAdmin:
         """Delete at the provider (where its dialect documents how) and mark our record. An
         element klingflow did not make needs `provider`."""
         record = self._directory.find(element_id)
+        if record is not None and record.deleted_at is not None:
+            # A retried DELETE: done already, the provider is not asked again.
+            return {
+                "element_id": element_id,
+                "provider": record.provider,
+                "deleted_at_provider": record.deleted_at_provider,
+                "element": record.model_dump(),
+            }
         holder = record.provider if record is not None else provider
         if holder is None:
             raise ElementNotFound(
@@ -283,7 +302,14 @@ class ElementAdmin:
             )
         if holder not in self._registry.configs:
             raise RequestRejected([FieldError("provider", "known_provider", f"unknown provider {holder!r}")])
-        at_provider = self._registry.client(holder).delete_element(element_id)
+        try:
+            at_provider = self._registry.client(holder).delete_element(element_id)
+        except ProviderError as error:
+            # Ours, and the provider no longer knows it: deleted already (a DELETE whose record
+            # was not marked the first time). Anything else is the provider's answer to report.
+            if record is None or error.error_class is not ProviderErrorClass.NOT_FOUND:
+                raise
+            at_provider = True
         answer: dict[str, Any] = {
             "element_id": element_id,
             "provider": holder,

@@ -29,6 +29,7 @@ from .errors import (
     FieldError,
     IdempotencyConflict,
     KlingflowError,
+    NoProviderAvailable,
     ProviderError,
     ProviderErrorClass,
     Refused,
@@ -179,12 +180,14 @@ class Intake:
                 _same_request(seen, key, fingerprint)
                 return self._again(seen, defer=defer)
             # Elements live in one account: the job goes to their holder (or is refused).
-            request = self._elements.place(request)
+            placed = self._elements.place(request)
             job_id = str(ULID.from_datetime(self._clock.now()))
-            inputs = self._inspect(job_id, request)
+            inputs = self._inspect(job_id, placed)
             facts = {name: value.facts for name, value in inputs.items()}
-            billing = billing_of(request, facts)
-            estimates = self._affordable(request, billing, self._registry.candidates(request, billing))
+            billing = billing_of(placed, facts)
+            candidates = self._holder_candidates(request, placed, billing)
+            request = placed
+            estimates = self._affordable(request, billing, candidates)
             cheapest = next(iter(estimates.values()))
             # Not the reservation (that is atomic, when the job is claimed for sending), but a
             # request that cannot fit today is refused now rather than accepted to fail.
@@ -228,6 +231,26 @@ class Intake:
             self._submit_queue.enqueue(stored.job_id, "accepted")
             return stored
         return self.submit(stored, estimates)
+
+    def _holder_candidates(self, asked: AnyRequest, placed: AnyRequest, billing: Billing) -> list[str]:
+        """Routing for a request; when klingflow chose the provider (the elements' holder), a
+        holder that cannot take the job is the elements' problem, and the refusal says so."""
+        try:
+            return self._registry.candidates(placed, billing)
+        except (RequestRejected, NoProviderAvailable) as refusal:
+            if asked.provider is not None or placed.provider is None:
+                raise
+            holder = placed.provider
+            raise RequestRejected(
+                [
+                    FieldError(
+                        "elements",
+                        "element_holder_cannot",
+                        f"the elements are held by {holder}'s account, the only one that can use them, "
+                        f"and it cannot take this job: {refusal.message}",
+                    )
+                ]
+            ) from None
 
     def _again(self, stored: Job, *, defer: bool) -> Job:
         """A request seen before returns its first job; one still QUEUED (its first delivery

@@ -357,10 +357,25 @@ class _Generated(_Request):
     def _duration_from_shots(cls, data: Any) -> Any:
         # A multi-shot clip lasts as long as its shots: duration_s may be left out.
         if isinstance(data, dict) and "duration_s" not in data and isinstance(data.get("shots"), list):
-            seconds = [s.get("duration_s") for s in data["shots"] if isinstance(s, dict)]
-            if seconds and all(isinstance(n, int) and not isinstance(n, bool) for n in seconds):
-                return {**data, "duration_s": sum(seconds)}
+            given = [s.get("duration_s") for s in data["shots"] if isinstance(s, dict)]
+            seconds = [n for n in given if isinstance(n, int) and not isinstance(n, bool)]
+            if seconds and len(seconds) == len(given):
+                total = sum(seconds)
+                if GENERATED_SECONDS[0] <= total <= GENERATED_SECONDS[1]:
+                    return {**data, "duration_s": total}
         return data
+
+    @field_validator("shots")
+    @classmethod
+    def _shots_fit_a_clip(cls, shots: list[Shot]) -> list[Shot]:
+        total = sum(shot.duration_s for shot in shots)
+        if shots and not GENERATED_SECONDS[0] <= total <= GENERATED_SECONDS[1]:
+            raise PydanticCustomError(
+                "shots_total",
+                "the shots last {total} s in all; a clip is {low}..{high} s",
+                {"total": total, "low": GENERATED_SECONDS[0], "high": GENERATED_SECONDS[1]},
+            )
+        return shots
 
     def shot_errors(self) -> list[FieldError]:
         if not self.shots:
@@ -375,7 +390,7 @@ class _Generated(_Request):
                     f"the shots last {total} s in all but duration_s is {self.duration_s}; they must match",
                 )
             )
-        if len(self.shots) < 2:
+        if len(self.shots) < 2:  # (?) one shot is a plain clip: use prompt and duration_s
             errors.append(FieldError("shots", "shots_min", "a multi-shot clip has at least 2 shots"))
         return errors
 

@@ -92,7 +92,7 @@ class VideoInfo:
     format: str
     width: int  # as displayed: swapped when the track matrix rotates by 90 or 270 degrees
     height: int
-    duration_s: float
+    duration_s: float | None  # None only for a WebM written live, which declares none
     bytes: int
 
 
@@ -583,6 +583,7 @@ _SEGMENT: Final = 0x18538067
 _INFO: Final = 0x1549A966
 _TRACKS: Final = 0x1654AE6B
 _WEBM_HEAD_MAX_BYTES: Final = 4 * 1024 * 1024  # Info and Tracks are a few hundred bytes
+_SKIPPED: Final = frozenset({0xEC, 0xBF})  # Void, CRC-32
 
 
 @dataclass(frozen=True)
@@ -650,7 +651,12 @@ def _probe_webm(window: _Window) -> VideoInfo:
     ).rstrip(b"\x00")
     if doc_type not in (b"webm", b"matroska"):
         raise ProbeError(f"not a WebM/Matroska file (DocType {doc_type!r})")
-    segment = _element(window.exact(header.end, min(12, size - header.end), "Segment header"), 0, header.end)
+    at = header.end
+    for _ in range(MAX_TOP_LEVEL_BOXES):
+        segment = _element(window.exact(at, min(12, size - at), "Segment header"), 0, at)
+        if segment.id not in _SKIPPED or segment.end is None:
+            break
+        at = segment.end  # Void or CRC-32 padding before the Segment
     if segment.id != _SEGMENT:
         raise ProbeError("corrupt WebM: no Segment after the EBML header")
     if segment.end is not None and segment.end > size:
@@ -661,16 +667,13 @@ def _probe_webm(window: _Window) -> VideoInfo:
     scale, duration, dimensions = _walk_segment(window, segment.data, segment.end or size)
     if dimensions is None:
         raise ProbeError("WebM without a video track (no Tracks with PixelWidth/PixelHeight)")
-    if duration is None:
-        raise ProbeError(
-            "WebM without a declared duration (Segment Info Duration): its length cannot be checked",
-            rule="duration_consistent",
-        )
+    # A recording written live (a browser's MediaRecorder) declares no Duration: the length
+    # stays unknown, as for an input given by URL, rather than refusing what the seeds allow.
     return VideoInfo(
         format="webm" if doc_type == b"webm" else "mkv",
         width=dimensions[0],
         height=dimensions[1],
-        duration_s=duration * scale / 1e9,
+        duration_s=None if duration is None else duration * scale / 1e9,
         bytes=size,
     )
 

@@ -643,7 +643,12 @@ def _decode_token(token: str, list_pk: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError):
         key = None
-    if not isinstance(key, dict) or set(key) != {"pk", "list_pk", "job_id"} or key["list_pk"] != list_pk:
+    if (
+        not isinstance(key, dict)
+        or set(key) != {"pk", "list_pk", "job_id"}
+        or not all(isinstance(value, str) for value in key.values())
+        or key["list_pk"] != list_pk
+    ):
         raise RequestRejected(
             [FieldError("next_token", "page_token", "next_token is not one this API issued")]
         )

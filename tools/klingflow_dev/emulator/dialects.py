@@ -343,8 +343,10 @@ class Gateway(Dialect):
         """POST /v1/elements/delete: custom elements only (presets cannot be deleted)."""
         element_id = str(body.get("element_id") or "") if isinstance(body, dict) else ""
         found = next((e for e in self.elements if str(e["element_id"]) == element_id), None)
+        if any(str(p["element_id"]) == element_id for p in self.presets):
+            return Reply(400, {"code": 1201, "message": "only custom elements can be deleted"})
         if found is None:
-            return Reply(400, {"code": 1201, "message": f"no custom element {element_id!r}"})
+            return Reply(404, {"code": 1203, "message": f"no custom element {element_id!r}"})
         self.elements.remove(found)
         with self.emulator._lock:
             self.emulator.deleted_elements.add((self.name, element_id))
@@ -720,7 +722,9 @@ class Kling(Dialect):
             problems += rules.cfg_scale_errors(body, body.get("model_name"))
             problems += rules.multi_shot_errors(body, body.get("duration"))
             seconds = float(body.get("duration") or 5)
-        if kind != "omni_video":
+        if kind in ("motion_control", "image_to_video"):
+            problems += self.element_problems(body.get("element_list"))
+        elif kind != "omni_video":
             problems += _no_element_list(body, kind)
         models = ("kling-video-o1",) if kind == "omni_video" else ("kling-v2-6", "kling-v3")
         if body.get("model_name") not in models:

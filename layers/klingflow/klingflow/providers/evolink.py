@@ -150,8 +150,7 @@ class EvolinkAdapter(Adapter):
                     FieldError("image", "evolink_first_frame", "evolink animates from image (a first frame)")
                 )
             return errors
-        if isinstance(request, CustomElementRequest) and request.tags:
-            return [FieldError("tags", "evolink_unsupported", "evolink's element creation takes no tags")]
+        # An element's tags are klingflow's own record on evolink (its body takes none).
         return []
 
     def takes_shots(self, kind: JobKind) -> bool:
@@ -189,8 +188,9 @@ class EvolinkAdapter(Adapter):
         status = self.status_of(word)
         credits = _credits(as_dict(body.get("usage"))) if status is JobStatus.SUCCEEDED else None
         return TaskReport(
+            # The estimate is taken from the create answer only (seed 002 shows it there, as the
+            # whole task's length): a later answer repeating it must not restart the countdown.
             progress=percent(body.get("progress")),
-            eta_s=number(as_dict(body.get("task_info")).get("estimated_time")),
             task_id=body["id"],
             status=status,
             provider_status=word,

@@ -217,7 +217,8 @@ class GatewayAdapter(Adapter):
         return HttpCall(call.method, f"{call.path}?provider={quote(upstream, safe='')}", call.json)
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
-        if isinstance(body, dict) and isinstance(body.get("data"), list) and "status" not in body:
+        if isinstance(body, dict) and isinstance(body.get("data"), list):
+            # Seed 003's unified format, whatever else the answer carries beside data[].
             return self._parse_unified(body, task_id)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise ProviderError(
@@ -248,21 +249,31 @@ class GatewayAdapter(Adapter):
         callback it names no task of the gateway's (`origin_data` is the upstream's own answer,
         with the upstream's ids): it is unreadable as a hint, and the receiver then has archive
         ask the gateway about the job the callback URL names."""
-        if task_id is None:
+        found_id = body.get("id") if isinstance(body.get("id"), str) else task_id
+        if found_id is None:
             raise ValueError("a unified answer names no gateway task id")
-        found_id = task_id
         entries = [e for e in body["data"] if isinstance(e, dict) and isinstance(e.get("url"), str)]
         usage = as_dict(body.get("usage"))
         seconds = number(usage.get("duration_seconds", usage.get("seconds")))
-        cover = [e.get("cover_url") for e in entries]
+        outputs = tuple(
+            TaskOutput(
+                e["url"],
+                number(e.get("duration")),
+                cover_url=e["cover_url"] if isinstance(e.get("cover_url"), str) else None,
+            )
+            for e in entries
+        )
+        if not outputs and isinstance(body.get("video_url"), str):  # both formats in one answer
+            outputs = (TaskOutput(body["video_url"], seconds),)
+        word = str(body["status"]) if body.get("status") else ("completed" if outputs else "")
+        error = body.get("error")
         return TaskReport(
             task_id=str(found_id),
-            status=JobStatus.SUCCEEDED if entries else None,
-            provider_status="completed (unified)" if entries else "unified without data",
-            outputs=tuple(
-                TaskOutput(e["url"], number(e.get("duration")), cover_url=c if isinstance(c, str) else None)
-                for e, c in zip(entries, cover, strict=True)
-            ),
+            status=self.status_of(word) if word else None,
+            provider_status=word or "unified without data",
+            outputs=outputs,
+            error_code="PROVIDER_FAILED" if error else None,
+            error_message=str(error) if error else None,
             usage=Usage(seconds, UsageUnit.SECONDS) if seconds is not None and entries else None,
             upstream=str(body["provider"]) if body.get("provider") else None,
         )

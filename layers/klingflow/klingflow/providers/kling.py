@@ -73,7 +73,9 @@ class KlingAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
-    element_kinds = frozenset({JobKind.OMNI_VIDEO})  # seed 003: element_list on the omni model
+    # Seed 003: element_list on the omni model; seeds 000-002: Kling V3 motion control and
+    # image-to-video take it too (?: their body on Kling's own API is not shown).
+    element_kinds = frozenset({JobKind.OMNI_VIDEO, JobKind.MOTION_CONTROL, JobKind.IMAGE_TO_VIDEO})
     watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # PROVIDERS.md
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
@@ -122,7 +124,8 @@ class KlingAdapter(Adapter):
             "watermark_info": watermark_info(request),
             "external_task_id": spec.job_id,
         }
-        return HttpCall("POST", PATHS[request.kind], with_optional(body, spec))
+        elements = [{"element_id": element} for element in request.elements]
+        return HttpCall("POST", PATHS[request.kind], with_optional(body, spec, element_list=elements))
 
     def create_text_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(TextToVideoRequest)
@@ -136,8 +139,11 @@ class KlingAdapter(Adapter):
     def create_image_to_video(self, spec: TaskSpec) -> HttpCall:
         request = spec.of(ImageToVideoRequest)
         body = self._generated(request, spec)
+        elements = [{"element_id": element} for element in request.elements]
         return HttpCall(
-            "POST", PATHS[request.kind], with_optional(body, spec, **image_to_video_fields(request))
+            "POST",
+            PATHS[request.kind],
+            with_optional(body, spec, element_list=elements, **image_to_video_fields(request)),
         )
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:

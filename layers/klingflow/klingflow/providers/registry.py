@@ -299,10 +299,15 @@ class Registry:
         if not config.configured:
             return _Verdict(name, f"{name} is not enabled (or has no base_url) in this deployment")
         if config.rate(kind, billing.tier) is None:
+            where = (
+                f"flat_prices.{kind.value}"
+                if billing.flat
+                else f"price_per_second.{kind.value}.{billing.tier}"
+            )
             return _Verdict(
                 name,
                 f"{name} has no price for {kind.value} at tier {billing.tier} "
-                f"(set it in ProviderOverrides to route there)",
+                f'(set {where} for "{name}" in the ProviderOverrides parameter to route there)',
             )
         if not self.has_credentials(name):
             return _Verdict(name, f"{name} has no credentials in the provider secret")
