@@ -1,5 +1,5 @@
 """submit: POST /jobs (then its submit queue), S3 manifests under incoming/, EventBridge
-`Job Requested`, POST /jobs/{job_id}/cancel, and the element routes that reach a provider
+`Job Requested`, POST /jobs/quote, POST /jobs/{job_id}/cancel, and the element routes that reach a provider
 (GET /elements/presets, GET /elements/custom, DELETE /elements/{element_id}).
 
 Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
@@ -51,6 +51,12 @@ def post_job() -> Any:
     return json_response(
         202, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
+
+
+@api.post("/jobs/quote")
+def quote_job() -> Any:
+    # Validated and priced like POST /jobs, media probed; nothing is stored or spent.
+    return json_response(200, service.get().quote(json_body(api.current_event)))
 
 
 @api.post("/jobs/<job_id>/cancel")

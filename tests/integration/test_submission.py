@@ -380,3 +380,38 @@ def test_post_jobs_answers_before_any_provider_is_called(stack: Stack) -> None:
     assert sum(1 for r in stack.emulator.requests if r[1] == "POST") == 0
     stack.sandbox.deliver_submissions()
     assert _creates(stack, "gateway") == 1
+
+
+def test_a_quote_prices_the_job_at_every_provider_and_creates_nothing(stack: Stack) -> None:
+    # Given media in the bucket and a motion-control request
+    stack.put_media("incoming/q1")
+    request = {k: v for k, v in stack.request("incoming/q1").items() if k != "provider"}
+
+    # When it is quoted
+    response = stack.api.request("POST", "/jobs/quote", request)
+
+    # Then every provider's price for the probed 5 s is listed, cheapest first, in USD and its
+    # own currency, and nothing is stored, sent or reserved
+    assert response.status_code == 200, response.text
+    quote = response.json()
+    assert quote["billing"] == {"tier": "std", "seconds": 5, "upper_bound": False}
+    assert [q["provider"] for q in quote["quotes"]] == ["gateway", "kling", "apimaster", "evolink"]
+    assert quote["quotes"][0]["currency"] == "CNY" and quote["quotes"][0]["amount"] == 2.5
+    assert quote["refusing"] == []
+    assert quote["inputs"]["video"]["duration_s"] == 5.0
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert stack.emulator.requests == []
+    assert stack.spend()["reserved_usd"] == 0
+
+
+def test_a_quote_names_each_refusing_provider_and_refuses_a_bad_request_like_post_jobs(stack: Stack) -> None:
+    stack.put_media("incoming/q2")
+    request = {**stack.request("incoming/q2"), "watermark": True}
+    quote = stack.api.request("POST", "/jobs/quote", request).json()
+    assert [q["provider"] for q in quote["quotes"]] == ["kling", "apimaster"]
+    refusing = {r["provider"]: r["details"][0]["rule"] for r in quote["refusing"]}
+    assert refusing == {"gateway": "gateway_no_watermark", "evolink": "evolink_no_watermark"}
+
+    bad = stack.api.request("POST", "/jobs/quote", {**request, "mode": "ultra"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["details"][0]["field"] == "mode"

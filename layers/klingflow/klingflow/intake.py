@@ -232,6 +232,34 @@ class Intake:
             return stored
         return self.submit(stored, estimates)
 
+    def quote(self, data: Any) -> dict[str, Any]:
+        """The whole validation, media probe included, and each provider's price for the job,
+        cheapest first, with every refusing provider's reason. Creates and spends nothing."""
+        request = parse_request(data)
+        placed = self._elements.place(request)
+        inputs = self._inspect("quote", placed)  # base64 images are decoded, never stored
+        facts = {name: value.facts for name, value in inputs.items()}
+        billing = billing_of(placed, facts)
+        priced, refusing = self._registry.quotes(placed, billing)
+        most = usd(self._ledger.budget.max_job_usd)
+        for quote in priced:
+            quote["within_max_job_cost"] = usd(quote["usd"]) <= most
+        return {
+            "kind": placed.kind.value,
+            "provider": placed.provider,
+            "billing": {
+                "tier": billing.tier.value,
+                "seconds": billing.seconds,
+                "upper_bound": billing.upper_bound,
+            },
+            "inputs": {
+                name: value.model_dump(mode="json", exclude_none=True) for name, value in facts.items()
+            },
+            "quotes": priced,
+            "refusing": refusing,
+            "max_job_cost_usd": self._ledger.budget.max_job_usd,
+        }
+
     def _holder_candidates(self, asked: AnyRequest, placed: AnyRequest, billing: Billing) -> list[str]:
         """Routing for a request; when klingflow chose the provider (the elements' holder), a
         holder that cannot take the job is the elements' problem, and the refusal says so."""

@@ -313,6 +313,50 @@ class Registry:
             return _Verdict(name, f"{name} has no credentials in the provider secret")
         return _Verdict(name)
 
+    def quotes(
+        self, request: AnyRequest, billing: Billing
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What each provider would charge for the job, cheapest first, and why each other one
+        would not take it (a pinned job is priced at its pin only)."""
+        if request.provider is not None:
+            self._known(request.provider)
+        names = [request.provider] if request.provider is not None else list(self.configs)
+        priced, refusing = [], []
+        for name in names:
+            verdict = self._verdict(name, request, billing)
+            if verdict.usable:
+                amount = self.price(name, request.kind, billing)
+                priced.append(
+                    {
+                        "provider": name,
+                        "usd": self.in_usd(name, amount),
+                        "amount": amount,
+                        "currency": self.configs[name].currency,
+                    }
+                )
+            else:
+                refusing.append(
+                    {
+                        "provider": name,
+                        "reason": verdict.reason or "; ".join(e.message for e in verdict.refusals),
+                        "details": [e.as_dict() for e in verdict.refusals],
+                    }
+                )
+        priced.sort(key=lambda quote: (quote["usd"], quote["provider"]))
+        return priced, refusing
+
+    def _known(self, name: str) -> None:
+        if name not in self.configs:
+            raise RequestRejected(
+                [
+                    FieldError(
+                        "provider",
+                        "known_provider",
+                        f"unknown provider {name!r}; known: {sorted(self.configs)}",
+                    )
+                ]
+            )
+
     def candidates(self, request: AnyRequest, billing: Billing) -> list[str]:
         """Providers that can take this job, cheapest first (or just the pinned one).
 
@@ -324,11 +368,7 @@ class Registry:
         """
         pinned = request.provider
         if pinned is not None:
-            if pinned not in self.configs:
-                known = sorted(self.configs)
-                raise RequestRejected(
-                    [FieldError("provider", "known_provider", f"unknown provider {pinned!r}; known: {known}")]
-                )
+            self._known(pinned)
             verdict = self._verdict(pinned, request, billing)
             if verdict.refusals:
                 raise RequestRejected(list(verdict.refusals))
