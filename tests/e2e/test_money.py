@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -148,11 +149,16 @@ def test_cancel_costs_nothing_before_sending_and_is_refused_after() -> None:
         api.close()
 
 
-def test_sandbox_up_takes_stack_parameters_and_prints_its_endpoints_first() -> None:
+def test_sandbox_up_takes_stack_parameters_and_prints_its_endpoints_first(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "klingflow_dev.cli", "sandbox", "up", "--parameter-overrides"]
     # Then a value the template refuses is refused before anything starts
     refused = subprocess.run(
-        [*command, "DailyBudgetUsd=lots"], capture_output=True, text=True, timeout=60, check=False
+        [*command, "DailyBudgetUsd=lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "KLINGFLOW_HOME": str(tmp_path)},
     )
     assert refused.returncode == 2
     assert "DailyBudgetUsd='lots': must be a number" in refused.stderr
@@ -162,7 +168,7 @@ def test_sandbox_up_takes_stack_parameters_and_prints_its_endpoints_first() -> N
         [*command, "DailyBudgetUsd=5", "ParameterKey=MaxJobCostUsd,ParameterValue=2"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "KLINGFLOW_HOME": str(tmp_path)},
     )
     try:
         assert process.stdout is not None
