@@ -196,11 +196,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# The outcomes a webhook may ask for (a rejected request has no job to carry a webhook).
+WEBHOOK_EVENTS = ("Job Submitted", "Job Completed", "Job Failed", "Job Timed Out", "Job Cancelled")
+_LOOPBACK_HTTP = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|$)")
+
+
+def webhook_url(value: str) -> str:
+    if not (value.startswith("https://") or _LOOPBACK_HTTP.match(value)):
+        raise PydanticCustomError(
+            "webhook_https", "a webhook URL must be https (plain http only to loopback, for the sandbox)"
+        )
+    return value
+
+
+class Webhook(_Strict):
+    """Where the job's outcomes are POSTed, signed per Standard Webhooks."""
+
+    url: Annotated[str, Field(min_length=9, max_length=2048), AfterValidator(webhook_url)]
+    events: list[Literal[WEBHOOK_EVENTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["Job Completed", "Job Failed", "Job Timed Out", "Job Cancelled"],
+        min_length=1,
+        description="which outcomes to send (default: how the job ended)",
+    )
+
+
 class _Request(_Strict):
     kind: JobKind
     provider: str | None = Field(default=None, description="pin the job to one provider")
     metadata: dict[str, str] = Field(default_factory=dict, description="echoed in every event")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    webhook: Webhook | None = None
     deadline_s: int | None = Field(
         default=None,
         ge=DEADLINE_S[0],

@@ -63,7 +63,14 @@ class SweepOutcome(StrEnum):
     SKIPPED = "SweepSkipped"
 
 
-Outcome = TypeVar("Outcome", ArchiveOutcome, CallbackOutcome, SubmitOutcome, SweepOutcome)
+class WebhookOutcome(StrEnum):
+    DELIVERED = "WebhooksDelivered"
+    NOT_ASKED = "WebhooksNotAsked"  # the job named no webhook, or not this outcome
+    REFUSED = "WebhooksRefused"  # the URL is one the SSRF guard will never fetch
+    RETRYING = "WebhooksRetrying"  # the receiver did not take it: tried again later
+
+
+Outcome = TypeVar("Outcome", ArchiveOutcome, CallbackOutcome, SubmitOutcome, SweepOutcome, WebhookOutcome)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .settings import (
     JobsSettings,
     SubmitSettings,
     SweeperSettings,
+    WebhookSettings,
     _BudgetSettings,
     _ProviderSettings,
     _ScheduleSettings,
@@ -47,6 +48,7 @@ from .store import JobStore
 from .sweeping import SweepConfig, Sweeper
 from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
+from .webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
@@ -309,3 +311,15 @@ def reset() -> None:
     """Forget every cached client (a new sandbox, a new moto endpoint)."""
     for cached in (client, table, _secrets, _ssm):
         cached.cache_clear()
+
+
+def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> WebhookSender:
+    clock = clock or SystemClock()
+    return WebhookSender(
+        store=JobStore(table(settings.jobs_table), clock),
+        http=SafeHttp(
+            allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.webhook_timeout_s
+        ),
+        secret=lambda: secret_text(settings.webhook_secret_arn),
+        clock=lambda: clock.now().timestamp(),
+    )

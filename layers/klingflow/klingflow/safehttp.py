@@ -236,7 +236,25 @@ class SafeHttp:
             finally:
                 response.close()
 
-    def _send_checked(self, url: httpx.URL, rules: _Allowlist, headers: Mapping[str, str]) -> httpx.Response:
+    def post(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> int:
+        """POST to a receiver at any public host (a webhook): https only, the same address
+        checks and pinning as downloads, no redirect followed. Returns the status code; raises
+        UnsafeUrl for a refused URL and DownloadFailed when nothing answered."""
+        response = self._send_checked(
+            _parse(url), _ANY_HOST, _base_headers(headers), method="POST", content=content
+        )
+        response.close()
+        return response.status_code
+
+    def _send_checked(
+        self,
+        url: httpx.URL,
+        rules: _Allowlist,
+        headers: Mapping[str, str],
+        *,
+        method: str = "GET",
+        content: bytes | None = None,
+    ) -> httpx.Response:
         host = _host_of(url)
         if url.userinfo:
             raise UnsafeUrl(f"output URL for host {host!r} carries credentials (userinfo); refused")
@@ -267,7 +285,11 @@ class SafeHttp:
             # The connection goes to the IP; TLS must still present and verify the real name.
             extensions["sni_hostname"] = host
         request = httpx.Request(
-            "GET", pinned_url, headers={**headers, "Host": host_header}, extensions=extensions
+            method,
+            pinned_url,
+            headers={**headers, "Host": host_header},
+            content=content,
+            extensions=extensions,
         )
         try:
             # A hand-built request (not client.build_request) and auth=None keep any default
@@ -355,6 +377,7 @@ class _Allowlist:
         self._exact: set[str] = set()
         self._ips: set[IPAddress] = set()
         self._suffixes: list[str] = []
+        self._any = False
         for entry in entries:
             name = _normalise(entry.strip().removeprefix("[").removesuffix("]"))
             if name.startswith("*."):
@@ -371,11 +394,23 @@ class _Allowlist:
                 self._exact.add(name)
 
     def allows(self, host: str) -> bool:
+        if self._any:
+            return True
         ip = _ip_literal(host)
         if ip is not None:
             # IP literals never match wildcards: "*.example.com" says nothing about addresses.
             return ip in self._ips
         return host in self._exact or any(host.endswith(s) for s in self._suffixes)
+
+
+def _any_host() -> _Allowlist:
+    """Every host name passes; the address checks still refuse anything but public unicast."""
+    rules = _Allowlist([])
+    rules._any = True
+    return rules
+
+
+_ANY_HOST: Final = _any_host()
 
 
 def _parse(text: str, *, base: httpx.URL | None = None) -> httpx.URL:

@@ -128,3 +128,11 @@ class JobsSettings(_BudgetSettings):
     bucket: str = Field(min_length=1)
     output_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     max_page_size: int = Field(default=100, ge=1, le=1000)
+
+
+class WebhookSettings(_Settings):
+    webhook_secret_arn: str = Field(min_length=1)
+    webhook_queue_url: str = Field(min_length=1)
+    # Sandbox only: a webhook to a loopback receiver over plain http.
+    allow_loopback_http: bool = False
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)

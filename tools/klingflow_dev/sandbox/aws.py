@@ -97,6 +97,7 @@ class ResourceBuilder:
             "AWS::Events::EventBus",
             "AWS::SecretsManager::Secret",
             "AWS::SSM::Parameter",
+            "AWS::Events::Rule",
         ]
         handlers: dict[str, Callable[[str, dict[str, Any]], None]] = {
             "AWS::SQS::Queue": self._queue,
@@ -105,6 +106,7 @@ class ResourceBuilder:
             "AWS::Events::EventBus": self._bus,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::SSM::Parameter": lambda logical, props: self._parameter(logical, props, api_url),
+            "AWS::Events::Rule": self._rule,
         }
         # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
         queues = {k: v for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
@@ -201,6 +203,22 @@ class ResourceBuilder:
         self._resolve.refs[logical] = name
         self._resolve.attributes[(logical, "Arn")] = arn
         self._resolve.attributes[(logical, "Name")] = name
+        self.created.names[logical] = name
+
+    def _rule(self, logical: str, props: dict[str, Any]) -> None:
+        """A rule with its targets; moto delivers matching events to SQS targets itself."""
+        props = self._resolve(props)
+        bus = str(props.get("EventBusName", "default"))
+        name = f"{STACK}-{logical}"
+        events = self.client("events")
+        arn = events.put_rule(
+            Name=name, EventBusName=bus, EventPattern=json.dumps(props["EventPattern"]), State="ENABLED"
+        )["RuleArn"]
+        targets = [{"Id": str(t["Id"]), "Arn": str(t["Arn"])} for t in props.get("Targets", [])]
+        if targets:
+            events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+        self._resolve.refs[logical] = name
+        self._resolve.attributes[(logical, "Arn")] = arn
         self.created.names[logical] = name
 
     def _secret(self, logical: str, props: dict[str, Any]) -> None:

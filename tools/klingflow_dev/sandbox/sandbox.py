@@ -358,6 +358,7 @@ class Sandbox:
             "ArchiveFunction": {"service": runtime.build_archiver},
             "SweeperFunction": {"service": runtime.build_sweeper},
             "JobsFunction": {"service": runtime.build_queries},
+            "WebhookFunction": {"service": runtime.build_webhooks},
         }
         for name, build in builders.get(logical_id, {}).items():
             getattr(module, name).override(build(module.settings, self.options.clock))
