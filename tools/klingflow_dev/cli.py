@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from klingflow_dev import demo, schemas
+from klingflow_dev import demo, openapi, schemas
 from klingflow_dev.emulator import EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions, template
 from klingflow_dev.userclient import ApiError, Client, TargetError, find_target, state_file
@@ -484,8 +484,8 @@ def emulator() -> None:
 
 @main.command("schemas")
 def write_schemas() -> None:
-    """Write docs/events/*.schema.json from the models."""
-    for path in schemas.write():
+    """Write docs/events/*.schema.json and docs/openapi.json from the code."""
+    for path in [*schemas.write(), openapi.write()]:
         click.echo(str(path))
 
 

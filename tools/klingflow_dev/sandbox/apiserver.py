@@ -167,6 +167,13 @@ class ApiServer:
             def do_OPTIONS(self) -> None:
                 self._serve("OPTIONS")
 
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, a made-up one) reaches no route: 404, as API Gateway
+                # answers, not http.server's 501.
+                if name.startswith("do_"):
+                    return lambda: self._serve(name.removeprefix("do_"))
+                raise AttributeError(name)
+
         return Handler
 
     def handle(
