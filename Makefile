@@ -16,6 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
+	@echo "creating $(VENV) and installing klingflow's dependencies (a minute or two, once) ..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

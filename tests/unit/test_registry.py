@@ -186,3 +186,8 @@ def test_a_price_tier_that_does_not_exist_is_refused_not_silently_unrouted() -> 
     # A typo would otherwise leave the real tier unpriced and quietly drop the provider from routes
     with pytest.raises(ValueError, match=r"(?s)PROVIDER_OVERRIDES\['evolink'\] is invalid.*prro"):
         load_configs({"evolink": {"price_per_second": {"text_to_video": {"prro": 0.1}}}})
+
+
+def test_a_misspelled_override_key_is_refused_at_cold_start_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"PROVIDER_OVERRIDES\['gateway'\].*enabeld"):
+        load_configs({"gateway": {"enabeld": True}})

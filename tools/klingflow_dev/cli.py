@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from klingflow_dev import demo, openapi, schemas
 from klingflow_dev.emulator import EmulatorServer
 from klingflow_dev.sandbox import Sandbox, SandboxOptions, template
+from klingflow_dev.sandbox.client import ApiClient
 from klingflow_dev.userclient import ApiError, Client, TargetError, find_target, state_file
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_FAILED, EXIT_TIMED_OUT = 0, 1, 2, 3, 4
@@ -414,16 +415,55 @@ def sandbox() -> None:
 @click.option("--json", "as_json", is_flag=True, help="print only the summary, as JSON")
 @click.option("--provider", help="pin the job to one provider (default: the cheapest)")
 @click.option("--timeout", type=float, default=120.0, help="seconds to wait for the job")
-def run_demo(kind: str, as_json: bool, provider: str | None, timeout: float) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="where the outputs are saved, to be watched",
+)
+def run_demo(kind: str, as_json: bool, provider: str | None, timeout: float, out: Path) -> None:
     """Run one job from an S3 drop to its archive."""
     say: Callable[[str], None] = (lambda _: None) if as_json else click.echo
-    summary = demo.run(kind=kind, provider=provider, timeout_s=timeout, say=say)
+    summary = demo.run(kind=kind, provider=provider, timeout_s=timeout, say=say, out=out)
     click.echo(json.dumps(summary, indent=2) if as_json else demo.render(summary))
     raise SystemExit(EXIT_OK if demo.ok(summary) else EXIT_FAILED)
 
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
+
+
+def _watch(running: Sandbox, stop: threading.Event, every_s: float = 0.5) -> None:
+    """What a developer wants to see while poking the sandbox: every job's state changes and
+    every event on the bus, as they happen."""
+    assert running.api is not None
+    api = ApiClient(running.api.url)
+    seen_updates: dict[str, str] = {}
+    shown_history: dict[str, int] = {}
+    shown_events = 0
+    while not stop.wait(every_s):
+        with contextlib.suppress(Exception):  # a poll racing the shutdown says nothing
+            for job in api.get_json("/jobs?limit=100")["jobs"]:
+                if seen_updates.get(job["job_id"]) == job["updated_at"]:
+                    continue
+                seen_updates[job["job_id"]] = job["updated_at"]
+                full = api.get_json(f"/jobs/{job['job_id']}")
+                for entry in full["history"][shown_history.get(job["job_id"], 0) :]:
+                    note = f"  ({entry['note']})" if entry.get("note") else ""
+                    click.echo(
+                        f"{entry['at']}  job {job['job_id']}  {entry['status']:<10} by {entry['by']}{note}"
+                    )
+                shown_history[job["job_id"]] = len(full["history"])
+            events = running.captured_events()
+            for event in events[shown_events:]:
+                detail = event.get("detail", {})
+                click.echo(
+                    f"{event.get('time')}  event {event['detail-type']:<14} job {detail.get('job_id')}  "
+                    f"{detail.get('status')} {detail.get('provider') or ''}".rstrip()
+                )
+            shown_events = len(events)
+    api.close()
 
 
 @sandbox.command("up")
@@ -464,8 +504,12 @@ def up(parameter_overrides: tuple[str, ...], more_overrides: tuple[str, ...]) ->
             f"sandbox running (found by `klingflow` commands through {path}); Ctrl-C (or SIGTERM) stops it"
         )
         signal.signal(signal.SIGTERM, _interrupt)
+        stop = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(running, stop), daemon=True)
+        watcher.start()
         with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            stop.wait()
+        stop.set()
     finally:
         with contextlib.suppress(FileNotFoundError):
             if json.loads(path.read_text()).get("pid") == os.getpid():

@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import ASSETS
@@ -74,7 +75,10 @@ def run(
     provider: str | None = None,
     timeout_s: float = 120.0,
     say: Callable[[str], None] = print,
+    out: Path | None = None,
 ) -> dict[str, Any]:
+    """Run the demo; with `out`, every output is also saved there (the sandbox's bucket goes
+    away with it), so the video can be watched."""
     started = time.monotonic()
     say("starting the sandbox: moto, resources from template.yaml, provider emulator, HTTP API ...")
     with Sandbox(SandboxOptions()) as sandbox:
@@ -102,7 +106,9 @@ def run(
             manifest["provider"] = provider
         api = ApiClient(sandbox.api.url)
         try:
-            summary = _run_manifest(sandbox, api, folder, "job.json", manifest, say=say, timeout_s=timeout_s)
+            summary = _run_manifest(
+                sandbox, api, folder, "job.json", manifest, say=say, timeout_s=timeout_s, out=out
+            )
             if kind == "custom_element" and ok(summary):
                 # What an element is for: a motion-control job that uses it, sent to the account
                 # holding it without naming a provider.
@@ -113,7 +119,7 @@ def run(
                     "metadata": {"origin": "make demo"},
                 }
                 summary["followed_by"] = _run_manifest(
-                    sandbox, api, folder, "use-element.json", follow, say=say, timeout_s=timeout_s
+                    sandbox, api, folder, "use-element.json", follow, say=say, timeout_s=timeout_s, out=out
                 )
         finally:
             api.close()
@@ -130,6 +136,7 @@ def _run_manifest(
     *,
     say: Callable[[str], None],
     timeout_s: float,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """Drop one manifest beside the media, follow its job to the end, check what it made."""
     s3 = sandbox.client("s3")
@@ -173,6 +180,11 @@ def _run_manifest(
     outputs = []
     for output in job.get("outputs", []):
         body = s3.get_object(Bucket=sandbox.bucket, Key=output["key"])["Body"].read()
+        saved = None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            saved = out / f"{job_id}-{output['key'].rsplit('/', 1)[-1]}"
+            saved.write_bytes(body)
         outputs.append(
             {
                 "role": output.get("role", "video"),
@@ -182,6 +194,7 @@ def _run_manifest(
                 "duration_s": output.get("duration_s"),
                 "verified": len(body) == output["bytes"]
                 and hashlib.sha256(body).hexdigest() == output["sha256"],
+                "saved": str(saved) if saved else None,
             }
         )
     wanted = {"ARCHIVED": "Job Completed", "FAILED": "Job Failed", "TIMED_OUT": "Job Timed Out"}.get(
@@ -251,6 +264,7 @@ def _render_one(summary: dict[str, Any]) -> str:
             f"  bytes    {output['bytes']}",
             f"  sha256   {output['sha256']}  ({'verified' if output['verified'] else 'MISMATCH'})",
             f"  duration {output['duration_s']} s",
+            *([f"  saved    {output['saved']}  (watch it)"] if output.get("saved") else []),
         ]
     if summary.get("element_id"):
         lines.append(

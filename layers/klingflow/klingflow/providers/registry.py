@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from klingflow.clock import Clock
 from klingflow.errors import FieldError, NoProviderAvailable, RequestRejected
@@ -46,6 +46,9 @@ def _factored(base: float) -> dict[str, float]:
 
 
 class ProviderConfig(BaseModel):
+    # A misspelled key ("enabeld") is refused at cold start, naming it, instead of ignored.
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     dialect: str
     base_url: str = ""
@@ -188,7 +191,11 @@ def load_configs(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Provid
         try:
             configs[name] = ProviderConfig.model_validate(merged)
         except ValidationError as error:
-            raise ValueError(f"PROVIDER_OVERRIDES[{name!r}] is invalid: {error}") from error
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in item['loc']) or '(provider)'}: {item['msg']}"
+                for item in error.errors(include_url=False)
+            )
+            raise ValueError(f"PROVIDER_OVERRIDES[{name!r}] is invalid: {problems}") from None
     return configs
 
 
