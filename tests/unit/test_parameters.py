@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from samcli.cli.types import CfnParameterOverridesType
+
+from klingflow.providers.registry import load_configs
 from klingflow_dev.sandbox import template
 from tests.conftest import REPO
 
@@ -41,3 +45,16 @@ def test_values_not_given_take_their_defaults() -> None:
 def test_a_value_the_template_refuses_is_refused_naming_it(given: dict[str, str], problem: str) -> None:
     with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         template.parameter_values(DECLARED, given)
+
+
+def test_the_readmes_provider_overrides_example_survives_sam_deploys_quoting() -> None:
+    """The deploy example in the README, parsed by sam deploy's own parser, is valid JSON that
+    the functions accept (unquoted, sam would cut it at its first space)."""
+    line = next(
+        line.strip().strip("\\").strip()
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.strip().startswith("'ProviderOverrides=")
+    )
+    parsed = CfnParameterOverridesType().convert((line.strip("'"),), None, None)
+    overrides = json.loads(parsed["ProviderOverrides"])
+    assert load_configs(overrides)["gateway"].base_url == "https://gw.example.com"
