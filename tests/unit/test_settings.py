@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from klingflow import runtime
+from klingflow import settings as settings_module
 from klingflow.settings import ArchiveSettings, SubmitSettings
+from tests.conftest import REPO
 
 BASE = {"JOBS_TABLE": "jobs", "BUCKET": "b", "EVENT_BUS": "bus"}
 
@@ -39,3 +41,16 @@ def test_provider_credentials_can_come_from_a_file_or_the_environment_locally(tm
 def test_overrides_must_be_json() -> None:
     with pytest.raises(ValidationError, match="PROVIDER_OVERRIDES"):
         ArchiveSettings.from_env({**BASE, "PROVIDER_SECRET_ARN": "arn", "PROVIDER_OVERRIDES": "{not json"})
+
+
+def test_every_setting_is_in_docs_configuration_md() -> None:
+    """A variable a function reads is documented (name, functions, default, meaning)."""
+    documented = (REPO / "docs" / "configuration.md").read_text()
+    classes = [
+        cls for cls in vars(settings_module).values() if isinstance(cls, type) and issubclass(cls, BaseModel)
+    ]
+    missing = sorted(
+        {f"`{name.upper()}`" for cls in classes if cls is not BaseModel for name in cls.model_fields}
+        - {word for word in documented.split() if word.startswith("`")}
+    )
+    assert not missing, f"not in docs/configuration.md: {missing}"
