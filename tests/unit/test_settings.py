@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from klingflow import runtime
 from klingflow import settings as settings_module
 from klingflow.settings import ArchiveSettings, SubmitSettings
+from klingflow_dev.sandbox import template
 from tests.conftest import REPO
 
 BASE = {"JOBS_TABLE": "jobs", "BUCKET": "b", "EVENT_BUS": "bus"}
@@ -53,3 +54,13 @@ def test_every_setting_is_in_docs_configuration_md() -> None:
     names = {name.upper() for cls in classes if cls is not BaseModel for name in cls.model_fields}
     missing = sorted(names - set(re.findall(r"`([A-Z0-9_]+)`", documented)))
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+def test_the_tools_give_the_layer_the_templates_service_name_before_importing_it() -> None:
+    import klingflow_dev  # noqa: PLC0415 (the module under test)
+    from klingflow.intake import logger  # noqa: PLC0415
+
+    document = template.load(REPO / "template.yaml")
+    service = document["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    assert service == klingflow_dev.SERVICE_NAME
+    assert logger.service == service
