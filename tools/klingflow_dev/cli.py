@@ -155,7 +155,11 @@ def build_request(
 @request_options
 @click.option("--wait", is_flag=True, help="follow the job to its end, then download its outputs")
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="where --wait downloads outputs"
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default="the current folder",
+    help="where --wait downloads the outputs",
 )
 @click.option("--timeout", type=float, default=3 * 3600, show_default=True, help="seconds --wait waits")
 @click.option("--idempotency-key", help="retries with the same key get the same job")
@@ -167,7 +171,7 @@ def submit(  # noqa: PLR0917 (click passes every option by name and position)
     request_file: str | None,
     extra: tuple[str, ...],
     wait: bool,
-    out: Path | None,
+    out: Path,
     timeout: float,
     idempotency_key: str | None,
     **fields: Any,
