@@ -136,7 +136,14 @@ def test_cancel_costs_nothing_before_sending_and_is_refused_after() -> None:
         sent = api.request("POST", "/jobs", request).json()["job_id"]
         assert wait_for(lambda: api.get_json(f"/jobs/{sent}")["status"] == "SUBMITTED", timeout_s=30)
 
-        before = api.request("POST", f"/jobs/{waiting}/cancel")
+        # (While a send attempt to kling is in flight the job may be at kling, so a cancel then
+        # answers 409; between attempts it is cancelled. A user retries as this does.)
+        before = wait_for(
+            lambda: (r := api.request("POST", f"/jobs/{waiting}/cancel")).status_code == 200 and r,
+            timeout_s=30,
+            every_s=0.1,
+        )
+        assert before, "the waiting job was never between send attempts"
         after = api.request("POST", f"/jobs/{sent}/cancel")
 
         assert (before.status_code, before.json()["status"]) == (200, "CANCELLED")
