@@ -17,19 +17,9 @@ import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
 from botocore.config import Config
 
-from .archiving import ArchiveConfig, Archiver
-from .cancel import Canceller
 from .clock import Clock, SystemClock
-from .elements import ElementAdmin, ElementDirectory, ElementStore
 from .events import EventPublisher
-from .health import Breakers
-from .hints import CallbackReceiver
-from .intake import Intake, IntakeConfig, SubmissionRecorder
-from .providers.base import Submission
-from .providers.registry import Registry, load_configs
-from .queries import JobQueries
 from .queue import JobQueue
-from .safehttp import SafeHttp
 from .settings import (
     ArchiveSettings,
     CallbackSettings,
@@ -45,13 +35,23 @@ from .settings import (
 from .spend import Budget, Ledger, SpendMetrics
 from .storage import Storage
 from .store import JobStore
-from .sweeping import SweepConfig, Sweeper
-from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
-from .webhooks import WebhookSender
 
+# Services are imported by the builders that need them, not here: a handler loads only what
+# its own function uses (the jobs function never loads the probe, archiving or the adapters).
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.service_resource import Table
+
+    from .archiving import Archiver
+    from .cancel import Canceller
+    from .elements import ElementAdmin, ElementDirectory
+    from .hints import CallbackReceiver
+    from .intake import Intake
+    from .providers.registry import Registry
+    from .queries import JobQueries
+    from .sweeping import Sweeper
+    from .telemetry import ProviderMetrics
+    from .webhooks import WebhookSender
 
 T = TypeVar("T")
 SECRET_MAX_AGE_S = 300
@@ -122,6 +122,8 @@ def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping
 
 
 def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
+    from .providers.registry import Registry, load_configs
+
     return Registry(
         load_configs(settings.provider_overrides),
         provider_credentials(settings),
@@ -155,16 +157,23 @@ def store(settings: _Settings, clock: Clock, money: Ledger | None = None) -> Job
 
 
 def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
+    from .telemetry import ProviderMetrics
+
     return ProviderMetrics(
         namespace=settings.powertools_metrics_namespace, enabled=not settings.powertools_metrics_disabled
     )
 
 
 def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
+    from .elements import ElementDirectory, ElementStore
+
     return ElementDirectory(ElementStore(table(settings.jobs_table)), clock)
 
 
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
+    from .health import Breakers
+    from .intake import Intake, IntakeConfig
+
     clock = clock or SystemClock()
     money = ledger(settings, clock)
     return Intake(
@@ -200,11 +209,15 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
 
 
 def build_element_admin(settings: SubmitSettings, clock: Clock | None = None) -> ElementAdmin:
+    from .elements import ElementAdmin
+
     clock = clock or SystemClock()
     return ElementAdmin(element_directory(settings, clock), registry(settings, clock))
 
 
 def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Canceller:
+    from .cancel import Canceller
+
     clock = clock or SystemClock()
     return Canceller(
         store=store(settings, clock, ledger(settings, clock)),
@@ -213,6 +226,11 @@ def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Can
 
 
 def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
+    from .hints import CallbackReceiver
+    from .intake import SubmissionRecorder
+    from .providers.base import Submission
+    from .providers.registry import Registry, load_configs
+
     clock = clock or SystemClock()
     jobs = store(settings, clock)
     # Parsing callbacks and pricing an adopted task need the adapters and prices, never keys.
@@ -237,6 +255,9 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
 
 
 def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Archiver:
+    from .archiving import ArchiveConfig, Archiver
+    from .safehttp import SafeHttp
+
     clock = clock or SystemClock()
     return Archiver(
         store=store(settings, clock, ledger(settings, clock)),
@@ -258,6 +279,9 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
+    from .intake import SubmissionRecorder
+    from .sweeping import SweepConfig, Sweeper
+
     clock = clock or SystemClock()
     jobs = store(settings, clock, ledger(settings, clock))
     events = EventPublisher(client("events"), settings.event_bus)
@@ -295,6 +319,8 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
 
 
 def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQueries:
+    from .queries import JobQueries
+
     clock = clock or SystemClock()
     return JobQueries(
         store=JobStore(table(settings.jobs_table), clock),
@@ -314,6 +340,9 @@ def reset() -> None:
 
 
 def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> WebhookSender:
+    from .safehttp import SafeHttp
+    from .webhooks import WebhookSender
+
     clock = clock or SystemClock()
     return WebhookSender(
         store=JobStore(table(settings.jobs_table), clock),
