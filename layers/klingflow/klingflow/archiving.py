@@ -91,13 +91,7 @@ class Archiver:
         if job.provider is None or job.provider_task_id is None:
             return Done(ArchiveOutcome.IGNORED, "not submitted yet")
         try:
-            report = self._registry.task_report(
-                job.provider,
-                job.provider_task_id,
-                job.kind,
-                made=job.element_id,
-                upstream=job.upstream_provider,
-            )
+            report = self._registry.job_report(job)
         except ProviderError as error:
             # Could not ask: the sweeper polls the job (or re-enqueues it) and asks again.
             return Done(ArchiveOutcome.RETRY_LATER, f"provider query failed: {error.message}")
@@ -307,33 +301,21 @@ class Archiver:
                 part_size=self._config.part_size_bytes,
                 content_type=content_type if role is OutputRole.COVER else "video/mp4",
             )
+        output = Output(
+            role=role, s3_uri=self._storage.uri(key), key=key, bytes=stored.bytes, sha256=stored.sha256
+        )
         if role is OutputRole.COVER:
-            return Output(
-                role=role,
-                s3_uri=self._storage.uri(key),
-                key=key,
-                bytes=stored.bytes,
-                sha256=stored.sha256,
-                content_type=content_type,
-            )
-        duration = width = height = None
+            return output.model_copy(update={"content_type": content_type})
         try:
             info = self._storage.head("output", key)
             video = probe_video(self._storage.reader(info))
-            duration = None if video.duration_s is None else round(video.duration_s, 3)
-            width, height = video.width, video.height
         except ProbeError as error:
             # The bytes are safely ours either way; a probe failure only leaves facts empty.
             logger.warning("output not probed", extra={"job_id": job.job_id, "key": key, "error": str(error)})
-        return Output(
-            role=role,
-            s3_uri=self._storage.uri(key),
-            key=key,
-            bytes=stored.bytes,
-            sha256=stored.sha256,
-            duration_s=duration,
-            width=width,
-            height=height,
+            return output
+        duration = None if video.duration_s is None else round(video.duration_s, 3)
+        return output.model_copy(
+            update={"duration_s": duration, "width": video.width, "height": video.height}
         )
 
     def _fail(self, job: Job, message: str, charge: Charge) -> Result:

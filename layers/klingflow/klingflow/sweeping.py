@@ -137,13 +137,7 @@ class Sweeper:
     def _poll(self, job: Job, *, late: bool) -> SweepOutcome:
         assert job.provider is not None and job.provider_task_id is not None
         try:
-            report = self._registry.task_report(
-                job.provider,
-                job.provider_task_id,
-                job.kind,
-                made=job.element_id,
-                upstream=job.upstream_provider,
-            )
+            report = self._registry.job_report(job)
         except ProviderError as error:
             if late:
                 return self._time_out(job, _POLLED, watch=True)
@@ -313,13 +307,7 @@ class Sweeper:
         if job.provider is None or job.provider_task_id is None:
             return self._salvage_lost_create(job)
         try:
-            report = self._registry.task_report(
-                job.provider,
-                job.provider_task_id,
-                job.kind,
-                made=job.element_id,
-                upstream=job.upstream_provider,
-            )
+            report = self._registry.job_report(job)
         except ProviderError as error:
             self._watch_again(job, error.retry_after_s)
             return SweepOutcome.SALVAGE_POLL_FAILED

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,6 +28,9 @@ from .base import Adapter, ProviderClient, TaskReport
 from .evolink import EvolinkAdapter
 from .gateway import GatewayAdapter
 from .kling import KlingAdapter
+
+if TYPE_CHECKING:
+    from klingflow.models import Job
 
 ADAPTERS: dict[str, type[Adapter]] = {
     adapter.dialect: adapter for adapter in (ApimasterAdapter, EvolinkAdapter, GatewayAdapter, KlingAdapter)
@@ -274,6 +277,13 @@ class Registry:
     def in_usd(self, name: str, amount: float) -> float:
         """An amount in the provider's currency, in USD."""
         return round(amount * self._usd_per_cny, 5) if self.configs[name].currency == "CNY" else amount
+
+    def job_report(self, job: Job) -> TaskReport:
+        """The provider's view of a sent job's task (what archive and the sweeper ask)."""
+        assert job.provider is not None and job.provider_task_id is not None
+        return self.task_report(
+            job.provider, job.provider_task_id, job.kind, made=job.element_id, upstream=job.upstream_provider
+        )
 
     def task_report(
         self, name: str, task_id: str, kind: JobKind, *, made: str | None = None, upstream: str | None = None
