@@ -12,7 +12,7 @@ export PATH := $(BIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test lint typecheck pytest validate policy chaos build clean
+.PHONY: demo test lint typecheck pytest validate policy chaos bench build clean
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -45,6 +45,11 @@ validate: $(VENV)/.installed
 # it prints what it did (make test runs the short form).
 chaos: $(VENV)/.installed
 	KLINGFLOW_CHAOS=1 $(BIN)/pytest -p no:xdist -s -q --timeout 3600 tests/reliability
+
+# Every hot path against its floor, side by side; prints the table and writes docs/performance.md
+# (a benchmark: it reports; make test runs its --quick smoke so it cannot rot). About 10 minutes.
+bench: $(VENV)/.installed
+	$(BIN)/python -m klingflow_dev.bench
 
 # checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
 CHECKOV := .venv-checkov

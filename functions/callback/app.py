@@ -24,7 +24,7 @@ metrics = Metrics()
 api = resolver()
 
 
-@api.post("/callbacks/<job_id>/<token>")
+@api.post("/callbacks/{job_id}/{token}")
 def provider_callback(job_id: str, token: str) -> Any:
     logger.append_keys(job_id=job_id)
     done = service.get().receive(job_id, token, _body)

@@ -18,7 +18,7 @@ logger = Logger()
 api = resolver()
 
 
-@api.get("/jobs/<job_id>")
+@api.get("/jobs/{job_id}")
 def get_job(job_id: str) -> Any:
     return json_response(200, service.get().get(job_id))
 

@@ -7,7 +7,7 @@ Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
@@ -18,14 +18,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.cancel import Canceller
-from klingflow.elements import ElementAdmin
 from klingflow.errors import Refused
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
 from klingflow.models import Source
 from klingflow.queue import JobMessage
 from klingflow.settings import SubmitSettings
+
+if TYPE_CHECKING:  # loaded by their builders, on the first cancel or element request
+    from klingflow.cancel import Canceller
+    from klingflow.elements import ElementAdmin
 
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
@@ -43,7 +45,7 @@ def post_job() -> Any:
     # Validated, priced and stored now; sent to a provider from the submit queue.
     job = service.get().accept(
         json_body(request),
-        Source(type="api", ref=request.request_context.request_id),
+        Source(type="api", ref=request.request_id),
         idempotency_key=request.headers.get("idempotency-key"),
         defer=True,
     )
@@ -59,7 +61,7 @@ def quote_job() -> Any:
     return json_response(200, service.get().quote(json_body(api.current_event)))
 
 
-@api.post("/jobs/<job_id>/cancel")
+@api.post("/jobs/{job_id}/cancel")
 def cancel_job(job_id: str) -> Any:
     job = canceller.get().cancel(job_id)
     metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
@@ -89,7 +91,7 @@ def _provider_elements(*, presets: bool) -> Any:
     return json_response(200, page)
 
 
-@api.delete("/elements/<element_id>")
+@api.delete("/elements/{element_id}")
 def delete_element(element_id: str) -> Any:
     query = api.current_event.query_string_parameters or {}
     return json_response(200, element_admin.get().delete(element_id, query.get("provider")))

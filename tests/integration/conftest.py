@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from klingflow.dynamo import Table
 from klingflow_dev import ASSETS
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
@@ -29,9 +30,7 @@ class Stack:
         assert sandbox.api is not None
         self.api = ApiClient(sandbox.api.url)
         self.s3 = sandbox.client("s3")
-        self.table = sandbox.session.resource("dynamodb", endpoint_url=sandbox.endpoint).Table(
-            sandbox.names["JobsTable"]
-        )
+        self.table = Table(sandbox.client("dynamodb"), sandbox.names["JobsTable"])
         self.emulator = sandbox.emulator
         self._media: set[str] = set()
 

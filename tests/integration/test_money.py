@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from klingflow.dynamo import Table
 from klingflow.spend import Budget, Ledger
 from klingflow.store import Claim, JobStore
 from tests.integration.conftest import Stack, deterministic_stack
@@ -389,11 +390,8 @@ def test_many_submitters_at_once_never_overspend_the_day(five_dollar_day: Stack)
     endpoint = stack.sandbox.endpoint
     stores = []
     for _ in range(40):
-        table = (
-            boto3.Session(region_name="us-east-1")
-            .resource("dynamodb", endpoint_url=endpoint)
-            .Table(stack.table.name)
-        )
+        client = boto3.Session(region_name="us-east-1").client("dynamodb", endpoint_url=endpoint)
+        table = Table(client, stack.table.name)
         stores.append(
             JobStore(table, clock, ledger=Ledger(table, clock, Budget(daily_usd=5, max_job_usd=25)))
         )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
+from klingflow.dynamo import Table
 from klingflow.spend import Budget, Ledger
 from klingflow.store import JobStore
 from klingflow_dev.clock import ManualClock
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 
 @pytest.fixture
-def table(aws_env: None) -> Iterator[Any]:
+def table(aws_env: None) -> Iterator[Table]:
     """The jobs table as template.yaml defines it (keys, indexes, TTL), in moto."""
     with mock_aws():
         document = template.load(REPO / "template.yaml")
@@ -29,15 +29,16 @@ def table(aws_env: None) -> Iterator[Any]:
         session = boto3.Session(region_name=REGION)
         builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]
         builder._table("JobsTable", document["Resources"]["JobsTable"]["Properties"])
-        yield session.resource("dynamodb").Table(builder.created.names["JobsTable"])
+        # Through the same wrapper production uses (runtime.table), over the low-level client.
+        yield Table(session.client("dynamodb"), builder.created.names["JobsTable"])
 
 
 @pytest.fixture
-def ledger(table: Any, clock: ManualClock) -> Ledger:
+def ledger(table: Table, clock: ManualClock) -> Ledger:
     """Today's budget: $5 a day, at most $2 a job."""
     return Ledger(table, clock, Budget(daily_usd=5, max_job_usd=2))
 
 
 @pytest.fixture
-def store(table: Any, clock: ManualClock, ledger: Ledger) -> JobStore:
+def store(table: Table, clock: ManualClock, ledger: Ledger) -> JobStore:
     return JobStore(table, clock, due_shards=4, ledger=ledger)

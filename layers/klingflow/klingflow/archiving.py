@@ -34,7 +34,7 @@ from .providers.base import Download, TaskOutput, TaskReport
 from .providers.registry import Registry
 from .safehttp import DownloadFailed, SafeHttp
 from .states import JobStatus
-from .storage import Storage
+from .storage import DOWNLOAD_CHUNK_BYTES, Storage
 from .store import JobStore
 
 # Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
@@ -297,7 +297,7 @@ class Archiver:
                 key += _IMAGE_SUFFIX.get(content_type, ".img")
             stored = self._storage.upload_stream(
                 key,
-                response.iter_bytes(256 * 1024),
+                response.iter_bytes(DOWNLOAD_CHUNK_BYTES),
                 part_size=self._config.part_size_bytes,
                 content_type=content_type if role is OutputRole.COVER else "video/mp4",
             )

@@ -22,13 +22,12 @@ from pydantic import BaseModel, Field
 
 from .clock import Clock, iso
 from .errors import ElementNotFound, FieldError, ProviderError, ProviderErrorClass, RequestRejected
-from .kinds import AnyRequest, CustomElementRequest
 from .models import Job
 from .store import list_page
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
-
+    from .dynamo import Table
+    from .kinds import AnyRequest
     from .providers.registry import Registry
     from .storage import Storage
 
@@ -175,6 +174,8 @@ class ElementDirectory:
     def record(self, job: Job, element_id: str, storage: Storage) -> ElementRecord:
         """Record an element a job made, its reference media copied under elements/ (uploads
         under incoming/ expire with UploadRetentionDays; the element stays usable)."""
+        from .kinds import CustomElementRequest  # noqa: PLC0415 (the read API never records)
+
         request = job.parsed_request
         assert isinstance(request, CustomElementRequest) and job.provider is not None
         media: dict[str, str] = {}

@@ -17,7 +17,7 @@ from .clock import Clock, epoch, iso
 from .errors import ProviderErrorClass
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
+    from .dynamo import Table
 
 COUNTED = frozenset(
     {

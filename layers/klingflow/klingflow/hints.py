@@ -21,7 +21,7 @@ from .outcomes import CallbackOutcome, Done
 from .providers.registry import Registry
 from .queue import JobQueue
 from .states import JobStatus
-from .store import JobStore
+from .store import CallbackNews, JobStore
 from .tokens import CallbackSigner
 
 logger = Logger(child=True)
@@ -54,27 +54,65 @@ class CallbackReceiver:
         """Returns what was done (for the log and the reply); raises JobNotFound on a bad token.
 
         The body is read only once the token is good: an unauthenticated caller cannot make us
-        parse anything.
+        parse anything. The token names the provider, so the usual callback is one conditional
+        write (and one send when it reports an end); anything unusual comes back from that
+        write as the job was, and is decided from there.
         """
-        if not self._signer.verify(job_id, token):
+        signed = self._signer.verify(job_id, token)
+        if signed is None:
             # Same answer as an unknown job: a guesser learns nothing, and nothing is written.
             raise JobNotFound("no such callback")
-        job = self._store.get(job_id)
-        if job is None:
-            raise JobNotFound("no such callback")
         body = read_body()
-        if job.provider is None and job.submitting_to is not None:
+        if signed.provider is None:  # a URL from before tokens named the provider
+            job = self._store.get(job_id)
+            if job is None:
+                raise JobNotFound("no such callback")
+            return self._decide(job, body, provider=None, sent=False)
+        try:
+            report = self._registry.adapter(signed.provider).parse_callback(body)
+        except (KlingflowError, ValueError, TypeError, KeyError) as error:
+            # Unreadable, but it still says "look at this job": archive asks the provider.
+            logger.warning("unreadable callback", extra={"job_id": job_id, "error": str(error)})
+            self._queue.enqueue(job_id, "callback-unreadable")
+            return Done(CallbackOutcome.QUEUED, "unreadable: archive asks the provider")
+        said = progress_of(report, epoch(self._clock.now()))
+        hint = None if report.status is JobStatus.SUBMITTED else report.status
+        if hint is None and not said:
+            return Done(CallbackOutcome.IGNORED, f"status {report.provider_status!r} moves nothing")
+        sent = hint in _CONFIRM
+        if sent:
+            # Sent before the hint is recorded: if sending fails, the provider's retry finds the
+            # hint unrecorded and tries again. A duplicate message only costs archive a query.
+            self._queue.enqueue(job_id, f"callback-{report.provider_status}")
+        news = CallbackNews(signed.provider, report.task_id, hint, report.provider_status, said)
+        missed = self._store.record_callback(job_id, news, active=ACTIVE)
+        if missed is None:
+            if hint is None:
+                return Done(CallbackOutcome.RECORDED, "progress")
+            if hint is JobStatus.RUNNING:
+                return Done(CallbackOutcome.RECORDED, "running")
+            return Done(CallbackOutcome.QUEUED, f"{hint.value.lower()}: archive confirms")
+        if missed.job is None:
+            raise JobNotFound("no such callback")
+        return self._decide(missed.job, body, provider=signed.provider, sent=sent)
+
+    def _decide(self, job: Job, body: Any, *, provider: str | None, sent: bool) -> Done[CallbackOutcome]:
+        """The slow path: a job that is not simply live at the callback's provider."""
+        if job.provider is None and job.submitting_to is not None and provider in (None, job.submitting_to):
             adopted = self._adopt_unconfirmed(job, body)
             if isinstance(adopted, Done):
                 return adopted
             job = adopted
+            sent = False  # archive may have looked before the task was adopted: tell it again
+        if provider is not None and job.provider is not None and provider != job.provider:
+            return Done(CallbackOutcome.IGNORED, f"from {provider}; the job is at {job.provider}")
         if job.salvaging and job.provider is not None:
-            return self._late_hint(job, body)
+            return self._late_hint(job, body, sent=sent)
         if job.status.terminal or job.provider is None:
             return Done(CallbackOutcome.IGNORED, f"job is {job.status.value}")
-        return self._hint(job, body)
+        return self._hint(job, body, sent=sent)
 
-    def _hint(self, job: Job, body: Any) -> Done[CallbackOutcome]:
+    def _hint(self, job: Job, body: Any, *, sent: bool) -> Done[CallbackOutcome]:
         """Record a live job's hint if it moves the job forward; a terminal one goes to archive."""
         assert job.provider is not None
         job_id = job.job_id
@@ -100,7 +138,8 @@ class CallbackReceiver:
             # the hint unrecorded and tries again. A duplicate message only costs archive a query.
             if (job.hint_status.rank if job.hint_status else -1) >= hint.rank:
                 return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
-            self._queue.enqueue(job_id, f"callback-{report.provider_status}")
+            if not sent:
+                self._queue.enqueue(job_id, f"callback-{report.provider_status}")
         if self._store.record_hint(job_id, hint, active=ACTIVE) is None:
             return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
         if hint is JobStatus.RUNNING:
@@ -127,7 +166,7 @@ class CallbackReceiver:
         logger.info("adopted task from callback", extra={"job_id": job.job_id, "task_id": report.task_id})
         return adopt(job, job.submitting_to, report.task_id) or job
 
-    def _late_hint(self, job: Job, body: Any) -> Done[CallbackOutcome]:
+    def _late_hint(self, job: Job, body: Any, *, sent: bool) -> Done[CallbackOutcome]:
         """A timed-out job's task reports in: its end goes to archive, which asks the provider
         and salvages the output (or releases the reservation if the task failed)."""
         assert job.provider is not None
@@ -138,5 +177,6 @@ class CallbackReceiver:
             return Done(CallbackOutcome.QUEUED, "unreadable, after the deadline: archive asks the provider")
         if report.status not in _CONFIRM:
             return Done(CallbackOutcome.IGNORED, f"status {report.provider_status!r} after the deadline")
-        self._queue.enqueue(job.job_id, f"callback-late-{report.provider_status}")
+        if not sent:
+            self._queue.enqueue(job.job_id, f"callback-late-{report.provider_status}")
         return Done(CallbackOutcome.QUEUED, "completed after the deadline: salvage")

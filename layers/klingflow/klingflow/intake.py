@@ -23,7 +23,6 @@ from ulid import ULID
 
 from .clock import Clock, epoch, iso
 from .elements import ElementDirectory
-from .endings import announce, end_job
 from .errors import (
     BudgetExceeded,
     FieldError,
@@ -40,29 +39,27 @@ from .health import Breakers
 from .kinds import AnyRequest, Billing, JobKind, MediaRef, parse_request, with_media
 from .media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
 from .models import (
-    Attempt,
     Cost,
     DetailType,
     HistoryEntry,
     Job,
     JobError,
     JobEventDetail,
-    JobPatch,
     MediaFacts,
     Source,
-    progress_patch,
 )
-from .money import Keep, Money, Release
+from .money import Keep
 from .outcomes import Done, SubmitOutcome
-from .pricing import billing_of, estimate
+from .pricing import billing_of
 from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
-from .providers.base import Submission, TaskSpec
+from .providers.base import TaskSpec
 from .providers.registry import Registry
 from .queue import JobQueue
 from .spend import Ledger, usd
 from .states import JobStatus
 from .storage import Storage
 from .store import Claim, JobStore, NoRoom
+from .submissions import SubmissionRecorder
 from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
 
@@ -551,18 +548,17 @@ class Intake:
     ) -> dict[str, TaskSpec]:
         """One spec per candidate: the same links to the media; a callback URL where one is sent."""
         sent = with_media(request, {media.name: self._provider_url(media.ref) for media in request.media()})
-        callback: str | None = None
+        api_url: str | None = None
         specs = {}
         for provider in candidates:
             adapter = self._registry.client(provider).adapter  # reads the provider's credentials
-            calls_back = adapter.calls_back(request.kind)
-            if calls_back and callback is None:  # the API URL and the signing key, read once
-                callback = self._signer.callback_url(self._api_url(), job.job_id)
+            callback: str | None = None
+            if adapter.calls_back(request.kind):
+                # Its own URL per provider: the callback then says whose dialect it speaks.
+                api_url = api_url or self._api_url()  # read once
+                callback = self._signer.callback_url(api_url, job.job_id, provider)
             specs[provider] = TaskSpec(
-                job_id=job.job_id,
-                request=sent,
-                callback_url=callback if calls_back else None,
-                billing=billing,
+                job_id=job.job_id, request=sent, callback_url=callback, billing=billing
             )
         return specs
 
@@ -647,163 +643,6 @@ class Intake:
         if ref.startswith("https://"):
             return ref
         return self._storage.presign_get(ref, self._config.input_url_ttl_s)
-
-
-class SubmissionRecorder:
-    """Writes what happened to a submission: attempts, SUBMITTED or FAILED, and the events.
-
-    Shared by submit and by the sweeper, which resolves submissions whose submitter vanished.
-    """
-
-    def __init__(
-        self,
-        *,
-        store: JobStore,
-        events: EventPublisher,
-        registry: Registry,
-        clock: Clock,
-        first_poll_with_callback_s: int,
-        first_poll_without_callback_s: int,
-        metrics: ProviderMetrics | None = None,
-        archive_queue: JobQueue | None = None,
-    ) -> None:
-        self._archive_queue = archive_queue
-        self._store = store
-        self._events = events
-        self._registry = registry
-        self._metrics = metrics or ProviderMetrics(namespace=None)
-        self._clock = clock
-        self._first_poll_with_callback_s = first_poll_with_callback_s
-        self._first_poll_without_callback_s = first_poll_without_callback_s
-
-    def resolve_unknown(self, job_id: str, provider: str) -> Job | None:
-        """Look a task up by the id we gave it; the job moves to SUBMITTED when it exists."""
-        job = self._store.get(job_id)
-        client = self._registry.client(provider)
-        if job is None or not client.adapter.looks_up(job.kind):
-            return None
-        try:
-            report = client.query(job_id, job.kind)
-        except ProviderError as error:
-            self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
-            if error.error_class is ProviderErrorClass.NOT_FOUND:
-                return None
-            raise  # "could not ask" is not "not there"
-        assert report is not None  # looks_up() promised a query for this kind
-        self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
-        return self.submitted(job, provider, Submission(report.task_id))
-
-    def submitted(self, job: Job, provider: str, submission: Submission) -> Job:
-        adapter = self._registry.adapter(provider)
-        task_id = submission.task_id
-        first_poll = (
-            self._first_poll_with_callback_s
-            if adapter.calls_back(job.kind)
-            else self._first_poll_without_callback_s
-        )
-        # Never first looked at after the deadline: that look is what enforces it.
-        first_poll = max(1, min(first_poll, job.deadline_at - epoch(self._clock.now())))
-        fields: JobPatch = {
-            "provider": provider,
-            "provider_task_id": task_id,
-            "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
-            "cost": Cost(
-                estimated_usd=estimate(self._registry, provider, job.parsed_request, job.inputs).usd,
-                currency=self._registry.configs[provider].currency,
-            ).model_dump(mode="json", exclude_none=True),
-        }
-        fields.update(
-            progress_patch(
-                progress=None,
-                eta_s=submission.eta_s or adapter.typical_eta_s(job.kind),
-                message=None,
-                now=epoch(self._clock.now()),
-            )
-        )
-        if submission.element_id is not None:
-            # The provider made it while we waited (gateway elements): its answer is the outcome,
-            # so archive can finish the job now instead of polling for a task that is not there.
-            fields["element_id"] = submission.element_id
-            first_poll = 0
-        moved = self._store.transition(
-            job.job_id,
-            JobStatus.SUBMITTED,
-            by="submit",
-            note=f"{provider} task {task_id}",
-            fields=fields,
-            due_in_s=first_poll,
-            announce=DetailType.SUBMITTED.value,
-        )
-        if moved is None:
-            current = self._store.get(job.job_id) or job
-            if current.salvaging and current.provider is None:
-                # The answer came after the deadline timed the job out: the task is ours to watch.
-                return self.adopt_late(current, provider, task_id) or current
-            return current
-        announce(self._store, self._events, moved, DetailType.SUBMITTED)
-        if submission.element_id is not None and self._archive_queue is not None:
-            self._archive_queue.enqueue(job.job_id, "made-synchronously")
-        return moved
-
-    def adopt_late(self, job: Job, provider: str, task_id: str) -> Job | None:
-        """A timed-out job whose create answer was lost turns out to have a task (found by
-        lookup, or calling back): record it, so the salvage watch follows that task."""
-        adapter = self._registry.adapter(provider)
-        self.attempt(job.job_id, provider, "found_after_deadline", None, task_id)
-        return self._store.touch(
-            job.job_id,
-            status_in=frozenset({JobStatus.TIMED_OUT}),
-            fields={
-                "provider": provider,
-                "provider_task_id": task_id,
-                "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
-            },
-            extra_condition="attribute_not_exists(provider_task_id)",
-        )
-
-    def fail(
-        self,
-        job_id: str,
-        code: str,
-        message: str,
-        *,
-        money: Money | None = None,
-        budget: dict[str, float] | None = None,
-    ) -> Job:
-        """End a job that never reached a provider (QUEUED); its reservation is released unless
-        `money` says otherwise (a submission whose outcome is unknown keeps it)."""
-        failed = end_job(
-            self._store,
-            self._events,
-            job_id,
-            JobStatus.FAILED,
-            by="submit",
-            code=code,
-            message=message,
-            only_from=_QUEUED,
-            money=money or Release(),
-            budget=budget,
-        )
-        if failed is None:
-            current = self._store.get(job_id)
-            assert current is not None
-            return current
-        return failed
-
-    def attempt(
-        self, job_id: str, provider: str, outcome: str, latency_ms: int | None, detail: str | None
-    ) -> None:
-        self._metrics.call(provider, outcome, latency_ms)
-        self._store.add_attempt(
-            job_id,
-            Attempt(
-                provider=provider,
-                outcome=outcome,
-                at=iso(self._clock.now()),
-                latency_ms=latency_ms,
-                detail=detail,
-            ),
-        )
 
 
 def _budget_of(refusal: Refused) -> dict[str, float] | None:

@@ -10,10 +10,7 @@ each request lists its media with the role that decides which of those rules app
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -32,95 +29,22 @@ from pydantic_core import PydanticCustomError
 
 from .errors import FieldError, RequestRejected
 
+# The vocabulary (kinds, modes, tiers, billing) lives apart, without pydantic; re-exported here
+# (`X as X`: mypy's explicit re-export) for the modules that take it from this one.
+from .vocab import AspectRatio as AspectRatio  # noqa: PLC0414
+from .vocab import Billing as Billing  # noqa: PLC0414
+from .vocab import JobKind as JobKind  # noqa: PLC0414
+from .vocab import MediaRef as MediaRef  # noqa: PLC0414
+from .vocab import MediaRole as MediaRole  # noqa: PLC0414
+from .vocab import Mode as Mode  # noqa: PLC0414
+from .vocab import Orientation as Orientation  # noqa: PLC0414
+from .vocab import PriceTier as PriceTier  # noqa: PLC0414
+from .vocab import billable_seconds as billable_seconds  # noqa: PLC0414
+
 PROMPT_MAX_CHARS = 2500
 METADATA_MAX_BYTES = 2048
 # A request may set its own deadline within these bounds (seconds).
 DEADLINE_S = (60, 86400)
-
-
-class JobKind(StrEnum):
-    MOTION_CONTROL = "motion_control"
-    TEXT_TO_VIDEO = "text_to_video"
-    IMAGE_TO_VIDEO = "image_to_video"
-    OMNI_VIDEO = "omni_video"
-    CUSTOM_ELEMENT = "custom_element"
-
-    @property
-    def makes_video(self) -> bool:
-        return self is not JobKind.CUSTOM_ELEMENT
-
-
-class Mode(StrEnum):
-    STD = "std"  # 720p
-    PRO = "pro"  # 1080p
-
-
-class Orientation(StrEnum):
-    IMAGE = "image"  # character faces as in the image; reference video <= 10 s
-    VIDEO = "video"  # character faces as in the video; reference video <= 30 s
-
-
-class AspectRatio(StrEnum):
-    LANDSCAPE = "16:9"
-    PORTRAIT = "9:16"
-    SQUARE = "1:1"
-
-
-class MediaRole(StrEnum):
-    """Which limits a media input is held to (media_rules.py has the numbers)."""
-
-    IMAGE = "image"  # jpg/png <= 10 MB, sides >= 300 px, aspect 1:2.5..2.5:1
-    MASK = "mask"  # an image that must also match the frame image's aspect ratio
-    MOTION_VIDEO = "motion_video"  # mp4/mov <= 100 MB, 340..3850 px, 3..10/30 s
-    OMNI_VIDEO = "omni_video"  # mp4/mov <= 200 MB, 720..2160 px, 3..10 s
-    ELEMENT_VIDEO = "element_video"  # mp4/mov <= 100 MB, 720..2160 px, <= 8 s
-
-
-@dataclass(frozen=True)
-class MediaRef:
-    """One media input of a request: where it sits, what it says, which rules hold it."""
-
-    path: tuple[str | int, ...]
-    ref: str
-    role: MediaRole
-
-    @property
-    def name(self) -> str:
-        return ".".join(str(part) for part in self.path)
-
-    @property
-    def is_image(self) -> bool:
-        return self.role in (MediaRole.IMAGE, MediaRole.MASK)
-
-
-class PriceTier(StrEnum):
-    """What a second costs depends on quality and sound (and, on image-to-video, a voice);
-    elements cost a flat price per request. A price list keyed by anything else is refused."""
-
-    STD = "std"
-    PRO = "pro"
-    STD_SOUND = "std_sound"
-    PRO_SOUND = "pro_sound"
-    STD_SOUND_VOICE = "std_sound_voice"
-    PRO_SOUND_VOICE = "pro_sound_voice"
-    FLAT = "flat"
-
-    @classmethod
-    def of(cls, mode: Mode, *, sound: bool = False, voice: bool = False) -> PriceTier:
-        return cls(mode.value + ("_sound" if sound else "") + ("_voice" if sound and voice else ""))
-
-
-@dataclass(frozen=True)
-class Billing:
-    """How a job is charged: per second at a price tier, or a flat price per request."""
-
-    tier: PriceTier
-    seconds: int  # 0 for flat prices
-    upper_bound: bool = False  # the seconds are the most the rules allow, not a measurement
-
-    @property
-    def flat(self) -> bool:
-        return self.tier is PriceTier.FLAT
 
 
 # An object key (spaces allowed, no URL scheme), s3://bucket/key, an https URL or a data: URI.
@@ -193,7 +117,10 @@ def element_reference_errors(prompt: str | None, elements: list[str]) -> list[Fi
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Validators are built on first use, not at import: of the functions that load this module
+    # (an adapter's checks, a stored request read back), only submit parses requests on its
+    # first event, and it builds them with its service (`build_request_models`).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
 # The outcomes a webhook may ask for (a rejected request has no job to carry a webhook).
@@ -255,11 +182,6 @@ class _Request(_Strict):
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
         """The price tier and billed seconds, given the probed durations of the media by name."""
         raise NotImplementedError
-
-
-def billable_seconds(duration_s: float | None) -> int | None:
-    """Providers bill whole seconds, rounded up (at least one)."""
-    return None if duration_s is None else max(1, math.ceil(duration_s - 1e-9))
 
 
 # ---- motion control ---------------------------------------------------------------------------
@@ -748,8 +670,28 @@ JobRequest = Annotated[
 AnyRequest = (
     MotionControlRequest | TextToVideoRequest | ImageToVideoRequest | OmniVideoRequest | CustomElementRequest
 )
-REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(JobRequest)
+REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(JobRequest, config=ConfigDict(defer_build=True))
+
+
+def build_request_models() -> None:
+    """Build the request validators now rather than on the first request that parses one: for
+    the function whose first event does (submit), as its service is built."""
+    REQUEST_ADAPTER.rebuild()
+    for model in _MODEL_OF.values():
+        model.model_rebuild()  # its own validator and serializer (model_dump, load_request)
+
+
 _KIND_TAGS = frozenset(kind.value for kind in JobKind)
+_MODEL_OF: dict[str, type[AnyRequest]] = {
+    model.model_fields["kind"].default.value: model
+    for model in (
+        MotionControlRequest,
+        TextToVideoRequest,
+        ImageToVideoRequest,
+        OmniVideoRequest,
+        CustomElementRequest,
+    )
+}
 
 
 def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
@@ -794,10 +736,15 @@ def with_media(request: AnyRequest, refs: dict[str, str]) -> AnyRequest:
 
 
 def load_request(data: dict[str, Any]) -> AnyRequest:
-    """A stored request (its media may be object keys or presigned URLs): trusted, not re-judged."""
-    return REQUEST_ADAPTER.validate_python(
-        {"kind": JobKind.MOTION_CONTROL.value, **data}, context={RESOLVED: True}
-    )
+    """A stored request (its media may be object keys or presigned URLs): trusted, not re-judged.
+
+    Read with its own kind's model, as the union would pick it: a function that reads stored
+    requests (archive settling a job's cost) builds the one model it meets, not all five."""
+    data = {"kind": JobKind.MOTION_CONTROL.value, **data}
+    model = _MODEL_OF.get(data["kind"])
+    if model is None:  # not a kind: the union says so as it says it of a new request
+        return REQUEST_ADAPTER.validate_python(data, context={RESOLVED: True})
+    return model.model_validate(data, context={RESOLVED: True})
 
 
 def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:

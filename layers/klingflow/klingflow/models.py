@@ -6,24 +6,39 @@ What users send, per job kind, is in `kinds.py`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .kinds import AnyRequest, JobKind, load_request
 from .states import JobStatus
+from .vocab import JobKind
+
+# The request models are loaded by what parses requests (`parsed_request` here), not by every
+# reader of a job record.
+if TYPE_CHECKING:
+    from .kinds import AnyRequest
+
+
+class _Record(BaseModel):
+    """Every model here builds its validator on first use, not at import. The functions whose
+    first event reads or writes a job build the job record's models with their service
+    (`build_job_models`); the callback, whose usual event is one conditional write, builds
+    almost none, and an event detail's models are built when the first event is published."""
+
+    model_config = ConfigDict(defer_build=True)
+
 
 # ---- the job record ---------------------------------------------------------------------------
 
 
-class Source(BaseModel):
+class Source(_Record):
     """Where a request came from, so an operator can trace a job back to its trigger."""
 
     type: Literal["api", "s3", "event"]
     ref: str | None = None
 
 
-class MediaFacts(BaseModel):
+class MediaFacts(_Record):
     """What probing an input found; kept on the job so a later reader sees what was checked."""
 
     source: str
@@ -41,7 +56,7 @@ class OutputRole(StrEnum):
     WATERMARKED = "watermarked"  # the clip with the provider's watermark (Kling's watermark_url)
 
 
-class Output(BaseModel):
+class Output(_Record):
     role: OutputRole = OutputRole.VIDEO
     s3_uri: str
     key: str
@@ -60,7 +75,7 @@ class BilledSource(StrEnum):
     RULE = "rule"  # the documented billing rule applied to what the job asked for and measured
 
 
-class Cost(BaseModel):
+class Cost(_Record):
     estimated_usd: float | None = None
     billed_usd: float | None = None
     billed_source: BilledSource | None = None
@@ -79,7 +94,7 @@ class SpendState(StrEnum):
     RELEASED = "released"  # nothing was charged (never sent, failed, cancelled)
 
 
-class Reservation(BaseModel):
+class Reservation(_Record):
     """A job's share of a day's budget: reserved once when the job is claimed for sending,
     moved with the job on fail-over, and settled or released when it ends."""
 
@@ -89,21 +104,21 @@ class Reservation(BaseModel):
     state: SpendState = SpendState.RESERVED
 
 
-class JobError(BaseModel):
+class JobError(_Record):
     code: str
     message: str
     # BUDGET_EXCEEDED: the day's budget, what was left of it, and the job's estimate.
     budget: dict[str, float] | None = None
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(_Record):
     at: str
     status: JobStatus
     by: str
     note: str | None = None
 
 
-class Attempt(BaseModel):
+class Attempt(_Record):
     provider: str
     outcome: str
     at: str
@@ -111,7 +126,7 @@ class Attempt(BaseModel):
     detail: str | None = None
 
 
-class Job(BaseModel):
+class Job(_Record):
     """The job item, as stored (minus key attributes) and as returned by the read API."""
 
     model_config = ConfigDict(extra="ignore")
@@ -179,7 +194,16 @@ class Job(BaseModel):
 
     @property
     def parsed_request(self) -> AnyRequest:
+        from .kinds import load_request  # noqa: PLC0415 (see the module's imports)
+
         return load_request(self.request)
+
+
+def build_job_models() -> None:
+    """Build the job record's validators now, for a function whose first event reads or writes
+    a job (all but the callback), as its service is built rather than inside that event."""
+    for model in (Source, MediaFacts, Output, Cost, Reservation, JobError, HistoryEntry, Attempt, Job):
+        model.model_rebuild()
 
 
 class JobPatch(TypedDict, total=False):
@@ -229,7 +253,7 @@ def progress_patch(*, progress: int | None, eta_s: float | None, message: str | 
 # ---- events -----------------------------------------------------------------------------------
 
 
-class EventOutput(BaseModel):
+class EventOutput(_Record):
     role: OutputRole = OutputRole.VIDEO
     s3_uri: str
     bytes: int
@@ -237,7 +261,7 @@ class EventOutput(BaseModel):
     duration_s: float | None = None
 
 
-class EventCost(BaseModel):
+class EventCost(_Record):
     estimated: float | None = Field(default=None, description="USD, before submission")
     billed: float | None = Field(default=None, description="USD, as settled when the job ended")
     billed_source: BilledSource | None = Field(
@@ -248,7 +272,7 @@ class EventCost(BaseModel):
     )
 
 
-class JobEventDetail(BaseModel):
+class JobEventDetail(_Record):
     """Detail of every event klingflow puts on its bus (source `klingflow`)."""
 
     version: Literal["1"] = "1"

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .kinds import AnyRequest, Billing, billable_seconds
 from .models import BilledSource, Job, MediaFacts
 from .money import Charge
 from .providers.base import TaskReport, UsageUnit
 from .providers.registry import Registry
+from .vocab import Billing, billable_seconds
+
+if TYPE_CHECKING:
+    from .kinds import AnyRequest
 
 # A reported clip length within this of a whole second is that second (5.04 s is a 5 s clip
 # with one frame over), not a second more.

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
 from botocore.config import Config
 
 from .clock import Clock, SystemClock
+from .dynamo import Table
 from .events import EventPublisher
+from .models import build_job_models
 from .queue import JobQueue
 from .settings import (
+    MAX_POLL_CONCURRENCY,
     ArchiveSettings,
     CallbackSettings,
     JobsSettings,
@@ -33,14 +35,13 @@ from .settings import (
     _Settings,
 )
 from .spend import Budget, Ledger, SpendMetrics
-from .storage import Storage
 from .store import JobStore
 from .tokens import CallbackSigner
 
 # Services are imported by the builders that need them, not here: a handler loads only what
 # its own function uses (the jobs function never loads the probe, archiving or the adapters).
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
 
     from .archiving import Archiver
     from .cancel import Canceller
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .intake import Intake
     from .providers.registry import Registry
     from .queries import JobQueries
+    from .storage import Storage
     from .sweeping import Sweeper
     from .telemetry import ProviderMetrics
     from .webhooks import WebhookSender
@@ -73,26 +75,44 @@ class Lazy(Generic[T]):
         self._value = value
 
 
+# Clients are shared by a function's threads (the sweeper visits up to POLL_CONCURRENCY jobs at
+# once): botocore keeps 10 connections by default, and every request past them opens a new one
+# (a TLS handshake) and throws it away after ("Connection pool is full"). Unused room costs nothing.
+_POOLED = Config(max_pool_connections=MAX_POLL_CONCURRENCY)
+
+
 @cache
 def client(service: str) -> Any:
     # Presigned links must be SigV4: boto3 still signs S3 URLs with SigV2 in some regions.
-    config = Config(signature_version="s3v4") if service == "s3" else None
+    config = _POOLED.merge(Config(signature_version="s3v4")) if service == "s3" else _POOLED
     return boto3.client(service, config=config)  # type: ignore[call-overload]
 
 
 @cache
 def table(name: str) -> Table:
-    return boto3.resource("dynamodb").Table(name)
+    # The low-level client under a thin wrapper: a DynamoDB resource costs a cold start ~100 ms.
+    return Table(client("dynamodb"), name)
 
 
 @cache
 def _secrets() -> SecretsProvider:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
     return SecretsProvider(boto3_client=client("secretsmanager"))
 
 
 @cache
 def _ssm() -> SSMProvider:
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
     return SSMProvider(boto3_client=client("ssm"))
+
+
+def storage(bucket: str) -> Storage:
+    """The bucket, for the functions that read or write it (not the callback, sweeper, webhook)."""
+    from .storage import Storage
+
+    return Storage(client("s3"), bucket)
 
 
 def secret_text(arn: str) -> str:
@@ -121,7 +141,9 @@ def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping
     return lookup
 
 
-def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
+def registry(settings: _ProviderSettings, clock: Clock, *, connections: int | None = None) -> Registry:
+    """The providers; `connections`: calls one provider may have in flight at once (its HTTP
+    client keeps that many connections open), for a function that calls from many threads."""
     from .providers.registry import Registry, load_configs
 
     return Registry(
@@ -130,6 +152,7 @@ def registry(settings: _ProviderSettings, clock: Clock) -> Registry:
         usd_per_cny=settings.usd_per_cny,
         timeout_s=settings.provider_timeout_s,
         clock=clock,
+        connections=connections,
     )
 
 
@@ -173,8 +196,11 @@ def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
     from .health import Breakers
     from .intake import Intake, IntakeConfig
+    from .kinds import build_request_models
 
+    build_request_models()  # every first event of submit parses a request
     clock = clock or SystemClock()
+    build_job_models()  # its first event reads or writes a job
     money = ledger(settings, clock)
     return Intake(
         ledger=money,
@@ -188,7 +214,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
         archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
         store=store(settings, clock, money),
-        storage=Storage(client("s3"), settings.bucket),
+        storage=storage(settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
         registry=registry(settings, clock),
         elements=element_directory(settings, clock),
@@ -227,9 +253,9 @@ def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Can
 
 def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
     from .hints import CallbackReceiver
-    from .intake import SubmissionRecorder
     from .providers.base import Submission
     from .providers.registry import Registry, load_configs
+    from .submissions import SubmissionRecorder
 
     clock = clock or SystemClock()
     jobs = store(settings, clock)
@@ -259,9 +285,10 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
     from .safehttp import SafeHttp
 
     clock = clock or SystemClock()
+    build_job_models()  # its first event reads or writes a job
     return Archiver(
         store=store(settings, clock, ledger(settings, clock)),
-        storage=Storage(client("s3"), settings.bucket),
+        storage=storage(settings.bucket),
         events=EventPublisher(client("events"), settings.event_bus),
         registry=registry(settings, clock),
         http=SafeHttp(
@@ -279,13 +306,14 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
-    from .intake import SubmissionRecorder
+    from .submissions import SubmissionRecorder
     from .sweeping import SweepConfig, Sweeper
 
     clock = clock or SystemClock()
+    build_job_models()  # its first event reads or writes a job
     jobs = store(settings, clock, ledger(settings, clock))
     events = EventPublisher(client("events"), settings.event_bus)
-    providers = registry(settings, clock)
+    providers = registry(settings, clock, connections=settings.poll_concurrency)
     recorder = SubmissionRecorder(
         store=jobs,
         events=events,
@@ -322,9 +350,10 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
     from .queries import JobQueries
 
     clock = clock or SystemClock()
+    build_job_models()  # its first event reads or writes a job
     return JobQueries(
         store=JobStore(table(settings.jobs_table), clock),
-        storage=Storage(client("s3"), settings.bucket),
+        storage=storage(settings.bucket),
         ledger=ledger(settings, clock),
         elements=element_directory(settings, clock),
         clock=clock,
@@ -344,6 +373,7 @@ def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> Web
     from .webhooks import WebhookSender
 
     clock = clock or SystemClock()
+    build_job_models()  # its first event reads or writes a job
     return WebhookSender(
         store=JobStore(table(settings.jobs_table), clock),
         http=SafeHttp(

@@ -13,13 +13,21 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
+# The sweeper's most visits in flight; every AWS client's connection pool holds this many, so
+# no visit waits for a connection (runtime.py).
+MAX_POLL_CONCURRENCY = 128
+
 
 def _upper(name: str) -> str:
     return name.upper()
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(alias_generator=_upper, populate_by_name=True, extra="ignore", frozen=True)
+    # defer_build: a function builds the validator of its own settings only (on `from_env`),
+    # not those of the other five functions' settings at import.
+    model_config = ConfigDict(
+        alias_generator=_upper, populate_by_name=True, extra="ignore", frozen=True, defer_build=True
+    )
 
     jobs_table: str = Field(min_length=1)
     # TTL of finished jobs, idempotency keys and spend days.
@@ -120,7 +128,9 @@ class SweeperSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     # Jobs waiting to be sent again (a pinned provider that said "later") go back to submit.
     submit_queue_url: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
-    poll_concurrency: int = Field(default=8, ge=1, le=64)
+    # The most due jobs visited at once (a sweep starts one per due job up to this): 500 due
+    # jobs at 200 ms a poll take about 2 s at 64, well inside the one-minute schedule.
+    poll_concurrency: int = Field(default=64, ge=1, le=MAX_POLL_CONCURRENCY)
     max_jobs_per_run: int = Field(default=500, ge=1)
 
 

@@ -26,10 +26,10 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from .clock import Clock, epoch
 from .errors import BudgetExceeded
-from .kinds import JobKind
+from .vocab import JobKind
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
+    from .dynamo import Table
 
 SPEND_PREFIX = "SPEND#"
 # Money is kept to the micro-dollar: exact decimal sums, never float drift.

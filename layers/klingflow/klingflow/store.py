@@ -16,11 +16,12 @@ import hashlib
 import json
 import zlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 from botocore.exceptions import ClientError
 
@@ -32,7 +33,7 @@ from .spend import Ledger, SpendChange, usd
 from .states import JobStatus, allowed_sources
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.service_resource import Table
+    from .dynamo import Table
 
 DUE_INDEX = "due-index"
 LIST_INDEX = "list-index"
@@ -55,6 +56,8 @@ _QUEUED = frozenset({JobStatus.QUEUED})
 _ATTRIBUTES = frozenset(Job.model_fields) | set(_KEY_FIELDS) | {"submit_claimed_at"}
 # A money write re-reads the job when a concurrent write moved its reservation meanwhile.
 _MONEY_ATTEMPTS = 4
+# Due-index shards read at once (each query is one shard's page).
+_SHARD_READERS = 16
 
 
 class NoRoom(Exception):
@@ -90,6 +93,37 @@ def _from_dynamo(value: Any) -> Any:
 
 def _is_conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class _Change(TypedDict, total=False):
+    """One conditional update of a job (see `JobStore._request`)."""
+
+    status_in: Required[frozenset[JobStatus]]
+    sets: Required[Mapping[str, Any]]
+    removes: tuple[str, ...]
+    appends: Mapping[str, list[Any]] | None
+    increments: Mapping[str, int] | None
+    extra_condition: str | None
+    extra_values: Mapping[str, Any] | None
+    extra_names: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
+class CallbackNews:
+    """What a verified callback says, for `JobStore.record_callback`."""
+
+    provider: str  # whose URL it came to
+    task_id: str
+    hint: JobStatus | None  # RUNNING or an end; None: progress only
+    note: str  # the provider's own word for the status, for the history
+    fields: JobPatch  # progress, ETA, the provider's message
+
+
+@dataclass(frozen=True)
+class NotRecorded:
+    """A callback's write did not apply; the job as it was (None: there is no such job)."""
+
+    job: Job | None
 
 
 @dataclass(frozen=True)
@@ -195,24 +229,31 @@ class JobStore:
     # ---- conditional writes ----------------------------------------------------------------
 
     def _update(
-        self,
-        job_id: str,
-        *,
-        status_in: frozenset[JobStatus],
-        sets: Mapping[str, Any],
-        removes: tuple[str, ...] = (),
-        appends: Mapping[str, list[Any]] | None = None,
-        increments: Mapping[str, int] | None = None,
-        extra_condition: str | None = None,
-        extra_values: Mapping[str, Any] | None = None,
-        extra_names: Mapping[str, str] | None = None,
-        spend: Mapping[str, Any] | None = None,
+        self, job_id: str, *, spend: Mapping[str, Any] | None = None, **change: Unpack[_Change]
     ) -> Job | None:
         """One conditional UpdateItem; None when the job is not in `status_in` (a no-op).
 
         With `spend` (the day's item's side, from `Ledger.update`) both writes happen in one
         transaction: either both or neither. A refused spend condition raises `NoRoom`.
         """
+        request = self._request(job_id, **change)
+        if spend is not None:
+            return self._transact(job_id, request, spend)
+        try:
+            item = self._table.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return None
+            raise
+        return self._job(item)
+
+    def _request(self, job_id: str, **change: Unpack[_Change]) -> dict[str, Any]:
+        """The UpdateItem request for `_update`: sets, appends, increments and removes, on the
+        condition that the job exists in one of `status_in` (and `extra_condition`)."""
+        status_in, sets = change["status_in"], change["sets"]
+        removes, appends = change.get("removes", ()), change.get("appends")
+        increments, extra_condition = change.get("increments"), change.get("extra_condition")
+        extra_values, extra_names = change.get("extra_values"), change.get("extra_names")
         unknown = {*sets, *removes, *(appends or {}), *(increments or {})} - _ATTRIBUTES
         if unknown:
             raise ValueError(f"a job has no attribute {sorted(unknown)}")
@@ -246,27 +287,18 @@ class JobStore:
         if extra_condition:
             condition += f" AND ({extra_condition})"
             values.update(extra_values or {})
-        request: dict[str, Any] = {
+        return {
             "Key": self._job_key(job_id),
             "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-        if spend is not None:
-            return self._transact(job_id, request, spend)
-        try:
-            item = self._table.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
-        except ClientError as error:
-            if _is_conditional_failure(error):
-                return None
-            raise
-        return self._job(item)
 
     def _transact(self, job_id: str, request: Mapping[str, Any], spend: Mapping[str, Any]) -> Job | None:
         try:
             items: Any = [{"Update": {"TableName": self._table.name, **request}}, spend]
-            self._table.meta.client.transact_write_items(TransactItems=items)
+            self._table.transact_write_items(TransactItems=items)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise
@@ -495,20 +527,54 @@ class JobStore:
         extra_values: Mapping[str, Any] | None = None,
     ) -> Job | None:
         """Update a job without changing its status (reschedule a poll, note progress)."""
-        now = self._clock.now()
-        sets: dict[str, Any] = {"updated_at": iso(now), **(fields or {})}
-        if due_in_s is not None:
-            sets["due_at"] = epoch(now) + due_in_s
-            sets["due_shard"] = self.due_shard(job_id)
         return self._update(
             job_id,
             status_in=status_in,
-            sets=sets,
+            sets=self._touch_sets(job_id, fields, due_in_s),
             increments=increments,
             removes=removes,
             extra_condition=extra_condition,
             extra_values=extra_values,
         )
+
+    def reschedule(
+        self,
+        job_id: str,
+        *,
+        status_in: frozenset[JobStatus],
+        due_in_s: int,
+        fields: JobPatch | None = None,
+        increments: Mapping[str, int] | None = None,
+        extra_condition: str | None = None,
+        extra_values: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """`touch` that reads nothing back: the sweeper's bookkeeping after a visit (the next
+        look, the poll counted, what the provider said). One conditional UpdateItem with an
+        empty answer, so a sweep's hundreds of them cost no item to send, parse and validate;
+        False when the job was not in `status_in` (it moved on meanwhile)."""
+        request = self._request(
+            job_id,
+            status_in=status_in,
+            sets=self._touch_sets(job_id, fields, due_in_s),
+            increments=increments,
+            extra_condition=extra_condition,
+            extra_values=extra_values,
+        )
+        try:
+            self._table.update_item(**request, ReturnValues="NONE")
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def _touch_sets(self, job_id: str, fields: JobPatch | None, due_in_s: int | None) -> dict[str, Any]:
+        now = self._clock.now()
+        sets: dict[str, Any] = {"updated_at": iso(now), **(fields or {})}
+        if due_in_s is not None:
+            sets["due_at"] = epoch(now) + due_in_s
+            sets["due_shard"] = self.due_shard(job_id)
+        return sets
 
     def record_hint(self, job_id: str, hint: JobStatus, *, active: frozenset[JobStatus]) -> Job | None:
         """Record a callback's status only if it is further along than any hint seen before.
@@ -525,6 +591,63 @@ class JobStore:
             extra_condition="attribute_not_exists(hint_rank) OR hint_rank < :rank",
             extra_values={":rank": hint.rank},
         )
+
+    def record_callback(
+        self, job_id: str, news: CallbackNews, *, active: frozenset[JobStatus]
+    ) -> NotRecorded | None:
+        """Record what a verified callback says in one conditional write; None when it was.
+
+        The condition carries every check the callback needs (the job is live, at the provider
+        the callback's URL was made for, on the task the callback names, and the news is further
+        along than any hint before), so the callback reads nothing first and the write returns
+        nothing. When the condition fails the job comes back as it was, for the caller's slow
+        path (an adoption, a salvage, a duplicate) to decide on: no second read there either.
+        """
+        now = self._clock.now()
+        sets: dict[str, Any] = {"updated_at": iso(now), **news.fields}
+        names = {"#provider": "provider"}
+        values: dict[str, Any] = {":provider": news.provider}
+        condition = "#provider = :provider"
+        if news.task_id != job_id:  # a task named by our own job id (external id) is always ours
+            names |= {"#ptask": "provider_task_id", "#etask": "external_task_id"}
+            values[":task"] = news.task_id
+            condition += " AND (#ptask = :task OR #etask = :task)"
+        appends = None
+        increments = None
+        status_in = active
+        hint = news.hint
+        if hint is not None:
+            sets |= {"hint_status": hint.value, "hint_rank": hint.rank, "last_callback_at": iso(now)}
+            increments = {"callbacks": 1}
+            values[":rank"] = hint.rank
+            condition += " AND (attribute_not_exists(hint_rank) OR hint_rank < :rank)"
+        if hint is JobStatus.RUNNING:
+            # The move itself, in the same write: SUBMITTED -> RUNNING with its history entry.
+            status_in = allowed_sources(JobStatus.RUNNING) & active
+            sets["status"] = JobStatus.RUNNING.value
+            entry = HistoryEntry(at=iso(now), status=JobStatus.RUNNING, by="callback", note=news.note)
+            appends = {"history": [entry.model_dump(mode="json")]}
+        request = self._request(
+            job_id,
+            status_in=status_in,
+            sets=sets,
+            appends=appends,
+            increments=increments,
+            extra_condition=condition,
+            extra_values=values,
+            extra_names=names,
+        )
+        try:
+            self._table.update_item(
+                **request, ReturnValues="NONE", ReturnValuesOnConditionCheckFailure="ALL_OLD"
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            # The table hands the refused write's item back plain (dynamo.Table).
+            old: Mapping[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
+            return NotRecorded(self._job(old) if old else None)
+        return None
 
     def take_lease(self, job_id: str, owner: str, *, for_s: int) -> bool:
         """The right to copy a SUCCEEDED job's outputs for a while; one holder at a time, and a
@@ -573,30 +696,66 @@ class JobStore:
     # ---- queries ---------------------------------------------------------------------------
 
     def due_jobs(self, *, limit: int) -> Iterator[Job]:
-        """Jobs whose due time has come, most overdue first within each shard.
+        """At most `limit` jobs whose due time has come, most overdue first within each shard.
 
-        Each shard gets an equal share of `limit`, so a backlog in one shard cannot starve the
-        others of their sweep.
+        The quota follows what each shard has due, not a fixed split: every shard still in play
+        gets an even share of what is left of `limit` each round, and a shard that runs out of
+        due jobs gives the rest of its share to those that have more, so a backlog in one shard
+        is drained as fast as one spread over all and cannot starve the others of their sweep.
+        Every item read is a due job yielded: a query asks for no more than its shard's share,
+        and only jobs whose `due_at` has come match its key condition.
+
+        The shards are read side by side and each page is yielded as it arrives, so the caller
+        starts on the first jobs while the rest are still being read.
         """
         now = epoch(self._clock.now())
-        share = -(-limit // self._due_shards)
-        total = limit
-        for shard in range(self._due_shards):
-            kwargs: dict[str, Any] = {
-                "IndexName": DUE_INDEX,
-                "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
-                "ExpressionAttributeValues": {":shard": str(shard), ":now": now},
-            }
-            left = min(share, total)
-            while left > 0:
-                page = self._table.query(Limit=min(left, 100), **kwargs)
-                for item in page.get("Items", []):
-                    left -= 1
-                    total -= 1
-                    yield self._job(item)
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        shards = [str(shard) for shard in range(self._due_shards)]
+        # Whoever gets a round's odd remainder changes every minute, the sweeper's schedule.
+        first = (now // 60) % len(shards)
+        shards = shards[first:] + shards[:first]
+        cursors: dict[str, dict[str, Any] | None] = dict.fromkeys(shards)
+        left = limit
+        readers = min(len(shards), _SHARD_READERS)
+        with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="due-index") as pool:
+            while left > 0 and cursors:
+                quotas = _shares(left, list(cursors))
+                reading = {
+                    pool.submit(self._due_page, shard, now, quota, cursors[shard]): shard
+                    for shard, quota in quotas.items()
+                }
+                while reading:
+                    done, _ = wait(reading, return_when=FIRST_COMPLETED)
+                    for page in done:
+                        shard = reading.pop(page)
+                        items, cursor = page.result()
+                        left -= len(items)
+                        quotas[shard] -= len(items)
+                        if cursor is None:
+                            del cursors[shard]  # nothing more is due there
+                        else:
+                            cursors[shard] = cursor
+                            if quotas[shard] > 0:  # a page cut short at 1 MB: read on
+                                again = pool.submit(self._due_page, shard, now, quotas[shard], cursor)
+                                reading[again] = shard
+                        for item in items:
+                            yield self._job(item)
+
+    def _due_page(
+        self, shard: str, now: int, most: int, cursor: dict[str, Any] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of a shard's due jobs (at most `most`) from `cursor` on, and where the shard
+        goes on (None: its due jobs are all read)."""
+        request: dict[str, Any] = {
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "due_shard = :shard AND due_at <= :now",
+            "ExpressionAttributeValues": {":shard": shard, ":now": now},
+            # DynamoDB stops a page at 1 MB by itself; Limit keeps the read to the share.
+            "Limit": most,
+        }
+        if cursor is not None:
+            request["ExclusiveStartKey"] = cursor
+        page = self._table.query(**request)
+        return list(page.get("Items", [])), page.get("LastEvaluatedKey")
 
     def list_jobs(
         self, *, limit: int, next_token: str | None = None, status: JobStatus | None = None
@@ -632,6 +791,14 @@ def list_page(
     last = page.get("LastEvaluatedKey")
     token = base64.urlsafe_b64encode(json.dumps(_from_dynamo(last)).encode()).decode() if last else None
     return [dict(item) for item in page.get("Items", [])], token
+
+
+def _shares(total: int, shards: list[str]) -> dict[str, int]:
+    """`total` split as evenly as possible over `shards`, the odd remainder to the first ones;
+    a shard whose share is nothing this round is left out of it."""
+    each, extra = divmod(total, len(shards))
+    shares = {shard: each + (1 if index < extra else 0) for index, shard in enumerate(shards)}
+    return {shard: share for shard, share in shares.items() if share > 0}
 
 
 def _key_pk(idempotency_key: str) -> str:

@@ -43,9 +43,24 @@ _SUCCEEDED = frozenset({JobStatus.SUCCEEDED})
 _FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+def poll_workers(due: int, ceiling: int) -> int:
+    """How many jobs a sweep visits at once: one for each due job, up to `ceiling`.
+
+    A visit mostly waits on its provider (a poll) and then on one conditional write, so the
+    sweep of a backlog takes about (backlog / workers) visits' time: the concurrency follows the
+    backlog instead of queueing it behind a fixed handful of threads, and a quiet tick with a
+    few jobs starts only a few.
+    """
+    return max(1, min(due, ceiling))
+
+
 @dataclass(frozen=True)
 class SweepConfig:
+    # The most visits (provider polls and their writes) in flight at once; the clients' HTTP
+    # connection pools hold as many, or each visit past them would open a connection of its own
+    # (runtime.py, providers/base.py).
     poll_concurrency: int
+    # The most due jobs one sweep reads and visits; the rest wait for the next tick.
     max_jobs_per_run: int
     first_poll_s: int
     poll_max_interval_s: int
@@ -86,12 +101,21 @@ class Sweeper:
 
     def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[SweepOutcome]:
         """One pass over the due jobs; returns how many ended in each outcome."""
-        jobs = list(self._store.due_jobs(limit=self._config.max_jobs_per_run))
         outcomes: Counter[SweepOutcome] = Counter()
-        with ThreadPoolExecutor(max_workers=self._config.poll_concurrency) as pool:
-            for outcome in pool.map(lambda job: self._visit(job, time_left_s), jobs):
-                outcomes[outcome] += 1
-        logger.info("sweep done", extra={"due": len(jobs), "outcomes": dict(outcomes)})
+        # Each job is handed to the pool as soon as its page is read, so the first polls are
+        # under way while later pages load. The pool starts a thread for a job only when none
+        # is idle: the visits in flight are poll_workers(due jobs, ceiling), no more.
+        with ThreadPoolExecutor(
+            max_workers=self._config.poll_concurrency, thread_name_prefix="sweep"
+        ) as pool:
+            visits = [
+                pool.submit(self._visit, job, time_left_s)
+                for job in self._store.due_jobs(limit=self._config.max_jobs_per_run)
+            ]
+            for visit in visits:
+                outcomes[visit.result()] += 1
+        workers = poll_workers(len(visits), self._config.poll_concurrency) if visits else 0
+        logger.info("sweep done", extra={"due": len(visits), "workers": workers, "outcomes": dict(outcomes)})
         return outcomes
 
     def _visit(self, job: Job, time_left_s: Callable[[], float]) -> SweepOutcome:
@@ -103,7 +127,7 @@ class Sweeper:
             logger.exception("sweep of job failed", extra={"job_id": job.job_id})
             # Step it back in the queue, or it would stand at the head of its shard every tick.
             active = frozenset({JobStatus.QUEUED, *_POLLED, *_SUCCEEDED})
-            self._store.touch(
+            self._store.reschedule(
                 job.job_id, status_in=active, due_in_s=self._backoff(job), increments={"polls": 1}
             )
             return SweepOutcome.ERROR
@@ -114,7 +138,7 @@ class Sweeper:
             announced = announce(self._store, self._events, job, DetailType(job.pending_event))
             if job.status.terminal and not (announced and job.salvaging):
                 if not announced:
-                    self._store.touch(
+                    self._store.reschedule(
                         job.job_id, status_in=TERMINAL, due_in_s=self._interval(job), increments={"polls": 1}
                     )
                 return SweepOutcome.ANNOUNCED if announced else SweepOutcome.ANNOUNCE_FAILED
@@ -142,7 +166,7 @@ class Sweeper:
             if late:
                 return self._time_out(job, _POLLED, watch=True)
             delay = self._backoff(job, retry_after=error.retry_after_s)
-            self._store.touch(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
+            self._store.reschedule(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
             logger.warning(
                 "poll failed", extra={"job_id": job.job_id, "error": error.message, "next_in_s": delay}
             )
@@ -151,7 +175,7 @@ class Sweeper:
             # Finished, even if only just before the deadline: archive confirms and copies. The
             # job stays due in case that message is lost.
             self._queue.enqueue(job.job_id, f"sweeper-{report.provider_status}")
-            self._store.touch(
+            self._store.reschedule(
                 job.job_id,
                 status_in=_POLLED,
                 due_in_s=self._config.archive_stall_s,
@@ -173,7 +197,7 @@ class Sweeper:
                 fields=said,
             )
         else:
-            self._store.touch(
+            self._store.reschedule(
                 job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1}, fields=said
             )
         return SweepOutcome.POLLED
@@ -210,7 +234,7 @@ class Sweeper:
             return SweepOutcome.ARCHIVE_FAILED
         self._queue.enqueue(job.job_id, "sweeper-archive-stalled")
         next_look = min(self._config.archive_stall_s, max(1, gives_up - epoch(now)))
-        self._store.touch(job.job_id, status_in=_SUCCEEDED, due_in_s=next_look)
+        self._store.reschedule(job.job_id, status_in=_SUCCEEDED, due_in_s=next_look)
         return SweepOutcome.RE_ENQUEUED
 
     def _end(
@@ -350,7 +374,7 @@ class Sweeper:
         return SweepOutcome.SALVAGE_FOUND
 
     def _watch_again(self, job: Job, after_s: float | None = None) -> None:
-        self._store.touch(
+        self._store.reschedule(
             job.job_id,
             status_in=frozenset({JobStatus.TIMED_OUT}),
             due_in_s=max(int(after_s or 0), self._config.salvage_poll_s if after_s is None else 1),
@@ -378,17 +402,17 @@ class Sweeper:
             # Not claimed: waiting to be sent again (its pinned provider said "not now"), or its
             # submit message was lost. Hand it (back) to the submit queue; a claim stops doubles.
             self._submit_queue.enqueue(job.job_id, "sweeper-resend")
-            self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
+            self._store.reschedule(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return SweepOutcome.RESENT
         if provider is None:
             # Claimed just now: its submitter is at work; the deadline ends the wait.
-            self._store.touch(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
+            self._store.reschedule(job.job_id, status_in=_QUEUED, due_in_s=self._config.submit_grace_s)
             return SweepOutcome.WAITING
         adapter = self._registry.adapter(provider)
         if not adapter.looks_up(job.kind) and adapter.calls_back(job.kind):
             # No way to ask, but the task (if it exists) will call back to this job's URL and
             # be adopted then; until the deadline, waiting is the only way not to pay twice.
-            self._store.touch(
+            self._store.reschedule(
                 job.job_id, status_in=_QUEUED, due_in_s=self._backoff(job), increments={"polls": 1}
             )
             return SweepOutcome.AWAITING_CALLBACK
@@ -396,7 +420,7 @@ class Sweeper:
             found = self._resolve_unknown(job.job_id, provider)
         except ProviderError as error:
             # Could not ask: that says nothing about whether the task exists. Ask again later.
-            self._store.touch(
+            self._store.reschedule(
                 job.job_id,
                 status_in=_QUEUED,
                 due_in_s=self._backoff(job, error.retry_after_s),

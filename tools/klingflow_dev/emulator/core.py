@@ -11,6 +11,7 @@ import io
 import itertools
 import struct
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Faults:
     fail_tasks: bool = False  # tasks end failed instead of completed
     cancel_tasks: bool = False  # tasks end cancelled by the provider (evolink documents it)
     latency_s: float = 6.0  # time from create to completion
+    request_latency_s: float = 0.0  # every API request (create, query, lists) answers this late
     drop_callbacks: bool = False
     duplicate_callbacks: int = 0  # send each callback this many extra times
     reverse_callbacks: bool = False  # send a task's callbacks newest first (out of order)
@@ -125,6 +127,8 @@ class Emulator:
         self.callbacks_sent: list[tuple[str, str, int | str]] = []  # (task id, phase, status)
         self.base_urls: dict[str, str] = {}
         self.deleted_elements: set[tuple[str, str]] = set()  # (dialect, element id)
+        # How the servers wait out `request_latency_s` (real time; a test may record it instead).
+        self.sleep: Callable[[float], None] = time.sleep
         self._pending: list[Delivery] = []
         self._inflight: set[Future[None]] = set()
         self._ids = itertools.count(1)

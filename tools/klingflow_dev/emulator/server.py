@@ -91,6 +91,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._file(parts.path, parse_qs(parts.query))
             return
         faults = emulator.faults_for(dialect.name)
+        if faults.request_latency_s:
+            # A provider's own response time, on every API call (each request has its own
+            # thread, so concurrent callers wait side by side, as on a real server).
+            emulator.sleep(faults.request_latency_s)
         if method == "GET" and faults.query_status is not None:
             self._send(Reply(faults.query_status, dialect.error_body(faults.query_status, "injected fault")))
             return

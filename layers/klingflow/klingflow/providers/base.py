@@ -16,15 +16,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
-
-import httpx
 
 from klingflow.clock import Clock, SystemClock
 from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.kinds import AnyRequest, Billing, CameraControl, JobKind, Mode, MotionControlRequest
 from klingflow.states import JobStatus
+from klingflow.vocab import Billing, JobKind, Mode
+
+# httpx is imported by the client that sends calls, and the request models by the adapters that
+# read them, not here: what a callback parses with needs neither.
+if TYPE_CHECKING:
+    import httpx
+
+    from klingflow.kinds import AnyRequest, CameraControl, MotionControlRequest
 
 R = TypeVar("R")
 
@@ -405,12 +410,23 @@ class ProviderClient:
         *,
         client: httpx.Client | None = None,
         timeout_s: float = 20.0,
+        connections: int | None = None,
     ) -> None:
+        import httpx  # noqa: PLC0415 (see the module's imports)
+
         self.adapter = adapter
         # Read on every call (the secret is cached upstream), so a rotated key takes effect
         # without recycling warm containers.
         self._credentials = credentials
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
+        # `connections`: calls in flight at once (the sweeper's polls). All of them stay open
+        # between calls; httpx keeps only 20 by default, and a call past them would open a new
+        # connection (a TLS handshake) every time.
+        limits = (
+            httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            if connections
+            else httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        )
+        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits)
 
     @property
     def name(self) -> str:
@@ -418,6 +434,8 @@ class ProviderClient:
 
     def send(self, call: HttpCall) -> tuple[Any, int]:
         """Returns (parsed JSON body, latency in ms); raises ProviderError on any failure."""
+        import httpx  # noqa: PLC0415 (loaded by __init__ already)
+
         started = time.monotonic()
         url = self.adapter.base_url + call.path
         headers = {"Accept": "application/json", **self.adapter.auth_headers(self._credentials())}

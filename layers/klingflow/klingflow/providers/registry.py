@@ -11,30 +11,59 @@ A fifth dialect is one module in this package and one entry in ADAPTERS (plus it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from klingflow.clock import Clock
 from klingflow.errors import FieldError, NoProviderAvailable, RequestRejected
-from klingflow.kinds import AnyRequest, Billing, JobKind, PriceTier
 from klingflow.states import JobStatus
+from klingflow.vocab import Billing, JobKind, PriceTier
 
-from .apimaster import ApimasterAdapter
 from .base import Adapter, ProviderClient, TaskReport
-from .evolink import EvolinkAdapter
-from .gateway import GatewayAdapter
-from .kling import KlingAdapter
 
 if TYPE_CHECKING:
+    import httpx
+
+    from klingflow.kinds import AnyRequest
     from klingflow.models import Job
 
-ADAPTERS: dict[str, type[Adapter]] = {
-    adapter.dialect: adapter for adapter in (ApimasterAdapter, EvolinkAdapter, GatewayAdapter, KlingAdapter)
-}
+
+class _Dialects(Mapping[str, type[Adapter]]):
+    """Dialect -> adapter class, each dialect's module imported the first time it is asked for:
+    a function that only parses the callbacks of one provider loads that provider's dialect,
+    not all four (nor what they import)."""
+
+    def __init__(self, classes: Mapping[str, str]) -> None:
+        self._classes = dict(classes)  # dialect -> "module.Class", relative to this package
+
+    def __getitem__(self, dialect: str) -> type[Adapter]:
+        module, _, name = self._classes[dialect].rpartition(".")
+        adapter: type[Adapter] = getattr(importlib.import_module(module, __package__), name)
+        return adapter
+
+    def __contains__(self, dialect: object) -> bool:
+        return dialect in self._classes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
+ADAPTERS = _Dialects(
+    {
+        "apimaster": ".apimaster.ApimasterAdapter",
+        "evolink": ".evolink.EvolinkAdapter",
+        "gateway": ".gateway.GatewayAdapter",
+        "kling": ".kling.KlingAdapter",
+    }
+)
 
 
 # Evolink's Kling 3.0 price factors (seed 002): 720p 1.0x, 720p+sound 1.5x, 1080p 1.333x,
@@ -228,6 +257,7 @@ class Registry:
         timeout_s: float = 20.0,
         http: httpx.Client | None = None,
         clock: Clock | None = None,
+        connections: int | None = None,
     ) -> None:
         self.configs = dict(configs)
         self._credentials = credentials
@@ -235,25 +265,34 @@ class Registry:
         self._timeout_s = timeout_s
         self._http = http
         self._clock = clock
+        self._connections = connections
         self._adapters: dict[str, Adapter] = {}
         self._clients: dict[str, ProviderClient] = {}
+        # The sweeper asks from many threads: one adapter and one client (one pool) per provider.
+        self._lock = threading.Lock()
 
     def adapter(self, name: str) -> Adapter:
         if name not in self._adapters:
-            config = self.configs[name]
-            self._adapters[name] = ADAPTERS[config.dialect](
-                config.base_url, models=config.models, clock=self._clock
-            )
+            with self._lock:
+                if name not in self._adapters:
+                    config = self.configs[name]
+                    self._adapters[name] = ADAPTERS[config.dialect](
+                        config.base_url, models=config.models, clock=self._clock
+                    )
         return self._adapters[name]
 
     def client(self, name: str) -> ProviderClient:
         if name not in self._clients:
-            self._clients[name] = ProviderClient(
-                self.adapter(name),
-                lambda: self.credentials(name),
-                client=self._http,
-                timeout_s=self._timeout_s,
-            )
+            adapter = self.adapter(name)
+            with self._lock:
+                if name not in self._clients:
+                    self._clients[name] = ProviderClient(
+                        adapter,
+                        lambda: self.credentials(name),
+                        client=self._http,
+                        timeout_s=self._timeout_s,
+                        connections=self._connections,
+                    )
         return self._clients[name]
 
     def credentials(self, name: str) -> Mapping[str, str]:

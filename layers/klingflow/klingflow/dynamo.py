@@ -1,0 +1,114 @@
+"""The jobs table over the low-level DynamoDB client: plain Python values in and out.
+
+`boto3.resource("dynamodb")` costs a cold start about 100 ms (its resource model is loaded and
+its classes made on first use) to do what this module does in a few lines: turn Python values
+into DynamoDB's typed form ({"S": ...}, {"N": ...}) on the way in, and back on the way out,
+with boto3's own `TypeSerializer`/`TypeDeserializer` (the resource uses the same two, so items
+read here are exactly what a resource table would return: numbers as `Decimal`, sets as `set`,
+binary as `Binary`).
+
+`Table` offers the calls klingflow makes, with the resource's keyword names, and nothing else.
+Errors are botocore's own `ClientError`s, unchanged but for one thing a resource does not do:
+an item DynamoDB returns with a refused condition (`ReturnValuesOnConditionCheckFailure`, on
+`ConditionalCheckFailedException` as `Item` and on `TransactionCanceledException` as each
+reason's `Item`) is made plain too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+# The parts of a request (and of each TransactItems operation) that hold values or keys.
+_VALUE_MAPS = ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey")
+_OPERATIONS = ("Put", "Update", "Delete", "ConditionCheck")
+
+
+def to_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain item (or key, or expression values) in DynamoDB's typed form."""
+    return {name: _SERIALIZER.serialize(value) for name, value in item.items()}
+
+
+def from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A typed item as plain Python values."""
+    return {name: _DESERIALIZER.deserialize(value) for name, value in item.items()}
+
+
+def _typed(request: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: to_dynamo(v) if k in _VALUE_MAPS and v is not None else v for k, v in request.items()}
+
+
+class Table:
+    """One DynamoDB table, spoken to with plain values (a typed subset of the resource's Table)."""
+
+    def __init__(self, client: DynamoDBClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    def get_item(self, **request: Any) -> dict[str, Any]:
+        """GetItem; the answer's `Item` (when there is one) plain."""
+        answer = self._call(self.client.get_item, request)
+        return _plain_answer(answer, "Item")
+
+    def put_item(self, **request: Any) -> dict[str, Any]:
+        """PutItem; `Attributes` (ReturnValues=ALL_OLD) plain."""
+        return _plain_answer(self._call(self.client.put_item, request), "Attributes")
+
+    def update_item(self, **request: Any) -> dict[str, Any]:
+        """UpdateItem; `Attributes` (per ReturnValues) plain."""
+        return _plain_answer(self._call(self.client.update_item, request), "Attributes")
+
+    def delete_item(self, **request: Any) -> dict[str, Any]:
+        """DeleteItem; `Attributes` (ReturnValues=ALL_OLD) plain."""
+        return _plain_answer(self._call(self.client.delete_item, request), "Attributes")
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        """One Query page: `Items` and `LastEvaluatedKey` plain; pass that key back as
+        `ExclusiveStartKey` (plain too) for the next page."""
+        answer = self._call(self.client.query, request)
+        answer["Items"] = [from_dynamo(item) for item in answer.get("Items", [])]
+        return _plain_answer(answer, "LastEvaluatedKey")
+
+    def transact_write_items(
+        self, TransactItems: Sequence[Mapping[str, Any]], **request: Any
+    ) -> dict[str, Any]:
+        """TransactWriteItems with plain values. An operation that names no `TableName` is on
+        this table; the refusal's `CancellationReasons[].Item` come back plain."""
+        typed = []
+        for entry in TransactItems:
+            [(operation, body)] = entry.items()
+            if operation not in _OPERATIONS:
+                raise ValueError(f"not a TransactItems operation: {operation!r}")
+            typed.append({operation: {"TableName": self.name, **_typed(body)}})
+        try:
+            return dict(self.client.transact_write_items(TransactItems=typed, **request))  # type: ignore[arg-type]
+        except ClientError as error:
+            response = cast("dict[str, Any]", error.response)
+            for reason in response.get("CancellationReasons") or []:
+                if isinstance(reason, dict) and reason.get("Item"):
+                    reason["Item"] = from_dynamo(reason["Item"])
+            raise
+
+    def _call(self, method: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return dict(method(TableName=self.name, **_typed(request)))
+        except ClientError as error:
+            response = cast("dict[str, Any]", error.response)
+            item = response.get("Item")
+            if isinstance(item, dict) and item:
+                response["Item"] = from_dynamo(item)
+            raise
+
+
+def _plain_answer(answer: dict[str, Any], key: str) -> dict[str, Any]:
+    if answer.get(key):
+        answer[key] = from_dynamo(answer[key])
+    return answer

@@ -1,0 +1,185 @@
+"""What happened to a submission, written down: its attempts, SUBMITTED or FAILED, the events.
+
+Shared by submit, by the sweeper (which resolves submissions whose submitter vanished) and by
+the callback (which adopts a task whose create answer was lost). Its own module so that the
+callback, which only ever adopts, does not load intake's request parsing and media probing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .clock import Clock, epoch, iso
+from .endings import announce, end_job
+from .errors import ProviderError, ProviderErrorClass
+from .events import EventPublisher
+from .models import Attempt, Cost, DetailType, Job, JobPatch, progress_patch
+from .money import Money, Release
+from .pricing import estimate
+from .providers.base import Submission
+from .states import JobStatus
+from .telemetry import ProviderMetrics
+
+if TYPE_CHECKING:
+    from .providers.registry import Registry
+    from .queue import JobQueue
+    from .store import JobStore
+
+_QUEUED = frozenset({JobStatus.QUEUED})
+
+
+class SubmissionRecorder:
+    """Writes what happened to a submission: attempts, SUBMITTED or FAILED, and the events.
+
+    Shared by submit and by the sweeper, which resolves submissions whose submitter vanished.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        events: EventPublisher,
+        registry: Registry,
+        clock: Clock,
+        first_poll_with_callback_s: int,
+        first_poll_without_callback_s: int,
+        metrics: ProviderMetrics | None = None,
+        archive_queue: JobQueue | None = None,
+    ) -> None:
+        self._archive_queue = archive_queue
+        self._store = store
+        self._events = events
+        self._registry = registry
+        self._metrics = metrics or ProviderMetrics(namespace=None)
+        self._clock = clock
+        self._first_poll_with_callback_s = first_poll_with_callback_s
+        self._first_poll_without_callback_s = first_poll_without_callback_s
+
+    def resolve_unknown(self, job_id: str, provider: str) -> Job | None:
+        """Look a task up by the id we gave it; the job moves to SUBMITTED when it exists."""
+        job = self._store.get(job_id)
+        client = self._registry.client(provider)
+        if job is None or not client.adapter.looks_up(job.kind):
+            return None
+        try:
+            report = client.query(job_id, job.kind)
+        except ProviderError as error:
+            self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
+            if error.error_class is ProviderErrorClass.NOT_FOUND:
+                return None
+            raise  # "could not ask" is not "not there"
+        assert report is not None  # looks_up() promised a query for this kind
+        self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
+        return self.submitted(job, provider, Submission(report.task_id))
+
+    def submitted(self, job: Job, provider: str, submission: Submission) -> Job:
+        adapter = self._registry.adapter(provider)
+        task_id = submission.task_id
+        first_poll = (
+            self._first_poll_with_callback_s
+            if adapter.calls_back(job.kind)
+            else self._first_poll_without_callback_s
+        )
+        # Never first looked at after the deadline: that look is what enforces it.
+        first_poll = max(1, min(first_poll, job.deadline_at - epoch(self._clock.now())))
+        fields: JobPatch = {
+            "provider": provider,
+            "provider_task_id": task_id,
+            "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
+            "cost": Cost(
+                estimated_usd=estimate(self._registry, provider, job.parsed_request, job.inputs).usd,
+                currency=self._registry.configs[provider].currency,
+            ).model_dump(mode="json", exclude_none=True),
+        }
+        fields.update(
+            progress_patch(
+                progress=None,
+                eta_s=submission.eta_s or adapter.typical_eta_s(job.kind),
+                message=None,
+                now=epoch(self._clock.now()),
+            )
+        )
+        if submission.element_id is not None:
+            # The provider made it while we waited (gateway elements): its answer is the outcome,
+            # so archive can finish the job now instead of polling for a task that is not there.
+            fields["element_id"] = submission.element_id
+            first_poll = 0
+        moved = self._store.transition(
+            job.job_id,
+            JobStatus.SUBMITTED,
+            by="submit",
+            note=f"{provider} task {task_id}",
+            fields=fields,
+            due_in_s=first_poll,
+            announce=DetailType.SUBMITTED.value,
+        )
+        if moved is None:
+            current = self._store.get(job.job_id) or job
+            if current.salvaging and current.provider is None:
+                # The answer came after the deadline timed the job out: the task is ours to watch.
+                return self.adopt_late(current, provider, task_id) or current
+            return current
+        announce(self._store, self._events, moved, DetailType.SUBMITTED)
+        if submission.element_id is not None and self._archive_queue is not None:
+            self._archive_queue.enqueue(job.job_id, "made-synchronously")
+        return moved
+
+    def adopt_late(self, job: Job, provider: str, task_id: str) -> Job | None:
+        """A timed-out job whose create answer was lost turns out to have a task (found by
+        lookup, or calling back): record it, so the salvage watch follows that task."""
+        adapter = self._registry.adapter(provider)
+        self.attempt(job.job_id, provider, "found_after_deadline", None, task_id)
+        return self._store.touch(
+            job.job_id,
+            status_in=frozenset({JobStatus.TIMED_OUT}),
+            fields={
+                "provider": provider,
+                "provider_task_id": task_id,
+                "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
+            },
+            extra_condition="attribute_not_exists(provider_task_id)",
+        )
+
+    def fail(
+        self,
+        job_id: str,
+        code: str,
+        message: str,
+        *,
+        money: Money | None = None,
+        budget: dict[str, float] | None = None,
+    ) -> Job:
+        """End a job that never reached a provider (QUEUED); its reservation is released unless
+        `money` says otherwise (a submission whose outcome is unknown keeps it)."""
+        failed = end_job(
+            self._store,
+            self._events,
+            job_id,
+            JobStatus.FAILED,
+            by="submit",
+            code=code,
+            message=message,
+            only_from=_QUEUED,
+            money=money or Release(),
+            budget=budget,
+        )
+        if failed is None:
+            current = self._store.get(job_id)
+            assert current is not None
+            return current
+        return failed
+
+    def attempt(
+        self, job_id: str, provider: str, outcome: str, latency_ms: int | None, detail: str | None
+    ) -> None:
+        self._metrics.call(provider, outcome, latency_ms)
+        self._store.add_attempt(
+            job_id,
+            Attempt(
+                provider=provider,
+                outcome=outcome,
+                at=iso(self._clock.now()),
+                latency_ms=latency_ms,
+                detail=detail,
+            ),
+        )

@@ -1,0 +1,56 @@
+"""Each handler's cold start loads only what its function uses, and builds its service without
+touching the network (each case is a fresh interpreter, as a new Lambda container is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from klingflow.providers.registry import ADAPTERS
+from klingflow_dev.bench import coldinit
+
+ADAPTER_MODULES = {f"klingflow.providers.{dialect}" for dialect in ADAPTERS}
+# What no handler but submit needs at cold start: the request models, intake and the probe.
+SUBMIT_ONLY = {"klingflow.kinds", "klingflow.intake", "klingflow.probe", "klingflow.media_rules"}
+HTTP = {"httpx", "klingflow.safehttp"}
+NOT_LOADED = {
+    # Parses one provider's callback with that provider's adapter, on the first callback only.
+    "callback": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving", "jwt"},
+    "jobs": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.hints"},
+    "webhook": SUBMIT_ONLY | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.storage"},
+    "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving"},
+    "archive": SUBMIT_ONLY - {"klingflow.probe"}
+    | ADAPTER_MODULES
+    | {"klingflow.hints", "klingflow.sweeping"},
+    "submit": {"klingflow.archiving", "klingflow.sweeping", "klingflow.hints", "klingflow.webhooks"},
+}
+
+
+@pytest.fixture(scope="module")
+def cold() -> dict[str, dict[str, Any]]:
+    return {name: coldinit.measure_handler(name) for name in NOT_LOADED}
+
+
+# Powertools' batch utility loads its parser's pydantic models of every AWS event (~60 ms more)
+# when pydantic is already loaded as it is imported: the handlers import it first.
+EVERY_HANDLER = {"aws_lambda_powertools.utilities.parser"}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_LOADED))
+def test_a_handler_loads_only_what_its_function_uses(cold: dict[str, dict[str, Any]], name: str) -> None:
+    loaded = set(cold[name]["modules"])
+    assert "klingflow.runtime" in loaded and "klingflow.dynamo" in loaded
+    assert not (NOT_LOADED[name] | EVERY_HANDLER) & loaded
+
+
+@pytest.mark.parametrize("name", sorted(NOT_LOADED))
+def test_building_a_service_makes_no_network_call(cold: dict[str, dict[str, Any]], name: str) -> None:
+    assert cold[name]["connects"] == []
+
+
+def test_every_dialect_is_found_under_its_own_name() -> None:
+    assert {dialect: ADAPTERS[dialect].dialect for dialect in ADAPTERS} == {d: d for d in ADAPTERS}
+    assert "kling" in ADAPTERS and "nope" not in ADAPTERS
+    with pytest.raises(KeyError):
+        ADAPTERS["nope"]

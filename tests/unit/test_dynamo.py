@@ -1,0 +1,211 @@
+"""The DynamoDB table wrapper over the low-level client, against moto's table built from
+template.yaml: plain values round-trip exactly as a boto3 resource table would give them back,
+and errors are botocore's own."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import boto3
+import pytest
+from boto3.dynamodb.types import Binary
+from botocore.exceptions import ClientError
+
+from klingflow.dynamo import Table, from_dynamo, to_dynamo
+
+VALUES: dict[str, Any] = {
+    "text": "héllo",
+    "empty_text": "",
+    "whole": Decimal(7),
+    "fraction": Decimal("0.350001"),
+    "negative": Decimal("-12.5"),
+    "huge": Decimal("123456789012345678901234567890"),
+    "yes": True,
+    "no": False,
+    "nothing": None,
+    "blob": b"\x00\xffbytes",
+    "words": {"a", "b"},
+    "numbers": {Decimal(1), Decimal("2.5")},
+    "list": ["x", Decimal(1), None, True, {"deep": [Decimal("0.1"), {"deeper": "y"}]}],
+    "empty_list": [],
+    "map": {"nested": {"twice": {"n": Decimal(3)}}, "s": "t"},
+    "empty_map": {},
+}
+
+
+def _code(error: pytest.ExceptionInfo[ClientError]) -> str:
+    return str(error.value.response["Error"]["Code"])
+
+
+def test_every_kind_of_value_round_trips(table: Table) -> None:
+    table.put_item(Item={"pk": "ROUND#1", **VALUES})
+    item = table.get_item(Key={"pk": "ROUND#1"}, ConsistentRead=True)["Item"]
+    assert item == {"pk": "ROUND#1", **VALUES, "blob": Binary(b"\x00\xffbytes")}
+    assert isinstance(item["whole"], Decimal) and isinstance(item["list"][4]["deep"][0], Decimal)
+
+
+def test_it_reads_exactly_what_a_resource_table_reads(table: Table) -> None:
+    table.put_item(Item={"pk": "ROUND#2", **VALUES})
+    resource = boto3.Session(region_name="us-east-1").resource("dynamodb").Table(table.name)
+    assert resource.get_item(Key={"pk": "ROUND#2"})["Item"] == table.get_item(Key={"pk": "ROUND#2"})["Item"]
+    resource.put_item(Item={"pk": "ROUND#3", **VALUES})
+    assert table.get_item(Key={"pk": "ROUND#3"})["Item"] == table.get_item(Key={"pk": "ROUND#2"})["Item"] | {
+        "pk": "ROUND#3"
+    }
+
+
+def test_a_missing_item_has_no_item(table: Table) -> None:
+    assert "Item" not in table.get_item(Key={"pk": "NOPE"})
+
+
+def test_floats_are_refused_as_the_resource_refuses_them(table: Table) -> None:
+    with pytest.raises(TypeError):
+        table.put_item(Item={"pk": "F", "x": 0.1})
+
+
+def test_projection_and_update_return_plain_values(table: Table) -> None:
+    table.put_item(Item={"pk": "U#1", "n": Decimal(1), "keep": {"a": ["b"]}})
+    answer = table.update_item(
+        Key={"pk": "U#1"},
+        UpdateExpression="SET n = n + :one, tags = :tags",
+        ExpressionAttributeValues={":one": 1, ":tags": {"x"}},
+        ReturnValues="ALL_NEW",
+    )
+    assert answer["Attributes"] == {"pk": "U#1", "n": Decimal(2), "keep": {"a": ["b"]}, "tags": {"x"}}
+    assert table.get_item(Key={"pk": "U#1"}, ProjectionExpression="n")["Item"] == {"n": Decimal(2)}
+    assert "Attributes" not in table.update_item(
+        Key={"pk": "U#1"}, UpdateExpression="SET n = :n", ExpressionAttributeValues={":n": 5}
+    )
+
+
+def test_a_refused_condition_is_the_clients_own_error_with_the_old_item_plain(table: Table) -> None:
+    table.put_item(Item={"pk": "C#1", "status": "RUNNING", "cost": {"usd": Decimal("0.5")}})
+    with pytest.raises(ClientError) as refused:
+        table.put_item(Item={"pk": "C#1"}, ConditionExpression="attribute_not_exists(pk)")
+    assert _code(refused) == "ConditionalCheckFailedException"
+    with pytest.raises(ClientError) as refused:
+        table.update_item(
+            Key={"pk": "C#1"},
+            UpdateExpression="SET #s = :to",
+            ConditionExpression="#s = :from",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":to": "SUCCEEDED", ":from": "SUBMITTED"},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert _code(refused) == "ConditionalCheckFailedException"
+    assert refused.value.response["Item"] == {  # type: ignore[typeddict-item]
+        "pk": "C#1",
+        "status": "RUNNING",
+        "cost": {"usd": Decimal("0.5")},
+    }
+
+
+def test_other_errors_pass_through_unchanged(table: Table) -> None:
+    with pytest.raises(ClientError) as refused:
+        table.update_item(Key={"pk": "E#1"}, UpdateExpression="SET :bad")
+    assert _code(refused) == "ValidationException"
+    missing = Table(table.client, "no-such-table")
+    with pytest.raises(ClientError) as refused:
+        missing.get_item(Key={"pk": "E#1"})
+    assert _code(refused) == "ResourceNotFoundException"
+
+
+def test_a_transaction_writes_put_update_and_condition_check_on_this_table(table: Table) -> None:
+    table.put_item(Item={"pk": "T#guard", "open": True})
+    table.transact_write_items(
+        TransactItems=[
+            {"Put": {"Item": {"pk": "T#1", "usd": Decimal("0.25"), "history": [{"by": "x"}]}}},
+            {
+                "Update": {
+                    "TableName": table.name,
+                    "Key": {"pk": "T#2"},
+                    "UpdateExpression": "ADD reserved :d SET kinds = :k",
+                    "ExpressionAttributeValues": {":d": Decimal("0.25"), ":k": {"a": Decimal(1)}},
+                }
+            },
+            {
+                "ConditionCheck": {
+                    "Key": {"pk": "T#guard"},
+                    "ConditionExpression": "#o = :yes",
+                    "ExpressionAttributeNames": {"#o": "open"},
+                    "ExpressionAttributeValues": {":yes": True},
+                }
+            },
+        ]
+    )
+    assert table.get_item(Key={"pk": "T#1"})["Item"] == {
+        "pk": "T#1",
+        "usd": Decimal("0.25"),
+        "history": [{"by": "x"}],
+    }
+    assert table.get_item(Key={"pk": "T#2"})["Item"] == {
+        "pk": "T#2",
+        "reserved": Decimal("0.25"),
+        "kinds": {"a": Decimal(1)},
+    }
+
+
+def test_a_cancelled_transaction_names_each_reason_and_writes_nothing(table: Table) -> None:
+    table.put_item(Item={"pk": "T#guard", "open": False})
+    with pytest.raises(ClientError) as refused:
+        table.transact_write_items(
+            TransactItems=[
+                {"Put": {"Item": {"pk": "T#3"}}},
+                {
+                    "ConditionCheck": {
+                        "Key": {"pk": "T#guard"},
+                        "ConditionExpression": "#o = :yes",
+                        "ExpressionAttributeNames": {"#o": "open"},
+                        "ExpressionAttributeValues": {":yes": True},
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+            ]
+        )
+    assert _code(refused) == "TransactionCanceledException"
+    reasons = refused.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    assert [reason.get("Code") for reason in reasons] == ["None", "ConditionalCheckFailed"]
+    assert reasons[1]["Item"] == {"pk": "T#guard", "open": False}
+    assert "Item" not in table.get_item(Key={"pk": "T#3"})
+
+
+def test_a_transaction_refuses_what_is_not_an_operation(table: Table) -> None:
+    with pytest.raises(ValueError, match="Scan"):
+        table.transact_write_items(TransactItems=[{"Scan": {}}])
+
+
+def test_query_pages_with_plain_keys(table: Table) -> None:
+    for i in range(5):
+        table.put_item(Item={"pk": f"JOB#{i}", "list_pk": "Q", "job_id": f"0{i}", "n": Decimal(i)})
+    seen: list[dict[str, Any]] = []
+    request: dict[str, Any] = {
+        "IndexName": "list-index",
+        "KeyConditionExpression": "list_pk = :pk",
+        "ExpressionAttributeValues": {":pk": "Q"},
+        "ScanIndexForward": False,
+        "Limit": 2,
+    }
+    pages = 0
+    while True:
+        page = table.query(**request)
+        pages += 1
+        seen.extend(page["Items"])
+        last = page.get("LastEvaluatedKey")
+        if last is None:
+            break
+        assert last.keys() == {"pk", "list_pk", "job_id"} and all(isinstance(v, str) for v in last.values())
+        request["ExclusiveStartKey"] = last
+    assert pages >= 3
+    assert [item["n"] for item in seen] == [Decimal(i) for i in (4, 3, 2, 1, 0)]
+
+
+def test_the_conversions_are_boto3s_own() -> None:
+    typed = to_dynamo({"n": Decimal("1.5"), "s": "x", "m": {"l": [True, None]}, "b": b"z"})
+    assert typed == {
+        "n": {"N": "1.5"},
+        "s": {"S": "x"},
+        "m": {"M": {"l": {"L": [{"BOOL": True}, {"NULL": True}]}}},
+        "b": {"B": b"z"},
+    }
+    assert from_dynamo(typed) == {"n": Decimal("1.5"), "s": "x", "m": {"l": [True, None]}, "b": Binary(b"z")}

@@ -1,0 +1,237 @@
+"""Cold init per handler: importing a function's handler module and building its service once,
+as a fresh Lambda container does before it answers its first event.
+
+Each sample is a fresh interpreter (this venv's), with the layer directory and the function's
+directory on `sys.path` as Lambda puts /opt/python and /var/task there, and the environment the
+template gives the function (Globals and its own variables, parameters at their defaults; the
+resources it names are stand-ins on a loopback port nobody answers). Only import + first build
+is timed, inside the child with `time.perf_counter`, so interpreter start-up counts on neither
+side.
+
+The floor is the least any handler could do: `import boto3` and build one client, timed the
+same way in a fresh interpreter of its own.
+
+Building a service must not touch the network (clients are created, never called): the child
+records every socket connect through an audit hook, and a row whose build tried one says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .core import RowResult, interleaved
+
+REPO = Path(__file__).resolve().parents[3]
+LAYER = REPO / "layers" / "klingflow"
+FUNCTIONS = REPO / "functions"
+HANDLERS = ("submit", "jobs", "callback", "archive", "sweeper", "webhook")
+QUICK_HANDLERS = ("callback", "jobs")
+LOOPBACK = "http://127.0.0.1:9"  # the discard port: a client that sent anything would fail
+ACCOUNT = "123456789012"
+
+# Stand-ins for what the template's variables name by reference (resources, secrets), and
+# credentials that can only ever reach the loopback endpoint.
+STAND_INS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": LOOPBACK,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "JOBS_TABLE": "klingflow-jobs",
+    "BUCKET": "klingflow-bucket",
+    "EVENT_BUS": "klingflow",
+    "SUBMIT_QUEUE_URL": f"{LOOPBACK}/{ACCOUNT}/submit",
+    "ARCHIVE_QUEUE_URL": f"{LOOPBACK}/{ACCOUNT}/archive",
+    "WEBHOOK_QUEUE_URL": f"{LOOPBACK}/{ACCOUNT}/webhook",
+    "CALLBACK_SECRET_ARN": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:callback",
+    "WEBHOOK_SECRET_ARN": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:webhook",
+    "PROVIDER_SECRET_ARN": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:providers",
+    "API_URL_PARAMETER": "/klingflow/api-url",
+}
+
+# What runs in the child. The audit hook first (it imports nothing), then the clock starts.
+_CHILD = """
+import sys, time, json
+connects = []
+def _audit(event, args):
+    if event == "socket.connect":
+        connects.append(repr(args[1]))
+sys.addaudithook(_audit)
+sys.path[:0] = {paths!r}
+start, cpu = time.perf_counter(), time.process_time()
+{body}
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+print(json.dumps({{"s": elapsed, "cpu_s": cpu, "connects": connects, "modules": sorted(sys.modules)}}))
+"""
+_HANDLER_BODY = "import app\napp.service.get()"
+_FLOOR_BODY = "import boto3\nboto3.client('dynamodb')"
+# What a row's notes name when the handler loaded it: the heavy parts a function that does not
+# use them should not load.
+WATCHED = {
+    "klingflow.kinds": "request models",
+    "klingflow.intake": "intake",
+    "klingflow.probe": "probe",
+    "klingflow.archiving": "archiving",
+    "klingflow.safehttp": "safehttp",
+    "httpx": "httpx",
+    "jwt": "jwt",
+    "aws_lambda_powertools.event_handler": "event handler",
+    "aws_lambda_powertools.utilities.batch": "batch",
+}
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    """`!Ref X` as {"Ref": "X"}, any other short-form function as {"Fn::<name>": ...}: only
+    references to parameters are resolved here, everything else stays a stand-in."""
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {name: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {name: loader.construct_sequence(node, deep=True)}
+    return {name: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+@cache
+def _template() -> dict[str, Any]:
+    """template.yaml, far enough for its functions' variables (the sandbox's reader imports
+    the whole sandbox, seconds more than a quick run of this row)."""
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader: Any = type("_TemplateLoader", (base,), {})
+    loader.add_multi_constructor("!", _intrinsic)
+    document = yaml.load((REPO / "template.yaml").read_text(), Loader=loader)  # noqa: S506 (safe)
+    assert isinstance(document, dict)
+    return document
+
+
+def function_environment(name: str) -> dict[str, str]:
+    """The variables the template gives `functions/<name>/`: literals as written, parameters at
+    their defaults, references to resources as the stand-ins above."""
+    document = _template()
+    parameters = {key: spec.get("Default") for key, spec in document.get("Parameters", {}).items()}
+    variables = dict(document["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in document["Resources"].values():
+        props = resource.get("Properties", {})
+        if str(props.get("CodeUri", "")).rstrip("/") == f"functions/{name}":
+            variables.update(props.get("Environment", {}).get("Variables", {}))
+    found = {}
+    for key, given in variables.items():
+        value = given
+        if isinstance(given, dict) and set(given) == {"Ref"} and parameters.get(given["Ref"]) is not None:
+            value = parameters[given["Ref"]]
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            found[key] = str(value)
+    return found
+
+
+def _environment(name: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYDANTIC_"))}
+    # Nothing on the path but what Lambda would put there; bytecode cached as a built layer's is.
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(STAND_INS)
+    if name is not None:
+        env.update(function_environment(name))
+    return env
+
+
+def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(paths=paths, body=body)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cold init child failed ({done.returncode}): {done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure_handler(name: str) -> dict[str, Any]:
+    """One cold init of `functions/<name>/app.py`: import it and build its service."""
+    directory = FUNCTIONS / name
+    return _child(_HANDLER_BODY, [str(directory), str(LAYER)], directory, _environment(name))
+
+
+def measure_floor() -> dict[str, Any]:
+    return _child(_FLOOR_BODY, [], REPO, _environment(None))
+
+
+def _row(name: str, runs: int, *, warm_up: bool) -> RowResult:
+    seen: dict[str, Any] = {"connects": set(), "cpu": [], "floor_cpu": []}
+
+    def ours() -> float:
+        sample = measure_handler(name)
+        seen["modules"] = sample["modules"]
+        seen["connects"].update(sample["connects"])
+        seen["cpu"].append(float(sample["cpu_s"]))
+        return float(sample["s"]) * 1000
+
+    def floor() -> float:
+        sample = measure_floor()
+        seen["floor_cpu"].append(float(sample["cpu_s"]))
+        return float(sample["s"]) * 1000
+
+    if warm_up:  # one unmeasured round: bytecode compiled and files cached on both sides
+        ours()
+        floor()
+        seen["cpu"].clear()
+        seen["floor_cpu"].clear()
+    mine, floors = interleaved(runs, ours, floor)
+    # The same ratio in CPU time: what a busy machine's neighbours do not move.
+    cpu_ratio = statistics.median(o / f for o, f in zip(seen["cpu"], seen["floor_cpu"], strict=True) if f > 0)
+    modules = set(seen["modules"])
+    own = sorted(m for m in modules if m.startswith("klingflow."))
+    adapters = [m for m in own if m.startswith("klingflow.providers.") and m.count(".") == 2]
+    adapters = [m for m in adapters if m.rsplit(".", 1)[1] not in ("base", "registry")]
+    loads = [label for module, label in WATCHED.items() if module in modules]
+    notes = {
+        "CPU-time ratio": f"{cpu_ratio:.2f}",
+        "klingflow modules": str(len(own)),
+        "adapters": str(len(adapters)),
+        "loads": ", ".join(loads) or "none of the heavy parts",
+    }
+    if seen["connects"]:
+        notes["network during build"] = ", ".join(sorted(seen["connects"]))
+    return RowResult(
+        path=f"cold init: {name}",
+        floor="import boto3 + one client",
+        unit="ms",
+        ours=mine,
+        floors=floors,
+        goal_op="<=",
+        goal=1.5,
+        notes=notes,
+    )
+
+
+def run(*, runs: int, quick: bool) -> list[RowResult]:
+    if quick:
+        return [_row(name, 1, warm_up=False) for name in QUICK_HANDLERS]
+    return [_row(name, runs, warm_up=True) for name in HANDLERS]
+
+
+if __name__ == "__main__":  # python -m klingflow_dev.bench.coldinit [runs] [handler ...]
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    for handler in sys.argv[2:] or HANDLERS:
+        row = _row(handler, count, warm_up=True)
+        low, high = row.spread
+        ours_ms = sorted(row.ours)[len(row.ours) // 2]
+        floor_ms = sorted(row.floors)[len(row.floors) // 2]
+        print(
+            f"{row.path:<22} {row.ratio:5.2f}x ({low:.2f}-{high:.2f})  "
+            f"ours {ours_ms:.0f} ms, floor {floor_ms:.0f} ms  {row.notes}"
+        )
