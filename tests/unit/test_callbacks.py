@@ -21,21 +21,8 @@ from klingflow.states import JobStatus
 from klingflow.store import JobStore
 from klingflow.tokens import CallbackSigner
 from klingflow_dev.clock import ManualClock
+from tests.unit.counting import CountingTable
 from tests.unit.test_store import _job
-
-
-class CountingTable:
-    """The jobs table, counting each DynamoDB operation the code under test makes."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self.calls: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        found = getattr(self._table, name)
-        if callable(found):
-            self.calls[name] += 1
-        return found
 
 
 class RecordingQueue:
@@ -84,7 +71,7 @@ def receiver(jobs: JobStore, queue: RecordingQueue, clock: ManualClock) -> Callb
 def _at_gateway(jobs: JobStore, counted: CountingTable, **changes: Any) -> str:
     fields = {"status": JobStatus.SUBMITTED, "provider": "gateway", "provider_task_id": "task-1", **changes}
     jobs.create(_job("01CB", **fields))
-    counted.calls.clear()
+    counted.reset()
     return "01CB"
 
 
@@ -133,7 +120,7 @@ def test_a_duplicate_end_writes_nothing_and_reads_nothing(
     token = SIGNER.token(job_id, "gateway")
     receiver.receive(job_id, token, lambda: {"id": "task-1", "status": "completed"})
     before = jobs.get(job_id)
-    counted.calls.clear()
+    counted.reset()
 
     # When the provider retries it
     done = receiver.receive(job_id, token, lambda: {"id": "task-1", "status": "completed"})

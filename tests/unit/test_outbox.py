@@ -36,16 +36,25 @@ class NoQueue:
         raise AssertionError("nothing to archive here")
 
 
-def _sweeper(store: JobStore, events: EventPublisher, clock: ManualClock) -> Sweeper:
+def sweeper(
+    store: JobStore,
+    clock: ManualClock,
+    *,
+    events: EventPublisher | None = None,
+    registry: Any = None,
+    ceiling: int = 2,
+    max_jobs: int = 10,
+) -> Sweeper:
+    """A sweeper with nothing to archive or resubmit: for tests of what it polls and publishes."""
     return Sweeper(
         store=store,
         queue=NoQueue(),  # type: ignore[arg-type]
-        events=events,
-        registry=Registry(load_configs({}), lambda _: {}),
+        events=events or EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
+        registry=registry or Registry(load_configs({}), lambda _: {}),
         clock=clock,
         config=SweepConfig(
-            poll_concurrency=2,
-            max_jobs_per_run=10,
+            poll_concurrency=ceiling,
+            max_jobs_per_run=max_jobs,
             first_poll_s=20,
             poll_max_interval_s=300,
             archive_stall_s=900,
@@ -77,7 +86,7 @@ def test_an_event_the_bus_refused_is_owed_and_the_sweeper_publishes_it(
 
     # When the bus is back and the sweeper runs
     bus.down = False
-    outcomes = _sweeper(store, events, clock).sweep()
+    outcomes = sweeper(store, clock, events=events).sweep()
 
     # Then the event is published once, the debt is cleared, and the job leaves the index
     assert outcomes == {SweepOutcome.ANNOUNCED: 1}

@@ -10,39 +10,21 @@ from typing import Any
 
 import pytest
 
-from klingflow.events import EventPublisher
 from klingflow.models import Job
 from klingflow.outcomes import SweepOutcome
 from klingflow.providers.base import TaskReport
 from klingflow.spend import Ledger
 from klingflow.states import JobStatus
 from klingflow.store import JobStore
-from klingflow.sweeping import SweepConfig, Sweeper, poll_workers
+from klingflow.sweeping import poll_workers
 from klingflow_dev.clock import ManualClock
-from tests.unit.test_outbox import FlakyBus, NoQueue
+from tests.unit.counting import CountingTable
+from tests.unit.test_outbox import sweeper
 from tests.unit.test_store import _job
 
 SHARDS = 4
 # Only a broken test waits this long: a gate that never opens.
 GATE_TIMEOUT_S = 20.0
-
-
-class CountingTable:
-    """The jobs table, counting what every Query read (DynamoDB bills ScannedCount)."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-        self.read = 0
-        self.queries = 0
-
-    def query(self, **kwargs: Any) -> Any:
-        page = self._table.query(**kwargs)
-        self.queries += 1
-        self.read += int(page["ScannedCount"])
-        return page
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._table, name)
 
 
 class GatedProvider:
@@ -75,26 +57,6 @@ class GatedProvider:
         return TaskReport(
             task_id=job.provider_task_id, status=JobStatus.RUNNING, provider_status="processing"
         )
-
-
-def _sweeper(store: JobStore, clock: ManualClock, provider: Any, *, ceiling: int, max_jobs: int) -> Sweeper:
-    return Sweeper(
-        store=store,
-        queue=NoQueue(),  # type: ignore[arg-type]
-        events=EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
-        registry=provider,
-        clock=clock,
-        config=SweepConfig(
-            poll_concurrency=ceiling,
-            max_jobs_per_run=max_jobs,
-            first_poll_s=20,
-            poll_max_interval_s=300,
-            archive_stall_s=900,
-        ),
-        resolve_unknown=lambda job_id, provider: None,
-        adopt_late=lambda job, provider, task_id: None,
-        submit_queue=NoQueue(),  # type: ignore[arg-type]
-    )
 
 
 def _ids_in_shard(shard: int, count: int, prefix: str) -> list[str]:
@@ -140,7 +102,7 @@ def test_a_sweep_polls_as_many_jobs_at_once_as_are_due_up_to_the_ceiling(
     provider = GatedProvider(expected=min(backlog, ceiling))
 
     # When one sweep runs
-    outcomes = _sweeper(store, clock, provider, ceiling=ceiling, max_jobs=500).sweep()
+    outcomes = sweeper(store, clock, registry=provider, ceiling=ceiling, max_jobs=500).sweep()
 
     # Then every due job was polled, that many at once and never more than the ceiling, by
     # no more threads than that
@@ -160,7 +122,7 @@ def test_a_backlog_in_one_shard_is_drained_within_max_jobs_per_run(
     provider = GatedProvider(expected=1)
 
     # When one sweep runs with room for 50 jobs
-    outcomes = _sweeper(store, clock, provider, ceiling=16, max_jobs=50).sweep()
+    outcomes = sweeper(store, clock, registry=provider, ceiling=16, max_jobs=50).sweep()
 
     # Then all 46 due jobs were visited in that one sweep, and none is due any more
     assert outcomes == Counter({SweepOutcome.POLLED: 46})
@@ -210,17 +172,19 @@ def test_a_sweep_reads_only_the_due_jobs_it_visits(
     _submitted(store, [f"01LATER{index:04d}" for index in range(backlog)], due_at=now + 3600)
     for index in range(10):
         store.create(_job(f"01DONE{index:04d}", status=JobStatus.ARCHIVED, due_at=None))
-    counting.read = counting.queries = 0
+    counting.reset()
 
     # When one sweep runs
-    outcomes = _sweeper(store, clock, GatedProvider(expected=1), ceiling=16, max_jobs=max_jobs).sweep()
+    outcomes = sweeper(
+        store, clock, registry=GatedProvider(expected=1), ceiling=16, max_jobs=max_jobs
+    ).sweep()
 
     # Then it read exactly the due jobs it visited (the floor), in a handful of queries
     visited = sum(outcomes.values())
     assert visited == min(backlog, max_jobs)
     assert counting.read <= 1.1 * visited
     assert counting.read == visited
-    assert counting.queries <= 2 * SHARDS + 1
+    assert counting.calls["query"] <= 2 * SHARDS + 1
 
 
 def test_no_poll_starts_when_the_invocation_is_nearly_out_of_time(
@@ -231,7 +195,9 @@ def test_no_poll_starts_when_the_invocation_is_nearly_out_of_time(
     provider = GatedProvider(expected=1)
 
     # When a sweep runs
-    outcomes = _sweeper(store, clock, provider, ceiling=64, max_jobs=500).sweep(time_left_s=lambda: 10.0)
+    outcomes = sweeper(store, clock, registry=provider, ceiling=64, max_jobs=500).sweep(
+        time_left_s=lambda: 10.0
+    )
 
     # Then every job is left for the next tick and no provider was asked
     assert outcomes == Counter({SweepOutcome.DEFERRED: 5})

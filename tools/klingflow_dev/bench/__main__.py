@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -61,8 +62,12 @@ def table(rows: list[RowResult]) -> str:
     ]
     for row in rows:
         low, high = row.spread
-        ours = f"{_fmt(_median(row.ours))} {row.unit}"
-        floor = f"{_fmt(_median(row.floors))} {row.unit}: {row.floor}" if row.floors else row.floor or "-"
+        ours = f"{_fmt(statistics.median(row.ours))} {row.unit}"
+        floor = (
+            f"{_fmt(statistics.median(row.floors))} {row.unit}: {row.floor}"
+            if row.floors
+            else row.floor or "-"
+        )
         notes = "; ".join(f"{k}: {v}" for k, v in row.notes.items())
         lines.append(
             f"| {row.path} | {ours} | {floor} | {_fmt(row.ratio)} | {_fmt(low)}-{_fmt(high)} "
@@ -70,11 +75,6 @@ def table(rows: list[RowResult]) -> str:
             f"{' (' + notes + ')' if notes else ''} |"
         )
     return "\n".join(lines)
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else float("nan")
 
 
 def write(path: Path, rows: list[RowResult], runs: int, took_s: float) -> None:

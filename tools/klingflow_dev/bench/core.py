@@ -9,6 +9,7 @@ moves both sides alike. Runs alternate ours/floor/ours/floor so drift is shared 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,3 +64,17 @@ def interleaved(
             mine.append(ours())
             floors.append(floor())
     return mine, floors
+
+
+def median_ms(call: Callable[[], object], count: int) -> Callable[[], float]:
+    """A measurement for `interleaved`: `call` made `count` times, its median in milliseconds."""
+
+    def measure() -> float:
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    return measure

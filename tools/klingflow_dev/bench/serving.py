@@ -8,11 +8,11 @@ connection. Both sides are asked over one reused httpx connection, as the pipeli
 
 from __future__ import annotations
 
+import functools
 import socket
 import statistics
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +22,7 @@ from klingflow_dev.emulator import EmulatorServer
 from klingflow_dev.sandbox.apiserver import ApiServer
 from klingflow_dev.sandbox.lambdas import Invoker
 
-from .core import RowResult, interleaved
+from .core import RowResult, interleaved, median_ms
 
 GOAL_MS = 3.0
 
@@ -59,18 +59,6 @@ def _plain_server() -> Iterator[str]:
         server.server_close()
 
 
-def _median_ms(client: httpx.Client, url: str, count: int, headers: dict[str, str]) -> Callable[[], float]:
-    def measure() -> float:
-        times = []
-        for _ in range(count):
-            started = time.perf_counter()
-            client.get(url, headers=headers)
-            times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1000
-
-    return measure
-
-
 def run(*, runs: int, quick: bool) -> list[RowResult]:
     count = 20 if quick else 200
     runs = 1 if quick else runs
@@ -81,7 +69,7 @@ def run(*, runs: int, quick: bool) -> list[RowResult]:
     api.start()
     try:
         with _plain_server() as plain, httpx.Client() as client:
-            floor = _median_ms(client, plain, count, {})
+            floor = median_ms(lambda: client.get(plain), count)
             targets = {
                 # A query for a task the provider never made: the dialect's own routing and answer.
                 "sandbox request: provider emulator": (
@@ -94,7 +82,8 @@ def run(*, runs: int, quick: bool) -> list[RowResult]:
             for path, (url, headers) in targets.items():
                 for warm in (url, plain):  # open both connections before timing
                     client.get(warm, headers=headers)
-                ours, floors = interleaved(runs, _median_ms(client, url, count, headers), floor)
+                ask = functools.partial(client.get, url, headers=headers)
+                ours, floors = interleaved(runs, median_ms(ask, count), floor)
                 rows.append(
                     RowResult(
                         path=path,
