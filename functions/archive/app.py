@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
 from klingflow.archiving import Archiver
-from klingflow.queue import JobMessage
+from klingflow.queue import JobMessage, Received, handle_batch
 from klingflow.settings import ArchiveSettings
 
 settings = ArchiveSettings.from_env()
 service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(settings))
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def archive_one(record: SQSRecord) -> str:
+def archive_one(record: Received) -> str:
     message = JobMessage.from_json(record.body)
     logger.append_keys(job_id=message.job_id)
     done = service.get().archive(message.job_id)
@@ -34,6 +33,4 @@ def archive_one(record: SQSRecord) -> str:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(  # type: ignore[return-value]
-        event=event, record_handler=archive_one, processor=processor, context=context
-    )
+    return handle_batch(event, archive_one)

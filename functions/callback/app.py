@@ -5,6 +5,8 @@ Answers fast and never downloads: the work is `CallbackReceiver.receive`.
 
 from __future__ import annotations
 
+import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+
 from typing import Any
 
 from aws_lambda_powertools import Logger

@@ -7,14 +7,13 @@ Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
 
 from __future__ import annotations
 
+import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, S3Event
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
@@ -22,7 +21,7 @@ from klingflow.errors import Refused
 from klingflow.http import json_body, json_response, resolver
 from klingflow.intake import Intake
 from klingflow.models import Source
-from klingflow.queue import JobMessage
+from klingflow.queue import JobMessage, Received, handle_batch
 from klingflow.settings import SubmitSettings
 
 if TYPE_CHECKING:  # loaded by their builders, on the first cancel or element request
@@ -36,7 +35,6 @@ element_admin: runtime.Lazy[ElementAdmin] = runtime.Lazy(lambda: runtime.build_e
 logger = Logger()
 metrics = Metrics()
 api = resolver()
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @api.post("/jobs")
@@ -99,10 +97,10 @@ def delete_element(element_id: str) -> Any:
 
 def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
     accepted = []
-    for record in S3Event(event).records:
-        s3 = record.s3.get_object
-        key = unquote_plus(s3.key)  # S3 events carry keys URL-encoded ("my job.json" -> "my+job.json")
-        delivery = s3.version_id or s3.sequencer or s3.etag
+    for record in event["Records"]:
+        s3 = record["s3"]["object"]
+        key = unquote_plus(s3["key"])  # S3 events carry keys URL-encoded ("my job.json" -> "my+job.json")
+        delivery = s3.get("versionId") or s3.get("sequencer") or s3.get("eTag")
         job = service.get().accept_manifest(key, delivery=str(delivery))
         accepted.append({"key": key, "job_id": job.job_id if job else None})
         metrics.add_metric(
@@ -112,12 +110,10 @@ def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
-    message = EventBridgeEvent(event)
+    event_id = str(event["id"])
     try:
         job = service.get().accept(
-            message.detail,
-            Source(type="event", ref=message.get_id),
-            idempotency_key=f"event:{message.get_id}",
+            event.get("detail"), Source(type="event", ref=event_id), idempotency_key=f"event:{event_id}"
         )
     except Refused as rejection:
         # Announced once as `Job Rejected`; raising would only make Lambda retry it twice more.
@@ -127,7 +123,7 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
     return {"job_id": job.job_id, "status": job.status.value}
 
 
-def submit_one(record: SQSRecord) -> str:
+def submit_one(record: Received) -> str:
     message = JobMessage.from_json(record.body)
     logger.append_keys(job_id=message.job_id)
     done = service.get().submit_queued(message.job_id)
@@ -142,9 +138,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "requestContext" in event:
         return api.resolve(event, context)
     if event.get("Records", [{}])[0].get("eventSource") == "aws:sqs":
-        return process_partial_response(  # type: ignore[return-value]
-            event=event, record_handler=submit_one, processor=processor, context=context
-        )
+        return handle_batch(event, submit_one)
     if event.get("Records", [{}])[0].get("eventSource") == "aws:s3":
         return _from_s3(event)
     if event.get("detail-type") == "Job Requested":

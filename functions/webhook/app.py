@@ -7,17 +7,18 @@ queue's maxReceiveCount (more than a day of tries) it goes to the dead-letter qu
 
 from __future__ import annotations
 
+import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+
 import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
 from klingflow.outcomes import WebhookOutcome
+from klingflow.queue import Received, handle_batch
 from klingflow.settings import WebhookSettings
 from klingflow.webhooks import DeliveryFailed, WebhookSender, retry_delay_s
 
@@ -25,16 +26,15 @@ settings = WebhookSettings.from_env()  # cold start fails fast on missing config
 service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: runtime.build_webhooks(settings))
 logger = Logger()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def deliver_one(record: SQSRecord) -> str:
+def deliver_one(record: Received) -> str:
     event = json.loads(record.body)
     logger.append_keys(job_id=(event.get("detail") or {}).get("job_id"), event_id=event.get("id"))
     try:
         done = service.get().deliver(event)
     except DeliveryFailed:
-        attempt = int(record.attributes.approximate_receive_count)
+        attempt = record.receive_count
         delay = retry_delay_s(attempt)
         runtime.client("sqs").change_message_visibility(
             QueueUrl=settings.webhook_queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay
@@ -50,6 +50,4 @@ def deliver_one(record: SQSRecord) -> str:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(  # type: ignore[return-value]
-        event=event, record_handler=deliver_one, processor=processor, context=context
-    )
+    return handle_batch(event, deliver_one)

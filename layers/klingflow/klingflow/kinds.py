@@ -676,9 +676,11 @@ REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(JobRequest, config=Config
 def build_request_models() -> None:
     """Build the request validators now rather than on the first request that parses one: for
     the function whose first event does (submit), as its service is built."""
-    REQUEST_ADAPTER.rebuild()
+    # Models first: the union's adapter then reuses their schemas instead of generating each
+    # one a second time (a third less work).
     for model in _MODEL_OF.values():
         model.model_rebuild()  # its own validator and serializer (model_dump, load_request)
+    REQUEST_ADAPTER.rebuild()
 
 
 _KIND_TAGS = frozenset(kind.value for kind in JobKind)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import boto3
 from botocore.config import Config
 
+from . import coldstart
 from .clock import Clock, SystemClock
 from .dynamo import Table
 from .events import EventPublisher
@@ -69,6 +70,7 @@ class Lazy(Generic[T]):
     def get(self) -> T:
         if self._value is None:
             self._value = self._factory()
+            coldstart.settle()  # the container's code and service are loaded
         return self._value
 
     def override(self, value: T | None) -> None:

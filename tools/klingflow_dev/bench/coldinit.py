@@ -1,15 +1,23 @@
 """Cold init per handler: importing a function's handler module and building its service once,
 as a fresh Lambda container does before it answers its first event.
 
-Each sample is a fresh interpreter (this venv's), with the layer directory and the function's
-directory on `sys.path` as Lambda puts /opt/python and /var/task there, and the environment the
-template gives the function (Globals and its own variables, parameters at their defaults; the
-resources it names are stand-ins on a loopback port nobody answers). Only import + first build
-is timed, inside the child with `time.perf_counter`, so interpreter start-up counts on neither
-side.
+Each sample is a fresh interpreter (this venv's Python, without its site-packages), with what
+Lambda puts on `sys.path`: the function's directory (/var/task), the layer as `sam build`
+installs it (klingflow and the layer's requirements, /opt/python), and boto3 as the python3.13
+runtime ships it. The layer's requirements and boto3 are installed once, for this machine's
+platform, into directories of their own under .bench/ (`lambda_site`). This venv would not do:
+it also holds what the developer tools bring (awscrt and cryptography, which botocore loads when
+they are there; rich, click and pygments, which make httpx load its command line), which a
+Lambda container never has. The quick smoke uses this venv as it is, so `make test` installs
+nothing.
+
+The environment is the one the template gives the function (Globals and its own variables,
+parameters at their defaults; the resources it names are stand-ins on a loopback port nobody
+answers). Only import + first build is timed, inside the child with `time.perf_counter`, so
+interpreter start-up counts on neither side.
 
 The floor is the least any handler could do: `import boto3` and build one client, timed the
-same way in a fresh interpreter of its own.
+same way in a fresh interpreter of its own, with the same boto3.
 
 Building a service must not touch the network (clients are created, never called): the child
 records every socket connect through an audit hook, and a row whose build tried one says so.
@@ -17,12 +25,16 @@ records every socket connect through an audit hook, and a row whose build tried 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +84,10 @@ sys.path[:0] = {paths!r}
 start, cpu = time.perf_counter(), time.process_time()
 {body}
 elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-print(json.dumps({{"s": elapsed, "cpu_s": cpu, "connects": connects, "modules": sorted(sys.modules)}}))
+import gc
+found = {{"s": elapsed, "cpu_s": cpu, "connects": connects, "modules": sorted(sys.modules)}}
+found["gc"] = {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}}
+print(json.dumps(found))
 """
 _HANDLER_BODY = "import app\napp.service.get()"
 _FLOOR_BODY = "import boto3\nboto3.client('dynamodb')"
@@ -145,9 +160,40 @@ def _environment(name: str | None) -> dict[str, str]:
     return env
 
 
-def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Site:
+    """Where a child finds its packages: this venv (None) or Lambda's layout (`lambda_site`)."""
+
+    layer: Path  # the layer's requirements, as sam build installs them
+    runtime: Path  # boto3 and its dependencies, as the python3.13 runtime has them
+
+
+def lambda_site() -> Site:
+    """The layer's requirements and the runtime's boto3 (this venv's version), installed for
+    this machine once and kept under .bench/ until either changes."""
+    requirements = (LAYER / "requirements.txt").read_text()
+    boto3_version = metadata.version("boto3")
+    key = hashlib.sha256(f"{requirements}|{boto3_version}|{sys.version}".encode()).hexdigest()[:12]
+    root = REPO / ".bench" / f"lambda-site-{key}"
+    site = Site(layer=root / "layer", runtime=root / "runtime")
+    if (root / "ready").exists():
+        return site
+    shutil.rmtree(root, ignore_errors=True)
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for target, what in (
+        (site.layer, ["-r", str(LAYER / "requirements.txt")]),
+        (site.runtime, [f"boto3=={boto3_version}"]),
+    ):
+        subprocess.run([*pip, "--target", str(target), *what], check=True, timeout=600)
+    (root / "ready").write_text(f"boto3 {boto3_version}\n{requirements}")
+    return site
+
+
+def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str], site: Site | None) -> dict[str, Any]:
+    # -I -S: neither this venv's site-packages nor PYTHON* variables; Lambda's paths only.
+    flags = ["-I", "-S"] if site is not None else []
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD.format(paths=paths, body=body)],
+        [sys.executable, *flags, "-c", _CHILD.format(paths=paths, body=body)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -160,28 +206,32 @@ def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str]) -> dict[
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure_handler(name: str) -> dict[str, Any]:
+def measure_handler(name: str, site: Site | None = None) -> dict[str, Any]:
     """One cold init of `functions/<name>/app.py`: import it and build its service."""
     directory = FUNCTIONS / name
-    return _child(_HANDLER_BODY, [str(directory), str(LAYER)], directory, _environment(name))
+    paths = [str(directory), str(LAYER)]
+    if site is not None:
+        paths += [str(site.layer), str(site.runtime)]
+    return _child(_HANDLER_BODY, paths, directory, _environment(name), site)
 
 
-def measure_floor() -> dict[str, Any]:
-    return _child(_FLOOR_BODY, [], REPO, _environment(None))
+def measure_floor(site: Site | None = None) -> dict[str, Any]:
+    paths = [str(site.runtime)] if site is not None else []
+    return _child(_FLOOR_BODY, paths, REPO, _environment(None), site)
 
 
-def _row(name: str, runs: int, *, warm_up: bool) -> RowResult:
+def _row(name: str, runs: int, *, warm_up: bool, site: Site | None) -> RowResult:
     seen: dict[str, Any] = {"connects": set(), "cpu": [], "floor_cpu": []}
 
     def ours() -> float:
-        sample = measure_handler(name)
+        sample = measure_handler(name, site)
         seen["modules"] = sample["modules"]
         seen["connects"].update(sample["connects"])
         seen["cpu"].append(float(sample["cpu_s"]))
         return float(sample["s"]) * 1000
 
     def floor() -> float:
-        sample = measure_floor()
+        sample = measure_floor(site)
         seen["floor_cpu"].append(float(sample["cpu_s"]))
         return float(sample["s"]) * 1000
 
@@ -199,6 +249,7 @@ def _row(name: str, runs: int, *, warm_up: bool) -> RowResult:
     adapters = [m for m in adapters if m.rsplit(".", 1)[1] not in ("base", "registry")]
     loads = [label for module, label in WATCHED.items() if module in modules]
     notes = {
+        "packages": "Lambda's layout" if site is not None else "this venv",
         "CPU-time ratio": f"{cpu_ratio:.2f}",
         "klingflow modules": str(len(own)),
         "adapters": str(len(adapters)),
@@ -220,14 +271,16 @@ def _row(name: str, runs: int, *, warm_up: bool) -> RowResult:
 
 def run(*, runs: int, quick: bool) -> list[RowResult]:
     if quick:
-        return [_row(name, 1, warm_up=False) for name in QUICK_HANDLERS]
-    return [_row(name, runs, warm_up=True) for name in HANDLERS]
+        return [_row(name, 1, warm_up=False, site=None) for name in QUICK_HANDLERS]
+    site = lambda_site()
+    return [_row(name, runs, warm_up=True, site=site) for name in HANDLERS]
 
 
 if __name__ == "__main__":  # python -m klingflow_dev.bench.coldinit [runs] [handler ...]
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    where = lambda_site()
     for handler in sys.argv[2:] or HANDLERS:
-        row = _row(handler, count, warm_up=True)
+        row = _row(handler, count, warm_up=True, site=where)
         low, high = row.spread
         ours_ms = sorted(row.ours)[len(row.ours) // 2]
         floor_ms = sorted(row.floors)[len(row.floors) // 2]
