@@ -4,7 +4,10 @@ AWS-managed Powertools layer (PowertoolsLayerArn). Both must ship the same kling
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
+from klingflow_dev.bench import size
 from klingflow_dev.sandbox import template
 from tests.conftest import REPO
 
@@ -50,3 +53,24 @@ def test_every_function_gets_exactly_one_klingflow_layer_whichever_is_chosen() -
         {"Fn::If": ["ManagedPowertools", {"Ref": "PowertoolsLayerArn"}, {"Ref": "KlingflowLayer"}]},
         {"Fn::If": ["ManagedPowertools", {"Ref": "KlingflowSlimLayer"}, {"Ref": "AWS::NoValue"}]},
     ]
+
+
+def test_both_layers_are_built_by_one_makefile_that_ships_unchecked_bytecode(tmp_path: Path) -> None:
+    # Given the template and the layers' Makefiles
+    resources = template.load(REPO / "template.yaml")["Resources"]
+    for logical in ("KlingflowLayer", "KlingflowSlimLayer"):
+        assert resources[logical]["Metadata"]["BuildMethod"] == "makefile"
+    slim = LAYERS / "klingflow-slim" / "Makefile"
+    assert slim.is_symlink() and slim.resolve() == (LAYERS / "klingflow" / "Makefile").resolve()
+    # When the Makefile builds the slim layer's package (its requirements need the package
+    # index, which make bench's full build uses)
+    built = size.build_layer(LAYERS / "klingflow-slim", tmp_path, dependencies=False)
+    # Then every module has bytecode that Python uses without looking at the source's timestamp
+    sources = sorted((LAYERS / "klingflow" / "klingflow").rglob("*.py"))
+    tag = sys.implementation.cache_tag
+    for source in sources:
+        relative = source.relative_to(LAYERS / "klingflow")
+        compiled = built / relative.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
+        assert flags == 0b01, relative  # hash-based, source not checked
+    assert not (built / "klingflow").is_symlink()  # the package itself, not a link out of the zip

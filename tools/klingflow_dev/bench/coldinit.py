@@ -2,14 +2,13 @@
 as a fresh Lambda container does before it answers its first event.
 
 Each sample is a fresh interpreter (this venv's Python, without its site-packages), with what
-Lambda puts on `sys.path`: the function's directory (/var/task), the layer as `sam build`
-installs it (klingflow and the layer's requirements, /opt/python), and boto3 as the python3.13
-runtime ships it. The layer's requirements and boto3 are installed once, for this machine's
-platform, into directories of their own under .bench/ (`lambda_site`). This venv would not do:
-it also holds what the developer tools bring (awscrt and cryptography, which botocore loads when
-they are there; rich, click and pygments, which make httpx load its command line), which a
-Lambda container never has. The quick smoke uses this venv as it is, so `make test` installs
-nothing.
+Lambda puts on `sys.path`: the function's directory (/var/task), the layer (/opt/python) as its
+Makefile builds it for `sam build` (bytecode included), and boto3 as the python3.13 runtime
+ships it. Both are built once for this machine's platform under .bench/ (`lambda_site`). This
+venv would not do: it also holds what the developer tools bring (awscrt and cryptography, which
+botocore loads when they are there; rich, click and pygments, which make httpx load its command
+line), which a Lambda container never has. The quick smoke uses this venv as it is, so
+`make test` installs nothing.
 
 The environment is the one the template gives the function (Globals and its own variables,
 parameters at their defaults; the resources it names are stand-ins on a loopback port nobody
@@ -28,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from .core import RowResult, interleaved
+from .size import build_layer
 
 REPO = Path(__file__).resolve().parents[3]
 LAYER = REPO / "layers" / "klingflow"
@@ -164,34 +165,48 @@ def _environment(name: str | None) -> dict[str, str]:
 class Site:
     """Where a child finds its packages: this venv (None) or Lambda's layout (`lambda_site`)."""
 
-    layer: Path  # the layer's requirements, as sam build installs them
+    layer: Path  # the layer as its Makefile builds it (klingflow included, bytecode compiled)
     runtime: Path  # boto3 and its dependencies, as the python3.13 runtime has them
+    compiled: bool = True
+
+    def without_bytecode(self) -> Site:
+        """The same layer as the python3.13 build method ships it: no __pycache__ at all."""
+        bare = self.layer.parent.parent / "without-bytecode" / "python"
+        if not bare.exists():
+            shutil.copytree(self.layer, bare, ignore=shutil.ignore_patterns("__pycache__"))
+        return Site(layer=bare, runtime=self.runtime, compiled=False)
 
 
 def lambda_site() -> Site:
-    """The layer's requirements and the runtime's boto3 (this venv's version), installed for
-    this machine once and kept under .bench/ until either changes."""
-    requirements = (LAYER / "requirements.txt").read_text()
+    """The layer built by its own Makefile for this machine's platform, and the runtime's boto3
+    (this venv's version), kept under .bench/ until the layer's sources or boto3 change."""
     boto3_version = metadata.version("boto3")
-    key = hashlib.sha256(f"{requirements}|{boto3_version}|{sys.version}".encode()).hexdigest()[:12]
-    root = REPO / ".bench" / f"lambda-site-{key}"
-    site = Site(layer=root / "layer", runtime=root / "runtime")
+    sources = hashlib.sha256(f"{boto3_version}|{sys.version}".encode())
+    for path in sorted(LAYER.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            sources.update(str(path.relative_to(LAYER)).encode() + b"\0" + path.read_bytes())
+    root = REPO / ".bench" / f"lambda-site-{sources.hexdigest()[:12]}"
+    site = Site(layer=root / "layer" / "python", runtime=root / "runtime")
     if (root / "ready").exists():
         return site
-    shutil.rmtree(root, ignore_errors=True)
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    for target, what in (
-        (site.layer, ["-r", str(LAYER / "requirements.txt")]),
-        (site.runtime, [f"boto3=={boto3_version}"]),
-    ):
-        subprocess.run([*pip, "--target", str(target), *what], check=True, timeout=600)
-    (root / "ready").write_text(f"boto3 {boto3_version}\n{requirements}")
+    shutil.rmtree(REPO / ".bench", ignore_errors=True)  # older builds
+    build_layer(LAYER, root / "layer", platform=f"manylinux2014_{platform.machine()}")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--target", str(site.runtime), f"boto3=={boto3_version}"],
+        check=True,
+        timeout=600,
+    )  # fmt: skip
+    (root / "ready").write_text(f"boto3 {boto3_version}\n")
     return site
 
 
 def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str], site: Site | None) -> dict[str, Any]:
     # -I -S: neither this venv's site-packages nor PYTHON* variables; Lambda's paths only.
+    # -B for a layer without bytecode: /opt is read-only, nothing compiled is ever kept.
     flags = ["-I", "-S"] if site is not None else []
+    if site is not None and not site.compiled:
+        flags.append("-B")
     done = subprocess.run(
         [sys.executable, *flags, "-c", _CHILD.format(paths=paths, body=body)],
         cwd=cwd,
@@ -209,9 +224,9 @@ def _child(body: str, paths: list[str], cwd: Path, env: dict[str, str], site: Si
 def measure_handler(name: str, site: Site | None = None) -> dict[str, Any]:
     """One cold init of `functions/<name>/app.py`: import it and build its service."""
     directory = FUNCTIONS / name
-    paths = [str(directory), str(LAYER)]
-    if site is not None:
-        paths += [str(site.layer), str(site.runtime)]
+    # /var/task, /opt/python and the runtime's packages; or this venv, klingflow from its source.
+    packages = [LAYER] if site is None else [site.layer, site.runtime]
+    paths = [str(directory), *map(str, packages)]
     return _child(_HANDLER_BODY, paths, directory, _environment(name), site)
 
 
@@ -273,7 +288,12 @@ def run(*, runs: int, quick: bool) -> list[RowResult]:
     if quick:
         return [_row(name, 1, warm_up=False, site=None) for name in QUICK_HANDLERS]
     site = lambda_site()
-    return [_row(name, runs, warm_up=True, site=site) for name in HANDLERS]
+    rows = [_row(name, runs, warm_up=True, site=site) for name in HANDLERS]
+    # Why the layer ships its bytecode: the first handler again, with none in the layer.
+    bare = site.without_bytecode()
+    samples = [measure_handler(HANDLERS[0], bare)["s"] * 1000 for _ in range(3)]
+    rows[0].notes["without the layer's bytecode"] = f"{statistics.median(samples):.0f} ms"
+    return rows
 
 
 if __name__ == "__main__":  # python -m klingflow_dev.bench.coldinit [runs] [handler ...]

@@ -1,14 +1,13 @@
 """Row: the layer every function loads, zipped as Lambda receives it, for both stack options.
 
-Built the way `sam build` builds it for arm64: the layer's requirements.txt installed from
-manylinux2014_aarch64 wheels for CPython 3.13 into python/, the package beside them, no
-__pycache__. Needs the package index (pip), so `--quick` sizes the package alone.
+Built by the layer's own Makefile, as `sam build` builds it (arm64 wheels for CPython 3.13, the
+package, and the bytecode of all of it). That needs the package index (pip), so `--quick` builds
+and sizes the package alone.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,35 +17,35 @@ from pathlib import Path
 from .core import RowResult
 
 LAYERS = Path(__file__).resolve().parents[3] / "layers"
+LOGICAL_IDS = {"klingflow": "KlingflowLayer", "klingflow-slim": "KlingflowSlimLayer"}
 # A budget, not a Lambda limit (those are 50 MB zipped and 250 MB unzipped with the function):
 # every cold start on a new host fetches and unpacks the layer.
 GOAL_MB = 10.0
 MB = 1e6
 
 
-def _build(layer: Path, into: Path, *, dependencies: bool) -> None:
-    target = into / "python"
-    target.mkdir(parents=True)
-    if dependencies:
-        subprocess.run(
-            [
-                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--target", str(target), "--platform", "manylinux2014_aarch64", "--implementation", "cp",
-                "--python-version", "3.13", "--only-binary=:all:", "-r", str(layer / "requirements.txt"),
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-    shutil.copytree(layer / "klingflow", target / "klingflow", ignore=shutil.ignore_patterns("__pycache__"))
+def build_layer(
+    layer: Path, into: Path, *, platform: str = "manylinux2014_aarch64", dependencies: bool = True
+) -> Path:
+    """`sam build`'s build of a layer (its Makefile) into `into`; returns the python/ directory.
+    Without `dependencies`, the package alone (no package index needed)."""
+    requirements = "requirements.txt" if dependencies else os.devnull
+    subprocess.run(
+        ["make", "--no-print-directory", "-C", str(layer), f"build-{LOGICAL_IDS[layer.name]}",
+         f"ARTIFACTS_DIR={into}", f"PYTHON={sys.executable}", f"PLATFORM={platform}",
+         f"REQUIREMENTS={requirements}"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return into / "python"
 
 
 def _sizes(root: Path) -> tuple[float, float]:
-    """(unzipped, zipped) in MB, without bytecode caches (Lambda writes none into /opt)."""
+    """(unzipped, zipped) in MB, bytecode included (Lambda gets it from the layer, /opt is read-only)."""
     archive = root.with_suffix(".zip")
     unzipped = 0
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for folder, _, files in os.walk(root):
             for name in files:
                 path = Path(folder) / name
                 unzipped += path.stat().st_size
@@ -62,7 +61,7 @@ def run(*, runs: int, quick: bool) -> list[RowResult]:
             ("klingflow-slim", "slim, with the AWS-managed Powertools"),
         ):
             root = Path(scratch) / name
-            _build(LAYERS / name, root, dependencies=not quick)
+            build_layer(LAYERS / name, root, dependencies=not quick)
             unzipped, zipped = _sizes(root)
             rows.append(
                 RowResult(
