@@ -17,7 +17,11 @@ HTTP = {"httpx", "klingflow.safehttp"}
 NOT_LOADED = {
     # Parses one provider's callback with that provider's adapter, on the first callback only.
     "callback": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving", "jwt"},
-    "jobs": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.hints"},
+    # Builds the bucket's client on the first archived job it shows, not before.
+    "jobs": SUBMIT_ONLY
+    | HTTP
+    | ADAPTER_MODULES
+    | {"klingflow.providers.registry", "klingflow.hints", "klingflow.storage"},
     "webhook": SUBMIT_ONLY | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.storage"},
     "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving"},
     "archive": SUBMIT_ONLY - {"klingflow.probe"}

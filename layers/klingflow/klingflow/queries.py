@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, epoch
 from .elements import ElementDirectory
@@ -11,8 +12,10 @@ from .errors import FieldError, JobNotFound, RequestRejected
 from .models import Job
 from .spend import Ledger
 from .states import JobStatus
-from .storage import Storage
 from .store import JobStore
+
+if TYPE_CHECKING:
+    from .storage import Storage
 
 
 class JobQueries:
@@ -20,7 +23,7 @@ class JobQueries:
         self,
         *,
         store: JobStore,
-        storage: Storage,
+        storage: Callable[[], Storage],
         ledger: Ledger,
         elements: ElementDirectory,
         clock: Clock,
@@ -31,6 +34,9 @@ class JobQueries:
         self._elements = elements
         self._ledger = ledger
         self._store = store
+        # The bucket's client is built by the first request that shows an archived job's links:
+        # listing, spend, elements and live jobs never need it (S3's model costs a cold start
+        # 45-100 ms).
         self._storage = storage
         self._link_ttl_s = link_ttl_s
         self._max_page_size = max_page_size
@@ -45,9 +51,9 @@ class JobQueries:
             view["error"] = job.error.model_dump(mode="json", exclude_none=True)
         for output in view["outputs"]:
             # Links expire; the S3 URI is the durable name.
-            output["url"] = self._storage.presign_get(output["key"], self._link_ttl_s)
+            output["url"] = self._storage().presign_get(output["key"], self._link_ttl_s)
         if job.result_key:
-            view["result_url"] = self._storage.presign_get(job.result_key, self._link_ttl_s)
+            view["result_url"] = self._storage().presign_get(job.result_key, self._link_ttl_s)
         return view
 
     def list(self, *, limit: str | None, next_token: str | None, status: str | None) -> dict[str, Any]:

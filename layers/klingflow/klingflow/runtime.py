@@ -355,7 +355,7 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
     build_job_models()  # its first event reads or writes a job
     return JobQueries(
         store=JobStore(table(settings.jobs_table), clock),
-        storage=storage(settings.bucket),
+        storage=Lazy(lambda: storage(settings.bucket)).get,
         ledger=ledger(settings, clock),
         elements=element_directory(settings, clock),
         clock=clock,
