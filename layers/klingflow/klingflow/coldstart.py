@@ -8,7 +8,9 @@ What a cold start creates (modules, classes, clients, validators) lives as long 
 so every collection during it scans objects that are all still referenced: about a tenth of a
 handler's cold init, measured in docs/performance.md. Frozen, they are never scanned again, so a
 warm invocation's collections only look at what that invocation made. Memory is not held back:
-objects are still freed when their last reference goes; only cycles wait for `settle()`.
+while paused, objects are still freed when their last reference goes, and only reference cycles
+wait for `settle()`. Frozen objects that later become cyclic garbage are never collected, which
+suits what a cold start loads: it lives as long as the container.
 """
 
 from __future__ import annotations
