@@ -3,6 +3,8 @@ touching the network (each case is a fresh interpreter, as a new Lambda containe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -74,3 +76,28 @@ def test_every_dialect_is_found_under_its_own_name() -> None:
     assert "kling" in ADAPTERS and "nope" not in ADAPTERS
     with pytest.raises(KeyError):
         ADAPTERS["nope"]
+
+
+def test_a_service_that_fails_to_build_still_resumes_the_collector() -> None:
+    # Given a fresh interpreter whose handler paused the collector (klingflow.coldstart first)
+    child = """
+import gc, sys
+sys.path.insert(0, sys.argv[1])
+import klingflow.coldstart
+from klingflow import runtime
+paused = not gc.isenabled()
+def broken():
+    raise RuntimeError("missing configuration")
+service = runtime.Lazy(broken)
+# When its service's build fails on the first event
+try:
+    service.get()
+except RuntimeError:
+    pass
+print(paused, gc.isenabled())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(coldinit.LAYER)], capture_output=True, text=True, check=True
+    )
+    # Then the collector was paused until then, and collects again (a broken container still frees)
+    assert done.stdout.split() == ["True", "True"]

@@ -69,8 +69,12 @@ class Lazy(Generic[T]):
 
     def get(self) -> T:
         if self._value is None:
-            self._value = self._factory()
-            coldstart.settle()  # the container's code and service are loaded
+            try:
+                self._value = self._factory()
+            finally:
+                # The container's code and service are loaded; or the build failed, and a
+                # container that stays broken must still collect its garbage.
+                coldstart.settle()
         return self._value
 
     def override(self, value: T | None) -> None:
