@@ -40,11 +40,11 @@ class FakeContext:
 # importing at once trip circular imports that are not thread-safe (Powertools' data_classes
 # raised "partially initialized module" from a concurrent S3 notification and API call).
 _IMPORTS = threading.Lock()
-# Powertools' event handler keeps the request being served on a class attribute
-# (`BaseRouter.current_event`): one per process, which in Lambda is one per container. Containers
-# here are threads of one process, so HTTP requests are served one at a time (a request read
-# after another's arrival would see the other's body); queue, S3, event and schedule
-# invocations still run side by side.
+# A handler's router keeps the request being served on itself (`http.Router.current_event`, as
+# Powertools' event handler did): one per handler module, which in Lambda is one per container.
+# Containers here are threads of one process sharing the module, so HTTP requests are served one
+# at a time (a request read after another's arrival would see the other's body); queue, S3,
+# event and schedule invocations still run side by side.
 _HTTP = threading.Lock()
 
 
