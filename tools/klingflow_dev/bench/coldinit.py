@@ -284,11 +284,6 @@ def _row(name: str, runs: int, *, warm_up: bool, site: Site | None) -> RowResult
     )
 
 
-def _venv_ratio(name: str, runs: int) -> float:
-    mine, floors = interleaved(runs, lambda: measure_handler(name)["s"], lambda: measure_floor()["s"])
-    return statistics.median(o / f for o, f in zip(mine, floors, strict=True))
-
-
 def run(*, runs: int, quick: bool) -> list[RowResult]:
     if quick:
         return [_row(name, 1, warm_up=False, site=None) for name in QUICK_HANDLERS]
@@ -298,7 +293,7 @@ def run(*, runs: int, quick: bool) -> list[RowResult]:
     rows = [_row(name, runs, warm_up=True, site=site) for name in HANDLERS]
     # The same rows in this venv, for anyone timing them without Lambda's layout.
     for name, row in zip(HANDLERS, rows, strict=True):
-        row.notes["in this venv"] = f"{_venv_ratio(name, runs):.2f}x"
+        row.notes["in this venv"] = f"{_row(name, runs, warm_up=False, site=None).ratio:.2f}x"
     # Why the layer ships its bytecode: the first handler again, with none in the layer.
     bare = site.without_bytecode()
     samples = [measure_handler(HANDLERS[0], bare)["s"] * 1000 for _ in range(3)]
