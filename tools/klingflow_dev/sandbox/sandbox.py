@@ -5,7 +5,6 @@ event sources, and the real handlers, all in one process.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import warnings
@@ -121,7 +120,6 @@ class Sandbox:
             given_overrides = json.loads(parameters["ProviderOverrides"])
         except ValueError as error:
             raise ValueError(f"ProviderOverrides is not JSON: {error}") from None
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log drowns the demo
         # Metrics are disabled here; Powertools still warns when a handler flushes none.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         Sandbox._running = self
