@@ -14,8 +14,8 @@ the same request latency, each followed by one conditional UpdateItem of the sam
 sweeper's (next due time, poll counted) on the same moto server, at the concurrency the sweep
 reaches, from a plain thread pool (httpx and a boto3 client whose pools hold that many
 connections). It reads nothing: the sweep also reads its due jobs from the index, which against
-DynamoDB is a few pages of a few ms each, but moto spends milliseconds of CPU serialising every
-item it returns (its generic response serialiser); the notes give that read alone, so a gap
+DynamoDB is a few pages of a few ms each, and on the sandbox's moto (item answers sent as
+JSON, `sandbox/dynamojson.py`) a few hundred ms; the notes give that read alone, so a gap
 between the two sides can be told apart from the sweeper's own work. Serial polling is
 estimated from the floor's pair of calls made one job after another on a sample of jobs, times
 the backlog.
