@@ -40,12 +40,17 @@ def cold() -> dict[str, dict[str, Any]]:
 
 # Powertools' batch utility loads asyncio and every event data class Powertools has (and its
 # parser's pydantic models of every AWS event when pydantic is loaded first): 150-200 ms that
-# `queue.handle_batch` and plain dict access do not spend.
+# `queue.handle_batch` and plain dict access do not spend. boto3 brings s3transfer and its S3
+# client injections (40-90 ms): the clients are botocore's, and its parameters utility (which
+# imports boto3) is replaced by `klingflow.parameters`.
 EVERY_HANDLER = {
     "aws_lambda_powertools.utilities.batch",
     "aws_lambda_powertools.utilities.data_classes",
     "aws_lambda_powertools.utilities.parser",
+    "aws_lambda_powertools.utilities.parameters",
     "asyncio",
+    "boto3",
+    "s3transfer",
 }
 
 

@@ -2,10 +2,15 @@
 
 `boto3.resource("dynamodb")` costs a cold start about 100 ms (its resource model is loaded and
 its classes made on first use) to do what this module does in a few lines: turn Python values
-into DynamoDB's typed form ({"S": ...}, {"N": ...}) on the way in, and back on the way out,
-with boto3's own `TypeSerializer`/`TypeDeserializer` (the resource uses the same two, so items
-read here are exactly what a resource table would return: numbers as `Decimal`, sets as `set`,
-binary as `Binary`).
+into DynamoDB's typed form ({"S": ...}, {"N": ...}) on the way in, and back on the way out.
+
+Nothing here imports boto3: its package brings s3transfer and its S3 client injections with it
+(40-90 ms of every cold start, runtime.py makes botocore's clients directly). Values go in by
+boto3's TypeSerializer's rules, re-stated in `to_dynamo` (numbers as int or `Decimal` within
+DynamoDB's 38 digits, floats refused, sets typed by their members), and come back through
+Powertools' copy of boto3's TypeDeserializer: numbers as `Decimal`, sets as `set`; binary as
+`bytes` (boto3 wraps it in `Binary`). tests/unit/test_dynamo.py holds both sides against
+boto3's own.
 
 `Table` offers the calls klingflow makes, with the resource's keyword names, and nothing else.
 Errors are botocore's own `ClientError`s, unchanged but for one thing a resource does not do:
@@ -16,16 +21,16 @@ reason's `Item`) is made plain too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from aws_lambda_powertools.shared.dynamodb_deserializer import DYNAMODB_CONTEXT, TypeDeserializer
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-_SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
 # The parts of a request (and of each TransactItems operation) that hold values or keys.
 _VALUE_MAPS = ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey")
@@ -34,7 +39,52 @@ _OPERATIONS = ("Put", "Update", "Delete", "ConditionCheck")
 
 def to_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:
     """A plain item (or key, or expression values) in DynamoDB's typed form."""
-    return {name: _SERIALIZER.serialize(value) for name, value in item.items()}
+    return {name: typed_value(value) for name, value in item.items()}
+
+
+def typed_value(value: Any) -> dict[str, Any]:
+    """One value in DynamoDB's typed form, by boto3's TypeSerializer's rules (the order of the
+    checks is theirs: a bool is not a number, an empty set is a number set), but for numbers
+    that are not finite, which are all refused here."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if _is_number(value):
+        return {"N": _number(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bytes | bytearray):
+        return {"B": value}
+    if isinstance(value, Set):
+        if all(_is_number(each) for each in value):
+            return {"NS": [_number(each) for each in value]}
+        if all(isinstance(each, str) for each in value):
+            return {"SS": list(value)}
+        if all(isinstance(each, bytes | bytearray) for each in value):
+            return {"BS": list(value)}
+    if isinstance(value, Mapping):
+        return {"M": {key: typed_value(member) for key, member in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"L": [typed_value(member) for member in value]}
+    raise TypeError(f'Unsupported type "{type(value)}" for value "{value}"')
+
+
+def _is_number(value: Any) -> bool:
+    # As boto3's: a bool counts here (bools are ints), which only a set of them ever reaches.
+    if isinstance(value, float):
+        raise TypeError("Float types are not supported. Use Decimal types instead.")
+    return isinstance(value, int | Decimal)
+
+
+def _number(value: int | Decimal) -> str:
+    # DynamoDB's 38 digits: a value that would be rounded is refused (decimal.Inexact/Rounded).
+    number = DYNAMODB_CONTEXT.create_decimal(value)
+    if not number.is_finite():
+        # boto3 refuses only "Infinity" and "NaN" and sends "-Infinity" or "-NaN" on, for
+        # DynamoDB to refuse; none of them is a number DynamoDB holds.
+        raise TypeError("Infinity and NaN not supported")
+    return str(number)
 
 
 def from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:

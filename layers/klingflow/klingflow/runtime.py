@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import boto3
+import botocore.session
 from botocore.config import Config
 
 from . import coldstart
@@ -21,6 +21,7 @@ from .clock import Clock, SystemClock
 from .dynamo import Table
 from .events import EventPublisher
 from .models import build_job_models
+from .parameters import CachedValues, parameter_value, secret_string
 from .queue import JobQueue
 from .settings import (
     MAX_POLL_CONCURRENCY,
@@ -42,8 +43,6 @@ from .tokens import CallbackSigner
 # Services are imported by the builders that need them, not here: a handler loads only what
 # its own function uses (the jobs function never loads the probe, archiving or the adapters).
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
-
     from .archiving import Archiver
     from .cancel import Canceller
     from .elements import ElementAdmin, ElementDirectory
@@ -89,9 +88,17 @@ _POOLED = Config(max_pool_connections=MAX_POLL_CONCURRENCY)
 
 @cache
 def client(service: str) -> Any:
-    # Presigned links must be SigV4: boto3 still signs S3 URLs with SigV2 in some regions.
+    # botocore's own clients: `import boto3` adds s3transfer and its S3 client injections to
+    # every cold start (40-90 ms) and klingflow uses none of what it adds (dynamo.py, storage.py).
+    # Presigned links must be SigV4: S3 URLs are still signed with SigV2 in some regions.
     config = _POOLED.merge(Config(signature_version="s3v4")) if service == "s3" else _POOLED
-    return boto3.client(service, config=config)  # type: ignore[call-overload]
+    return _session().create_client(service, config=config)
+
+
+@cache
+def _session() -> botocore.session.Session:
+    # One session for every client: its loader keeps the endpoint data and models it has read.
+    return botocore.session.get_session()
 
 
 @cache
@@ -101,17 +108,13 @@ def table(name: str) -> Table:
 
 
 @cache
-def _secrets() -> SecretsProvider:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-    return SecretsProvider(boto3_client=client("secretsmanager"))
+def _secrets() -> CachedValues:
+    return CachedValues(secret_string(client("secretsmanager")), max_age_s=SECRET_MAX_AGE_S)
 
 
 @cache
-def _ssm() -> SSMProvider:
-    from aws_lambda_powertools.utilities.parameters import SSMProvider
-
-    return SSMProvider(boto3_client=client("ssm"))
+def _ssm() -> CachedValues:
+    return CachedValues(parameter_value(client("ssm")), max_age_s=SECRET_MAX_AGE_S)
 
 
 def storage(bucket: str) -> Storage:
@@ -122,7 +125,7 @@ def storage(bucket: str) -> Storage:
 
 
 def secret_text(arn: str) -> str:
-    return str(_secrets().get(arn, max_age=SECRET_MAX_AGE_S))
+    return _secrets().get(arn)
 
 
 def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping[str, str]]:
@@ -137,7 +140,7 @@ def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping
             return settings.provider_credentials
         if settings.provider_credentials_file:
             return json.loads(Path(settings.provider_credentials_file).read_text())
-        return _secrets().get(settings.provider_secret_arn, transform="json", max_age=SECRET_MAX_AGE_S)
+        return json.loads(secret_text(settings.provider_secret_arn))
 
     def lookup(provider: str) -> Mapping[str, str]:
         found = document()
@@ -225,7 +228,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
         registry=registry(settings, clock),
         elements=element_directory(settings, clock),
         signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
-        api_url=lambda: str(_ssm().get(settings.api_url_parameter, max_age=SECRET_MAX_AGE_S)),
+        api_url=lambda: _ssm().get(settings.api_url_parameter),
         clock=clock,
         config=IntakeConfig(
             job_deadline_s=settings.job_deadline_s,
@@ -370,7 +373,7 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
 
 def reset() -> None:
     """Forget every cached client (a new sandbox, a new moto endpoint)."""
-    for cached in (client, table, _secrets, _ssm):
+    for cached in (client, _session, table, _secrets, _ssm):
         cached.cache_clear()
 
 
