@@ -67,7 +67,10 @@ def jobs(table: Table, store: JobStore) -> tuple[str, str]:
 
 @pytest.fixture
 def bodies(jobs: tuple[str, str]) -> Iterator[Callable[[], list[tuple[str, Any]]]]:
-    """Every request of `_answers` made once, with each answer's operation and decoded body."""
+    """Every request of `_answers` made once, with each answer's operation and decoded body;
+    moto's own serialiser answers until a test installs the shortcut (a sandbox started earlier
+    in this process installed it for good)."""
+    dynamojson.uninstall()
 
     def answered() -> list[tuple[str, Any]]:
         client = boto3.client("dynamodb")
@@ -148,3 +151,12 @@ def test_only_answers_with_binary_attributes_go_through_motos_serialiser(
     with_binary = [operation for operation, body in answered if '"blob' in json.dumps(body)]
     assert serialised == with_binary
     assert len(serialised) < len(answered)
+
+
+def test_uninstalling_gives_every_answer_back_to_motos_serialiser() -> None:
+    # Given the shortcut installed
+    dynamojson.install()
+    assert responses.DynamoResult.execute_result is not dynamojson._MOTOS
+    # When it is uninstalled, then moto's own serialiser answers again
+    dynamojson.uninstall()
+    assert responses.DynamoResult.execute_result is dynamojson._MOTOS

@@ -6,10 +6,10 @@ into DynamoDB's typed form ({"S": ...}, {"N": ...}) on the way in, and back on t
 
 Nothing here imports boto3: its package brings s3transfer and its S3 client injections with it
 (40-90 ms of every cold start, runtime.py makes botocore's clients directly). Values go in by
-boto3's TypeSerializer's rules, re-stated in `to_dynamo` (numbers as int or `Decimal` within
+boto3's TypeSerializer's rules, re-stated in `typed_value` (numbers as int or `Decimal` within
 DynamoDB's 38 digits, floats refused, sets typed by their members), and come back through
-Powertools' copy of boto3's TypeDeserializer: numbers as `Decimal`, sets as `set`; binary as
-`bytes` (boto3 wraps it in `Binary`). tests/unit/test_dynamo.py holds both sides against
+Powertools' version of boto3's TypeDeserializer: numbers as `Decimal`, sets as `set`; binary
+as `bytes` (boto3 wraps it in `Binary`). tests/unit/test_dynamo.py holds both sides against
 boto3's own.
 
 `Table` offers the calls klingflow makes, with the resource's keyword names, and nothing else.

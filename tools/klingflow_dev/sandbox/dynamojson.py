@@ -36,13 +36,13 @@ ITEM_OPERATIONS = frozenset(
         "PutItem",
         "UpdateItem",
         "DeleteItem",
-        "BatchWriteItem",
         "TransactGetItems",
-        "TransactWriteItems",
     }
 )
 _CONTENT_TYPE = "application/x-amz-json-1.0"
-_GENERIC = responses.DynamoResult.execute_result
+# moto's own, restored by `uninstall`; `_GENERIC` is what the shortcut hands everything else to.
+_MOTOS = responses.DynamoResult.execute_result
+_GENERIC = _MOTOS
 _PLAIN = (str, int, float, bool)
 
 
@@ -74,4 +74,4 @@ def install() -> None:
 
 def uninstall() -> None:
     """moto's own serialiser for every answer again."""
-    responses.DynamoResult.execute_result = _GENERIC  # type: ignore[method-assign]
+    responses.DynamoResult.execute_result = _MOTOS  # type: ignore[method-assign]
