@@ -276,3 +276,6 @@ def test_the_conversions_name_their_types() -> None:
     }
     with pytest.raises(TypeError, match="Float types are not supported"):
         to_dynamo({"f": 1.5})
+    # 38 digits, 40 characters: read back exactly (Powertools before 3.36 cut it to 38 characters)
+    longest = Decimal("-1234567890123456789012345678901234567.8")
+    assert from_dynamo(to_dynamo({"n": longest})) == {"n": longest}
