@@ -104,3 +104,30 @@ def test_a_write_naming_a_field_a_job_does_not_have_fails_loudly(store: JobStore
     with pytest.raises(ValueError, match=r"a job has no attribute \['provder'\]"):
         store.touch("01JOB", status_in=frozenset({JobStatus.QUEUED}), fields={"provder": "gateway"})  # type: ignore[typeddict-unknown-key]
     assert store.get("01JOB") is not None
+
+
+class _PagesTable:
+    """A due index answering with set pages: the second repeats a job of the first, as a job
+    whose due time moved past the first page's cursor (still due) is found again."""
+
+    name = "pages"
+
+    def __init__(self, pages: list[list[str]]) -> None:
+        self._pages = pages
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        number = 0 if "ExclusiveStartKey" not in request else int(request["ExclusiveStartKey"]["page"])
+        items = [
+            {"pk": f"JOB#{job_id}", **_job(job_id).model_dump(mode="json")} for job_id in self._pages[number]
+        ]
+        answer: dict[str, Any] = {"Items": items}
+        if number + 1 < len(self._pages):
+            answer["LastEvaluatedKey"] = {"page": str(number + 1)}  # the first page was cut short
+        return answer
+
+
+def test_a_job_found_again_on_a_later_page_is_given_once(clock: ManualClock) -> None:
+    # Given a shard whose second page holds a job the first page gave
+    store = JobStore(_PagesTable([["01A", "01B"], ["01B", "01C"]]), clock, due_shards=1)  # type: ignore[arg-type]
+    # When its due jobs are read, then each job is given once
+    assert [job.job_id for job in store.due_jobs(limit=10)] == ["01A", "01B", "01C"]

@@ -706,7 +706,10 @@ class JobStore:
         and only jobs whose `due_at` has come match its key condition.
 
         The shards are read side by side and each page is yielded as it arrives, so the caller
-        starts on the first jobs while the rest are still being read.
+        starts on the first jobs while the rest are still being read. A job is yielded once per
+        call even if a later page holds it again: the caller is writing to the jobs it was given
+        while the rest are read, and a write that moves a job's due time forward but still into
+        the past (`due_in_s=0`) moves it past the page's cursor, where the next page finds it.
         """
         now = epoch(self._clock.now())
         shards = [str(shard) for shard in range(self._due_shards)]
@@ -715,6 +718,7 @@ class JobStore:
         shards = shards[first:] + shards[:first]
         cursors: dict[str, dict[str, Any] | None] = dict.fromkeys(shards)
         left = limit
+        given: set[str] = set()
         readers = min(len(shards), _SHARD_READERS)
         with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="due-index") as pool:
             while left > 0 and cursors:
@@ -738,7 +742,9 @@ class JobStore:
                                 again = pool.submit(self._due_page, shard, now, quotas[shard], cursor)
                                 reading[again] = shard
                         for item in items:
-                            yield self._job(item)
+                            if item["pk"] not in given:
+                                given.add(item["pk"])
+                                yield self._job(item)
 
     def _due_page(
         self, shard: str, now: int, most: int, cursor: dict[str, Any] | None
