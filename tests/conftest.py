@@ -10,9 +10,17 @@ from typing import Any
 import pytest
 
 from klingflow_dev.clock import ManualClock
+from klingflow_dev.sandbox.aws import ensure_aws_models
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Once, before xdist's workers start: every test's klingflow clients are made from the
+    # trimmed models, as the layer's are (klingflow/awsmodels.py).
+    if not hasattr(config, "workerinput"):
+        ensure_aws_models()
 
 
 def sample_event(name: str) -> dict[str, Any]:

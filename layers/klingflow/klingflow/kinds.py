@@ -119,7 +119,7 @@ def element_reference_errors(prompt: str | None, elements: list[str]) -> list[Fi
 class _Strict(BaseModel):
     # Validators are built on first use, not at import: of the functions that load this module
     # (an adapter's checks, a stored request read back), only submit parses requests on its
-    # first event, and it builds them with its service (`build_request_models`).
+    # first event, and it builds the default kind's with its service (`build_request_models`).
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
@@ -673,14 +673,13 @@ AnyRequest = (
 REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(JobRequest, config=ConfigDict(defer_build=True))
 
 
-def build_request_models() -> None:
-    """Build the request validators now rather than on the first request that parses one: for
-    the function whose first event does (submit), as its service is built."""
-    # Models first: the union's adapter then reuses their schemas instead of generating each
-    # one a second time (a third less work).
-    for model in _MODEL_OF.values():
-        model.model_rebuild()  # its own validator and serializer (model_dump, load_request)
-    REQUEST_ADAPTER.rebuild()
+def build_request_models(*kinds: JobKind) -> None:
+    """Build the validators of these kinds now rather than on the first request of each: for the
+    function whose first event parses a request (submit), as its service is built. Each kind's
+    model is built on its first request otherwise; the union of all five, only to refuse a
+    kind that is none of them, or for the schema."""
+    for kind in kinds:
+        _MODEL_OF[kind.value].model_rebuild()  # its validator and serializer (model_dump too)
 
 
 _KIND_TAGS = frozenset(kind.value for kind in JobKind)
@@ -720,7 +719,7 @@ def parse_request(data: Any) -> AnyRequest:
         raise RequestRejected([FieldError("(request)", "object_type", "a job request must be a JSON object")])
     data = {"kind": JobKind.MOTION_CONTROL.value, **data}
     try:
-        request = REQUEST_ADAPTER.validate_python(data)
+        request = _validate(data)
     except ValidationError as error:
         raise RequestRejected(field_errors(error)) from None
     if errors := request.combination_errors():
@@ -734,19 +733,22 @@ def with_media(request: AnyRequest, refs: dict[str, str]) -> AnyRequest:
     for ref in request.media():
         if ref.name in refs:
             _set(data, ref.path, refs[ref.name])
-    return REQUEST_ADAPTER.validate_python(data, context={RESOLVED: True})
+    return _validate(data, context={RESOLVED: True})
 
 
 def load_request(data: dict[str, Any]) -> AnyRequest:
-    """A stored request (its media may be object keys or presigned URLs): trusted, not re-judged.
+    """A stored request (its media may be object keys or presigned URLs): trusted, not re-judged."""
+    return _validate({"kind": JobKind.MOTION_CONTROL.value, **data}, context={RESOLVED: True})
 
-    Read with its own kind's model, as the union would pick it: a function that reads stored
-    requests (archive settling a job's cost) builds the one model it meets, not all five."""
-    data = {"kind": JobKind.MOTION_CONTROL.value, **data}
-    model = _MODEL_OF.get(data["kind"])
-    if model is None:  # not a kind: the union says so as it says it of a new request
-        return REQUEST_ADAPTER.validate_python(data, context={RESOLVED: True})
-    return model.model_validate(data, context={RESOLVED: True})
+
+def _validate(data: dict[str, Any], context: dict[str, Any] | None = None) -> AnyRequest:
+    """With its own kind's model, as the union would pick it: a function builds the models of
+    the kinds it meets, not all five (the union's adapter builds every one of them)."""
+    kind = data.get("kind")
+    model = _MODEL_OF.get(kind) if isinstance(kind, str) else None
+    if model is None:  # not a kind: the union says so as it would of any request
+        return REQUEST_ADAPTER.validate_python(data, context=context)
+    return model.model_validate(data, context=context)
 
 
 def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:

@@ -8,6 +8,7 @@ until the first event arrives.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import botocore.session
 from botocore.config import Config
 
-from . import coldstart
+from . import awsmodels, coldstart
 from .clock import Clock, SystemClock
 from .dynamo import Table
 from .events import EventPublisher
@@ -90,6 +91,8 @@ _POOLED = Config(max_pool_connections=MAX_POLL_CONCURRENCY)
 def client(service: str) -> Any:
     # botocore's own clients: `import boto3` adds s3transfer and its S3 client injections to
     # every cold start (40-90 ms) and klingflow uses none of what it adds (dynamo.py, storage.py).
+    if service not in awsmodels.OPERATIONS:
+        raise ValueError(f"klingflow makes no {service} client: list its operations in awsmodels.py")
     # Presigned links must be SigV4: S3 URLs are still signed with SigV2 in some regions.
     config = _POOLED.merge(Config(signature_version="s3v4")) if service == "s3" else _POOLED
     return _session().create_client(service, config=config)
@@ -98,7 +101,13 @@ def client(service: str) -> Any:
 @cache
 def _session() -> botocore.session.Session:
     # One session for every client: its loader keeps the endpoint data and models it has read.
-    return botocore.session.get_session()
+    session = botocore.session.get_session()
+    if awsmodels.MODELS.is_dir():
+        # The models trimmed to klingflow's operations first, botocore's own after them (and
+        # after any data path the environment gives).
+        paths = [str(awsmodels.MODELS), session.get_config_variable("data_path")]
+        session.set_config_variable("data_path", os.pathsep.join(filter(None, paths)))
+    return session
 
 
 @cache
@@ -206,8 +215,11 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
     from .health import Breakers
     from .intake import Intake, IntakeConfig
     from .kinds import build_request_models
+    from .vocab import JobKind
 
-    build_request_models()  # every first event of submit parses a request
+    # Every first event of submit parses a request, most often of the default kind; another
+    # kind's model is built on its first request.
+    build_request_models(JobKind.MOTION_CONTROL)
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
     money = ledger(settings, clock)

@@ -9,9 +9,11 @@ import string
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -20,6 +22,8 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from klingflow import awsmodels
+
 from . import dynamojson
 from .template import Resolver
 
@@ -27,6 +31,14 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STACK = "klingflow-sandbox"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/5f0c2c7e-8d7a-4f4e-9a55-0a1b2c3d4e5f"
+
+
+def ensure_aws_models() -> bool:
+    """klingflow's trimmed AWS models (klingflow/awsmodels.py), written from this venv's botocore
+    unless they are current: the handlers here make their clients from them, as in Lambda."""
+    return awsmodels.ensure(Path(botocore.__file__).parent / "data")
+
+
 # CloudFormation's pseudo parameters, as the sandbox's stack has them.
 PSEUDO = {
     "AWS::StackId": STACK_ID,

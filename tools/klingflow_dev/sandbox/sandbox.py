@@ -23,7 +23,7 @@ from klingflow_dev.emulator import Emulator, EmulatorServer
 
 from . import template
 from .apiserver import ApiServer, Route
-from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder
+from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder, ensure_aws_models
 from .lambdas import Function, Invoker
 from .sources import Loop, RuleQueue, S3Notifications, Schedule, SqsBatches
 
@@ -124,6 +124,7 @@ class Sandbox:
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         Sandbox._running = self
         try:
+            ensure_aws_models()
             self._boot(document, parameters, given_overrides)
         except BaseException:
             self.stop()
