@@ -31,6 +31,14 @@ def test_the_slim_layer_ships_the_same_package_as_the_bundled_one() -> None:
     assert slim.is_symlink() and slim.resolve() == (LAYERS / "klingflow" / "klingflow").resolve()
 
 
+def test_both_layers_bundle_the_same_botocore_the_models_are_trimmed_from() -> None:
+    # botocore is installed on its own (without the dependencies the runtime has), by both
+    slim = LAYERS / "klingflow-slim" / "botocore.txt"
+    assert slim.is_symlink() and slim.resolve() == (LAYERS / "klingflow" / "botocore.txt").resolve()
+    assert set(_requirements("klingflow/botocore.txt")) == {"botocore"}
+    assert "botocore" not in _requirements("klingflow/requirements.txt")
+
+
 def test_the_slim_layer_needs_everything_but_what_the_managed_layer_brings() -> None:
     bundled, slim = (
         _requirements("klingflow/requirements.txt"),

@@ -29,11 +29,13 @@ def build_layer(
 ) -> Path:
     """`sam build`'s build of a layer (its Makefile) into `into`; returns the python/ directory.
     Without `dependencies`, the package alone (no package index needed)."""
-    requirements = "requirements.txt" if dependencies else os.devnull
+    requirements, botocore = ("requirements.txt", "botocore.txt")
+    if not dependencies:
+        requirements = botocore = os.devnull
     subprocess.run(
         ["make", "--no-print-directory", "-C", str(layer), f"build-{LOGICAL_IDS[layer.name]}",
          f"ARTIFACTS_DIR={into}", f"PYTHON={sys.executable}", f"PLATFORM={platform}",
-         f"REQUIREMENTS={requirements}"],
+         f"REQUIREMENTS={requirements}", f"BOTOCORE={botocore}"],
         check=True,
         capture_output=True,
     )  # fmt: skip
