@@ -50,6 +50,11 @@ def test_a_request_without_kind_is_motion_control() -> None:
 
 def test_an_unknown_kind_is_named() -> None:
     assert broken({"kind": "lip_sync"}) == {("kind", "union_tag_invalid")}
+    assert broken({"kind": None}) == {("kind", "union_tag_invalid")}
+
+
+def test_an_unknown_field_named_like_a_kind_is_named() -> None:
+    assert broken(sample("text_to_video", motion_control=1)) == {("motion_control", "extra_forbidden")}
 
 
 # ---- text and image to video ------------------------------------------------------------------

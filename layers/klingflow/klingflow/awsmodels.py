@@ -4,8 +4,12 @@ Creating a botocore client reads its service's whole API model, and the first cl
 container also reads the endpoints of every AWS service (1.2 MB of JSON). Four clients cost
 submit's cold start 130-210 ms here, mostly to parse operations klingflow never calls. The
 layer's build (its Makefile) writes these models next to this module (`MODELS`), trimmed to the
-operations below, from the botocore the layer bundles. runtime.py's session reads them before
-botocore's own; the rest (endpoint rule sets, retry rules) still comes from botocore.
+operations below, from the botocore the layer bundles; runtime.py's session reads them before
+botocore's own. The endpoint rule sets and retry rules still come from botocore.
+
+The endpoints are trimmed in place, in the layer's own botocore (`prune`): botocore takes an
+endpoints file found anywhere else for a customised one and sends every request to its legacy
+endpoint URL (no FIPS or dual-stack hosts from the rule sets, no region redirects).
 
 So a klingflow client has only the operations listed here. Calling another one fails with
 AttributeError, in tests too (`make test` writes the models from the venv's botocore first).
@@ -33,6 +37,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "UploadPart",
         "CompleteMultipartUpload",
         "AbortMultipartUpload",
+        "HeadBucket",  # botocore's own: where a redirect does not say the bucket's region
     ),
     "sqs": ("SendMessage", "ChangeMessageVisibility"),
     "events": ("PutEvents",),
@@ -40,12 +45,16 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "ssm": ("GetParameter",),
 }
 # Kept whole in the layer's botocore, though klingflow makes no client of it: botocore's
-# credential providers may (assume-role, web identity).
+# credential providers may (assume-role, web identity). Pruned though botocore could load them:
+# SSO's (profile credentials; Lambda's are the environment's) and S3 Express sessions (directory
+# buckets; the stack's bucket is a general-purpose one).
 KEPT_WHOLE = ("sts",)
 MODELS = Path(__file__).with_name("aws_models")
 _STAMP = "SOURCE"
 # What botocore reads only to write documentation.
 _DOCUMENTATION = frozenset({"documentation", "documentationUrl"})
+# Maps whose keys are names, not fields (a member or shape could be called "documentation").
+_NAMES = frozenset({"operations", "shapes", "members"})
 
 
 def _read(path: Path) -> Any:
@@ -69,10 +78,14 @@ def _latest_version(service_dir: Path) -> str:
     return max(versions)
 
 
-def _without_documentation(value: Any) -> Any:
-    # Emptied rather than removed: botocore reads some of them with model["documentation"].
+def _without_documentation(value: Any, *, names: bool = False) -> Any:
+    """Documentation emptied rather than removed (botocore reads some of it as
+    model["documentation"]); `names`: the keys are names (a structure's members), not fields."""
     if isinstance(value, dict):
-        return {k: "" if k in _DOCUMENTATION else _without_documentation(v) for k, v in value.items()}
+        return {
+            k: "" if k in _DOCUMENTATION and not names else _without_documentation(v, names=k in _NAMES)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_without_documentation(v) for v in value]
     return value
@@ -105,23 +118,26 @@ def trim_service(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str
     return dict(_without_documentation(trimmed))
 
 
-def trim_endpoints(endpoints: dict[str, Any], services: set[str]) -> dict[str, Any]:
-    """Every partition and region, with the endpoint data of `services` only."""
+def trim_endpoints(endpoints: dict[str, Any], prefixes: set[str]) -> dict[str, Any]:
+    """Every partition and region, with the endpoint data of the services whose endpoint
+    prefixes (their model's `metadata.endpointPrefix`) are given only."""
     trimmed = dict(endpoints)
     trimmed["partitions"] = [
-        {**partition, "services": {k: v for k, v in partition["services"].items() if k in services}}
+        {**partition, "services": {k: v for k, v in partition["services"].items() if k in prefixes}}
         for partition in endpoints["partitions"]
     ]
     return trimmed
 
 
-def _inputs(botocore_data: Path) -> list[Path]:
-    found = [botocore_data / "endpoints.json"]
-    for service in OPERATIONS:
-        version = _latest_version(botocore_data / service)
-        model = botocore_data / service / version / "service-2.json"
-        found.append(model if model.exists() else model.with_name("service-2.json.gz"))
-    return found
+def _model_path(botocore_data: Path, service: str) -> Path:
+    """The service model botocore reads (as .json; `_read` finds it as .json.gz too)."""
+    return botocore_data / service / _latest_version(botocore_data / service) / "service-2.json"
+
+
+def endpoint_prefixes(botocore_data: Path) -> set[str]:
+    """How endpoints.json names klingflow's services (and STS)."""
+    models = [_read(_model_path(botocore_data, service)) for service in (*OPERATIONS, *KEPT_WHOLE)]
+    return {str(model["metadata"]["endpointPrefix"]) for model in models}
 
 
 def fingerprint(botocore_data: Path) -> str:
@@ -130,31 +146,33 @@ def fingerprint(botocore_data: Path) -> str:
 
     digest = hashlib.sha256(json.dumps(OPERATIONS, sort_keys=True).encode())
     digest.update(Path(__file__).read_bytes())
-    for path in _inputs(botocore_data):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for service in OPERATIONS:
+        model = _model_path(botocore_data, service)
+        digest.update((model if model.exists() else model.with_name(model.name + ".gz")).read_bytes())
     return digest.hexdigest()
 
 
 def write(botocore_data: Path, into: Path = MODELS) -> None:
     """The trimmed models of botocore's `data/` directory, as a botocore data path at `into`
-    (<service>/<version>/service-2.json and endpoints.json); replaces what was there."""
+    (<service>/<version>/service-2.json); replaces what was there."""
     import shutil
     import tempfile
 
+    # Beside `into`, so the rename below is one step; named so git and the Makefile skip it.
     scratch = Path(tempfile.mkdtemp(prefix=".aws_models-", dir=into.parent))
     try:
         for service, operations in OPERATIONS.items():
-            version = _latest_version(botocore_data / service)
-            model = _read(botocore_data / service / version / "service-2.json")
-            (scratch / service / version).mkdir(parents=True)
-            (scratch / service / version / "service-2.json").write_text(
-                json.dumps(trim_service(model, operations), separators=(",", ":"))
-            )
-        endpoints = trim_endpoints(_read(botocore_data / "endpoints.json"), {*OPERATIONS, *KEPT_WHOLE})
-        (scratch / "endpoints.json").write_text(json.dumps(endpoints, separators=(",", ":")))
+            source = _model_path(botocore_data, service)
+            target = scratch / source.relative_to(botocore_data)
+            target.parent.mkdir(parents=True)
+            target.write_text(json.dumps(trim_service(_read(source), operations), separators=(",", ":")))
         (scratch / _STAMP).write_text(fingerprint(botocore_data) + "\n")
         shutil.rmtree(into, ignore_errors=True)
-        scratch.rename(into)
+        try:
+            scratch.rename(into)
+        except OSError:  # another process wrote them first (the sandbox and pytest at once)
+            if not current(botocore_data, into):
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -173,14 +191,18 @@ def ensure(botocore_data: Path, into: Path = MODELS) -> bool:
 
 
 def prune(botocore_data: Path) -> None:
-    """Delete the data of every service klingflow makes no client of (the layer's own copy of
-    botocore: ~20 MB unzipped that no function reads)."""
+    """The layer's own botocore, cut to what klingflow's functions read: the data of the
+    services they make clients of (and STS), the others' (~20 MB unzipped) deleted, and the
+    endpoints of those services only, in place (botocore's own file, so still its built-in
+    endpoint data; see the module's docstring)."""
     import shutil
 
+    endpoints = trim_endpoints(_read(botocore_data / "endpoints.json"), endpoint_prefixes(botocore_data))
     keep = {*OPERATIONS, *KEPT_WHOLE}
     for entry in botocore_data.iterdir():
         if entry.is_dir() and entry.name not in keep:
             shutil.rmtree(entry)
+    (botocore_data / "endpoints.json").write_text(json.dumps(endpoints, separators=(",", ":")))
 
 
 def main() -> None:
@@ -189,7 +211,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("botocore_data", type=Path, help="botocore's data/ directory")
     parser.add_argument("--into", type=Path, default=MODELS)
-    parser.add_argument("--prune", action="store_true", help="then delete the other services' data")
+    parser.add_argument(
+        "--prune", action="store_true", help="then cut that botocore's data to klingflow's services"
+    )
     given = parser.parse_args()
     write(given.botocore_data, given.into)
     if given.prune:

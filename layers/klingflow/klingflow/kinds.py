@@ -682,7 +682,6 @@ def build_request_models(*kinds: JobKind) -> None:
         _MODEL_OF[kind.value].model_rebuild()  # its validator and serializer (model_dump too)
 
 
-_KIND_TAGS = frozenset(kind.value for kind in JobKind)
 _MODEL_OF: dict[str, type[AnyRequest]] = {
     model.model_fields["kind"].default.value: model
     for model in (
@@ -699,10 +698,9 @@ def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
     """Flatten pydantic's errors into (field, rule, message) triples a person can act on."""
     found = []
     for item in error.errors(include_url=False):
-        # The discriminator adds the kind as the first location step: it names no field.
+        # Each request is validated by its own kind's model (`_validate`), so a location is the
+        # field's; only a kind that is none of them reaches the union, which says so of `kind`.
         loc = list(item["loc"])
-        if loc and loc[0] in _KIND_TAGS:
-            loc = loc[1:]
         if item["type"] == "union_tag_invalid":
             loc = ["kind"]
         name = ".".join(str(part) for part in loc) or "(request)"
