@@ -21,7 +21,6 @@ import pytest
 from botocore.regions import EndpointResolver
 
 from klingflow import awsmodels, runtime
-from tests.conftest import TEST_CREDENTIALS
 
 BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 
@@ -37,10 +36,7 @@ def _references(shape: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in TEST_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def clients(aws_env: None) -> Iterator[None]:
     runtime.reset()
     yield
     runtime.reset()

@@ -57,22 +57,22 @@ _DOCUMENTATION = frozenset({"documentation", "documentationUrl"})
 _NAMES = frozenset({"operations", "shapes", "members"})
 
 
+def _stored(path: Path) -> Path:
+    """Where botocore keeps a data file: as named (.json), or compressed beside it (.json.gz)."""
+    return path if path.exists() else path.with_name(path.name + ".gz")
+
+
 def _read(path: Path) -> Any:
-    """A botocore data file, stored as .json or .json.gz."""
     import gzip
 
-    if path.exists():
-        return json.loads(path.read_bytes())
-    return json.loads(gzip.decompress(path.with_name(path.name + ".gz").read_bytes()))
-
-
-def _exists(path: Path) -> bool:
-    return path.exists() or path.with_name(path.name + ".gz").exists()
+    stored = _stored(path)
+    data = stored.read_bytes()
+    return json.loads(gzip.decompress(data) if stored.suffix == ".gz" else data)
 
 
 def _latest_version(service_dir: Path) -> str:
     """The API version botocore picks (the latest that has a service model)."""
-    versions = [d.name for d in service_dir.iterdir() if _exists(d / "service-2.json")]
+    versions = [d.name for d in service_dir.iterdir() if _stored(d / "service-2.json").exists()]
     if not versions:
         raise FileNotFoundError(f"no service model under {service_dir}")
     return max(versions)
@@ -130,7 +130,7 @@ def trim_endpoints(endpoints: dict[str, Any], prefixes: set[str]) -> dict[str, A
 
 
 def _model_path(botocore_data: Path, service: str) -> Path:
-    """The service model botocore reads (as .json; `_read` finds it as .json.gz too)."""
+    """The service model botocore reads (named as .json; `_stored` says where it is)."""
     return botocore_data / service / _latest_version(botocore_data / service) / "service-2.json"
 
 
@@ -147,8 +147,7 @@ def fingerprint(botocore_data: Path) -> str:
     digest = hashlib.sha256(json.dumps(OPERATIONS, sort_keys=True).encode())
     digest.update(Path(__file__).read_bytes())
     for service in OPERATIONS:
-        model = _model_path(botocore_data, service)
-        digest.update((model if model.exists() else model.with_name(model.name + ".gz")).read_bytes())
+        digest.update(_stored(_model_path(botocore_data, service)).read_bytes())
     return digest.hexdigest()
 
 
