@@ -1,8 +1,11 @@
 """webhook: POST each job outcome to the job's own webhook, signed (Standard Webhooks).
 
-Fed from the bus through the webhook queue. A receiver that does not take a message gets it
-again later: the message's visibility is set to an exponential, jittered backoff, and after the
-queue's maxReceiveCount (more than a day of tries) it goes to the dead-letter queue.
+Fed from the outcome bus through the webhook queue, one message per invocation (BatchSize 1 in
+template.yaml): each delivery has its own wall-clock limit, well inside the function's timeout,
+so a slow receiver can only spend its own message's time and never makes the rest of a batch
+time out and be sent again. A receiver that does not take a message gets it again later: the
+message's visibility is set to an exponential, jittered backoff, and after the queue's
+maxReceiveCount (more than a day of tries) it goes to the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
 from klingflow.outcomes import WebhookOutcome
-from klingflow.queue import Received, handle_batch
+from klingflow.queue import Received, RetryLater, handle_batch
 from klingflow.settings import WebhookSettings
-from klingflow.webhooks import DeliveryFailed, WebhookSender, retry_delay_s
+from klingflow.webhooks import DeliveryFailed, WebhookSender
 
 settings = WebhookSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: runtime.build_webhooks(settings))
@@ -30,18 +33,22 @@ metrics = Metrics()
 
 def deliver_one(record: Received) -> str:
     event = json.loads(record.body)
-    logger.append_keys(job_id=(event.get("detail") or {}).get("job_id"), event_id=event.get("id"))
+    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+    logger.append_keys(job_id=detail.get("job_id"), event_id=event.get("id"))
     try:
-        done = service.get().deliver(event)
-    except DeliveryFailed:
-        attempt = record.receive_count
-        delay = retry_delay_s(attempt)
+        done = service.get().deliver(event, attempt=record.receive_count)
+    except DeliveryFailed as failed:
         runtime.client("sqs").change_message_visibility(
-            QueueUrl=settings.webhook_queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay
+            QueueUrl=settings.webhook_queue_url,
+            ReceiptHandle=record.receipt_handle,
+            VisibilityTimeout=failed.retry_in_s,
         )
-        logger.warning("webhook not delivered", extra={"attempt": attempt, "next_in_s": delay})
+        logger.warning(
+            "webhook not delivered", extra={"attempt": record.receive_count, "next_in_s": failed.retry_in_s}
+        )
         metrics.add_metric(name=WebhookOutcome.RETRYING.value, unit=MetricUnit.Count, value=1)
-        raise
+        # A receiver's failure is the receiver's: handed back, not an error of this function.
+        raise RetryLater(failed.message) from failed
     logger.info("webhook", extra={"outcome": done.outcome, "detail": done.detail})
     metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
     return str(done)

@@ -98,6 +98,33 @@ class Stack:
         for _ in range(count):
             self.sandbox.drain_archive()
 
+    def all_jobs(self) -> list[dict[str, Any]]:
+        """Every job GET /jobs lists, page after page."""
+        jobs: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = self.api.get_json("/jobs?limit=100" + (f"&next_token={token}" if token else ""))
+            jobs += page["jobs"]
+            token = page["next_token"]
+            if not token:
+                return jobs
+
+    def request_event(self, detail: dict[str, Any], *, source: str = "com.example.orders") -> None:
+        """A partner puts `Job Requested` on the request bus; its rule delivers it to submit."""
+        self.sandbox.client("events").put_events(
+            Entries=[
+                {
+                    "Source": source,
+                    "DetailType": "Job Requested",
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.sandbox.names["EventBus"],
+                }
+            ]
+        )
+        self.sandbox.step("rule")
+        assert self.sandbox.invoker is not None
+        self.sandbox.invoker.wait_idle()
+
     def spend(self, day: str | None = None) -> dict[str, Any]:
         return dict(self.api.get_json("/spend" + (f"?day={day}" if day else "")))
 

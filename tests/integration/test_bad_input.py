@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
+from klingflow.storage import Storage
 from klingflow_dev import ASSETS
+from klingflow_dev.sandbox.client import ApiClient
 from tests.integration.conftest import Stack
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -107,19 +111,7 @@ def test_a_manifest_that_cannot_become_a_job_always_gets_its_report_and_event(
 def test_a_job_requested_event_that_is_not_a_request_is_rejected_not_dead_lettered(
     stack: Stack, detail: dict[str, Any]
 ) -> None:
-    stack.sandbox.client("events").put_events(
-        Entries=[
-            {
-                "Source": "com.example.orders",
-                "DetailType": "Job Requested",
-                "Detail": json.dumps(detail),
-                "EventBusName": stack.sandbox.names["EventBus"],
-            }
-        ]
-    )
-    stack.sandbox.step("rule")
-    assert stack.sandbox.invoker is not None
-    stack.sandbox.invoker.wait_idle()
+    stack.request_event(detail)
 
     [rejected] = _rejected_events(stack)
     assert rejected["detail"]["error"]["code"] == "VALIDATION_FAILED"
@@ -232,3 +224,203 @@ def test_media_that_lies_about_itself_is_refused_before_any_spend(stack: Stack) 
     named = {(d["field"], d["rule"]) for d in response.json()["error"]["details"]}
     assert named == {("image", "image_size_consistent"), ("video", "video_truncated")}
     assert not [r for r in stack.emulator.requests if r[1] == "POST"]
+
+
+# ---- numbers the table cannot hold, through every source ---------------------------------------
+
+FORTY_ONE_DIGITS = 10**40 + 7
+_PNG = base64.b64encode((ASSETS / "character.png").read_bytes()).decode()
+# A trajectory x of 41 digits is out of its range (the request model); a cfg_scale of 1e-200 is
+# within its range but too close to zero for DynamoDB (the store's check, before any write).
+HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
+    "trajectory_x": (
+        {
+            "kind": "image_to_video",
+            "image": _PNG,
+            "prompt": "a wave",
+            "dynamic_masks": [
+                {"mask": _PNG, "trajectories": [{"x": FORTY_ONE_DIGITS, "y": 1}, {"x": 2, "y": 2}]}
+            ],
+        },
+        "dynamic_masks.0.trajectories.0.x",
+    ),
+    "cfg_scale": (
+        {"kind": "image_to_video", "image": _PNG, "prompt": "a wave", "cfg_scale": 1e-200},
+        "cfg_scale",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_an_unstorable_number_is_a_400_naming_its_field_and_leaves_nothing(stack: Stack, case: str) -> None:
+    request, field = HOSTILE[case]
+    before = _objects(stack)
+
+    response = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": f"hostile-{case}"})
+
+    assert response.status_code == 400, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == [field]
+    [rejected] = _rejected_events(stack)
+    assert field in rejected["detail"]["error"]["message"]
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert _objects(stack) == before, "no base64 image of a refused request is stored"
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_an_unstorable_number_is_not_quoted_either(stack: Stack, case: str) -> None:
+    request, field = HOSTILE[case]
+
+    response = stack.api.request("POST", "/jobs/quote", request)
+
+    assert response.status_code == 400, response.text
+    assert [d["field"] for d in response.json()["error"]["details"]] == [field]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_an_unstorable_number_in_a_manifest_gets_its_report_and_event_never_a_dead_letter(
+    stack: Stack, case: str
+) -> None:
+    request, field = HOSTILE[case]
+    stack.s3.put_object(Bucket=stack.bucket, Key=f"incoming/{case}.json", Body=json.dumps(request).encode())
+
+    stack.sandbox.deliver_s3()
+
+    report = json.loads(
+        stack.s3.get_object(Bucket=stack.bucket, Key=f"rejected/{case}.error.json")["Body"].read()
+    )
+    assert [d["field"] for d in report["error"]["details"]] == [field]
+    [rejected] = _rejected_events(stack)
+    assert rejected["detail"]["source"]["ref"] == f"s3://{stack.bucket}/incoming/{case}.json"
+    assert _dead_letters(stack) == 0
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert _objects(stack) == {f"incoming/{case}.json", f"rejected/{case}.error.json"}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_an_unstorable_number_in_a_job_requested_event_is_rejected_never_dead_lettered(
+    stack: Stack, case: str
+) -> None:
+    request, field = HOSTILE[case]
+
+    stack.request_event(request)
+
+    [rejected] = _rejected_events(stack)
+    assert rejected["detail"]["error"]["code"] == "VALIDATION_FAILED"
+    assert field in rejected["detail"]["error"]["message"]
+    assert _dead_letters(stack) == 0
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert _objects(stack) == set()
+
+
+# ---- nothing stored for a request that is not stored -------------------------------------------
+
+
+def _images(stack: Stack) -> set[str]:
+    """The base64 images intake stored (each in its job's own folder)."""
+    return {key for key in _objects(stack) if key.count("/") == 2 and key.endswith("/image.png")}
+
+
+def test_twenty_racing_deliveries_of_one_idempotency_key_leave_one_job_and_one_image(stack: Stack) -> None:
+    stack.put_media("incoming/race")
+    request = stack.request("incoming/race", image=_PNG)
+    start = threading.Barrier(20)
+
+    def post(_: int) -> Any:
+        client = ApiClient(stack.api.base_url)
+        try:
+            start.wait()
+            return client.request("POST", "/jobs", request, headers={"Idempotency-Key": "race-1"})
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(post, range(20)))
+
+    assert [a.status_code for a in answers] == [202] * 20
+    [job_id] = {a.json()["job_id"] for a in answers}
+    assert _images(stack) == {f"incoming/{job_id}/image.png"}
+    # One object version, not one key rewritten by every loser (the bucket keeps each version)
+    versions = stack.s3.list_object_versions(Bucket=stack.bucket, Prefix=f"incoming/{job_id}/")
+    assert [v["Key"] for v in versions.get("Versions", [])] == [f"incoming/{job_id}/image.png"]
+    stack.send_all(20)
+    assert stack.job(job_id)["status"] == "SUBMITTED"
+
+
+def test_a_request_whose_create_loses_to_another_request_leaves_no_image(stack: Stack) -> None:
+    stack.put_media("incoming/lost")
+    first = stack.api.request(
+        "POST", "/jobs", stack.request("incoming/lost"), headers={"Idempotency-Key": "k-1"}
+    )
+    assert first.status_code == 202
+
+    # The same key with another request (a base64 image instead of the key) is refused: 409
+    again = stack.api.request(
+        "POST", "/jobs", stack.request("incoming/lost", image=_PNG), headers={"Idempotency-Key": "k-1"}
+    )
+
+    assert again.status_code == 409, again.text
+    assert _images(stack) == set()
+
+
+def test_a_crash_between_the_job_and_its_image_is_mended_by_the_retry_or_failed_unsent(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the image write fails once, after the job was created
+    stack.put_media("incoming/crash")
+    real = Storage.put_new
+    crashes = iter([True, True])
+
+    def crashing(self: Storage, key: str, data: bytes, content_type: str) -> bool:
+        if next(crashes, False):
+            raise RuntimeError("injected crash after the create")
+        return real(self, key, data, content_type)
+
+    monkeypatch.setattr(Storage, "put_new", crashing)
+    request = stack.request("incoming/crash", image=_PNG)
+    assert (
+        stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "crash-1"}).status_code == 500
+    )
+    keyless = stack.api.request("POST", "/jobs", request)
+    assert keyless.status_code == 500
+    [with_key, without_key] = [j["job_id"] for j in reversed(stack.api.get_json("/jobs")["jobs"])]
+    assert _images(stack) == set()
+
+    # When the client retries with its key, the retry writes the image before the job is sent
+    retry = stack.api.request("POST", "/jobs", request, headers={"Idempotency-Key": "crash-1"})
+    assert (retry.status_code, retry.json()["job_id"]) == (202, with_key)
+    stack.send_all(1)
+    assert stack.job(with_key)["status"] == "SUBMITTED"
+    assert _images(stack) == {f"incoming/{with_key}/image.png"}
+
+    # And the job nobody retried is failed when it comes to be sent: nothing sent, nothing charged
+    stack.clock.advance(400)
+    stack.sandbox.sweep()
+    stack.send_all(1)
+    failed = stack.job(without_key)
+    assert (failed["status"], failed["error"]["code"]) == ("FAILED", "INPUT_MISSING")
+    assert "send the request again" in failed["error"]["message"]
+    assert len([r for r in stack.emulator.requests if r[1] == "POST"]) == 1  # the mended job's only
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/jobs?limit=%C2%B2", "limit"),  # ²
+        ("/jobs?limit=%E2%91%A0", "limit"),  # ①
+        ("/elements?limit=%D9%A3", "limit"),  # Arabic-Indic three
+        ("/elements/presets?provider=gateway&page_size=%C2%B2", "page_size"),
+        (
+            "/jobs?next_token=" + base64.urlsafe_b64encode(b"[" * 10_000 + b"]" * 10_000).decode(),
+            "next_token",
+        ),
+    ],
+)
+def test_a_query_parameter_of_unicode_digits_is_a_400_naming_it_never_a_500(
+    stack: Stack, path: str, field: str
+) -> None:
+    response = stack.api.request("GET", path)
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert [d["field"] for d in error["details"]] == [field]
+    assert error["message"].startswith(f"query parameter rejected: {field}: ")

@@ -120,3 +120,97 @@ def test_a_webm_is_still_refused_where_the_seeds_want_mp4_or_mov(stack: Stack) -
     assert ("video.format", "video_format") in {
         (e["field"], e["rule"]) for e in refused.json()["error"]["details"]
     }
+
+
+def _creates(stack: Stack, dialect: str) -> int:
+    return sum(
+        1 for name, method, path, _ in stack.emulator.requests if name == dialect and path == "/v1/videos"
+    )
+
+
+def test_a_job_whose_element_is_deleted_while_it_is_queued_fails_unsent(stack: Stack) -> None:
+    # Given an element made on gateway and an omni job naming it, accepted but not yet sent
+    element_id = run(stack, "custom_element", provider="gateway", name="Hero")["element_id"]
+    accepted = post(stack, "omni_video", provider=None, elements=[element_id])
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+
+    # When the element is deleted before the submit queue gets to the job
+    assert stack.api.request("DELETE", f"/elements/{element_id}").status_code == 200
+    sent_before = _creates(stack, "gateway")
+    stack.sandbox.deliver_submissions()
+
+    # Then the job fails naming the element, nothing was sent, nothing reserved, and it says so
+    job = stack.job(job_id)
+    assert (job["status"], job["error"]["code"]) == ("FAILED", "ELEMENT_DELETED")
+    assert element_id in job["error"]["message"]
+    assert _creates(stack, "gateway") == sent_before
+    assert job.get("reservation") is None
+    assert stack.spend()["reserved_usd"] == 0.0
+    assert stack.events_for(job_id) == ["Job Failed"]
+    [failed] = [e for e in stack.sandbox.collect_events() if e["detail"].get("job_id") == job_id]
+    assert failed["detail"]["error"]["code"] == "ELEMENT_DELETED"
+
+
+def test_a_job_waiting_for_its_provider_whose_element_is_deleted_fails_released(stack: Stack) -> None:
+    # Given a job naming a gateway element, reserved and waiting because gateway said "not now"
+    element_id = run(stack, "custom_element", provider="gateway", name="Hero")["element_id"]
+    stack.emulator.set_faults("gateway", create_status=429, retry_after_s=30)
+    accepted = post(stack, "omni_video", provider=None, elements=[element_id])
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+    stack.sandbox.deliver_submissions()
+    waiting = stack.job(job_id)
+    assert (waiting["status"], waiting["reservation"]["state"]) == ("QUEUED", "reserved")
+    reserved = stack.spend()["reserved_usd"]
+    assert reserved > 0
+
+    # When gateway is back but the element was deleted meanwhile, and the job comes due again
+    stack.emulator.set_faults("gateway", create_status=None, retry_after_s=None)
+    assert stack.api.request("DELETE", f"/elements/{element_id}").status_code == 200
+    sent_before = _creates(stack, "gateway")
+    stack.clock.advance(31)
+    stack.sandbox.sweep()
+    stack.sandbox.deliver_submissions()
+
+    # Then it fails ELEMENT_DELETED with its reservation given back, and gateway got nothing new
+    job = stack.job(job_id)
+    assert (job["status"], job["error"]["code"]) == ("FAILED", "ELEMENT_DELETED")
+    assert (job["reservation"]["state"], job["cost"]["billed_usd"]) == ("released", 0.0)
+    assert _creates(stack, "gateway") == sent_before
+    assert stack.spend()["reserved_usd"] == 0.0
+
+
+def test_a_job_naming_an_element_klingflow_did_not_make_fails_unsent_once_it_is_deleted(
+    stack: Stack,
+) -> None:
+    # Given a job pinned to evolink naming element 900, made in that account without klingflow
+    accepted = post(stack, "motion_control", provider="evolink", elements=["900"])
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+
+    # When it is deleted through klingflow before the submit queue gets to the job
+    deleted = stack.api.request("DELETE", "/elements/900?provider=evolink")
+    assert deleted.status_code == 200, deleted.text
+    assert (deleted.json()["provider"], deleted.json()["deleted_at_provider"]) == ("evolink", False)
+    sent_before = len(stack.emulator.requests)
+    stack.sandbox.deliver_submissions()
+
+    # Then the job fails naming the element, and evolink was sent (and billed) nothing
+    job = stack.job(job_id)
+    assert (job["status"], job["error"]["code"]) == ("FAILED", "ELEMENT_DELETED")
+    assert "900" in job["error"]["message"]
+    assert len(stack.emulator.requests) == sent_before
+    assert job.get("reservation") is None
+
+    # And a new job naming it is refused, naming the field; it is not listed as one of ours
+    refused = post(stack, "motion_control", provider="evolink", elements=["900"])
+    assert refused.status_code == 400
+    assert [(e["field"], e["rule"]) for e in refused.json()["error"]["details"]] == [
+        ("elements.0", "element_deleted")
+    ]
+    assert stack.api.get_json("/elements")["elements"] == []
+
+    # And a retried DELETE answers the same
+    again = stack.api.request("DELETE", "/elements/900?provider=evolink")
+    assert (again.status_code, again.json()["provider"]) == (200, "evolink")

@@ -45,9 +45,9 @@ UNPINNED_OMNI = {"provider": None, "elements": None, "prompt": "<<<image_1>>> wa
 @pytest.mark.parametrize(
     ("kind", "changes", "cheapest", "seconds", "amount"),
     [
-        # 5 s at 720p with sound: gateway 0.75 CNY/s ($0.105) < evolink $0.1125 < kling $0.126
+        # 5 s at 720p with sound: gateway 0.75 CNY/s ($0.105) < evolink $0.11259 < kling $0.126
         ("text_to_video", {}, "gateway", 5, 3.75),
-        # 5 s at 1080p: evolink $0.09997 < kling $0.11197 < gateway 0.8 CNY/s ($0.112); evolink
+        # 5 s at 1080p: evolink $0.10005 < kling $0.11197 < gateway 0.8 CNY/s ($0.112); evolink
         # settles on its own figure, 5.4 credits/s x 1.333 x 5 s at $0.0139 a credit
         ("image_to_video", {}, "evolink", 5, 0.50027),
         # 5 s at pro: gateway 0.9 CNY/s ($0.126) < kling $0.13

@@ -2,7 +2,7 @@
 refunds, and never paying for an output that is then thrown away.
 
 The sample motion-control job is 5 s of reference video at std: $0.35 on gateway (0.5 CNY/s),
-$0.42 on kling, $0.5144 on apimaster, $0.567 on evolink.
+$0.42 on kling, $0.5144 on apimaster, $0.56712 on evolink (40.8 credits at $0.0139).
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import boto3
 import pytest
 
 from klingflow.dynamo import Table
+from klingflow.models import BilledSource
+from klingflow.money import Charge, Settle
 from klingflow.spend import Budget, Ledger
+from klingflow.states import JobStatus
 from klingflow.store import Claim, JobStore
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.unit.test_store import _job
@@ -514,3 +517,102 @@ def test_a_task_whose_create_answer_was_lost_is_found_by_lookup_after_the_deadli
     done = stack.job(job["job_id"])
     assert (done["status"], done["late"], done["provider"]) == ("ARCHIVED", True, "gateway")
     assert _creates(stack) == 1
+
+
+EVOLINK_RESERVED_USD = round(8.16 * 5 * 0.0139, 5)  # the 40.8 credits evolink reserves, priced
+
+
+def _cheap_evolink(budget: str) -> dict[str, str]:
+    """A deployment whose evolink price is out of date: $0.10/s, so $0.50 for the sample job,
+    while evolink reserves (and charges) 40.8 credits, $0.56712."""
+    overrides = {"evolink": {"price_per_second": {"motion_control": {"std": 0.1}}}}
+    return {"DailyBudgetUsd": budget, "ProviderOverrides": json.dumps(overrides)}
+
+
+def test_a_reservation_rises_to_what_the_provider_reserved_and_settles_without_overrun(
+    aws_env: None,
+) -> None:
+    with deterministic_stack(_cheap_evolink("5")) as stack:
+        job = stack.post_job("incoming/held", provider="evolink")
+
+        # The job reserved its $0.50 estimate, then followed evolink's usage.credits_reserved
+        assert job["status"] == "SUBMITTED"
+        assert (job["reservation"]["usd"], job["reservation"]["state"]) == (EVOLINK_RESERVED_USD, "reserved")
+        assert stack.spend()["reserved_usd"] == EVOLINK_RESERVED_USD
+
+        stack.finish_at_provider()
+        stack.sandbox.drain_archive()
+        spend = stack.spend()
+        assert (spend["settled_usd"], spend["reserved_usd"]) == (EVOLINK_RESERVED_USD, 0.0)
+        assert (spend["overrun_usd"], spend["overruns"]) == (0.0, 0)
+
+
+def test_an_overcharge_is_settled_counted_and_refuses_new_jobs_while_the_day_is_over(aws_env: None) -> None:
+    # Given a $0.52 day: the $0.50 estimate fits, evolink's $0.56712 reservation does not
+    with deterministic_stack(_cheap_evolink("0.52")) as stack:
+        job = stack.post_job("incoming/over", provider="evolink")
+        assert (job["status"], job["reservation"]["usd"]) == ("SUBMITTED", 0.5)
+
+        # When evolink charges what it reserved
+        stack.finish_at_provider()
+        stack.sandbox.drain_archive()
+
+        # Then the job is billed what was charged, and the day says by how much it is over
+        done = stack.job(job["job_id"])
+        assert (done["status"], done["cost"]["billed_usd"]) == ("ARCHIVED", EVOLINK_RESERVED_USD)
+        spend = stack.spend()
+        assert spend["settled_usd"] == EVOLINK_RESERVED_USD
+        assert (spend["overrun_usd"], spend["overruns"]) == (pytest.approx(0.06712), 1)
+        assert (spend["remaining_usd"], spend["over_budget_usd"]) == (0.0, pytest.approx(0.04712))
+
+        # And a new job is refused at once, the answer saying why the day is full
+        response = stack.post("incoming/over2", provider="gateway")
+        assert response.status_code == 402
+        message = response.json()["error"]["message"]
+        assert "more than was reserved (1 overrun(s))" in message
+        assert "no job is sent until it is back under" in message
+
+
+def test_concurrent_overcharged_jobs_pass_the_budget_only_by_the_recorded_overrun(
+    five_dollar_day: Stack,
+) -> None:
+    """40 submitters on their own connections each claim a $0.35 job and settle it at once at
+    $0.42 (a provider charging 20 % over), all racing, against a $5 day."""
+    stack = five_dollar_day
+    endpoint = stack.sandbox.endpoint
+    stores = []
+    for _ in range(40):
+        client = boto3.Session(region_name="us-east-1").client("dynamodb", endpoint_url=endpoint)
+        table = Table(client, stack.table.name)
+        ledger = Ledger(table, stack.clock, Budget(daily_usd=5, max_job_usd=25))
+        stores.append(JobStore(table, stack.clock, ledger=ledger))
+    jobs = [stores[0].create(_job(f"01OVER{i:02d}"))[0] for i in range(40)]
+    start = threading.Barrier(len(jobs))
+
+    def claim_and_settle(index: int) -> Claim:
+        store = stores[index]
+        start.wait()
+        outcome = store.reserve_and_claim(jobs[index], f"claim-{index}", "gateway", GATEWAY_JOB_USD)[0]
+        if outcome is Claim.CLAIMED:
+            job_id = jobs[index].job_id
+            store.transition(job_id, JobStatus.SUBMITTED, by="t", fields={"provider": "gateway"})
+            store.transition(job_id, JobStatus.SUCCEEDED, by="t")
+            charge = Charge(usd=0.42, source=BilledSource.PROVIDER)
+            assert store.transition(job_id, JobStatus.ARCHIVED, by="t", money=Settle(charge)) is not None
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        outcomes = list(pool.map(claim_and_settle, range(len(jobs))))
+
+    # Then every charge is settled and counted, and the day passes $5 by no more than the overruns
+    claimed = outcomes.count(Claim.CLAIMED)
+    assert 0 < claimed <= 14 and outcomes.count(Claim.NO_ROOM) == 40 - claimed
+    spend = stack.spend()
+    assert spend["reserved_usd"] == 0.0
+    assert spend["settled_usd"] == pytest.approx(0.42 * claimed)
+    assert spend["overruns"] == claimed
+    assert spend["overrun_usd"] == pytest.approx(0.07 * claimed)
+    assert spend["committed_usd"] - spend["overrun_usd"] <= 5 + 1e-9
+    # And with less than a job's estimate left, no further claim fits
+    late, _ = stores[0].create(_job("01OVERLATE"))
+    assert stores[0].reserve_and_claim(late, "late", "gateway", GATEWAY_JOB_USD)[0] is Claim.NO_ROOM

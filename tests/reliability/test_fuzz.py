@@ -7,7 +7,6 @@ import itertools
 import json
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -91,7 +90,7 @@ def test_every_manifest_becomes_a_job_or_gets_its_report(shared_stack: Stack, bo
     source = f"s3://{stack.bucket}/{key}"
     report_key = f"rejected/{key.removeprefix('incoming/').removesuffix('.json')}.error.json"
     listed = stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix=report_key).get("KeyCount", 0)
-    jobs = [job for job in _all_jobs(stack) if job["source"].get("ref") == source]
+    jobs = [job for job in stack.all_jobs() if job["source"].get("ref") == source]
     assert listed or jobs, f"{key} vanished: no job and no report"
     COUNTS["manifest rejected with report" if listed else "manifest became a job"] += 1
     if listed:
@@ -101,14 +100,3 @@ def test_every_manifest_becomes_a_job_or_gets_its_report(shared_stack: Stack, bo
             if e["detail-type"] == "Job Rejected" and (e["detail"].get("source") or {}).get("ref") == source
         ]
         assert rejected, f"{key} was rejected without a Job Rejected event"
-
-
-def _all_jobs(stack: Stack) -> list[dict[str, Any]]:
-    jobs: list[dict[str, Any]] = []
-    token = None
-    while True:
-        page = stack.api.get_json("/jobs?limit=100" + (f"&next_token={token}" if token else ""))
-        jobs += page["jobs"]
-        token = page["next_token"]
-        if not token:
-            return jobs

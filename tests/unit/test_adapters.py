@@ -176,6 +176,9 @@ def test_evolink_parses_the_seed_create_response_and_a_finished_task() -> None:
         }
     )
     assert created.task_id == "task-video-xxxxxxxx"
+    # What evolink set aside for the task, the most it will charge: the reservation follows it
+    assert created.reserved == Usage(1.0, UsageUnit.UNITS)
+    assert adapter.parse_create({"id": "task-2", "usage": {"billing_rule": "per_call"}}).reserved is None
     assert adapter.query("task-video-xxxxxxxx").path == "/tasks/task-video-xxxxxxxx"
     done = adapter.parse_task(
         {"id": "task-video-1", "status": "completed", "progress": 100, "results": ["https://cdn/x.mp4"]}

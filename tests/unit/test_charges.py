@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from klingflow.models import BilledSource, Job, MediaFacts
-from klingflow.pricing import charged
-from klingflow.providers.base import TaskReport, Usage, UsageUnit
+from klingflow.pricing import charged, provider_reserved_usd
+from klingflow.providers.base import Submission, TaskReport, Usage, UsageUnit
 from klingflow.providers.registry import Registry, load_configs
 from klingflow.states import JobStatus
 from tests.unit.test_store import _job
@@ -55,3 +55,12 @@ def test_units_without_a_unit_price_fall_back_to_the_rule() -> None:
     registry = Registry(load_configs({"kling": {"unit_price": None}}), lambda _: {})
     charge = charged(registry, _motion("kling"), _report(Usage(99.0, UsageUnit.UNITS)))
     assert (charge.usd, charge.source) == (0.42, BilledSource.RULE)
+
+
+def test_what_a_provider_reserved_is_priced_as_its_charge_would_be() -> None:
+    reserved = Submission(task_id="t", reserved=Usage(40.8, UsageUnit.UNITS))
+    assert provider_reserved_usd(REGISTRY, "evolink", reserved) == round(40.8 * 0.0139, 5)
+    # No figure, or one that cannot be priced: the estimate stays what is reserved
+    assert provider_reserved_usd(REGISTRY, "evolink", Submission(task_id="t")) is None
+    unpriced = Registry(load_configs({"evolink": {"unit_price": None}}), lambda _: {})
+    assert provider_reserved_usd(unpriced, "evolink", reserved) is None

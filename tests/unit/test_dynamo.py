@@ -16,7 +16,8 @@ from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.dynamo import Table, from_dynamo, to_dynamo
+from klingflow.dynamo import Table, from_dynamo, to_dynamo, unstorable
+from klingflow.store import _to_dynamo as store_form
 
 VALUES: dict[str, Any] = {
     "text": "héllo",
@@ -279,3 +280,111 @@ def test_the_conversions_name_their_types() -> None:
     # 38 digits, 40 characters: read back exactly (Powertools before 3.36 cut it to 38 characters)
     longest = Decimal("-1234567890123456789012345678901234567.8")
     assert from_dynamo(to_dynamo({"n": longest})) == {"n": longest}
+
+
+# ---- what DynamoDB cannot hold is refused by its path, before anything is written --------------
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "rule"),
+    [
+        (10**40 + 7, ("v",), "number_digits"),  # 41 digits
+        (10**40, ("v",), "number_digits"),  # as boto3: an int is typed digit by digit
+        (Decimal("1E-131"), ("v",), "number_magnitude"),
+        (Decimal("1E+126"), ("v",), "number_magnitude"),
+        (-(10**130), ("v",), "number_magnitude"),
+        (1e-200, ("v",), "number_magnitude"),  # a float, as the store sends it: Decimal("1e-200")
+        (float("nan"), ("v",), "number_finite"),
+        (Decimal("-Infinity"), ("v",), "number_finite"),
+        ({"a": {"b": [1, 10**40 + 7]}}, ("v", "a", "b", 1), "number_digits"),
+        ({"a": {"": "x"}}, ("v", "a"), "map_key"),
+        (_nested(33), ("v", *([0] * 32)), "nesting"),
+        (_nested(5000), ("v", *([0] * 32)), "nesting"),  # past Python's recursion limit
+        ("\ud800", ("v",), "utf8"),
+        (frozenset(), ("v",), "set"),
+        (object(), ("v",), "type"),
+    ],
+    ids=lambda value: str(value)[:20],
+)
+def test_a_value_dynamodb_cannot_hold_is_named_by_its_path(
+    value: Any, path: tuple[Any, ...], rule: str
+) -> None:
+    [problem] = unstorable({"pk": "JOB#1", "v": value})
+    assert (problem.path, problem.rule) == (path, rule)
+    assert problem.message
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        10**38 - 1,  # 38 digits
+        Decimal("9.9999999999999999999999999999999999999E+125"),
+        Decimal("-1E-130"),
+        0,
+        0.0,
+        _nested(32),
+        {"k": ""},
+        "",
+    ],
+    ids=str,
+)
+def test_the_edges_of_what_dynamodb_holds_are_kept(value: Any) -> None:
+    assert unstorable({"pk": "JOB#1", "v": value}) == []
+
+
+def test_an_item_past_its_size_names_its_largest_value() -> None:
+    item = {"pk": "JOB#1", "request": {"prompt": "p" * 500_000, "name": "small"}}
+    [problem] = unstorable(item)
+    assert (problem.path, problem.rule) == (("request", "prompt"), "item_size")
+    assert unstorable(item, max_bytes=100) != []
+    # Two values as large, one in a list and one in a map: one of them is named
+    [tied] = unstorable({"pk": "JOB#1", "a": ["x" * 300_000], "b": {"c": "y" * 300_000}})
+    assert tied.path in (("a", 0), ("b", "c"))
+    assert unstorable({"pk": "JOB#1", "request": {"prompt": "p" * 1000}}, max_bytes=2048) == []
+
+
+_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**60), max_value=10**60),
+        st.floats(),  # NaN and infinity included: Python's json reads them
+        st.text(max_size=5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _at(item: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        item = item[step]
+    return item
+
+
+@given(_JSON)
+def test_any_json_value_is_either_typed_within_dynamodbs_limits_or_refused_by_its_path(value: Any) -> None:
+    # As the store writes a job: floats become Decimal(str(x)), then the check, then the typing
+    item = store_form({"pk": "JOB#1", "v": value})
+    problems = unstorable(item)
+    if problems:
+        for problem in problems:
+            _at(item, problem.path)  # names a value the item holds
+            assert problem.path[0] == "v" and problem.rule and problem.message
+        return
+    typed = to_dynamo(item)  # never raises once the check has passed
+    for number in (n for member in typed.values() for n in _numbers(member)):
+        held = Decimal(number)
+        assert len(held.as_tuple().digits) <= 38
+        assert held == 0 or Decimal("1E-130") <= abs(held) <= Decimal(
+            "9.9999999999999999999999999999999999999E+125"
+        )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.elements import ElementDirectory, ElementRecord, ElementStore
+from klingflow.elements import DeletedElement, ElementDirectory, ElementRecord, ElementStore
 from klingflow.errors import ElementNotFound, RequestRejected
 from klingflow.kinds import AnyRequest, parse_request
 from klingflow_dev.clock import ManualClock
@@ -81,7 +81,7 @@ def test_a_deleted_element_is_refused(directory: ElementDirectory) -> None:
 def test_recording_twice_keeps_the_first_record(table: Any, directory: ElementDirectory) -> None:
     store = ElementStore(table)
     first = store.get("el-1")
-    assert first is not None
+    assert isinstance(first, ElementRecord)
     store.put(first.model_copy(update={"name": "Other"}))
     assert directory.get("el-1").name == "Hero"
 
@@ -105,3 +105,38 @@ def test_an_unknown_element_is_not_found(directory: ElementDirectory) -> None:
         directory.get("nope")
     with pytest.raises(ElementNotFound):
         directory.mark_deleted("nope", at_provider=True)
+
+
+def test_an_element_deleted_that_klingflow_did_not_make_is_refused_even_pinned(
+    table: Any, directory: ElementDirectory
+) -> None:
+    # Given element 900, made in gateway's account without klingflow, deleted through klingflow
+    directory.bury("900", "gateway", at_provider=True)
+
+    # Then a job naming it is refused, pin or no pin, naming the field and what to do instead
+    assert rules_broken(directory, motion(elements=["900"], provider="gateway")) == {
+        ("elements.0", "element_deleted")
+    }
+    with pytest.raises(RequestRejected) as caught:
+        directory.place(motion(elements=["900"]))
+    (error,) = caught.value.errors
+    assert "900 was deleted from gateway's account" in error.message and "another element" in error.message
+
+    # And the tombstone is what a claim's check reads (deleted_at on ELEMENT#900), never listed
+    assert table.get_item(Key={"pk": "ELEMENT#900"})["Item"]["deleted_at"] == "2026-11-21T12:00:00.000Z"
+    assert "900" not in [e.element_id for e in directory.page(limit=10).elements]
+    with pytest.raises(ElementNotFound):
+        directory.get("900")
+
+
+def test_a_tombstone_is_written_once_and_never_over_a_record(table: Any, directory: ElementDirectory) -> None:
+    store = ElementStore(table)
+    directory.bury("900", "gateway", at_provider=True)
+    directory.bury("900", "kling", at_provider=False)  # a second DELETE, naming another account
+    assert store.get("900") == DeletedElement(
+        element_id="900", provider="gateway", deleted_at="2026-11-21T12:00:00.000Z", deleted_at_provider=True
+    )
+
+    directory.bury("el-1", "gateway", at_provider=True)
+    kept = store.get("el-1")
+    assert isinstance(kept, ElementRecord) and (kept.provider, kept.deleted_at) == ("evolink", None)

@@ -248,3 +248,83 @@ def test_text_to_video_needs_a_prompt_unless_its_shots_carry_them() -> None:
     shots = [{"prompt": "a", "duration_s": 2}, {"prompt": "b", "duration_s": 3}]
     request = parse_request(sample("text_to_video", prompt=None, duration_s=None, shots=shots))
     assert request.duration_s == 5  # the shots' sum
+
+
+# ---- numbers: every one bounded where it enters -----------------------------------------------
+
+FORTY_ONE_DIGITS = 10**40 + 7
+
+
+def _mask(*points: tuple[Any, Any]) -> dict[str, Any]:
+    return {"mask": "incoming/m/mask.png", "trajectories": [{"x": x, "y": y} for x, y in points]}
+
+
+def _brush(*points: tuple[Any, Any]) -> dict[str, Any]:
+    return sample("image_to_video", image_tail=None, camera_control=None, dynamic_masks=[_mask(*points)])
+
+
+def _refusal(data: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    with pytest.raises(RequestRejected) as caught:
+        parse_request(data)
+    return {error.field: (error.rule, error.message) for error in caught.value.errors}
+
+
+def test_a_trajectory_point_is_a_pixel_of_an_image_at_most_65536_px_a_side() -> None:
+    assert parse_request(_brush((0, 0), (65536, 65536)))
+    refused = _refusal(_brush((FORTY_ONE_DIGITS, 1), (1, -1), (float("nan"), 2)))
+    assert refused["dynamic_masks.0.trajectories.0.x"] == (
+        "less_than_equal",
+        "must be from 0 to 65536 px (found a number of about 41 digits)",
+    )
+    assert refused["dynamic_masks.0.trajectories.1.y"] == (
+        "greater_than_equal",
+        "must be from 0 to 65536 px (found -1)",
+    )
+    assert refused["dynamic_masks.0.trajectories.2.x"][0] == "finite_number"
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "message"),
+    [
+        ("text_to_video", "duration_s", 16, "must be from 3 to 15 s (found 16)"),
+        ("text_to_video", "cfg_scale", -0.5, "must be from 0 to 1 (found -0.5)"),
+        (
+            "text_to_video",
+            "deadline_s",
+            FORTY_ONE_DIGITS,
+            "must be from 60 to 86400 s (found a number of about 41 digits)",
+        ),
+        ("omni_video", "duration_s", 11, "must be from 3 to 10 s (found 11)"),
+        ("motion_control", "deadline_s", 59, "must be from 60 to 86400 s (found 59)"),
+    ],
+)
+def test_a_number_out_of_its_range_is_refused_naming_the_whole_range(
+    kind: str, field: str, value: Any, message: str
+) -> None:
+    assert _refusal(sample(kind, **{field: value}))[field][1] == message
+
+
+def test_camera_axes_and_shots_name_their_range_and_nothing_is_infinite() -> None:
+    camera = {"type": "simple", "config": {"zoom": FORTY_ONE_DIGITS}}
+    assert _refusal(sample("text_to_video", camera_control=camera))["camera_control.config.zoom"] == (
+        "less_than_equal",
+        "must be from -10 to 10 (found a number of about 41 digits)",
+    )
+    shots = [{"prompt": "a", "duration_s": 0}, {"prompt": "b", "duration_s": 5}]
+    assert _refusal(sample("text_to_video", shots=shots))["shots.0.duration_s"][1] == (
+        "must be from 1 to 15 s (found 0)"
+    )
+    for value in (float("nan"), float("inf"), float("-inf")):
+        assert _refusal(sample("text_to_video", cfg_scale=value))["cfg_scale"][0] == "finite_number"
+
+
+def test_lists_and_texts_a_job_stores_are_bounded_too() -> None:
+    assert ("tags", "too_long") in broken(sample("custom_element", tags=["t"] * 21))
+    omni = sample("omni_video")
+    assert ("reference_images", "too_long") in broken({**omni, "reference_images": ["incoming/a.png"] * 8})
+    assert _refusal(sample("text_to_video", metadata={"": "x"}))["metadata"] == (
+        "string_too_short",
+        "key '': String should have at least 1 character",
+    )
+    long_url = "https://example.com/" + "a" * 2100
+    assert _refusal(sample("motion_control", video=long_url))["video"][0] == "media_reference_length"

@@ -438,3 +438,18 @@ def test_masks_keep_the_frames_aspect_ratio_and_share_one_resolution() -> None:
         ("static_mask.aspect_ratio", "mask_aspect_ratio"),
         ("static_mask", "mask_resolution"),
     ]
+
+
+def test_a_trajectory_point_lies_within_the_probed_frame() -> None:
+    # Seed 003: points are pixels of image, from its bottom-left corner
+    points = [{"x": 0, "y": 0}, {"x": 1024, "y": 1536}, {"x": 1025, "y": 10}, {"x": 5, "y": 1537}]
+    masks = [{"mask": "incoming/m.png", "trajectories": points}]
+    request = _request("image_to_video", image_tail=None, camera_control=None, dynamic_masks=masks)
+    errors = check_media(request, {"image": good_image(width=1024, height=1536)})
+    assert [(e.field, e.rule) for e in errors] == [
+        ("dynamic_masks.0.trajectories.2", "trajectory_in_image"),
+        ("dynamic_masks.0.trajectories.3", "trajectory_in_image"),
+    ]
+    assert "x must be 0..1024 and y 0..1536" in errors[0].message
+    # An unprobed frame (an https URL) leaves the points to the provider
+    assert check_media(request, {}) == []

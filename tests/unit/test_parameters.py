@@ -32,6 +32,18 @@ def test_values_not_given_take_their_defaults() -> None:
     )
 
 
+def test_webhook_deliveries_at_once_are_a_parameter_of_fifty_by_default() -> None:
+    """A trickling receiver holds one delivery for its whole deadline: the webhook queue's cap
+    is the stack's `WebhookConcurrency`, many more than a handful of slow receivers."""
+    resources = template.load(REPO / "template.yaml")["Resources"]
+    (source,) = resources["WebhookFunction"]["Properties"]["Events"].values()
+    assert source["Properties"]["BatchSize"] == 1
+    assert source["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WebhookConcurrency"}
+    assert template.parameter_values(DECLARED, {})["WebhookConcurrency"] == "50"
+    with pytest.raises(ValueError, match="must be at least 2"):
+        template.parameter_values(DECLARED, {"WebhookConcurrency": "1"})
+
+
 @pytest.mark.parametrize(
     ("given", "problem"),
     [

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.queue import BatchFailed, JobMessage, Received, handle_batch
+from klingflow.queue import BatchFailed, JobMessage, Received, RetryLater, handle_batch
 from tests.conftest import sample_event
 
 
@@ -60,3 +60,19 @@ def test_a_batch_whose_every_record_failed_fails_the_invocation() -> None:
 def test_a_record_without_attributes_counts_as_its_first_delivery() -> None:
     record = Received.from_record({"messageId": "m", "body": "{}"})
     assert (record.receive_count, record.receipt_handle) == (1, "")
+
+
+def test_a_record_handed_back_on_purpose_is_not_an_error_of_the_invocation() -> None:
+    # Given a batch of one whose record asks to be tried again later (a webhook receiver failed)
+    def handle(record: Received) -> None:
+        raise RetryLater("the receiver answered HTTP 503")
+
+    # When it is handled, then it is handed back without failing the invocation (no Errors alarm)
+    assert handle_batch(_batch("a"), handle) == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
+
+    # while a record that fails unplanned still fails a batch of its own
+    def broken(record: Received) -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(BatchFailed):
+        handle_batch(_batch("a"), broken)

@@ -10,7 +10,8 @@ from klingflow.errors import NoProviderAvailable, RequestRejected
 from klingflow.kinds import AnyRequest, Billing, JobKind, parse_request
 from klingflow.models import MediaFacts
 from klingflow.pricing import billing_of, estimate
-from klingflow.providers.registry import Registry, load_configs
+from klingflow.providers.registry import EVOLINK_CREDIT_USD, EVOLINK_CREDITS_PER_S, Registry, load_configs
+from klingflow.vocab import PriceTier
 from tests.conftest import sample_event
 
 KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}
@@ -37,7 +38,7 @@ def test_out_of_the_box_every_provider_with_a_documented_host_is_usable_cheapest
 
 def test_the_cheapest_comes_first_across_currencies() -> None:
     registry = _registry({"gateway": {"base_url": "https://gw.example"}})
-    # gateway 0.5 CNY/s = $0.07/s beats kling $0.084, apimaster $0.10288, evolink $0.1134
+    # gateway 0.5 CNY/s = $0.07/s beats kling $0.084, apimaster $0.10288, evolink $0.113424
     assert registry.candidates(*_motion("std")) == [
         "gateway",
         "kling",
@@ -139,7 +140,8 @@ def test_the_tier_decides_the_order() -> None:
     registry = _registry({"gateway": {"base_url": "https://gw.example"}})
     assert registry.candidates(*_kind("text_to_video", sound=False)) == ["evolink", "kling"]
     request, billing = _kind("text_to_video", sound=False)
-    assert registry.price_usd("evolink", request.kind, billing) == round(0.075 * 5, 5)
+    # evolink's price is its credits (5.4 a second at 720p) at $0.0139 a credit, not the rounded $0.075
+    assert registry.price_usd("evolink", request.kind, billing) == round(5.4 * 5 * 0.0139, 5)
 
 
 def test_a_pinned_provider_that_refuses_the_options_names_its_rule() -> None:
@@ -159,7 +161,7 @@ def test_a_deployment_can_keep_a_provider_to_some_kinds() -> None:
 def test_null_withdraws_one_price_and_keeps_the_rest() -> None:
     configs = load_configs({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
     assert "pro_sound" not in configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]
-    assert configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]["std"] == 0.075
+    assert configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]["std"] == 5.4 * 0.0139
     registry = _registry({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
     assert registry.candidates(*_kind("text_to_video", mode="pro")) == ["kling"]
 
@@ -191,3 +193,23 @@ def test_a_price_tier_that_does_not_exist_is_refused_not_silently_unrouted() -> 
 def test_a_misspelled_override_key_is_refused_at_cold_start_naming_it() -> None:
     with pytest.raises(ValueError, match=r"PROVIDER_OVERRIDES\['gateway'\].*enabeld"):
         load_configs({"gateway": {"enabeld": True}})
+
+
+def test_evolinks_estimate_is_exactly_what_its_credits_settle_to() -> None:
+    """Every evolink tier, 1..30 s: the estimate (what is reserved) is never less than the
+    credits the emulated evolink reports (credits per second x seconds, to 4 places) priced at
+    $0.0139 a credit (what settles)."""
+    registry = _registry()
+    config = registry.configs["evolink"]
+    assert config.unit_price == EVOLINK_CREDIT_USD == 0.0139
+    short = []
+    for kind, tiers in EVOLINK_CREDITS_PER_S.items():
+        for tier, per_second in tiers.items():
+            for seconds in range(1, 31):
+                estimate = registry.price_usd("evolink", kind, Billing(PriceTier(tier), seconds))
+                settled = round(round(per_second * seconds, 4) * config.unit_price, 5)
+                if estimate < settled or estimate - settled > 0.00001:
+                    short.append((kind, tier, seconds, estimate, settled))
+    assert short == []
+    # One credit an element
+    assert config.flat_prices[JobKind.CUSTOM_ELEMENT] == config.unit_price

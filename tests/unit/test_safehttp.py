@@ -14,6 +14,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from klingflow.safehttp import (
     address_problem,
     default_resolver,
 )
+from tests.receivers import TricklingReceiver
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -99,6 +101,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(route.body)))
             self.end_headers()
             self.wfile.write(route.body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -786,3 +792,72 @@ def test_refusals_map_to_a_400_unsafe_url_answer() -> None:
         read_all(SafeHttp(resolver=loopback_resolver()), "https://evil.test/", ["cdn.test"])
     assert refused.value.http_status == 400
     assert refused.value.body()["error"]["code"] == "UNSAFE_URL"
+
+
+# --------------------------------------------------------------------------- one deadline per POST
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_posts_deadline() -> None:
+    """Given a receiver that answers one byte every 50 ms (each read well inside the 10 s read
+    timeout, the whole answer 4 s),
+    when a webhook is POSTed with a 0.3 s deadline,
+    then it fails naming the deadline, and the receiver saw its connection closed mid-answer."""
+    safe = SafeHttp(resolver=loopback_resolver(), allow_loopback_http=True, read_timeout_s=10)
+    with TricklingReceiver(every_s=0.05) as receiver, pytest.raises(DownloadFailed, match=r"within 0\.3 s"):
+        safe.post(receiver.url(), content=b"{}", headers={}, deadline_s=0.3)
+    assert receiver.finished.wait(5)
+    assert receiver.requests == 1 and receiver.sent[0] < receiver.whole_answer
+
+
+def test_the_deadline_also_cuts_a_trickle_over_tls(tmp_path: Path) -> None:
+    """The same over https: the TLS socket is cut as the plain one is."""
+    cert_path, key_path = _certificate(tmp_path, "hooks.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    client = httpx.Client(verify=ssl.create_default_context(cafile=str(cert_path)))
+    safe = SafeHttp(client=client, resolver=loopback_resolver(), allow_loopback_http=True, read_timeout_s=10)
+    with client, TricklingReceiver(every_s=0.05, tls=context) as receiver:
+        with pytest.raises(DownloadFailed, match="did not answer within"):
+            safe.post(
+                receiver.url(host="hooks.test", scheme="https"), content=b"{}", headers={}, deadline_s=0.5
+            )
+        assert receiver.finished.wait(5)
+    assert receiver.requests == 1 and receiver.sent[0] < receiver.whole_answer
+
+
+class StalledResolver:
+    """A receiver's name whose authoritative DNS server does not answer: each lookup blocks
+    until the test lets it go (the system resolver can hold getaddrinfo for many seconds)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.started.set()
+        self.release.wait(5)
+        return ["127.0.0.1"]
+
+
+def test_a_name_that_does_not_resolve_in_time_fails_at_the_posts_deadline() -> None:
+    """Given a receiver whose name takes longer to resolve than the whole delivery may,
+    when a webhook is POSTed with a 0.3 s deadline,
+    then it fails naming the deadline within it (plus scheduling slack), not when DNS answers."""
+    resolver = StalledResolver()
+    safe = SafeHttp(resolver=resolver, allow_loopback_http=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DownloadFailed, match=r"host 'hooks\.test' did not answer within 0\.3 s"):
+            safe.post("http://hooks.test:9/hook", content=b"{}", headers={}, deadline_s=0.3)
+        took = time.monotonic() - started
+    finally:
+        resolver.release.set()
+    assert resolver.started.is_set()
+    assert took < 0.3 + 1.0
+
+
+def test_a_prompt_receiver_is_answered_within_the_deadline(server: RecordingServer) -> None:
+    server.routes["/hook"] = Route(status=204)
+    safe = SafeHttp(resolver=loopback_resolver(), allow_loopback_http=True)
+    assert safe.post(server.url("/hook"), content=b"{}", headers={}, deadline_s=5) == 204
+    assert [hit.path for hit in server.hits] == ["/hook"]

@@ -7,12 +7,13 @@ import json
 
 import pytest
 
+from klingflow.dynamo import Table
 from klingflow.errors import BudgetExceeded
 from klingflow.models import BilledSource, DetailType, SpendState
 from klingflow.money import Charge, Keep, Release, Settle
 from klingflow.spend import Ledger, SpendMetrics
 from klingflow.states import JobStatus
-from klingflow.store import Claim, JobStore, NoRoom
+from klingflow.store import Claim, ElementDeleted, JobStore, NoRoom
 from klingflow_dev.clock import ManualClock
 from tests.unit.test_store import _job
 
@@ -39,6 +40,14 @@ def test_claims_reserve_until_the_day_is_full_and_then_are_refused(store: JobSto
     assert (report["reserved_usd"], report["settled_usd"], report["remaining_usd"]) == (4.0, 0.0, 1.0)
     assert report["by_provider"] == {"gateway": {"reserved_usd": 4.0, "settled_usd": 0.0}}
     assert report["by_kind"] == {"motion_control": {"reserved_usd": 4.0, "settled_usd": 0.0}}
+
+
+def test_the_days_first_claim_must_fit_the_whole_budget_by_itself(store: JobStore, ledger: Ledger) -> None:
+    # Given a $5 day with nothing spent yet (no spend item exists), a $7 claim does not fit
+    assert _claimed(store, "01JFIRST", 7.0) is Claim.NO_ROOM
+    assert ledger.report(ledger.today())["reserved_usd"] == 0.0
+    # And one that fits is taken
+    assert _claimed(store, "01JSECOND", 5.0) is Claim.CLAIMED
 
 
 def test_a_job_is_reserved_once_however_often_it_is_claimed(store: JobStore, ledger: Ledger) -> None:
@@ -191,3 +200,126 @@ def test_settlements_and_the_days_use_are_published_as_metrics(
     assert {"provider", "kind"} <= set(directive["Dimensions"][0])
     used = next(m for m in emitted if "BudgetUsedPercent" in m)
     assert used["BudgetUsedPercent"] == [30.0]
+
+
+def _settled_at(store: JobStore, job_id: str, reserved: float, charged: float) -> None:
+    _sent(store, job_id, reserved)
+    store.transition(job_id, JobStatus.SUCCEEDED, by="t")
+    charge = Charge(usd=charged, source=BilledSource.PROVIDER)
+    assert store.transition(job_id, JobStatus.ARCHIVED, by="t", money=Settle(charge)) is not None
+
+
+def test_a_charge_beyond_the_reservation_is_settled_whole_and_recorded_as_an_overrun(
+    store: JobStore, ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a $5 day holding $2 for another job, and a job that reserved $2
+    ledger._metrics = SpendMetrics(namespace="klingflow")
+    assert _claimed(store, "01OTHER", 2.0) is Claim.CLAIMED
+    capsys.readouterr()
+
+    # When its provider charges $3.40, $1.40 more than reserved
+    _settled_at(store, "01J", 2.0, 3.4)
+
+    # Then the charge is settled as charged, and the excess recorded, counted and published
+    job = store.get("01J")
+    assert job is not None and job.cost.billed_usd == 3.4
+    report = ledger.report(ledger.today())
+    assert (report["settled_usd"], report["reserved_usd"], report["committed_usd"]) == (3.4, 2.0, 5.4)
+    assert (report["overrun_usd"], report["overruns"]) == (1.4, 1)
+    assert (report["remaining_usd"], report["over_budget_usd"]) == (0.0, pytest.approx(0.4))
+    # Settled + reserved pass the budget by no more than the recorded overrun
+    assert report["committed_usd"] - report["overrun_usd"] <= report["budget_usd"]
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    [overrun] = [m for m in emitted if "SpendOverrun" in m]
+    assert (overrun["SpendOverrun"], overrun["service"]) == ([1.4], "klingflow")
+
+
+def test_a_charge_within_the_reservation_is_no_overrun(store: JobStore, ledger: Ledger) -> None:
+    _settled_at(store, "01J", 2.0, 1.5)
+    report = ledger.report(ledger.today())
+    assert (report["overrun_usd"], report["overruns"], report["over_budget_usd"]) == (0.0, 0, 0.0)
+
+
+def test_while_the_day_stands_over_its_budget_no_claim_fits_until_it_is_back_under(
+    store: JobStore, ledger: Ledger
+) -> None:
+    # Given a day pushed over its $5 by an overrun: $4.50 settled for a $2 reservation, $1 held
+    assert _claimed(store, "01HELD", 1.0) is Claim.CLAIMED
+    _settled_at(store, "01J", 2.0, 4.5)
+    assert ledger.report(ledger.today())["over_budget_usd"] == pytest.approx(0.5)
+
+    # Then no claim fits, however small, and the courtesy check says why
+    assert _claimed(store, "01NEW", 0.01) is Claim.NO_ROOM
+    with pytest.raises(BudgetExceeded) as refused:
+        ledger.check_fits(0.01)
+    assert "providers charged $2.5 more than was reserved (1 overrun(s))" in refused.value.message
+    assert "stands $0.5 over the budget and no job is sent until it is back under" in refused.value.message
+
+    # When the held job fails and its $1 comes back, the day is under again and a claim fits
+    assert store.transition("01HELD", JobStatus.FAILED, by="t", money=Release()) is not None
+    assert ledger.report(ledger.today())["remaining_usd"] == 0.5
+    assert _claimed(store, "01NEXT", 0.5) is Claim.CLAIMED
+
+
+def test_a_claim_refuses_a_job_whose_element_was_deleted_and_writes_nothing(
+    store: JobStore, ledger: Ledger, table: Table
+) -> None:
+    # Given an element klingflow made and deleted, one it made and kept, and a preset it never made
+    table.put_item(Item={"pk": "ELEMENT#gone", "deleted_at": "2026-11-21T12:00:00Z"})
+    table.put_item(Item={"pk": "ELEMENT#kept"})
+    job, _ = store.create(_job("01J"))
+
+    # When the job naming the deleted one is claimed, the claim names it and changes nothing
+    with pytest.raises(ElementDeleted) as deleted:
+        store.reserve_and_claim(job, "c", "gateway", 1.0, elements=["kept", "preset-146", "gone"])
+    assert deleted.value.element_id == "gone"
+    unclaimed = store.get("01J")
+    assert unclaimed is not None and unclaimed.reservation is None
+    assert "submit_claim" not in table.get_item(Key={"pk": "JOB#01J"})["Item"]
+    assert ledger.report(ledger.today())["reserved_usd"] == 0.0
+
+    # And live elements (made and kept, or never made here) do not stand in the way
+    assert (
+        store.reserve_and_claim(job, "c", "gateway", 1.0, elements=["kept", "preset-146"])[0] is Claim.CLAIMED
+    )
+
+
+def test_a_job_waiting_with_its_reservation_is_checked_for_deleted_elements_too(
+    store: JobStore, table: Table
+) -> None:
+    # Given a job that holds a reservation and gave its claim up to wait for its provider
+    assert _claimed(store, "01J", 1.0) is Claim.CLAIMED
+    assert store.touch("01J", status_in=frozenset({JobStatus.QUEUED}), removes=("submit_claim",))
+    table.put_item(Item={"pk": "ELEMENT#gone", "deleted_at": "2026-11-21T12:00:00Z"})
+    waiting = store.get("01J")
+    assert waiting is not None and waiting.reservation is not None
+
+    with pytest.raises(ElementDeleted):
+        store.reserve_and_claim(waiting, "again", "gateway", 1.0, elements=["gone"])
+    assert "submit_claim" not in table.get_item(Key={"pk": "JOB#01J"})["Item"]
+
+
+def test_a_job_waiting_with_its_reservation_is_not_claimed_while_the_day_stands_over(
+    store: JobStore, ledger: Ledger, table: Table
+) -> None:
+    # Given a job that holds its $1 and gave its claim up to wait for its provider (a 429)
+    assert _claimed(store, "01WAIT", 1.0) is Claim.CLAIMED
+    assert store.touch("01WAIT", status_in=frozenset({JobStatus.QUEUED}), removes=("submit_claim",))
+    waiting = store.get("01WAIT")
+    assert waiting is not None and waiting.reservation is not None
+
+    # When an overrun puts the $5 day over: $1 held by another job, $3.60 settled for a $2 reservation
+    assert _claimed(store, "01HELD", 1.0) is Claim.CLAIMED
+    _settled_at(store, "01J", 2.0, 3.6)
+    assert ledger.report(ledger.today())["over_budget_usd"] == pytest.approx(0.6)
+
+    # Then the waiting job is not claimed either, and nothing is written
+    assert store.reserve_and_claim(waiting, "again", "gateway", 1.0) == (Claim.NO_ROOM, None)
+    assert "submit_claim" not in table.get_item(Key={"pk": "JOB#01WAIT"})["Item"]
+    assert ledger.report(ledger.today())["reserved_usd"] == 2.0
+
+    # And once the day is back under its budget, it is claimed with the reservation it holds
+    assert store.transition("01HELD", JobStatus.FAILED, by="t", money=Release()) is not None
+    outcome, claimed = store.reserve_and_claim(waiting, "again", "gateway", 1.0)
+    assert outcome is Claim.CLAIMED and claimed is not None and claimed.reservation == waiting.reservation
+    assert ledger.report(ledger.today())["reserved_usd"] == 1.0

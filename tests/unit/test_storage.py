@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
+from klingflow.errors import RequestRejected
 from klingflow.safehttp import ResponseTooLarge, SafeHttp
 from klingflow.storage import PART_CHECKSUM, Storage, part_buffers
 
@@ -413,3 +414,57 @@ def test_a_part_botocore_sends_again_after_a_dropped_connection_is_sent_whole(aw
         body = s3.get_object(Bucket="media", Key="outputs/j/output-1.mp4")["Body"].read()
         assert body == data
         assert stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_an_input_key_longer_than_s3_takes_is_refused_by_name_before_any_call() -> None:
+    # S3 answers a key over 1,024 bytes with a bare 400 (moto with a 404): refused here instead
+    storage = Storage(None, "bucket")  # type: ignore[arg-type]
+    too_long = "incoming/" + "é" * 1000 + ".mp4"
+    with pytest.raises(RequestRejected) as refused:
+        storage.key_of("video", too_long)
+    [error] = refused.value.errors
+    assert (error.field, error.rule) == ("video", "s3_key_length")
+    assert "1024 bytes" in error.message
+    assert storage.key_of("video", "incoming/" + "é" * 500 + ".mp4").startswith("incoming/")
+
+
+def test_put_new_stores_one_version_and_leaves_what_is_there(aws_env: None) -> None:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="media")
+        s3.put_bucket_versioning(Bucket="media", VersioningConfiguration={"Status": "Enabled"})
+        storage = Storage(s3, "media")
+
+        assert storage.put_new("incoming/j/image.png", b"first", "image/png") is True
+        assert storage.put_new("incoming/j/image.png", b"again", "image/png") is False
+
+        versions = s3.list_object_versions(Bucket="media", Prefix="incoming/j/")["Versions"]
+        assert len(versions) == 1
+        assert s3.get_object(Bucket="media", Key="incoming/j/image.png")["Body"].read() == b"first"
+
+
+class _Conflicting:
+    """S3 answering 409 ConditionalRequestConflict (another write in flight) `times` times."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.calls = 0
+
+    def put_object(self, **request: Any) -> dict[str, Any]:
+        assert request["IfNoneMatch"] == "*"
+        self.calls += 1
+        if self.calls <= self.times:
+            error = {"Error": {"Code": "ConditionalRequestConflict", "Message": "in flight"}}
+            raise ClientError(error, "PutObject")  # type: ignore[arg-type]
+        return {}
+
+
+def test_put_new_tries_once_more_after_a_conflicting_write_then_lets_it_be_seen() -> None:
+    once = _Conflicting(times=1)
+    assert Storage(once, "media").put_new("incoming/j/image.png", b"x", "image/png") is True  # type: ignore[arg-type]
+    assert once.calls == 2
+
+    twice = _Conflicting(times=2)
+    with pytest.raises(ClientError):
+        Storage(twice, "media").put_new("incoming/j/image.png", b"x", "image/png")  # type: ignore[arg-type]
+    assert twice.calls == 2

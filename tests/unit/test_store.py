@@ -6,10 +6,14 @@ from typing import Any
 
 import pytest
 
+from klingflow.dynamo import Table
+from klingflow.errors import RequestRejected
 from klingflow.models import Job, Source
+from klingflow.spend import Ledger
 from klingflow.states import JobStatus
 from klingflow.store import Claim, JobStore
 from klingflow_dev.clock import ManualClock
+from tests.unit.counting import CountingTable
 
 
 def _job(job_id: str = "01JOB", **changes: Any) -> Job:
@@ -34,6 +38,29 @@ def test_the_same_idempotency_key_yields_the_first_job(store: JobStore) -> None:
     assert created and not created_again
     assert second.job_id == first.job_id == "01A"
     assert store.get("01B") is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "rule"),
+    [
+        (
+            {"request": {"dynamic_masks": [{"trajectories": [{"x": 10**40 + 7}]}]}},
+            "dynamic_masks.0.trajectories.0.x",
+            "number_digits",
+        ),
+        ({"request": {"cfg_scale": 1e-200}}, "cfg_scale", "number_magnitude"),
+        ({"request": {"prompt": "p" * 250_000}}, "prompt", "item_size"),
+    ],
+)
+def test_a_job_the_table_cannot_hold_is_refused_by_its_field_before_anything_is_written(
+    store: JobStore, table: Table, changes: dict[str, Any], field: str, rule: str
+) -> None:
+    with pytest.raises(RequestRejected) as refused:
+        store.create(_job("01BIG", **changes), idempotency_key="big")
+    assert [(e.field, e.rule) for e in refused.value.errors] == [(field, rule)]
+    # Neither the key nor the job was written: the same key is free for a request that fits
+    assert table.client.scan(TableName=table.name)["Count"] == 0
+    assert store.create(_job("01FITS"), idempotency_key="big")[1]
 
 
 def test_a_transition_names_its_sources_so_duplicates_and_late_signals_are_no_ops(store: JobStore) -> None:
@@ -131,3 +158,16 @@ def test_a_job_found_again_on_a_later_page_is_given_once(clock: ManualClock) -> 
     store = JobStore(_PagesTable([["01A", "01B"], ["01B", "01C"]]), clock, due_shards=1)  # type: ignore[arg-type]
     # When its due jobs are read, then each job is given once
     assert [job.job_id for job in store.due_jobs(limit=10)] == ["01A", "01B", "01C"]
+
+
+def test_an_id_too_long_to_be_a_key_is_simply_not_found(
+    table: Table, clock: ManualClock, ledger: Ledger
+) -> None:
+    # DynamoDB refuses a partition key over 2,048 bytes with a ValidationException (moto does
+    # not): such an id from a request path is not found without asking the table at all
+    counting = CountingTable(table)
+    store = JobStore(counting, clock, due_shards=4, ledger=ledger)  # type: ignore[arg-type]
+    assert store.get("x" * 3000) is None
+    assert store.get("é" * 1100) is None
+    assert counting.calls["get_item"] == 0
+    assert store.get("01JEXAMPLE") is None and counting.calls["get_item"] == 1

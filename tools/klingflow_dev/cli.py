@@ -440,7 +440,7 @@ def _interrupt(*_: object) -> None:
 
 def _watch(running: Sandbox, stop: threading.Event, every_s: float = 0.5) -> None:
     """What a developer wants to see while poking the sandbox: every job's state changes and
-    every event on the bus, as they happen."""
+    every event on the outcome bus, as they happen."""
     assert running.api is not None
     api = ApiClient(running.api.url)
     seen_updates: dict[str, str] = {}

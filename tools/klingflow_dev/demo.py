@@ -284,7 +284,7 @@ def _render_one(summary: dict[str, Any]) -> str:
     lines.append(f"  cost     estimated ${cost.get('estimated_usd')}  {billed}")
     if summary.get("error"):
         lines.append(f"  error    {summary['error']}")
-    lines.append("events on the klingflow bus:")
+    lines.append("events on the outcome bus:")
     lines += [
         f"  {e['detail-type']:<14} status={e['status']} provider={e['provider']}" for e in summary["events"]
     ]

@@ -16,15 +16,17 @@ def schemas() -> dict[str, dict[str, Any]]:
     outbound = JobEventDetail.model_json_schema()
     outbound["title"] = "klingflow job event detail"
     outbound["description"] = (
-        "Detail of every event on the klingflow bus (source `klingflow`), detail types: "
+        "Detail of every event on klingflow's outcome bus (source `klingflow`; the stack's output "
+        "OutcomeBusName, where only klingflow's functions may put events), detail types: "
         + ", ".join(f"`{t.value}`" for t in DetailType if t is not DetailType.REQUESTED)
         + "."
     )
     inbound = REQUEST_ADAPTER.json_schema()
     inbound["title"] = "klingflow Job Requested detail"
     inbound["description"] = (
-        "Detail of an inbound `Job Requested` event on the klingflow bus: the same job request "
-        "POST /jobs and S3 manifests take, one shape per `kind` (motion_control when absent)."
+        "Detail of an inbound `Job Requested` event on klingflow's request bus (the stack's output "
+        "RequestBusName; outcomes are on the outcome bus): the same job request POST /jobs and S3 "
+        "manifests take, one shape per `kind` (motion_control when absent)."
     )
     return {"job-event.schema.json": outbound, "job-requested.schema.json": inbound}
 

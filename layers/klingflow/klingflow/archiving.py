@@ -10,11 +10,18 @@ sweeper, which brings the job back: the dead-letter queue (alarmed) only ever ho
 failed in a way nobody planned for. Anything permanent (the provider says failed) ends the job
 with a reason; an output host outside the allowlist ends it at its deadline (OUTPUT_HOST_NOT_ALLOWED),
 not a day later.
+
+A job is ARCHIVED only once every clip it keeps has been proven a video (`outputcheck`): a
+download that is not (an HTML page, a truncated MP4, nothing) is moved to `quarantine/<job_id>/`
+and counted like a failed download, and after `max_invalid_downloads` of them the job fails
+OUTPUT_INVALID, settled (the provider charged for the task).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import httpx
@@ -23,23 +30,22 @@ from aws_lambda_powertools import Logger
 from .clock import Clock, epoch, iso
 from .elements import ElementDirectory
 from .endings import announce, end_job, stop_watching
-from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, UnsafeUrl
+from .errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, UnsafeUrl
 from .events import EventPublisher
 from .models import DetailType, Job, JobError, Output, OutputRole
 from .money import Charge, Release, Settle
 from .outcomes import ArchiveOutcome, Done
+from .outputcheck import OutputInvalid, check_image, check_video, cover_type, peek, quarantine_prefix
 from .pricing import charged
-from .probe import ProbeError, probe_video
 from .providers.base import Download, TaskOutput, TaskReport
 from .providers.registry import Registry
-from .safehttp import DownloadFailed, SafeHttp
+from .safehttp import DownloadFailed, SafeHttp, SafeResponse
 from .states import JobStatus
-from .storage import DOWNLOAD_CHUNK_BYTES, Storage
+from .storage import DOWNLOAD_CHUNK_BYTES, ObjectInfo, Storage
 from .store import JobStore
 
 # Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
-_IMAGE_SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 Result = Done[ArchiveOutcome]
 
 logger = Logger(child=True)
@@ -53,6 +59,9 @@ class ArchiveConfig:
     poll_again_s: int
     # How long a worker holds a job while copying it: longer than the function may run.
     lease_s: int = 330
+    # Downloads that are not what they claim (each retried by the sweeper, like a failed one)
+    # before the job fails OUTPUT_INVALID.
+    max_invalid_downloads: int = 3
 
 
 class Archiver:
@@ -168,11 +177,15 @@ class Archiver:
         if not report.outputs:
             return self._fail(job, f"{job.provider} reports success but lists no output", charge)
         lease = uuid.uuid4().hex
-        if not self._store.take_lease(job.job_id, lease, for_s=self._config.lease_s):
+        leased = self._store.take_lease(job.job_id, lease, for_s=self._config.lease_s)
+        if leased is None:
             # Another delivery of this job is copying it now: downloading again would only race it.
             return Done(ArchiveOutcome.BUSY, "another worker holds the job's lease")
+        job = leased  # as the lease found it: what other holders counted before (invalid_downloads)
         try:
             outputs = self._copy_all(job, report)
+        except OutputInvalid as invalid:
+            return self._invalid(job, lease, invalid, charge)
         except (UnsafeUrl, DownloadFailed, httpx.HTTPError, ProviderError) as error:
             self._store.drop_lease(job.job_id, lease, self._archive_error(error))
             return Done(ArchiveOutcome.RETRY_LATER, f"{type(error).__name__}: {error}")
@@ -188,9 +201,9 @@ class Archiver:
         outputs = []
         for index, produced in enumerate(report.outputs, start=1):
             download = adapter.download(task_id, produced)
-            key = f"outputs/{job.job_id}/output-{index}.mp4"
+            key, label = f"outputs/{job.job_id}/output-{index}.mp4", f"output {index}"
             try:
-                outputs.append(self._copy_one(job, key, download, OutputRole.VIDEO))
+                outputs.append(self._copy_one(job, key, download, OutputRole.VIDEO, label))
             except UnsafeUrl:
                 # A link we may not fetch (host not allowed, redirect elsewhere): the dialect's
                 # own content endpoint if it has one; otherwise the refusal is recorded and the
@@ -199,24 +212,30 @@ class Archiver:
                 fallback = adapter.content_endpoint(task_id)
                 if fallback is None or fallback.url == download.url:
                     raise
-                outputs.append(self._copy_one(job, key, fallback, OutputRole.VIDEO))
+                outputs.append(self._copy_one(job, key, fallback, OutputRole.VIDEO, label))
         for index, produced in enumerate(report.outputs, start=1):
             outputs += self._copy_extras(job, index, produced)
         return outputs
 
     def _copy_extras(self, job: Job, index: int, produced: TaskOutput) -> list[Output]:
         """A clip's cover and watermarked copy, when the provider made them. They are extras:
-        one that cannot be fetched is logged and left, never holding up the paid clip."""
+        one that cannot be fetched, or is not what it claims, is logged and left, never holding
+        up the paid clip."""
         extras = []
-        for role, url, name in (
-            (OutputRole.COVER, produced.cover_url, f"cover-{index}"),
-            (OutputRole.WATERMARKED, produced.watermarked_url, f"output-{index}-watermarked.mp4"),
+        for role, url, name, label in (
+            (OutputRole.COVER, produced.cover_url, f"cover-{index}", f"cover {index}"),
+            (
+                OutputRole.WATERMARKED,
+                produced.watermarked_url,
+                f"output-{index}-watermarked.mp4",
+                f"watermarked copy {index}",
+            ),
         ):
             if url is None:
                 continue
             try:
-                extras.append(self._copy_one(job, f"outputs/{job.job_id}/{name}", Download(url), role))
-            except (UnsafeUrl, DownloadFailed, httpx.HTTPError) as error:
+                extras.append(self._copy_one(job, f"outputs/{job.job_id}/{name}", Download(url), role, label))
+            except (UnsafeUrl, DownloadFailed, httpx.HTTPError, OutputInvalid) as error:
                 logger.warning(
                     "extra output not kept", extra={"job_id": job.job_id, "role": role, "error": str(error)}
                 )
@@ -280,43 +299,115 @@ class Archiver:
         announce(self._store, self._events, done, DetailType.COMPLETED)
         return Done(ArchiveOutcome.ARCHIVED, made)
 
-    def _copy_one(self, job: Job, key: str, download: Download, role: OutputRole) -> Output:
+    def _copy_one(self, job: Job, key: str, download: Download, role: OutputRole, label: str) -> Output:
+        """Stream one download into `key`, then prove it is what it claims (OutputInvalid, with
+        the stored bytes moved to quarantine/, when it is not)."""
+        with self._open(job, download) as response:
+            served_as = response.headers.get("content-type")
+            chunks: Iterable[bytes] = response.iter_bytes(DOWNLOAD_CHUNK_BYTES)
+            content_type = "video/mp4"
+            if role is OutputRole.COVER:
+                # Named and typed by what its first bytes prove, not by what it was served as;
+                # bytes that are no image are never stored.
+                head, chunks = peek(chunks)
+                image = cover_type(head, label=label, served_as=served_as)
+                key, content_type = key + image.suffix, image.content_type
+            stored = self._storage.upload_stream(
+                key, chunks, part_size=self._config.part_size_bytes, content_type=content_type
+            )
+        output = Output(
+            role=role,
+            s3_uri=self._storage.uri(key),
+            key=key,
+            bytes=stored.bytes,
+            sha256=stored.sha256,
+            content_type=content_type,
+        )
+        # Ranged reads of the object just stored: a few small GETs, never the whole object.
+        reader = self._storage.reader(ObjectInfo(key, stored.bytes, content_type, ""))
+        try:
+            if role is OutputRole.COVER:
+                check_image(reader, image, label=label, served_as=served_as)
+                return output
+            video = check_video(reader, label=label, served_as=served_as)
+        except OutputInvalid as invalid:
+            self._quarantine(job, key, invalid, served_as)
+            raise
+        duration = None if video.duration_s is None else round(video.duration_s, 3)
+        return output.model_copy(
+            update={"duration_s": duration, "width": video.width, "height": video.height}
+        )
+
+    def _open(self, job: Job, download: Download) -> AbstractContextManager[SafeResponse]:
         assert job.provider is not None
         headers: dict[str, str] = {}
         if download.authenticated:
             adapter = self._registry.adapter(job.provider)
             headers = adapter.auth_headers(self._registry.credentials(job.provider))
-        with self._http.stream(
+        return self._http.stream(
             download.url,
             allowed_hosts=self._registry.download_hosts(job.provider),
             max_bytes=self._config.max_output_bytes,
             headers=headers,
-        ) as response:
-            content_type = response.headers.get("content-type", "video/mp4").split(";")[0].strip()
-            if role is OutputRole.COVER:
-                key += _IMAGE_SUFFIX.get(content_type, ".img")
-            stored = self._storage.upload_stream(
-                key,
-                response.iter_bytes(DOWNLOAD_CHUNK_BYTES),
-                part_size=self._config.part_size_bytes,
-                content_type=content_type if role is OutputRole.COVER else "video/mp4",
+        )
+
+    def _quarantine(self, job: Job, key: str, invalid: OutputInvalid, served_as: str | None) -> None:
+        """Bytes that are not what they claim leave outputs/ (nothing there may pass for a clip)
+        and are kept, one folder per download, for a person to look at."""
+        name = key.rsplit("/", 1)[-1]
+        to_key = f"{quarantine_prefix(job.job_id)}download-{job.invalid_downloads + 1}/{name}"
+        self._storage.move_aside(
+            key,
+            to_key,
+            {"served-as": _header_safe(served_as or "none"), "problem": _header_safe(str(invalid))},
+        )
+        logger.warning(
+            "download is not what it claims; quarantined",
+            extra={"job_id": job.job_id, "key": to_key, "problem": str(invalid)},
+        )
+
+    def _invalid(self, job: Job, lease: str, invalid: OutputInvalid, charge: Charge) -> Result:
+        """A download that is not what it claims counts like a failed one (the sweeper brings the
+        job back while the provider's link lives: a CDN that served an error page or half a file
+        may serve the clip next time), up to `max_invalid_downloads`. Then the job fails, settled:
+        the provider did charge for the task."""
+        where = self._storage.uri(quarantine_prefix(job.job_id))
+        seen = job.invalid_downloads + 1  # `job` as leased: only a lease holder counts
+        if seen < self._config.max_invalid_downloads:
+            error = JobError(code=OUTPUT_INVALID, message=f"{invalid}; the bytes are kept under {where}")
+            # (None: the lease ran out and another worker has the job; its outcome stands.)
+            self._store.drop_lease(job.job_id, lease, error, invalid=True)
+            return Done(ArchiveOutcome.OUTPUT_INVALID, f"{invalid} (download {seen}, tried again later)")
+        message = (
+            f"{invalid}; {seen} downloads were not a video. {job.provider} charged for task "
+            f"{job.provider_task_id}: the bytes are kept under {where} for a person to look at; "
+            "ask the provider for the clip"
+        )
+        # Ended under the lease, in the one write: were it given back first, a duplicate message
+        # could take it meanwhile and archive a clip that has come right, racing this ending.
+        condition, values = self._store.lease_held(lease)
+        ended = end_job(
+            self._store,
+            self._events,
+            job.job_id,
+            JobStatus.FAILED,
+            by="archive",
+            code=OUTPUT_INVALID,
+            message=message,
+            money=Settle(charge),
+            only_from=frozenset({JobStatus.SUCCEEDED}),
+            fields={"invalid_downloads": seen},
+            removes=("archive_lease", "archive_lease_until"),
+            extra_condition=condition,
+            extra_values=values,
+        )
+        if ended is None:
+            return Done(
+                ArchiveOutcome.OUTPUT_INVALID,
+                f"{invalid} (download {seen}); the job's lease ran out and passed to another "
+                "worker, whose outcome stands",
             )
-        output = Output(
-            role=role, s3_uri=self._storage.uri(key), key=key, bytes=stored.bytes, sha256=stored.sha256
-        )
-        if role is OutputRole.COVER:
-            return output.model_copy(update={"content_type": content_type})
-        try:
-            info = self._storage.head("output", key)
-            video = probe_video(self._storage.reader(info))
-        except ProbeError as error:
-            # The bytes are safely ours either way; a probe failure only leaves facts empty.
-            logger.warning("output not probed", extra={"job_id": job.job_id, "key": key, "error": str(error)})
-            return output
-        duration = None if video.duration_s is None else round(video.duration_s, 3)
-        return output.model_copy(
-            update={"duration_s": duration, "width": video.width, "height": video.height}
-        )
+        return Done(ArchiveOutcome.OUTPUT_INVALID, message)
 
     def _fail(self, job: Job, message: str, charge: Charge) -> Result:
         # The provider says it finished, so it charged, even though there is nothing to keep.
@@ -331,3 +422,8 @@ class Archiver:
             money=Settle(charge),
         )
         return Done(ArchiveOutcome.FAILED, message)
+
+
+def _header_safe(text: str, limit: int = 512) -> str:
+    """Text an S3 metadata header can carry: printable ASCII, bounded (2 KB for all of them)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]

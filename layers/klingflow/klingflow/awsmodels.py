@@ -33,6 +33,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
         "GetObject",  # also presigned, for providers to fetch inputs
         "PutObject",
         "CopyObject",
+        "DeleteObject",  # an output that is not what it claims leaves outputs/ for quarantine/
         "CreateMultipartUpload",
         "UploadPart",
         "CompleteMultipartUpload",

@@ -21,8 +21,9 @@ reason's `Item`) is made plain too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
-from decimal import Decimal
+from collections.abc import Iterator, Mapping, Sequence, Set
+from dataclasses import dataclass
+from decimal import Decimal, DecimalException
 from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools.shared.dynamodb_deserializer import DYNAMODB_CONTEXT, TypeDeserializer
@@ -85,6 +86,144 @@ def _number(value: int | Decimal) -> str:
         # DynamoDB to refuse; none of them is a number DynamoDB holds.
         raise TypeError("Infinity and NaN not supported")
     return str(number)
+
+
+# What DynamoDB holds (its developer guide, "Quotas ... attributes"): numbers of at most 38
+# significant digits whose magnitude is 0 or within this range, documents nested at most 32
+# levels deep, items of at most 400 KB, attribute names (a map's keys too) of at least 1 byte.
+NUMBER_MAGNITUDE = (Decimal("1E-130"), Decimal("9.9999999999999999999999999999999999999E+125"))
+NESTING_MAX = 32
+ITEM_MAX_BYTES = 400 * 1024
+# A partition key is at most 2,048 bytes; klingflow's prefixes (JOB#, ELEMENT#) take a few.
+KEY_MAX_BYTES = 2048
+_PREFIX_ROOM = 16
+
+
+def key_fits(identifier: str) -> bool:
+    """Whether an id taken from a request path can be a key at all (a longer one is refused by
+    DynamoDB with a ValidationException, which would be a 500, not the 404 it deserves)."""
+    return len(identifier.encode("utf-8", "surrogatepass")) <= KEY_MAX_BYTES - _PREFIX_ROOM
+
+
+@dataclass(frozen=True)
+class Unstorable:
+    """One value of an item DynamoDB cannot hold: where it is, the rule, and why."""
+
+    path: tuple[str | int, ...]
+    rule: str
+    message: str
+
+    @property
+    def field(self) -> str:
+        return ".".join(str(part) for part in self.path) or "(item)"
+
+
+def unstorable(item: Mapping[str, Any], *, max_bytes: int = ITEM_MAX_BYTES) -> list[Unstorable]:
+    """Every value of a plain item that `to_dynamo` cannot type or DynamoDB would refuse, by its
+    path; and the item itself when it would pass `max_bytes`. Empty: the item can be written.
+
+    Floats are judged as the store sends them (`Decimal(str(x))`). Walked without recursion, so
+    a value nested past Python's own limit is refused, not a `RecursionError`."""
+    found: list[Unstorable] = []
+    size = 0
+    for path, depth, value in _walk(item):
+        size += len(str(path[-1]).encode("utf-8", "replace")) if path and isinstance(path[-1], str) else 1
+        problem, value_size = _judge(value, depth)
+        size += value_size
+        if problem is not None:
+            found.append(Unstorable(path, *problem))
+    if size > max_bytes and not found:
+        found.append(
+            Unstorable(
+                _largest(item),
+                "item_size",
+                f"the item would be about {size // 1024} KB; at most {max_bytes // 1024} KB are stored "
+                "(this is its largest value: shorten it)",
+            )
+        )
+    return found
+
+
+def _walk(item: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], int, Any]]:
+    """(path, depth, value) for every value, parents first; depth 1 is an attribute's value."""
+    stack: list[tuple[tuple[str | int, ...], int, Any]] = [((name,), 1, v) for name, v in item.items()]
+    stack.reverse()
+    while stack:
+        path, depth, value = stack.pop()
+        yield path, depth, value
+        if depth > NESTING_MAX or isinstance(value, str | bytes | bytearray):
+            continue
+        if isinstance(value, Mapping):
+            stack.extend(reversed([((*path, key), depth + 1, v) for key, v in value.items()]))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed([((*path, i), depth + 1, v) for i, v in enumerate(value)]))
+
+
+def _judge(value: Any, depth: int) -> tuple[tuple[str, str] | None, int]:
+    """What is wrong with one value on its own (its members are judged apart), and its size."""
+    if value is None or isinstance(value, bool):
+        return None, 1
+    if isinstance(value, int | float | Decimal):
+        return _judge_number(value)
+    if isinstance(value, str):
+        try:
+            return None, len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            return ("utf8", "not valid Unicode text (it holds a lone surrogate): send UTF-8 text"), len(value)
+    if isinstance(value, bytes | bytearray):
+        return None, len(value)
+    if isinstance(value, Mapping | list | tuple):
+        if depth > NESTING_MAX:
+            return (
+                "nesting",
+                f"nested more than {NESTING_MAX} levels deep, more than can be stored: flatten it",
+            ), 3
+        bad = (
+            [key for key in value if not isinstance(key, str) or not key]
+            if isinstance(value, Mapping)
+            else []
+        )
+        if bad:
+            return ("map_key", f"a map key must be a non-empty string (found {str(bad[0])[:40]!r})"), 3
+        return None, 3
+    if isinstance(value, Set):
+        try:
+            typed_value(value)
+        except (TypeError, DecimalException):
+            return ("set", "a set of mixed or unsupported members cannot be stored"), 3
+        if not value:
+            return ("set", "an empty set cannot be stored"), 3
+        return None, sum(len(str(member)) for member in value)
+    return ("type", f"a {type(value).__name__} cannot be stored"), 1
+
+
+def _judge_number(value: int | float | Decimal) -> tuple[tuple[str, str] | None, int]:
+    number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        return ("number_finite", "NaN and infinity cannot be stored: give a finite number"), 1
+    low, high = NUMBER_MAGNITUDE
+    magnitude = number.copy_abs()  # abs() would round to the context's 28 digits
+    if number and not low <= magnitude <= high:
+        return (
+            "number_magnitude",
+            f"a number {'too large' if magnitude > high else 'too close to zero'} to store: give 0 or "
+            "a magnitude from 1E-130 to 9.99...E+125",
+        ), 21
+    try:
+        _number(number)
+    except DecimalException:
+        return ("number_digits", "more than the 38 significant digits that can be stored: round it"), 21
+    return None, len(number.as_tuple().digits) // 2 + 2
+
+
+def _largest(item: Mapping[str, Any]) -> tuple[str | int, ...]:
+    """The path of the longest text or bytes in the item (what to shorten)."""
+    sized = [
+        (len(v.encode("utf-8", "replace")) if isinstance(v, str) else len(v), path)
+        for path, _, v in _walk(item)
+        if isinstance(v, str | bytes | bytearray)
+    ]
+    return max(sized, key=lambda pair: pair[0], default=(0, ()))[1]  # paths mix str and int
 
 
 def from_dynamo(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,11 @@ elsewhere) is only accepted with a pin: klingflow cannot know where it lives.
 Records share the jobs table as `ELEMENT#<element_id>` items. They sit in the table's list-index
 under their own partition (`list_pk = ELEMENT`), sorted by the id of the job that made them (a
 ULID, so newest first is creation order), which pages `GET /elements` without a scan.
+
+An element klingflow did not make, deleted through `DELETE /elements/{id}?provider=X`, gets a
+tombstone under the same key (`DeletedElement`: who held it and when it was deleted, outside the
+list-index): a claim's check on the key then refuses jobs already queued with it, and intake
+refuses new ones.
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from .clock import Clock, iso
-from .errors import ElementNotFound, FieldError, ProviderError, ProviderErrorClass, RequestRejected
+from .dynamo import key_fits
+from .errors import (
+    ElementNotFound,
+    FieldError,
+    ProviderError,
+    ProviderErrorClass,
+    QueryRejected,
+    RequestRejected,
+)
 from .models import Job
-from .store import list_page
+from .params import whole_number
+from .store import ELEMENT_PREFIX, list_page
 
 if TYPE_CHECKING:
     from .dynamo import Table
@@ -54,6 +68,15 @@ class ElementRecord(BaseModel):
     deleted_at_provider: bool | None = None
 
 
+class DeletedElement(BaseModel):
+    """A deletion recorded for an element klingflow did not make: never listed, never usable."""
+
+    element_id: str
+    provider: str = Field(description="the provider account it was deleted from")
+    deleted_at: str
+    deleted_at_provider: bool | None = None
+
+
 class ElementPage(BaseModel):
     elements: list[ElementRecord]
     next_token: str | None = None
@@ -67,7 +90,7 @@ class ElementStore:
 
     @staticmethod
     def _key(element_id: str) -> dict[str, str]:
-        return {"pk": f"ELEMENT#{element_id}"}
+        return {"pk": f"{ELEMENT_PREFIX}{element_id}"}
 
     def put(self, record: ElementRecord) -> None:
         """Once per element: a redelivered archive finds it recorded and changes nothing."""
@@ -78,12 +101,14 @@ class ElementStore:
             if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
 
-    def get(self, element_id: str) -> ElementRecord | None:
+    def get(self, element_id: str) -> ElementRecord | DeletedElement | None:
+        if not key_fits(element_id):
+            return None  # no element has such an id, and DynamoDB would refuse the key outright
         item = self._table.get_item(Key=self._key(element_id), ConsistentRead=True).get("Item")
         return None if item is None else _record(item)
 
-    def get_many(self, element_ids: Sequence[str]) -> dict[str, ElementRecord]:
-        found: dict[str, ElementRecord] = {}
+    def get_many(self, element_ids: Sequence[str]) -> dict[str, ElementRecord | DeletedElement]:
+        found: dict[str, ElementRecord | DeletedElement] = {}
         for element_id in dict.fromkeys(element_ids):  # a job names few elements
             record = self.get(element_id)
             if record is not None:
@@ -104,15 +129,35 @@ class ElementStore:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return None
             raise
-        return _record(answer["Attributes"])
+        return _made(answer["Attributes"])
+
+    def bury(self, tombstone: DeletedElement) -> DeletedElement | None:
+        """Record the deletion of an element klingflow did not make, once; without `list_pk`, so
+        GET /elements never lists it. None when the key holds something already (a record, or
+        an earlier tombstone): that stands."""
+        item = {**self._key(tombstone.element_id), **tombstone.model_dump(exclude_none=True)}
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
+        return tombstone
 
     def page(self, *, limit: int, next_token: str | None = None) -> ElementPage:
         """Newest first; `next_token` is opaque to callers."""
         items, token = list_page(self._table, LIST_PK, limit=limit, next_token=next_token)
-        return ElementPage(elements=[_record(item) for item in items], next_token=token)
+        return ElementPage(elements=[_made(item) for item in items], next_token=token)
 
 
-def _record(item: Any) -> ElementRecord:
+def _record(item: Any) -> ElementRecord | DeletedElement:
+    """A record of an element klingflow made (listed), or a tombstone (not listed)."""
+    if "list_pk" in item:
+        return _made(item)
+    return DeletedElement.model_validate({k: v for k, v in item.items() if k in DeletedElement.model_fields})
+
+
+def _made(item: Any) -> ElementRecord:
     return ElementRecord.model_validate({k: v for k, v in item.items() if k in ElementRecord.model_fields})
 
 
@@ -135,7 +180,12 @@ class ElementDirectory:
             record = known.get(element_id)
             if record is not None and record.deleted_at is not None:
                 errors.append(
-                    FieldError(f"elements.{index}", "element_deleted", f"element {element_id} was deleted")
+                    FieldError(
+                        f"elements.{index}",
+                        "element_deleted",
+                        f"element {element_id} was deleted from {record.provider}'s account "
+                        f"({record.deleted_at}) and cannot be used: name another element",
+                    )
                 )
             elif record is not None and request.provider not in (None, record.provider):
                 errors.append(
@@ -209,12 +259,12 @@ class ElementDirectory:
         self._store.put(record)
         return record
 
-    def find(self, element_id: str) -> ElementRecord | None:
+    def find(self, element_id: str) -> ElementRecord | DeletedElement | None:
         return self._store.get(element_id)
 
     def get(self, element_id: str) -> ElementRecord:
         record = self._store.get(element_id)
-        if record is None:
+        if not isinstance(record, ElementRecord):  # none, or only a tombstone: not one we made
             raise ElementNotFound(f"no element {element_id!r} made by klingflow")
         return record
 
@@ -227,24 +277,22 @@ class ElementDirectory:
             return self.get(element_id)  # marked already (a retried DELETE), or ElementNotFound
         return record
 
+    def bury(self, element_id: str, provider: str, *, at_provider: bool) -> None:
+        """Record that an element klingflow did not make was deleted from `provider`'s account,
+        so that no job, queued or new, uses it. What the key already holds stands (a retried
+        DELETE's tombstone)."""
+        tombstone = DeletedElement(
+            element_id=element_id,
+            provider=provider,
+            deleted_at=iso(self._clock.now()),
+            deleted_at_provider=at_provider,
+        )
+        self._store.bury(tombstone)
+
 
 # Seed 003's paging of the provider's element lists.
 PAGE_NUM = (1, 1000)
 PAGE_SIZE = (1, 500)
-
-
-def _bounded(name: str, value: str | None, default: int, bounds: tuple[int, int]) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        number = bounds[0] - 1
-    if not bounds[0] <= number <= bounds[1]:
-        raise RequestRejected(
-            [FieldError(name, "range", f"{name} must be an integer in {bounds[0]}..{bounds[1]}")]
-        )
-    return number
 
 
 class ElementAdmin:
@@ -265,7 +313,7 @@ class ElementAdmin:
             return able[0]
         if provider is None or provider not in able:
             given = "give provider" if provider is None else f"{provider!r} documents no element list"
-            raise RequestRejected(
+            raise QueryRejected(
                 [FieldError("provider", "lists_elements", f"{given}; providers that list elements: {able}")]
             )
         return provider
@@ -275,34 +323,34 @@ class ElementAdmin:
     ) -> dict[str, Any]:
         """One page of a provider's elements (its presets, or the account's own), as it pages them."""
         name = self._listing_provider(provider)
-        number = _bounded("page_num", page_num, 1, PAGE_NUM)
-        size = _bounded("page_size", page_size, 30, PAGE_SIZE)
+        number = whole_number("page_num", page_num, default=1, low=PAGE_NUM[0], high=PAGE_NUM[1])
+        size = whole_number("page_size", page_size, default=30, low=PAGE_SIZE[0], high=PAGE_SIZE[1])
         found = self._registry.client(name).elements(presets=presets, page_num=number, page_size=size)
         return {"provider": name, "page_num": number, "page_size": size, "elements": found or []}
 
     def delete(self, element_id: str, provider: str | None) -> dict[str, Any]:
         """Delete at the provider (where its dialect documents how) and mark our record. An
-        element klingflow did not make needs `provider`."""
-        record = self._directory.find(element_id)
-        if record is not None and record.deleted_at is not None:
-            # A retried DELETE: done already, the provider is not asked again.
-            return {
-                "element_id": element_id,
-                "provider": record.provider,
-                "deleted_at_provider": record.deleted_at_provider,
-                "element": record.model_dump(),
-            }
+        element klingflow did not make needs `provider`, and gets a tombstone: from then on a
+        job naming it is refused, and one already queued with it fails unsent when claimed."""
+        found = self._directory.find(element_id)
+        record = found if isinstance(found, ElementRecord) else None
+        if (
+            found is not None
+            and found.deleted_at is not None
+            and (record is not None or provider in (None, found.provider))
+        ):
+            return _deleted_already(element_id, found)  # a retried DELETE: not asked again
         holder = record.provider if record is not None else provider
-        if holder is None:
+        if holder is None or not key_fits(element_id):
             raise ElementNotFound(
-                f"no element {element_id!r} made by klingflow: give provider to delete it there"
+                f"no element {element_id[:100]!r} made by klingflow: give provider to delete it there"
             )
         if record is not None and provider not in (None, holder):
-            raise RequestRejected(
+            raise QueryRejected(
                 [FieldError("provider", "element_holder", f"element {element_id} is held by {holder}")]
             )
         if holder not in self._registry.configs:
-            raise RequestRejected([FieldError("provider", "known_provider", f"unknown provider {holder!r}")])
+            raise QueryRejected([FieldError("provider", "known_provider", f"unknown provider {holder!r}")])
         try:
             at_provider = self._registry.client(holder).delete_element(element_id)
         except ProviderError as error:
@@ -320,4 +368,17 @@ class ElementAdmin:
             answer["note"] = f"{holder} documents no way to delete an element: it stays in that account"
         if record is not None:
             answer["element"] = self._directory.mark_deleted(element_id, at_provider=at_provider).model_dump()
+        else:
+            self._directory.bury(element_id, holder, at_provider=at_provider)
         return answer
+
+
+def _deleted_already(element_id: str, found: ElementRecord | DeletedElement) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "element_id": element_id,
+        "provider": found.provider,
+        "deleted_at_provider": found.deleted_at_provider,
+    }
+    if isinstance(found, ElementRecord):
+        answer["element"] = found.model_dump()
+    return answer

@@ -3,6 +3,9 @@ state changes through the job's outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from .clock import Clock, iso
 from .events import EventPublisher
 from .models import DetailType, HistoryEntry, Job, JobError, JobPatch
@@ -31,6 +34,8 @@ def end_job(
     budget: dict[str, float] | None = None,
     fields: JobPatch | None = None,
     extra_condition: str | None = None,
+    extra_values: Mapping[str, Any] | None = None,
+    removes: tuple[str, ...] = (),
     due_in_s: int | None = None,
 ) -> Job | None:
     """Move a job to a failed terminal state with its reason, resolving its reservation as
@@ -48,6 +53,8 @@ def end_job(
         announce=detail_type.value,
         money=money,
         extra_condition=extra_condition,
+        extra_values=extra_values,
+        removes=removes,
         due_in_s=due_in_s,
     )
     if ended is not None:

@@ -42,16 +42,24 @@ class RequestRejected(Refused):
 
     code = "VALIDATION_FAILED"
     http_status = 400
+    # What was refused, the message's first words.
+    refused = "job request"
 
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         summary = "; ".join(f"{e.field}: {e.message} [{e.rule}]" for e in errors)
-        super().__init__(f"job request rejected: {summary}")
+        super().__init__(f"{self.refused} rejected: {summary}")
 
     def body(self) -> dict[str, Any]:
         body = super().body()
         body["error"]["details"] = [e.as_dict() for e in self.errors]
         return body
+
+
+class QueryRejected(RequestRejected):
+    """A query parameter of a read route breaks its rule (the same 400 and shape)."""
+
+    refused = "query parameter"
 
 
 class JobNotFound(KlingflowError):
@@ -137,6 +145,12 @@ class JobConflict(KlingflowError):
 # An output link on a host outside the provider's allowlist: retried until the job's deadline
 # (an operator may allow the host), then the job fails with this code.
 OUTPUT_HOST_NOT_ALLOWED = "OUTPUT_HOST_NOT_ALLOWED"
+# An element the job names was deleted while the job waited to be sent: it ends FAILED with this
+# code when it is claimed, released, nothing sent.
+ELEMENT_DELETED = "ELEMENT_DELETED"
+# A paid output whose bytes are not what they claim (an HTML page, a truncated MP4): downloaded
+# again a few times, then the job fails with this code, settled, its bytes under quarantine/.
+OUTPUT_INVALID = "OUTPUT_INVALID"
 
 
 class UnsafeUrl(KlingflowError):

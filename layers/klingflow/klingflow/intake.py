@@ -58,15 +58,20 @@ from .queue import JobQueue
 from .spend import Ledger, usd
 from .states import JobStatus
 from .storage import Storage
-from .store import Claim, JobStore, NoRoom
+from .store import Claim, ElementDeleted, JobStore, NoRoom, refuse_unstorable
 from .submissions import SubmissionRecorder
 from .telemetry import ProviderMetrics
 from .tokens import CallbackSigner
+from .webhookurls import check_webhook_url
 
 logger = Logger(child=True)
 
 _QUEUED = frozenset({JobStatus.QUEUED})
+# A job whose base64 image is not in the bucket when it is sent (see `Intake._write_images`).
+INPUT_MISSING = "INPUT_MISSING"
 _DATA_URI = re.compile(r"^data:image/(?P<subtype>[a-z]+);base64,", re.IGNORECASE)
+# Where a job's base64 images are stored: incoming/<job id, a ULID>/.
+_JOB_FOLDER = re.compile(r"incoming/[0-9A-HJKMNP-TV-Z]{26}")
 # Failures another provider may not share: try the next candidate.
 FAIL_OVER = frozenset(
     {
@@ -103,6 +108,8 @@ class IntakeConfig:
     retry_base_s: int = 20
     retry_max_s: int = 300
     breaker_cool_down_s: int = 60
+    # Sandbox only: a webhook to a loopback receiver over plain http (webhookurls.py).
+    allow_loopback_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,8 +117,8 @@ class _Input:
     facts: MediaFacts
     key: str | None  # set when the input is an object in our bucket
     url: str | None  # set when the input is an https URL the provider fetches itself
-    # A base64 image to be stored at `key` once the request is accepted (never before: nothing
-    # of a rejected request may be left in the bucket).
+    # A base64 image to be stored at `key` once the job is (`Intake._write_images`): nothing of
+    # a rejected request, or of a race's loser, may be left in the bucket.
     pending: bytes | None = None
 
 
@@ -171,10 +178,13 @@ class Intake:
         fingerprint = request_sha256(data)
         try:
             request = parse_request(data)
+            if request.webhook is not None:
+                check_webhook_url(request.webhook.url, allow_loopback_http=self._config.allow_loopback_http)
             key = request.idempotency_key or idempotency_key
             if key is not None and (seen := self._store.job_for_key(key)) is not None:
                 # Before any check that could now refuse it (today's budget): a retry gets its job.
                 _same_request(seen, key, fingerprint)
+                self._restore_images(seen, request)
                 return self._again(seen, defer=defer)
             # Elements live in one account: the job goes to their holder (or is refused).
             placed = self._elements.place(request)
@@ -192,9 +202,6 @@ class Intake:
         except Refused as rejection:
             self._reject(data, source, rejection)
             raise
-        for value in inputs.values():
-            if value.pending is not None and value.key is not None:
-                self._storage.put_bytes(value.key, value.pending, value.facts.content_type or "image/png")
         now = self._clock.now()
         deadline_s = request.deadline_s or self._config.job_deadline_s
         stored_media = {name: value.key or value.url or "" for name, value in inputs.items()}
@@ -216,14 +223,17 @@ class Intake:
                 HistoryEntry(at=iso(now), status=JobStatus.QUEUED, by="submit", note=f"from {source.type}")
             ],
         )
-        stored, created = self._store.create(job, idempotency_key=key)
-        if not created:
-            try:
+        try:
+            stored, created = self._store.create(job, idempotency_key=key)
+            if not created:
                 _same_request(stored, key, fingerprint)
-            except Refused as rejection:
-                self._reject(data, source, rejection)
-                raise
+        except Refused as rejection:  # a value the table cannot hold, or the key's other request
+            self._reject(data, source, rejection)
+            raise
+        if not created:
+            self._restore_images(stored, request)
             return self._again(stored, defer=defer)
+        self._write_images(inputs)
         if defer:
             self._submit_queue.enqueue(stored.job_id, "accepted")
             return stored
@@ -233,6 +243,8 @@ class Intake:
         """The whole validation, media probe included, and each provider's price for the job,
         cheapest first, with every refusing provider's reason. Creates and spends nothing."""
         request = parse_request(data)
+        # What POST /jobs would refuse to store is not quoted either.
+        refuse_unstorable({"request": request.model_dump(mode="json")})
         placed = self._elements.place(request)
         inputs = self._inspect("quote", placed)  # base64 images are decoded, never stored
         facts = {name: value.facts for name, value in inputs.items()}
@@ -337,9 +349,8 @@ class Intake:
         return job
 
     def _report(self, key: str, rejection: KlingflowError | dict[str, Any]) -> None:
-        name = key.removeprefix("incoming/").removesuffix(".json")
         self._storage.put_json(
-            f"rejected/{name}.error.json",
+            report_key(key),
             {
                 "manifest": self._storage.uri(key),
                 "rejected_at": iso(self._clock.now()),
@@ -366,6 +377,41 @@ class Intake:
 
     # ---- inputs ----------------------------------------------------------------------------
 
+    def _write_images(self, inputs: dict[str, _Input]) -> None:
+        """Store the base64 images of a job whose create has just won.
+
+        After the create, not before: written first, an image would be left behind by every
+        request that then loses an idempotency race or cannot be stored, with nothing to delete
+        it. Written after, the job exists a moment before its image, so nothing may read the
+        image until it is there: this job is sent (or queued for sending) only after this
+        returns; a repeat of the request that finds the job QUEUED (a race's loser, the
+        trigger's retry after a crash between the two writes) writes the same bytes to the same
+        key before sending it (`_restore_images`); and `submit` fails a job whose stored image
+        is missing rather than send a link to nothing. Every such write is conditional on the
+        key being empty (`put_new`): whoever writes first stores the one version the bucket keeps.
+        """
+        for value in inputs.values():
+            if value.pending is not None and value.key is not None:
+                self._storage.put_new(value.key, value.pending, value.facts.content_type or "image/png")
+
+    def _restore_images(self, stored: Job, request: AnyRequest) -> None:
+        """Before a repeat of a stored request may send its job (still QUEUED), the job's
+        base64 images are where it expects them: the same bytes at the same key, written only if
+        the key is empty, so however many repeats race, the bucket holds one version per image."""
+        if stored.status is not JobStatus.QUEUED:
+            return  # sent already: its images were there
+        expected = {media.name: media.ref for media in stored.parsed_request.media()}
+        for media in request.media():
+            key = expected.get(media.name, "")
+            if not (media.is_image and _is_base64_image(media.ref) and _holds_base64(key, media.name)):
+                continue
+            try:
+                data = base64.b64decode(_DATA_URI.sub("", media.ref, count=1), validate=True)
+            except (binascii.Error, ValueError):
+                continue  # not the bytes the job was made from (a job older than fingerprints)
+            facts = stored.inputs.get(media.name)
+            self._storage.put_new(key, data, (facts.content_type if facts else None) or "image/png")
+
     def _inspect(self, job_id: str, request: AnyRequest) -> dict[str, _Input]:
         errors: list[FieldError] = []
         found: dict[str, _Input] = {}
@@ -384,7 +430,7 @@ class Intake:
         if ref.startswith("https://"):
             # A provider fetches it itself; all we can check is what the name says.
             return _Input(MediaFacts(source=ref, format=format_from_name(ref)), None, ref)
-        if kind == "image" and (_DATA_URI.match(ref) or _looks_base64(ref)):
+        if kind == "image" and _is_base64_image(ref):
             return self._store_base64_image(job_id, field, ref)
         key = self._storage.key_of(field, ref)
         info = self._storage.head(field, key)
@@ -431,6 +477,15 @@ class Intake:
         provider that says "not now" keeps its reservation and waits to be sent again.
         """
         request = job.parsed_request
+        if missing := self._missing_images(request):
+            # Its intake stopped between storing the job and its image (`_write_images`), and no
+            # retry of the request came to write it: a provider would be sent a link to nothing.
+            return self.recorder.fail(
+                job.job_id,
+                INPUT_MISSING,
+                f"the base64 image given as {', '.join(missing)} was never stored (its intake was "
+                "interrupted); nothing was sent or charged: send the request again",
+            )
         billing = billing_of(request, job.inputs)
         try:
             if estimates is None:
@@ -444,7 +499,14 @@ class Intake:
         # happens before the claim, so such a failure leaves the job for the trigger's retry.
         specs = self._specs(job, request, billing, candidates)
         claim = uuid.uuid4().hex
-        outcome, claimed = self._store.reserve_and_claim(job, claim, candidates[0], estimates[candidates[0]])
+        try:
+            # The claim also checks, in its one write, that no element the job names was deleted.
+            elements = getattr(request, "elements", None) or ()
+            outcome, claimed = self._store.reserve_and_claim(
+                job, claim, candidates[0], estimates[candidates[0]], elements=elements
+            )
+        except ElementDeleted as deleted:
+            return self.recorder.element_deleted(job.job_id, deleted.element_id)
         if outcome is Claim.NO_ROOM:
             day = self._ledger.today()
             exceeded = self._ledger.exceeded(estimates[candidates[0]], self._ledger.remaining(day), day)
@@ -489,7 +551,7 @@ class Intake:
             if moved is None:  # cancelled meanwhile, or the claim was lost: nothing more to do
                 return self._store.get(job.job_id) or job
             job = moved
-            outcome = self._try(job, provider, specs[provider])
+            outcome = self._try(job, provider, specs[provider], claim)
             if isinstance(outcome, Job):
                 return outcome
             if pinned and outcome.error_class in WAIT:
@@ -562,7 +624,7 @@ class Intake:
             )
         return specs
 
-    def _try(self, job: Job, provider: str, spec: TaskSpec) -> Job | ProviderError:
+    def _try(self, job: Job, provider: str, spec: TaskSpec, claim: str) -> Job | ProviderError:
         client = self._registry.client(provider)
         # Recorded before sending, so whoever finds this job later knows where to look it up.
         if self._store.touch(job.job_id, status_in=_QUEUED, fields={"submitting_to": provider}) is None:
@@ -584,6 +646,7 @@ class Intake:
         self._best_effort(
             self.recorder.attempt, job.job_id, provider, "submitted", latency, submission.task_id
         )
+        self._best_effort(self.recorder.hold_reserved, job, claim, provider, submission)
         submitted = self.recorder.submitted(job, provider, submission)
         self._best_effort(self._breakers.record_answer, provider, None)
         return submitted
@@ -639,6 +702,17 @@ class Intake:
                 "bookkeeping failed; the job carries on", extra={"action": getattr(action, "__name__", "")}
             )
 
+    def _missing_images(self, request: AnyRequest) -> list[str]:
+        """The fields whose base64 image intake stores beside the job and which are not there."""
+        missing = []
+        for media in request.media():
+            if media.is_image and _holds_base64(media.ref, media.name):
+                try:
+                    self._storage.head(media.name, media.ref)
+                except RequestRejected:
+                    missing.append(media.name)
+        return missing
+
     def _provider_url(self, ref: str) -> str:
         if ref.startswith("https://"):
             return ref
@@ -647,6 +721,26 @@ class Intake:
 
 def _budget_of(refusal: Refused) -> dict[str, float] | None:
     return refusal.budget if isinstance(refusal, BudgetExceeded) else None
+
+
+# S3 keys are at most 1,024 bytes of UTF-8; "rejected/" + name + ".error.json" is 6 bytes more
+# than the "incoming/" + name + ".json" it reports on.
+S3_KEY_MAX_BYTES = 1024
+_REPORT_PREFIX, _REPORT_SUFFIX = "rejected/", ".error.json"
+
+
+def report_key(manifest_key: str) -> str:
+    """Where the report on a refused manifest goes: beside its name under rejected/, or, for a
+    name too long to fit, its leading part and a digest of the whole key (the report names the
+    manifest in full)."""
+    name = manifest_key.removeprefix("incoming/").removesuffix(".json")
+    key = f"{_REPORT_PREFIX}{name}{_REPORT_SUFFIX}"
+    if len(key.encode()) <= S3_KEY_MAX_BYTES:
+        return key
+    digest = "~" + hashlib.sha256(manifest_key.encode()).hexdigest()[:16]
+    room = S3_KEY_MAX_BYTES - len(_REPORT_PREFIX) - len(_REPORT_SUFFIX) - len(digest)
+    head = name.encode()[:room].decode(errors="ignore")  # never half a character
+    return f"{_REPORT_PREFIX}{head}{digest}{_REPORT_SUFFIX}"
 
 
 def _relative_to(manifest_key: str, data: Any) -> Any:
@@ -672,6 +766,17 @@ def _relative_to(manifest_key: str, data: Any) -> Any:
     resolved = with_media(request, beside).model_dump(mode="json", exclude_none=True)
     # Only the media change: everything else stays as the user wrote it.
     return {**data, **{key: resolved[key] for key in resolved if key in data}}
+
+
+def _is_base64_image(ref: str) -> bool:
+    return _DATA_URI.match(ref) is not None or _looks_base64(ref)
+
+
+def _holds_base64(key: str, field: str) -> bool:
+    """Whether `key` is where intake stores a base64 image given as `field`: in the job's own
+    folder under incoming/ (named by its ULID), named by the field (`_store_base64_image`)."""
+    folder, _, name = key.rpartition("/")
+    return _JOB_FOLDER.fullmatch(folder) is not None and name.rpartition(".")[0] == field
 
 
 def _looks_base64(value: str) -> bool:

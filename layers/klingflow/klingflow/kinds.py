@@ -22,6 +22,8 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -43,6 +45,10 @@ from .vocab import billable_seconds as billable_seconds  # noqa: PLC0414
 
 PROMPT_MAX_CHARS = 2500
 METADATA_MAX_BYTES = 2048
+METADATA_KEY_MAX_CHARS = 128
+# An object key is at most 1,024 bytes and a provider takes URLs of at most 2,048 characters
+# (evolink's callback rule); only a base64 image is longer.
+MEDIA_REF_MAX_CHARS = 2048
 # A request may set its own deadline within these bounds (seconds).
 DEADLINE_S = (60, 86400)
 
@@ -81,7 +87,45 @@ def media_reference(value: str, info: ValidationInfo) -> str:
         raise PydanticCustomError(
             "media_reference", "must be an object key, s3://bucket/key, an https URL or base64 data"
         )
+    if len(value) > MEDIA_REF_MAX_CHARS and not value.startswith("data:") and not _BASE64.fullmatch(value):
+        raise PydanticCustomError(
+            "media_reference_length",
+            "an object key or URL is at most {limit} characters (found {found}); base64 images may be longer",
+            {"limit": MEDIA_REF_MAX_CHARS, "found": len(value)},
+        )
     return value
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+# pydantic's own words for a number outside its bounds name one bound; these name both.
+_RANGE_ERRORS = frozenset({"greater_than_equal", "less_than_equal", "greater_than", "less_than"})
+
+
+def between(low: float, high: float, unit: str = "") -> WrapValidator:
+    """A number's range in the refusal: `Annotated[int, Field(ge=low, le=high), between(low, high)]`
+    (Field keeps the range in the schema; this names it whole when a value is outside it)."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            broken = next((e for e in error.errors() if e["type"] in _RANGE_ERRORS), None)
+            if broken is None:
+                raise
+            raise PydanticCustomError(
+                broken["type"],
+                "must be from {low} to {high}{unit} (found {found})",
+                {"low": low, "high": high, "unit": unit, "found": _shown(value)},
+            ) from None
+
+    return WrapValidator(check)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
+        return f"a number of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 # A media input: checked where it sits, so an error names its exact place (reference_images.1).
@@ -120,7 +164,10 @@ class _Strict(BaseModel):
     # Validators are built on first use, not at import: of the functions that load this module
     # (an adapter's checks, a stored request read back), only submit parses requests on its
     # first event, and it builds the default kind's with its service (`build_request_models`).
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
+    # No NaN or infinity: no provider takes them and DynamoDB cannot hold them.
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, defer_build=True, allow_inf_nan=False
+    )
 
 
 # The outcomes a webhook may ask for (a rejected request has no job to carry a webhook).
@@ -129,34 +176,41 @@ _LOOPBACK_HTTP = re.compile(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|
 
 
 def webhook_url(value: str) -> str:
+    # The shape only; intake checks the rest (webhookurls.py: a public host; loopback http
+    # only where the sandbox's configuration allows it), so a stored request always reads back.
     if not (value.startswith("https://") or _LOOPBACK_HTTP.match(value)):
-        raise PydanticCustomError(
-            "webhook_https", "a webhook URL must be https (plain http only to loopback, for the sandbox)"
-        )
+        raise PydanticCustomError("webhook_https", "a webhook URL must use https (plain http is refused)")
     return value
 
 
 class Webhook(_Strict):
     """Where the job's outcomes are POSTed, signed per Standard Webhooks."""
 
-    url: Annotated[str, Field(min_length=9, max_length=2048), AfterValidator(webhook_url)]
+    url: Annotated[
+        str,
+        Field(min_length=9, max_length=2048, description="https to a public host (checked when posted)"),
+        AfterValidator(webhook_url),
+    ]
     events: list[Literal[WEBHOOK_EVENTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["Job Completed", "Job Failed", "Job Timed Out", "Job Cancelled"],
         min_length=1,
+        max_length=len(WEBHOOK_EVENTS),
         description="which outcomes to send (default: how the job ended)",
     )
 
 
 class _Request(_Strict):
     kind: JobKind
-    provider: str | None = Field(default=None, description="pin the job to one provider")
-    metadata: dict[str, str] = Field(default_factory=dict, description="echoed in every event")
+    provider: str | None = Field(default=None, max_length=64, description="pin the job to one provider")
+    metadata: dict[Annotated[str, Field(min_length=1, max_length=METADATA_KEY_MAX_CHARS)], str] = Field(
+        default_factory=dict, description="echoed in every event"
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
     webhook: Webhook | None = None
-    deadline_s: int | None = Field(
+    deadline_s: Annotated[
+        int | None, Field(ge=DEADLINE_S[0], le=DEADLINE_S[1]), between(*DEADLINE_S, " s")
+    ] = Field(
         default=None,
-        ge=DEADLINE_S[0],
-        le=DEADLINE_S[1],
         description="seconds the job may take before TIMED_OUT (the stack's JobDeadlineSeconds otherwise)",
     )
 
@@ -237,13 +291,17 @@ TRAJECTORY_POINTS = (2, 77)
 _VOICE_REF = re.compile(r"<<<voice_(\d+)>>>")
 
 
+# Seed 003: each camera axis in [-10, 10].
+CameraAxis = Annotated[float, Field(ge=-10, le=10), between(-10, 10)]
+
+
 class CameraConfig(_Strict):
-    horizontal: float = Field(default=0, ge=-10, le=10)
-    vertical: float = Field(default=0, ge=-10, le=10)
-    pan: float = Field(default=0, ge=-10, le=10)
-    tilt: float = Field(default=0, ge=-10, le=10)
-    roll: float = Field(default=0, ge=-10, le=10)
-    zoom: float = Field(default=0, ge=-10, le=10)
+    horizontal: CameraAxis = 0
+    vertical: CameraAxis = 0
+    pan: CameraAxis = 0
+    tilt: CameraAxis = 0
+    roll: CameraAxis = 0
+    zoom: CameraAxis = 0
 
     @model_validator(mode="after")
     def _exactly_one_axis(self) -> Self:
@@ -277,7 +335,9 @@ SHOTS_MAX = 6
 
 class Shot(_Strict):
     prompt: Prompt
-    duration_s: int = Field(ge=1, le=GENERATED_SECONDS[1], description="this shot's seconds")
+    duration_s: Annotated[
+        int, Field(ge=1, le=GENERATED_SECONDS[1]), between(1, GENERATED_SECONDS[1], " s")
+    ] = Field(description="this shot's seconds")
 
 
 class _Generated(_Request):
@@ -286,11 +346,13 @@ class _Generated(_Request):
 
     negative_prompt: OptionalPrompt
     mode: Mode = Mode.STD
-    duration_s: int = Field(default=5, ge=GENERATED_SECONDS[0], le=GENERATED_SECONDS[1])
+    duration_s: Annotated[
+        int, Field(ge=GENERATED_SECONDS[0], le=GENERATED_SECONDS[1]), between(*GENERATED_SECONDS, " s")
+    ] = 5
     sound: OnOff = False
     camera_control: CameraControl | None = None
-    cfg_scale: float | None = Field(
-        default=None, ge=0, le=1, description="freedom of generation, 0..1 (seed 003; not on V2.x models)"
+    cfg_scale: Annotated[float | None, Field(ge=0, le=1), between(0, 1)] = Field(
+        default=None, description="freedom of generation, 0..1 (seed 003; not on V2.x models)"
     )
     shots: list[Shot] = Field(
         default_factory=list,
@@ -365,9 +427,15 @@ class Voice(_Strict):
     voice_id: str = Field(min_length=1, max_length=64)
 
 
+# Seed 003: a point is a pixel of the input image, from its bottom-left corner; an image's
+# side is at most 65536 px (media_rules.IMAGE_MAX_SIDE_PX), and the probed image narrows it.
+TRAJECTORY_MAX_PX = 65536
+Pixel = Annotated[int, Field(ge=0, le=TRAJECTORY_MAX_PX), between(0, TRAJECTORY_MAX_PX, " px")]
+
+
 class TrajectoryPoint(_Strict):
-    x: int
-    y: int
+    x: Pixel
+    y: Pixel
 
 
 class DynamicMask(_Strict):
@@ -475,12 +543,14 @@ class OmniVideoRequest(_Request):
     prompt: Prompt = Field(description="may refer to <<<image_N>>>, <<<element_N>>>, <<<video_1>>>")
     first_frame: MediaInput | None = None
     last_frame: MediaInput | None = None
-    reference_images: list[MediaInput] = Field(default_factory=list)
+    reference_images: list[MediaInput] = Field(default_factory=list, max_length=OMNI_REFERENCES_WITHOUT_VIDEO)
     elements: ElementIds
     video: OmniVideoInput | None = None
     mode: Mode = Mode.PRO
     aspect_ratio: AspectRatio | None = None
-    duration_s: int | None = Field(default=None, ge=OMNI_SECONDS[0], le=OMNI_SECONDS[1])
+    duration_s: Annotated[
+        int | None, Field(ge=OMNI_SECONDS[0], le=OMNI_SECONDS[1]), between(*OMNI_SECONDS, " s")
+    ] = None
 
     @property
     def editing(self) -> bool:
@@ -603,6 +673,7 @@ class OmniVideoRequest(_Request):
 ELEMENT_NAME_MAX = 20  # evolink; gateway allows 10 (its adapter refuses longer)
 ELEMENT_DESCRIPTION_MAX = 100
 ELEMENT_REFER_IMAGES_MAX = 3
+TAGS_MAX = 20  # (?) the seeds give no count
 
 
 class CustomElementRequest(_Request):
@@ -616,7 +687,9 @@ class CustomElementRequest(_Request):
     refer_images: list[MediaInput] = Field(default_factory=list, max_length=ELEMENT_REFER_IMAGES_MAX)
     video: MediaInput | None = None
     voice_id: str | None = Field(default=None, min_length=1, max_length=64)
-    tags: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(default_factory=list)
+    tags: list[Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=list, max_length=TAGS_MAX
+    )
 
     def combination_errors(self) -> list[FieldError]:
         errors = []
@@ -701,10 +774,13 @@ def field_errors(error: ValidationError, prefix: str = "") -> list[FieldError]:
         # Each request is validated by its own kind's model (`_validate`), so a location is the
         # field's; only a kind that is none of them reaches the union, which says so of `kind`.
         loc = list(item["loc"])
+        message = item["msg"]
         if item["type"] == "union_tag_invalid":
             loc = ["kind"]
+        if len(loc) >= 2 and loc[-1] == "[key]":  # a map's key, named by the map
+            loc, message = loc[:-2], f"key {_shown(str(loc[-2]))}: {message}"
         name = ".".join(str(part) for part in loc) or "(request)"
-        found.append(FieldError(f"{prefix}{name}", item["type"], item["msg"]))
+        found.append(FieldError(f"{prefix}{name}", item["type"], message))
     return found
 
 

@@ -7,6 +7,7 @@
 | omni reference video (seed 003) | mp4 / mov, <= 200 MB, each side 720..2160 px, 3 s .. 10 s |
 | element video (seeds 000/001)   | mp4 / mov / webm, <= 100 MB, each side 720..2160 px, <= 8 s |
 | motion-brush masks (seed 003)   | the frame image's aspect ratio; all masks one resolution  |
+| motion-brush trajectories        | each point a pixel of the frame image (from its bottom-left) |
 
 Each limit is one constant below. A rule is checked only when the fact is known: an https input
 may only have a format guessed from its URL until it is probed.
@@ -20,7 +21,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from .errors import FieldError
-from .kinds import AnyRequest, MediaRole, MotionControlRequest, Orientation
+from .kinds import AnyRequest, ImageToVideoRequest, MediaRole, MotionControlRequest, Orientation
 from .models import MediaFacts
 from .probe import ImageInfo, VideoInfo
 
@@ -151,7 +152,28 @@ def check_media(request: AnyRequest, facts: dict[str, MediaFacts]) -> list[Field
             errors += check_video(ref.name, found, OMNI_VIDEO_LIMITS, ref.name)
         elif ref.role is MediaRole.ELEMENT_VIDEO:
             errors += check_video(ref.name, found, ELEMENT_VIDEO_LIMITS, ref.name)
-    return errors + _check_masks(facts.get("image"), masks)
+    errors += _check_masks(facts.get("image"), masks)
+    if isinstance(request, ImageToVideoRequest):
+        errors += _check_trajectories(request, facts.get("image"))
+    return errors
+
+
+def _check_trajectories(request: ImageToVideoRequest, frame: MediaFacts | None) -> list[FieldError]:
+    """Seed 003: a trajectory point is a pixel of the frame image; one outside it moves nothing
+    the provider can place (known only once the frame is probed)."""
+    if frame is None or not frame.width or not frame.height:
+        return []
+    return [
+        FieldError(
+            f"dynamic_masks.{group}.trajectories.{index}",
+            "trajectory_in_image",
+            f"point ({point.x}, {point.y}) is outside image, which is {frame.width}x{frame.height} px: "
+            f"x must be 0..{frame.width} and y 0..{frame.height}, from its bottom-left corner",
+        )
+        for group, mask in enumerate(request.dynamic_masks)
+        for index, point in enumerate(mask.trajectories)
+        if point.x > frame.width or point.y > frame.height
+    ]
 
 
 def _check_masks(frame: MediaFacts | None, masks: list[tuple[str, MediaFacts]]) -> list[FieldError]:

@@ -126,6 +126,26 @@ class Attempt(_Record):
     detail: str | None = None
 
 
+class WebhookAttempt(_Record):
+    """One try at a job's webhook, as the webhook function recorded it."""
+
+    event: str  # the outcome it carried (`Job Completed`...)
+    at: str
+    outcome: Literal["delivered", "failed", "refused"]
+    status_code: int | None = None  # what the receiver answered, if it answered
+    detail: str | None = None
+
+
+class WebhookDelivery(_Record):
+    """A job's webhook as delivered so far (GET /jobs/{job_id} shows it)."""
+
+    url: str
+    attempts: int = Field(default=0, description="tries so far, every outcome counted")
+    delivered: list[str] = Field(default_factory=list, description="the outcomes a receiver took (2xx)")
+    last: WebhookAttempt | None = None
+    next_try_at: str | None = Field(default=None, description="when a failed delivery is tried again")
+
+
 class Job(_Record):
     """The job item, as stored (minus key attributes) and as returned by the read API."""
 
@@ -172,6 +192,9 @@ class Job(_Record):
     succeeded_at: int | None = None  # when the provider's success was confirmed (epoch)
     # Why the last copy of a SUCCEEDED job's outputs did not finish (it is being retried).
     archive_error: JobError | None = None
+    # Downloads of its outputs that were not what they claimed (kept under quarantine/); a few
+    # are retried, then the job fails OUTPUT_INVALID.
+    invalid_downloads: int = 0
     # What the provider last said of its progress (percent), when it expects to finish (epoch
     # seconds, from its own estimate) and its own words; shown, never acted upon.
     progress: int | None = None
@@ -182,6 +205,8 @@ class Job(_Record):
     # sha256 of the request as sent (canonical JSON): an idempotency key reused with another
     # request is refused rather than answered with this job.
     request_sha256: str | None = None
+    # How its webhook's deliveries went (written by the webhook function only).
+    webhook: WebhookDelivery | None = None
 
     @property
     def at_provider(self) -> bool:
@@ -202,7 +227,9 @@ class Job(_Record):
 def build_job_models() -> None:
     """Build the job record's validators now, for a function whose first event reads or writes
     a job (all but the callback), as its service is built rather than inside that event."""
-    for model in (Source, MediaFacts, Output, Cost, Reservation, JobError, HistoryEntry, Attempt, Job):
+    records: list[type[_Record]] = [Source, MediaFacts, Output, Cost, Reservation, JobError, HistoryEntry]
+    records += [Attempt, WebhookAttempt, WebhookDelivery, Job]
+    for model in records:
         model.model_rebuild()
 
 
@@ -220,6 +247,7 @@ class JobPatch(TypedDict, total=False):
     element_id: str | None
     error: dict[str, Any]
     archive_error: dict[str, Any]
+    invalid_downloads: int
     late: bool
     salvage_until: int
     succeeded_at: int

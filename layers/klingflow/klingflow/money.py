@@ -1,6 +1,7 @@
 """What becomes of a job's reservation when the job ends (or its outcome becomes known).
 
-- `Settle`: the provider charged; the reservation is replaced by the charge.
+- `Settle`: the provider charged; the reservation is replaced by the charge (a charge beyond
+  the reservation is settled all the same, and recorded as the day's overrun).
 - `Release`: nothing was charged (never sent, the task failed or was cancelled: "full refund on
   failure" in the seeds); the reservation is given back to the day.
 - `Keep`: the provider may have charged and we cannot tell; the reservation stays and the job
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from decimal import Decimal
 
 from .models import BilledSource, Cost, Job, SpendState
 from .spend import SpendChange, usd
@@ -68,11 +70,13 @@ class Settle(Money):
         reservation = job.reservation
         assert reservation is not None
         charged_by = job.provider or reservation.provider
+        # The charge is settled as charged, whatever was reserved: the excess is recorded.
         return SpendChange(
             reservation.day,
             job.kind,
             reserved={reservation.provider: -usd(reservation.usd)},
             settled={charged_by: usd(self.charge.usd)},
+            overrun=max(Decimal(0), usd(self.charge.usd) - usd(reservation.usd)),
         )
 
 

@@ -20,6 +20,8 @@ class ArchiveOutcome(StrEnum):
     IGNORED = "ArchiveIgnored"  # nothing to do (unknown, ended, not sent yet, duplicate)
     BUSY = "ArchiveBusy"  # another worker holds the job's lease and is copying it
     RETRY_LATER = "ArchiveRetryLater"  # a provider or download failed: the sweeper brings it back
+    # A download was not what it claimed (quarantined): retried, or the job failed. Alarmed.
+    OUTPUT_INVALID = "OutputsInvalid"
 
 
 class CallbackOutcome(StrEnum):
@@ -67,6 +69,8 @@ class WebhookOutcome(StrEnum):
     DELIVERED = "WebhooksDelivered"
     NOT_ASKED = "WebhooksNotAsked"  # the job named no webhook, or not this outcome
     REFUSED = "WebhooksRefused"  # the URL is one the SSRF guard will never fetch
+    # The event claims what the job's record does not back (forged, or for no job): not sent.
+    UNBACKED = "WebhooksUnbacked"
     RETRYING = "WebhooksRetrying"  # the receiver did not take it: tried again later
 
 

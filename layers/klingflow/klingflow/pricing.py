@@ -6,6 +6,9 @@ sound; omni edits per second of the video being edited; elements a flat price pe
 a needed duration is unknown (an https input we could not probe) the estimate is the most the
 rules allow, the same worst case the providers pre-charge.
 
+Once a provider takes a task, the reservation follows the provider's own figure where its
+answer names one and it is higher (evolink's `usage.credits_reserved`).
+
 When a job ends, what it cost is the provider's own figure where its answer carries one (Kling's
 `final_unit_deduction` in units, gateway's `usage.seconds`, evolink's credits), else the same
 rule applied to what was measured.
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from .models import BilledSource, Job, MediaFacts
 from .money import Charge
-from .providers.base import TaskReport, UsageUnit
+from .providers.base import Submission, TaskReport, UsageUnit
 from .providers.registry import Registry
 from .vocab import Billing, billable_seconds
 
@@ -50,6 +53,17 @@ def estimate(
     return Estimate(
         provider, billing.seconds, registry.price_usd(provider, request.kind, billing), billing.upper_bound
     )
+
+
+def provider_reserved_usd(registry: Registry, provider: str, submission: Submission) -> float | None:
+    """What a provider set aside for a task it took (evolink's `usage.credits_reserved`), in USD
+    as `charged` would price it; None where its answer names no such figure or it cannot be
+    priced (no `unit_price`)."""
+    held = submission.reserved
+    unit_price = registry.configs[provider].unit_price
+    if held is None or held.unit is not UsageUnit.UNITS or unit_price is None:
+        return None
+    return registry.in_usd(provider, round(held.amount * unit_price, 5))
 
 
 def charged(registry: Registry, job: Job, report: TaskReport | None) -> Charge:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, epoch
 from .elements import ElementDirectory
-from .errors import FieldError, JobNotFound, RequestRejected
-from .models import Job
+from .errors import FieldError, JobNotFound, QueryRejected
+from .models import Job, WebhookDelivery
+from .params import whole_number
 from .spend import Ledger
 from .states import JobStatus
 from .store import JobStore
@@ -47,6 +48,10 @@ class JobQueries:
             raise JobNotFound(f"no job {job_id!r}")
         view = job.model_dump(mode="json", exclude={"due_at", "hint_status", "callbacks", "polls", "eta_at"})
         view.update(self._progress(job))
+        hook = job.request.get("webhook")
+        if job.webhook is None and isinstance(hook, dict) and hook.get("url"):
+            # Not tried yet: the same shape as after the first try.
+            view["webhook"] = WebhookDelivery(url=str(hook["url"])).model_dump(mode="json")
         if job.error is not None:
             view["error"] = job.error.model_dump(mode="json", exclude_none=True)
         for output in view["outputs"]:
@@ -63,7 +68,7 @@ class JobQueries:
             try:
                 wanted = JobStatus(status.upper())
             except ValueError:
-                raise RequestRejected(
+                raise QueryRejected(
                     [
                         FieldError(
                             "status", "job_status", f"status must be one of {[s.value for s in JobStatus]}"
@@ -96,21 +101,13 @@ class JobQueries:
         except ValueError:
             parsed = None
         if parsed is None or parsed.isoformat() != day:
-            raise RequestRejected([FieldError("day", "iso_date", "day must be a date as YYYY-MM-DD (UTC)")])
+            raise QueryRejected([FieldError("day", "iso_date", "day must be a date as YYYY-MM-DD (UTC)")])
         return self._ledger.report(day)
 
     def _page_size(self, limit: str | None) -> int:
-        if limit is None:
-            return min(50, self._max_page_size)
-        if not limit.isdigit() or not 1 <= int(limit) <= self._max_page_size:
-            raise RequestRejected(
-                [
-                    FieldError(
-                        "limit", "page_size", f"limit must be a whole number from 1 to {self._max_page_size}"
-                    )
-                ]
-            )
-        return int(limit)
+        return whole_number(
+            "limit", limit, default=min(50, self._max_page_size), low=1, high=self._max_page_size
+        )
 
 
 def _summary(job: Job) -> dict[str, Any]:

@@ -65,23 +65,34 @@ class Received:
         )
 
 
+class RetryLater(Exception):
+    """The record goes back to the queue on purpose, its next try already arranged (the webhook
+    function's backoff): a batch item failure, but not an error of the invocation, so an
+    expected retry never counts in the function's Errors alarm."""
+
+
 class BatchFailed(Exception):
     """Every record of the batch failed: the invocation fails, so it counts in the function's
     Errors alarm and Lambda hands the whole batch back (as Powertools does)."""
 
 
 def handle_batch(event: Mapping[str, Any], handle: Callable[[Received], object]) -> dict[str, Any]:
-    """Each record handled on its own; the ones that raised are answered as batchItemFailures."""
+    """Each record handled on its own; the ones that raised are answered as batchItemFailures
+    (a record that raised RetryLater too, without counting as an error)."""
     records = list(event.get("Records") or [])
     failures: list[dict[str, str]] = []
+    errors = 0
     for raw in records:
         record = Received.from_record(raw)
         try:
             handle(record)
+        except RetryLater:
+            failures.append({"itemIdentifier": record.message_id})
         except Exception:
             # Logged here, with its trace, because the exception itself goes nowhere else.
             logger.exception("record failed", extra={"message_id": record.message_id})
             failures.append({"itemIdentifier": record.message_id})
-    if records and len(failures) == len(records):
+            errors += 1
+    if records and errors == len(records):
         raise BatchFailed(f"all {len(records)} records failed")
     return {"batchItemFailures": failures}

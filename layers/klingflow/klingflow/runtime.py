@@ -251,6 +251,7 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
             retry_base_s=settings.first_poll_without_callback_s,
             retry_max_s=settings.poll_max_interval_s,
             breaker_cool_down_s=settings.breaker_cool_down_s,
+            allow_loopback_http=settings.allow_loopback_http,
         ),
     )
 
@@ -402,4 +403,5 @@ def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> Web
         ),
         secret=lambda: secret_text(settings.webhook_secret_arn),
         clock=lambda: clock.now().timestamp(),
+        deadline_s=settings.webhook_timeout_s,
     )

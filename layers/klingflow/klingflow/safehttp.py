@@ -23,12 +23,16 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager, suppress
 from typing import Final
 
 import httpx
 
+from klingflow.addresses import IPAddress, address_problem
 from klingflow.errors import KlingflowError, UnsafeUrl
 
 __all__ = [
@@ -43,16 +47,11 @@ __all__ = [
 ]
 
 Resolver = Callable[[str, int], list[str]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Headers that carry credentials meant for the first origin only.
 _CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
-_CGNAT: Final = ipaddress.IPv4Network("100.64.0.0/10")
-_UNIQUE_LOCAL: Final = ipaddress.IPv6Network("fc00::/7")
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
-_TEREDO: Final = ipaddress.IPv6Network("2001::/32")
 
 
 class ResponseTooLarge(UnsafeUrl):
@@ -236,13 +235,27 @@ class SafeHttp:
             finally:
                 response.close()
 
-    def post(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> int:
+    def post(self, url: str, *, content: bytes, headers: Mapping[str, str], deadline_s: float) -> int:
         """POST to a receiver at any public host (a webhook): https only, the same address
-        checks and pinning as downloads, no redirect followed. Returns the status code; raises
-        UnsafeUrl for a refused URL and DownloadFailed when nothing answered."""
-        response = self._send_checked(
-            _parse(url), _ANY_HOST, _base_headers(headers), method="POST", content=content
-        )
+        checks and pinning as downloads, no redirect followed, and the whole exchange (resolve,
+        connect, send, the answer's status and headers; its body is never read) within
+        `deadline_s` of wall-clock time. Returns the status code; raises UnsafeUrl for a refused URL and
+        DownloadFailed when nothing answered in time."""
+        target = _parse(url)
+        watchdog = _Watchdog(deadline_s)
+        try:
+            response = self._send_checked(
+                target, _ANY_HOST, _base_headers(headers), method="POST", content=content, watchdog=watchdog
+            )
+        except DownloadFailed:
+            if watchdog.expired:
+                raise DownloadFailed(
+                    f"receiver host {_host_of(target)!r} did not answer within {deadline_s:g} s"
+                ) from None
+            raise
+        finally:
+            # Before the connection is closed: the watchdog must never touch a socket after it.
+            watchdog.finish()
         response.close()
         return response.status_code
 
@@ -254,6 +267,7 @@ class SafeHttp:
         *,
         method: str = "GET",
         content: bytes | None = None,
+        watchdog: _Watchdog | None = None,
     ) -> httpx.Response:
         host = _host_of(url)
         if url.userinfo:
@@ -266,7 +280,7 @@ class SafeHttp:
             raise UnsafeUrl(f"output URL host {host!r} uses plain http; only https is allowed")
 
         port = url.port or _DEFAULT_PORTS[url.scheme]
-        addresses = self._resolve(host, port)
+        addresses = self._resolve(host, port, watchdog)
         for address in addresses:
             problem = self._address_problem(address)
             if problem is not None:
@@ -281,6 +295,9 @@ class SafeHttp:
         pinned_url = url.copy_with(host=str(pinned), fragment=None)
         host_header = _bracketed(host) if url.port is None else f"{_bracketed(host)}:{url.port}"
         extensions: dict[str, object] = {"timeout": self._timeout.as_dict()}
+        if watchdog is not None:
+            extensions["timeout"] = watchdog.capped(self._timeout)
+            extensions["trace"] = watchdog.trace
         if url.scheme == "https" and _ip_literal(host) is None:
             # The connection goes to the IP; TLS must still present and verify the real name.
             extensions["sni_hostname"] = host
@@ -300,12 +317,12 @@ class SafeHttp:
                 f"fetching output from host {host!r} ({pinned}) failed: {type(error).__name__}: {error}"
             ) from error
 
-    def _resolve(self, host: str, port: int) -> list[IPAddress]:
+    def _resolve(self, host: str, port: int, watchdog: _Watchdog | None = None) -> list[IPAddress]:
         literal = _ip_literal(host)
         if literal is not None:
             return [literal]
         try:
-            raw = self._resolver(host, port)
+            raw = self._resolver(host, port) if watchdog is None else watchdog.run(self._resolver, host, port)
         except OSError as error:
             raise DownloadFailed(f"output URL host {host!r} does not resolve: {error}") from error
         if not raw:
@@ -326,47 +343,84 @@ class SafeHttp:
         return address_problem(address)
 
 
-def address_problem(address: IPAddress) -> str | None:
-    """Why address is not a public unicast address we may fetch from, or None if it is."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None:
-            # An address that embeds an IPv4 address reaches that IPv4 host; judge it instead.
-            form, inner = embedded
-            problem = address_problem(inner)
-            return None if problem is None else f"{form} of {problem}"
-    for applies, problem in _ADDRESS_RULES:
-        if applies(address):
-            return problem
-    return None
+class _Watchdog:
+    """One request's wall-clock limit. httpx's timeouts apply to each read or write, so a
+    receiver that trickles its answer a byte at a time never trips them; when this limit runs
+    out, a timer shuts the connection's socket down, which ends whatever read or write is
+    blocked on it (as an httpx TransportError)."""
+
+    def __init__(self, limit_s: float) -> None:
+        self._ends_at = time.monotonic() + limit_s
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._finished = False
+        self.expired = False
+        self._timer = threading.Timer(limit_s, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def run(self, lookup: Resolver, host: str, port: int) -> list[str]:
+        """The lookup's answer if it comes within what is left of the limit. No socket of ours
+        to cut: the system resolver blocks for as long as a slow authoritative server makes it,
+        so the lookup runs on a pool thread and only the wait for it is bounded."""
+        future = _lookups().submit(lookup, host, port)
+        try:
+            return future.result(timeout=max(0.0, self._ends_at - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()  # still queued behind busy lookups: not run for no one
+            with self._lock:
+                self.expired = True
+            raise DownloadFailed(f"receiver host {host!r} did not resolve in time") from None
+
+    def capped(self, timeout: httpx.Timeout) -> dict[str, float | None]:
+        """Each operation's timeout, never past what is left of the limit."""
+        left = max(0.001, self._ends_at - time.monotonic())
+        return {
+            name: left if value is None else min(value, left) for name, value in timeout.as_dict().items()
+        }
+
+    def trace(self, name: str, info: Mapping[str, object]) -> None:
+        # httpcore's trace extension: the stream each connection step made (the TLS socket
+        # replaces the plain one, which TLS detaches from its descriptor).
+        if name in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            stream = info.get("return_value")
+            found = getattr(stream, "get_extra_info", lambda _: None)("socket")
+            if isinstance(found, socket.socket):
+                with self._lock:
+                    self._socket = found
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            if self._socket is not None:
+                # The plain socket's shutdown, not SSLSocket's (which would drop its TLS state
+                # under the reading thread); a closed socket answers EBADF and is left alone.
+                with suppress(OSError):
+                    socket.socket.shutdown(self._socket, socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address] | None:
-    if address.ipv4_mapped is not None:
-        return "an IPv4-mapped IPv6 form", address.ipv4_mapped
-    if address in _NAT64:
-        return "a NAT64 form", ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.sixtofour is not None and address_problem(address.sixtofour) is not None:
-        return "a 6to4 form", address.sixtofour
-    return None
+# A lookup that outlives its delivery keeps its thread until the system resolver gives up on
+# its own (resolv.conf's timeout x attempts; the interpreter's exit waits for it too); the bound
+# caps how many one container holds, and a lookup queued behind them still fails at its own
+# deadline.
+_LOOKUP_THREADS: Final = 4
+_lookup_pool: ThreadPoolExecutor | None = None
+_lookup_pool_lock = threading.Lock()
 
 
-# Checked in order; the first rule that applies names the problem. The explicit rules come
-# before `is_private`/`is_global` because those tables differ between Python versions and
-# miss some ranges (site-local fec0::/10 and multicast count as "global").
-_ADDRESS_RULES: Final[list[tuple[Callable[[IPAddress], bool], str]]] = [
-    (lambda a: a.is_unspecified, "an unspecified address"),
-    (lambda a: a.is_loopback, "a loopback address"),
-    (lambda a: a.is_link_local, "a link-local address (cloud metadata endpoints live there)"),
-    (lambda a: a.is_multicast, "a multicast address"),
-    (lambda a: a.version == 4 and a in _CGNAT, "a carrier-grade NAT (100.64.0.0/10) address"),
-    (lambda a: a.version == 6 and a in _TEREDO, "a Teredo tunnel address"),
-    (lambda a: isinstance(a, ipaddress.IPv6Address) and a.is_site_local, "a site-local address"),
-    (lambda a: a.version == 6 and a in _UNIQUE_LOCAL, "a unique-local address"),
-    (lambda a: a.is_reserved, "a reserved address"),
-    (lambda a: a.is_private, "a private address"),
-    (lambda a: not a.is_global, "a special-purpose, non-public address"),
-]
+def _lookups() -> ThreadPoolExecutor:
+    global _lookup_pool  # noqa: PLW0603 - one pool per process, made on the first POST
+    with _lookup_pool_lock:
+        if _lookup_pool is None:
+            _lookup_pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="safehttp-dns")
+        return _lookup_pool
 
 
 class _Allowlist:

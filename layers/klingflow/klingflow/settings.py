@@ -118,7 +118,8 @@ class CallbackSettings(_ScheduleSettings):
 class ArchiveSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
-    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    # At most 5 GiB: an invalid download is set aside with one CopyObject, which S3 caps there.
+    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024, le=5 * 1024**3)
     part_size_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
     download_timeout_s: float = Field(default=60.0, gt=0)
 
@@ -145,4 +146,6 @@ class WebhookSettings(_Settings):
     webhook_queue_url: str = Field(min_length=1)
     # Sandbox only: a webhook to a loopback receiver over plain http.
     allow_loopback_http: bool = False
-    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # One delivery's whole wall-clock limit (connect, send, the answer): under the function's
+    # Timeout, which must also cover reading the job and recording the try.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=20)

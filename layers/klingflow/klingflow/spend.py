@@ -6,7 +6,10 @@ One item per day, `SPEND#<YYYY-MM-DD>`, in the jobs table:
 - `settled_usd`: what providers charged for jobs that ended;
 - `committed_usd`: the two together. DynamoDB conditions compare but cannot add, so the sum is
   kept as its own attribute and every reservation is one condition on it;
-- the same two figures per provider and per kind (`reserved_usd@provider:gateway`, ...).
+- the same two figures per provider and per kind (`reserved_usd@provider:gateway`, ...);
+- `overrun_usd` and `overruns`: what providers charged beyond the reservation of the job they
+  charged for, and how many times. A settlement is never refused (the charge happened), so this
+  is the one way `committed_usd` can pass the budget; until it is back under, no reservation fits.
 
 The item is only ever changed in a transaction with the job it concerns (see `JobStore`), so a
 job's reservation and the day's counters cannot disagree: a reservation that does not fit is
@@ -22,6 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from .clock import Clock, epoch
@@ -31,10 +35,12 @@ from .vocab import JobKind
 if TYPE_CHECKING:
     from .dynamo import Table
 
+logger = Logger(child=True)
 SPEND_PREFIX = "SPEND#"
 # Money is kept to the micro-dollar: exact decimal sums, never float drift.
 _MICRO = Decimal("0.000001")
 RESERVED, SETTLED, COMMITTED = "reserved_usd", "settled_usd", "committed_usd"
+OVERRUN, OVERRUNS = "overrun_usd", "overruns"
 
 
 def usd(value: float | Decimal) -> Decimal:
@@ -59,6 +65,8 @@ class SpendChange:
     kind: JobKind
     reserved: Mapping[str, Decimal] = field(default_factory=dict)  # provider -> delta
     settled: Mapping[str, Decimal] = field(default_factory=dict)
+    # A charge beyond the job's reservation: recorded and counted, never refused.
+    overrun: Decimal = Decimal(0)
 
     @property
     def reserved_total(self) -> Decimal:
@@ -86,6 +94,10 @@ class SpendMetrics:
 
     def used(self, percent: float) -> None:
         self._emit("BudgetUsedPercent", MetricUnit.Percent, percent, {"service": "klingflow"})
+
+    def overrun(self, amount: Decimal) -> None:
+        """`SpendOverrun` (alarmed): a provider charged more than the job's reservation."""
+        self._emit("SpendOverrun", MetricUnit.NoUnit, float(amount), {"service": "klingflow"})
 
     def _emit(self, name: str, unit: MetricUnit, value: float, dimensions: dict[str, str]) -> None:
         if not self._enabled:
@@ -143,13 +155,32 @@ class Ledger:
             raise self.exceeded(estimate_usd, remaining, day)
 
     def exceeded(self, estimate_usd: float, remaining_usd: float, day: str) -> BudgetExceeded:
-        return BudgetExceeded(
+        message = (
             f"the job's estimate ${estimate_usd} does not fit the ${remaining_usd} left of "
-            f"DailyBudgetUsd ${self.budget.daily_usd} for {day} (UTC)",
+            f"DailyBudgetUsd ${self.budget.daily_usd} for {day} (UTC)"
+        )
+        if remaining_usd <= 0:
+            message += self._over(day)
+        return BudgetExceeded(
+            message,
             budget_usd=self.budget.daily_usd,
             remaining_usd=remaining_usd,
             estimate_usd=estimate_usd,
             max_job_usd=self.budget.max_job_usd,
+        )
+
+    def _over(self, day: str) -> str:
+        """Why nothing is left, when providers charged past their reservations."""
+        try:
+            report = self.report(day)
+        except Exception:  # the refusal stands without its explanation
+            return ""
+        if not report["over_budget_usd"]:
+            return ""
+        return (
+            f": providers charged ${report[OVERRUN]} more than was reserved ({report[OVERRUNS]} "
+            f"overrun(s)), so {day} stands ${report['over_budget_usd']} over the budget and no job is "
+            "sent until it is back under (GET /spend shows it)"
         )
 
     # ---- the spend item's side of a transaction ---------------------------------------------
@@ -171,6 +202,9 @@ class Ledger:
             deltas[f"{SETTLED}@provider:{provider}"] = amount
         deltas[f"{RESERVED}@kind:{change.kind.value}"] = change.reserved_total
         deltas[f"{SETTLED}@kind:{change.kind.value}"] = change.settled_total
+        if change.overrun > 0:
+            deltas[OVERRUN] = change.overrun
+            deltas[OVERRUNS] = Decimal(1)
         for i, (name, amount) in enumerate(deltas.items()):
             names[f"#d{i}"] = name
             values[f":d{i}"] = amount
@@ -185,15 +219,41 @@ class Ledger:
         }
         if must_fit:
             limit = usd(self.budget.daily_usd) - change.committed
-            update["ConditionExpression"] = f"attribute_not_exists({COMMITTED}) OR {COMMITTED} <= :limit"
+            # A day's first move has no item yet: it must fit the whole budget by itself.
+            update["ConditionExpression"] = (
+                f"(attribute_not_exists({COMMITTED}) AND :none <= :limit) OR {COMMITTED} <= :limit"
+            )
             values[":limit"] = limit
+            values[":none"] = Decimal(0)
         return {"Update": update}
+
+    def under_budget(self, day: str) -> dict[str, Any]:
+        """A TransactWriteItems `ConditionCheck` that the day does not stand over its budget (an
+        overrun put it there): a claim that reserves nothing new is still no claim while it does."""
+        return {
+            "ConditionCheck": {
+                "TableName": self._table.name,
+                "Key": self.key(day),
+                "ConditionExpression": f"attribute_not_exists({COMMITTED}) OR {COMMITTED} <= :budget",
+                "ExpressionAttributeValues": {":budget": usd(self.budget.daily_usd)},
+            }
+        }
 
     def written(self, change: SpendChange) -> None:
         """After a transaction: what the metrics should know."""
         for provider, amount in change.settled.items():
             if amount:
                 self._metrics.settled(provider, change.kind, amount)
+        if change.overrun > 0:
+            logger.warning(
+                "a provider charged more than the job's reservation",
+                extra={
+                    "day": change.day,
+                    "overrun_usd": float(change.overrun),
+                    "providers": list(change.settled),
+                },
+            )
+            self._metrics.overrun(change.overrun)
         try:
             report = self.report(change.day)
         except Exception:  # a metric must never fail a money write that already happened
@@ -227,6 +287,11 @@ class Ledger:
             SETTLED: float(Decimal(str(item.get(SETTLED, 0)))),
             COMMITTED: float(committed),
             "remaining_usd": float(max(Decimal(0), budget - committed)),
+            # Providers that charged beyond a reservation: the day may stand over its budget,
+            # and then no job is claimed for sending until releases bring it back under.
+            OVERRUN: float(Decimal(str(item.get(OVERRUN, 0)))),
+            OVERRUNS: int(item.get(OVERRUNS, 0)),
+            "over_budget_usd": float(max(Decimal(0), committed - budget)),
             "by_provider": _nonzero(groups["provider"]),
             "by_kind": _nonzero(groups["kind"]),
         }

@@ -1,7 +1,8 @@
 """The media bucket: reading inputs in ranges, presigning, and streaming outputs in.
 
 Layout: `incoming/` (user drops: manifests and media), `outputs/<job_id>/` (videos and a
-`result.json`), `rejected/` (error reports for manifests that could not become jobs).
+`result.json`), `rejected/` (error reports for manifests that could not become jobs),
+`quarantine/<job_id>/` (downloads that were not what they claimed, kept for a person).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 
 INCOMING = "incoming/"
+KEY_MAX_BYTES = 1024  # S3: an object key is at most 1,024 bytes of UTF-8
 # How much of a download is read at a time to feed upload_stream (parts are cut from these).
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # The most bytes of one streamed output held at once: its part buffers, uploading or being read
@@ -103,6 +105,18 @@ class Storage:
                         )
                     ]
                 )
+        if len(key.encode("utf-8", "surrogatepass")) > KEY_MAX_BYTES:
+            # S3 answers such a key with a bare 400 (KeyTooLongError), never a 404.
+            raise RequestRejected(
+                [
+                    FieldError(
+                        field,
+                        "s3_key_length",
+                        f"an S3 key is at most {KEY_MAX_BYTES} bytes of UTF-8; {field} names one of "
+                        f"{len(key.encode('utf-8', 'surrogatepass'))}: use a shorter name",
+                    )
+                ]
+            )
         if not key.startswith(INCOMING) or ".." in key.split("/"):
             raise RequestRejected(
                 [
@@ -152,11 +166,47 @@ class Storage:
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
+    def put_new(self, key: str, data: bytes, content_type: str) -> bool:
+        """Store `data` at `key` unless an object is there already (S3's conditional write):
+        in a versioned bucket every rewrite of the same bytes is one more billed version. False
+        when one was there (412); a write that conflicts with another in flight (409) is tried
+        once more, which then finds that one stored."""
+        for attempt in range(2):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+                )
+            except ClientError as error:
+                code = error.response.get("Error", {}).get("Code")
+                if code == "PreconditionFailed":
+                    return False
+                if code != "ConditionalRequestConflict" or attempt:
+                    raise
+                continue
+            return True
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
     def copy(self, source_key: str, key: str) -> None:
         """A server-side copy within the bucket (the bytes never pass through the function)."""
         self.client.copy_object(
             Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
         )
+
+    def move_aside(self, key: str, to_key: str, metadata: dict[str, str]) -> None:
+        """Move an object within the bucket (a server-side copy, then the original deleted),
+        stored as opaque bytes whatever it was served as: a page kept for a person to look at
+        is never served to a browser as a page. The copy gets a whole-object checksum of its
+        own (the original's was built from its parts)."""
+        self.client.copy_object(
+            Bucket=self.bucket,
+            Key=to_key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            ContentType="application/octet-stream",
+            Metadata=metadata,
+            ChecksumAlgorithm=PART_CHECKSUM,
+        )
+        self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def put_json(self, key: str, document: Any) -> None:
         body = json.dumps(document, indent=2, sort_keys=True, default=str).encode()

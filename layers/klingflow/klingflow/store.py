@@ -15,10 +15,10 @@ import binascii
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 from botocore.exceptions import ClientError
 
 from .clock import Clock, epoch, iso
-from .errors import FieldError, RequestRejected
-from .models import Attempt, HistoryEntry, Job, JobError, JobPatch, Reservation
+from .dynamo import key_fits, unstorable
+from .errors import FieldError, QueryRejected, RequestRejected
+from .models import Attempt, HistoryEntry, Job, JobError, JobPatch, Reservation, WebhookAttempt
 from .money import Money
 from .spend import Ledger, SpendChange, usd
 from .states import JobStatus, allowed_sources
@@ -40,6 +41,8 @@ LIST_INDEX = "list-index"
 LIST_PK = "JOB"
 # When an owed event is retried by the sweeper if its publisher did not clear it.
 EVENT_RETRY_S = 60
+# How long an ended job is kept past its webhook's next try.
+WEBHOOK_RETRY_KEEP_S = 86_400
 _KEY_FIELDS = (
     "pk",
     "list_pk",
@@ -62,6 +65,18 @@ _SHARD_READERS = 16
 
 class NoRoom(Exception):
     """The day's budget cannot hold what a reservation asked for."""
+
+
+class ElementDeleted(Exception):
+    """An element the job names was deleted while it waited: it must not be sent."""
+
+    def __init__(self, element_id: str) -> None:
+        super().__init__(f"element {element_id} was deleted")
+        self.element_id = element_id
+
+
+# Where the element registry keeps each element (elements.py): a claim checks it in its write.
+ELEMENT_PREFIX = "ELEMENT#"
 
 
 class Claim(StrEnum):
@@ -89,6 +104,23 @@ def _from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_dynamo(v) for v in value]
     return value
+
+
+# A new job may take half of DynamoDB's 400 KB item: the rest is room for what it gathers later
+# (history, attempts, outputs, errors), so no later write can find it full.
+NEW_JOB_MAX_BYTES = 200 * 1024
+
+
+def refuse_unstorable(item: Mapping[str, Any]) -> None:
+    """Refuse a job the table cannot hold, naming each field as the request does (`request.x`
+    is the request's `x`; `metadata` is both, named once)."""
+    errors = {
+        (field, problem.rule): FieldError(field, problem.rule, problem.message)
+        for problem in unstorable(_to_dynamo(item), max_bytes=NEW_JOB_MAX_BYTES)
+        for field in [problem.field.removeprefix("request.")]
+    }
+    if errors:
+        raise RequestRejected(list(errors.values()))
 
 
 def _is_conditional_failure(error: ClientError) -> bool:
@@ -164,8 +196,13 @@ class JobStore:
 
         The key item is written first, conditionally: of two concurrent deliveries of the same
         request exactly one wins, and the loser reads the winner's job id.
+
+        A job holding a value the table cannot (a number past 38 digits, nesting past 32 levels,
+        more than `NEW_JOB_MAX_BYTES`) is refused before either write, naming its field.
         """
         job_id = job.job_id
+        item = _to_dynamo(job.model_dump(mode="json"))
+        refuse_unstorable(item)
         if idempotency_key is not None:
             key_item: dict[str, Any] = {
                 "pk": _key_pk(idempotency_key),
@@ -185,7 +222,7 @@ class JobStore:
                     return found, False
                 # The earlier attempt stopped between the two writes: finish its work under its id.
                 job = job.model_copy(update={"job_id": job_id})
-        item = _to_dynamo(job.model_dump(mode="json"))
+                item["job_id"] = job_id
         item.update(self._job_key(job_id))
         item["list_pk"] = LIST_PK
         if job.due_at is not None:
@@ -206,6 +243,8 @@ class JobStore:
         return self.get(str(item["job_id"])) if item else None
 
     def get(self, job_id: str) -> Job | None:
+        if not key_fits(job_id):
+            return None  # no job has such an id, and DynamoDB would refuse the key outright
         item = self._table.get_item(Key=self._job_key(job_id), ConsistentRead=True).get("Item")
         return self._job(item) if item else None
 
@@ -229,16 +268,22 @@ class JobStore:
     # ---- conditional writes ----------------------------------------------------------------
 
     def _update(
-        self, job_id: str, *, spend: Mapping[str, Any] | None = None, **change: Unpack[_Change]
+        self,
+        job_id: str,
+        *,
+        spend: Mapping[str, Any] | None = None,
+        elements: Sequence[str] = (),
+        **change: Unpack[_Change],
     ) -> Job | None:
         """One conditional UpdateItem; None when the job is not in `status_in` (a no-op).
 
-        With `spend` (the day's item's side, from `Ledger.update`) both writes happen in one
-        transaction: either both or neither. A refused spend condition raises `NoRoom`.
+        With `spend` (the day's item's side, from `Ledger.update` or `Ledger.under_budget`) both
+        happen in one transaction: either both or neither. A refused spend condition raises `NoRoom`. With
+        `elements`, the same transaction checks that none of them is deleted (`ElementDeleted`).
         """
         request = self._request(job_id, **change)
-        if spend is not None:
-            return self._transact(job_id, request, spend)
+        if spend is not None or elements:
+            return self._transact(job_id, request, spend, elements)
         try:
             item = self._table.update_item(**request, ReturnValues="ALL_NEW")["Attributes"]
         except ClientError as error:
@@ -295,17 +340,44 @@ class JobStore:
             "ExpressionAttributeValues": values,
         }
 
-    def _transact(self, job_id: str, request: Mapping[str, Any], spend: Mapping[str, Any]) -> Job | None:
+    def _transact(
+        self,
+        job_id: str,
+        request: Mapping[str, Any],
+        spend: Mapping[str, Any] | None,
+        elements: Sequence[str] = (),
+    ) -> Job | None:
+        checked = list(dict.fromkeys(elements))  # one operation per item in a transaction
+        items: list[Any] = [{"Update": {"TableName": self._table.name, **request}}]
+        items += [spend] if spend is not None else []
+        # A ConditionCheck on an item that does not exist (an element klingflow did not make)
+        # holds: only a recorded deletion refuses.
+        items += [
+            {
+                "ConditionCheck": {
+                    "TableName": self._table.name,
+                    "Key": {"pk": f"{ELEMENT_PREFIX}{element_id}"},
+                    "ConditionExpression": "attribute_not_exists(deleted_at)",
+                }
+            }
+            for element_id in checked
+        ]
         try:
-            items: Any = [{"Update": {"TableName": self._table.name, **request}}, spend]
             self._table.transact_write_items(TransactItems=items)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise
-            reasons = [r.get("Code") for r in error.response.get("CancellationReasons", [])]
-            if reasons[:1] == ["ConditionalCheckFailed"]:
+            failed = [
+                r.get("Code") == "ConditionalCheckFailed"
+                for r in error.response.get("CancellationReasons", [])
+            ]
+            if failed[:1] == [True]:
                 return None  # the job moved on: a no-op, like any late signal
-            if reasons[1:2] == ["ConditionalCheckFailed"]:
+            first_check = len(items) - len(checked)
+            for element_id, refused in zip(checked, failed[first_check:], strict=False):
+                if refused:
+                    raise ElementDeleted(element_id) from None
+            if spend is not None and failed[1:2] == [True]:
                 raise NoRoom from None
             raise
         return self.get(job_id)
@@ -325,6 +397,7 @@ class JobStore:
         removes: tuple[str, ...] = (),
         money: Money | None = None,
         extra_condition: str | None = None,
+        extra_values: Mapping[str, Any] | None = None,
     ) -> Job | None:
         """Move a job to `target` from one of its allowed sources; None when that is not possible.
 
@@ -365,6 +438,7 @@ class JobStore:
             "appends": {"history": [entry.model_dump(mode="json")]},
             "increments": increments,
             "extra_condition": extra_condition,
+            "extra_values": extra_values,
         }
         if money is not None:
             return self.with_money(job_id, money, **update)
@@ -383,6 +457,7 @@ class JobStore:
         appends: Mapping[str, list[Any]] | None = None,
         increments: Mapping[str, int] | None = None,
         extra_condition: str | None = None,
+        extra_values: Mapping[str, Any] | None = None,
     ) -> Job | None:
         """Update a job and resolve its reservation as `money` says, exactly once.
 
@@ -398,7 +473,7 @@ class JobStore:
             money_sets: dict[str, Any] = {"cost": cost.model_dump(mode="json", exclude_none=True)}
             spend = None
             names: dict[str, str] = {"#reservation": "reservation"}
-            values: dict[str, Any] = {}
+            values: dict[str, Any] = dict(extra_values or {})
             if reservation is None:
                 condition = "attribute_not_exists(#reservation)"
             else:
@@ -439,22 +514,33 @@ class JobStore:
         return None
 
     def reserve_and_claim(
-        self, job: Job, claim: str, provider: str, estimate_usd: float
+        self, job: Job, claim: str, provider: str, estimate_usd: float, *, elements: Sequence[str] = ()
     ) -> tuple[Claim, Job | None]:
         """Take the right to send this job, reserving its estimate against today's budget in the
-        same transaction; a job that already holds a reservation (it waited to retry) keeps it.
-        Returns the outcome and, when claimed, the job as it now is."""
+        same transaction; a job that already holds a reservation (it waited to retry) keeps it,
+        and is NO_ROOM like any other while the day stands over its budget. Returns the outcome
+        and, when claimed, the job as it now is.
+
+        The same transaction checks that none of `elements` (the ids the job names) has been
+        deleted meanwhile; if one has, nothing is written and `ElementDeleted` names it."""
         now = self._clock.now()
         sets = {"submit_claim": claim, "submit_claimed_at": iso(now), "updated_at": iso(now)}
+        assert self._ledger is not None, "a store that claims needs the ledger"
         if job.reservation is not None:
-            claimed = self._update(
-                job.job_id,
-                status_in=_QUEUED,
-                sets=sets,
-                extra_condition="attribute_not_exists(submit_claim) AND attribute_exists(reservation)",
-            )
+            try:
+                claimed = self._update(
+                    job.job_id,
+                    status_in=_QUEUED,
+                    sets=sets,
+                    extra_condition="attribute_not_exists(submit_claim) AND attribute_exists(reservation)",
+                    # Its money is reserved already, but a day an overrun put over its budget
+                    # sends nothing until it is back under: not this job either.
+                    spend=self._ledger.under_budget(self._ledger.today()),
+                    elements=elements,
+                )
+            except NoRoom:
+                return Claim.NO_ROOM, None
             return (Claim.CLAIMED, claimed) if claimed else (Claim.TAKEN, None)
-        assert self._ledger is not None, "a store that reserves needs the ledger"
         day = self._ledger.today()
         reservation = Reservation(day=day, usd=estimate_usd, provider=provider)
         change = SpendChange(day, job.kind, reserved={provider: usd(estimate_usd)})
@@ -465,6 +551,7 @@ class JobStore:
                 sets={**sets, "reservation": reservation.model_dump(mode="json")},
                 extra_condition="attribute_not_exists(submit_claim) AND attribute_not_exists(reservation)",
                 spend=self._ledger.update(change, must_fit=True),
+                elements=elements,
             )
         except NoRoom:
             return Claim.NO_ROOM, None
@@ -649,32 +736,43 @@ class JobStore:
             return NotRecorded(self._job(old) if old else None)
         return None
 
-    def take_lease(self, job_id: str, owner: str, *, for_s: int) -> bool:
+    def take_lease(self, job_id: str, owner: str, *, for_s: int) -> Job | None:
         """The right to copy a SUCCEEDED job's outputs for a while; one holder at a time, and a
-        holder that died loses it when it runs out."""
+        holder that died loses it when it runs out. The job as leased, or None when another
+        holds it."""
         now = epoch(self._clock.now())
-        taken = self._update(
+        return self._update(
             job_id,
             status_in=frozenset({JobStatus.SUCCEEDED}),
             sets={"archive_lease": owner, "archive_lease_until": now + for_s},
             extra_condition="attribute_not_exists(archive_lease_until) OR archive_lease_until < :now",
             extra_values={":now": now},
         )
-        return taken is not None
 
-    def drop_lease(self, job_id: str, owner: str, error: JobError | None) -> None:
-        """Give the lease back, noting why the copy did not finish (shown on the job)."""
+    def drop_lease(
+        self, job_id: str, owner: str, error: JobError | None, *, invalid: bool = False
+    ) -> Job | None:
+        """Give the lease back, noting why the copy did not finish (shown on the job); `invalid`:
+        the download was not what it claimed, counted in `invalid_downloads`. The job as written,
+        or None when the lease was no longer this owner's."""
         sets: dict[str, Any] = {"updated_at": iso(self._clock.now())}
         if error is not None:
             sets["archive_error"] = error.model_dump(mode="json", exclude_none=True)
-        self._update(
+        return self._update(
             job_id,
             status_in=frozenset({JobStatus.SUCCEEDED}),
             sets=sets,
             removes=("archive_lease", "archive_lease_until"),
+            increments={"invalid_downloads": 1} if invalid else None,
             extra_condition="archive_lease = :owner",
             extra_values={":owner": owner},
         )
+
+    @staticmethod
+    def lease_held(owner: str) -> tuple[str, dict[str, Any]]:
+        """The condition (and its values) for a write that `owner` may make only while it still
+        holds the job's archive lease (`take_lease`)."""
+        return "archive_lease = :lease_owner", {":lease_owner": owner}
 
     def forget_hint(self, job_id: str) -> None:
         """Drop a hint the provider's own answer contradicted (an early or forged `completed`)."""
@@ -684,6 +782,71 @@ class JobStore:
             sets={"updated_at": iso(self._clock.now())},
             removes=("hint_status", "hint_rank"),
         )
+
+    def record_webhook_attempt(
+        self, job_id: str, url: str, attempt: WebhookAttempt, *, next_try_at: str | None
+    ) -> bool:
+        """Note one try at a job's webhook (its `webhook` map, which GET /jobs/{job_id} shows),
+        whatever the job's state, touching nothing else; False when there is no such job."""
+        names = {"#w": "webhook", "#last": "last", "#n": "attempts", "#next": "next_try_at"}
+        values: dict[str, Any] = {":last": _to_dynamo(attempt.model_dump(mode="json")), ":one": 1}
+        expression = "SET #w.#last = :last, #w.#n = #w.#n + :one"
+        if attempt.outcome == "delivered":
+            names["#done"] = "delivered"
+            values[":event"] = [attempt.event]
+            expression += ", #w.#done = list_append(#w.#done, :event)"
+        if next_try_at:
+            values[":next"] = next_try_at
+            expression += ", #w.#next = :next"
+        else:
+            expression += " REMOVE #w.#next"
+        for _ in range(2):
+            try:
+                self._table.update_item(
+                    Key=self._job_key(job_id),
+                    UpdateExpression=expression,
+                    ConditionExpression="attribute_exists(#w)",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+                if next_try_at:
+                    self._outlive_webhook_retry(job_id, next_try_at)
+                return True
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+            # The first try: the map is made once (a document path cannot be set inside a map
+            # that does not exist yet), and the write above is made again.
+            try:
+                self._table.update_item(
+                    Key=self._job_key(job_id),
+                    UpdateExpression="SET #w = :new",
+                    ConditionExpression="attribute_exists(pk) AND attribute_not_exists(#w)",
+                    ExpressionAttributeNames={"#w": "webhook"},
+                    ExpressionAttributeValues={":new": {"url": url, "attempts": 0, "delivered": []}},
+                )
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+        return False
+
+    def _outlive_webhook_retry(self, job_id: str, next_try_at: str) -> None:
+        # An ended job expires `retention` after it ended (1 day at the least), its webhook may
+        # be retried for 60 h: a retry that found no job would be dropped as unbacked (a forgery
+        # alarm). Its expiry moves past the next try; a live job (no expiry yet) gets none, and
+        # no expiry is ever brought forward.
+        keep = epoch(datetime.fromisoformat(next_try_at)) + WEBHOOK_RETRY_KEEP_S
+        try:
+            self._table.update_item(
+                Key=self._job_key(job_id),
+                UpdateExpression="SET #e = :keep",
+                ConditionExpression="#e < :keep",
+                ExpressionAttributeNames={"#e": "expires_at"},
+                ExpressionAttributeValues={":keep": keep},
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
 
     def add_attempt(self, job_id: str, attempt: Attempt) -> None:
         self._table.update_item(
@@ -814,7 +977,7 @@ def _key_pk(idempotency_key: str) -> str:
 def _decode_token(token: str, list_pk: str) -> dict[str, Any]:
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         key = None
     if (
         not isinstance(key, dict)
@@ -822,7 +985,14 @@ def _decode_token(token: str, list_pk: str) -> dict[str, Any]:
         or not all(isinstance(value, str) for value in key.values())
         or key["list_pk"] != list_pk
     ):
-        raise RequestRejected(
-            [FieldError("next_token", "page_token", "next_token is not one this API issued")]
+        raise QueryRejected(
+            [
+                FieldError(
+                    "next_token",
+                    "page_token",
+                    "next_token is not one this API issued: pass the previous page's next_token as it "
+                    "came, or leave it out for the first page",
+                )
+            ]
         )
     return key

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from aws_lambda_powertools import Logger
+
 from .clock import Clock, epoch, iso
 from .endings import announce, end_job
-from .errors import ProviderError, ProviderErrorClass
+from .errors import ELEMENT_DELETED, ProviderError, ProviderErrorClass
 from .events import EventPublisher
 from .models import Attempt, Cost, DetailType, Job, JobPatch, progress_patch
 from .money import Money, Release
-from .pricing import estimate
+from .pricing import estimate, provider_reserved_usd
 from .providers.base import Submission
+from .spend import usd
 from .states import JobStatus
+from .store import NoRoom
 from .telemetry import ProviderMetrics
 
 if TYPE_CHECKING:
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from .queue import JobQueue
     from .store import JobStore
 
+logger = Logger(child=True)
 _QUEUED = frozenset({JobStatus.QUEUED})
 
 
@@ -123,6 +128,37 @@ class SubmissionRecorder:
         if submission.element_id is not None and self._archive_queue is not None:
             self._archive_queue.enqueue(job.job_id, "made-synchronously")
         return moved
+
+    def hold_reserved(self, job: Job, claim: str, provider: str, submission: Submission) -> None:
+        """The provider set aside more than the job's reservation (evolink's
+        `usage.credits_reserved`): the reservation rises to its figure, the most it will charge,
+        if the day can hold the difference. If not, the reservation stays and whatever the
+        provider charges beyond it is settled and counted as an overrun."""
+        held = job.reservation
+        reserved = provider_reserved_usd(self._registry, provider, submission)
+        if held is None or reserved is None or usd(reserved) <= usd(held.usd):
+            return
+        try:
+            self._store.move_reservation(job, claim, provider, reserved)
+        except NoRoom:
+            logger.warning(
+                "the provider reserved more than the day can hold; any excess charged is an overrun",
+                extra={
+                    "job_id": job.job_id,
+                    "provider": provider,
+                    "held_usd": held.usd,
+                    "reserved_usd": reserved,
+                },
+            )
+
+    def element_deleted(self, job_id: str, element_id: str) -> Job:
+        """A job whose element was deleted while it waited ends here, never sent, released."""
+        return self.fail(
+            job_id,
+            ELEMENT_DELETED,
+            f"element {element_id} was deleted after the job was accepted; the job was not sent "
+            "and nothing was charged: submit it again without that element",
+        )
 
     def adopt_late(self, job: Job, provider: str, task_id: str) -> Job | None:
         """A timed-out job whose create answer was lost turns out to have a task (found by

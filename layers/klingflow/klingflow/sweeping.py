@@ -19,7 +19,7 @@ from aws_lambda_powertools import Logger
 
 from .clock import Clock, epoch
 from .endings import announce, end_job, stop_watching
-from .errors import OUTPUT_HOST_NOT_ALLOWED, ProviderError, ProviderErrorClass
+from .errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, ProviderErrorClass
 from .events import EventPublisher
 from .models import DetailType, Job, JobPatch, progress_of
 from .money import Keep, Money, Release, Settle
@@ -218,15 +218,12 @@ class Sweeper:
             else since + self._config.archive_deadline_s
         )
         if epoch(now) >= gives_up:
-            problem = job.archive_error
+            code, message = _why_not_archived(job, refused=refused)
             self._end(
                 job,
                 JobStatus.FAILED,
-                problem.code if refused and problem else "ARCHIVE_FAILED",
-                problem.message
-                if refused and problem
-                else "the provider finished but its outputs were not copied before the archive deadline"
-                + (f" ({problem.message})" if problem else ""),
+                code,
+                message,
                 _SUCCEEDED,
                 # Paid for all the same: settled by the billing rule.
                 money=Settle(charged(self._registry, job, None)),
@@ -440,3 +437,21 @@ class Sweeper:
             money=Release(),
         )
         return SweepOutcome.FAILED_UNKNOWN
+
+
+def _why_not_archived(job: Job, *, refused: bool) -> tuple[str, str]:
+    """Why a paid job's outputs were never copied: its output host refused, downloads that were
+    not what they claimed (kept under quarantine/), or only the archive deadline passing."""
+    problem = job.archive_error
+    if refused and problem:
+        return problem.code, problem.message
+    last = f" ({problem.message})" if problem else ""
+    if job.invalid_downloads:
+        return OUTPUT_INVALID, (
+            f"no download of the outputs was a video before the archive deadline: {job.invalid_downloads} "
+            f"were not, and their bytes are kept under quarantine/{job.job_id}/{last}"
+        )
+    return (
+        "ARCHIVE_FAILED",
+        f"the provider finished but its outputs were not copied before the archive deadline{last}",
+    )

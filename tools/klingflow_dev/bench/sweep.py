@@ -181,7 +181,7 @@ class Stack:
                 "JOBS_TABLE": self.names["JobsTable"],
                 "ARCHIVE_QUEUE_URL": self.names["ArchiveQueue"],
                 "SUBMIT_QUEUE_URL": self.names["SubmitQueue"],
-                "EVENT_BUS": self.names["EventBus"],
+                "EVENT_BUS": self.names["OutcomeBus"],
                 "PROVIDER_CREDENTIALS": json.dumps({DIALECT: {"api_key": API_KEY}}),
                 "PROVIDER_OVERRIDES": json.dumps({DIALECT: {"base_url": self.base_url, "enabled": True}}),
                 "POWERTOOLS_METRICS_DISABLED": "true",

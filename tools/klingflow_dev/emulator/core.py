@@ -29,6 +29,11 @@ PHASES = ("queued", "processing", "completed", "failed", "cancelled")
 ENDS = ("completed", "failed", "cancelled")
 # A task turns "processing" after this fraction of its latency.
 PROCESSING_AT = 0.3
+# What a CDN answers instead of a clip when something in front of it goes wrong.
+HTML_PAGE = b"<!DOCTYPE html>\n<html><body><h1>403 Forbidden</h1></body></html>\n"
+# The bodies `Faults.output_body` and `Faults.cover_body` may name.
+OUTPUT_BODIES = ("html", "truncated", "empty")
+COVER_BODIES = ("html", "mislabelled")
 
 
 @dataclass
@@ -57,8 +62,19 @@ class Faults:
     link_ttl_s: float | None = None  # override the dialect's output-link lifetime
     output_host: str | None = None  # serve output links under this host name (e.g. "localhost")
     output_seconds_over: float = 0.0  # report clips this much longer than asked (a frame over)
+    # Charge this fraction more than the task's price when it completes (gateway `usage.seconds`,
+    # kling `final_unit_deduction`, evolink `credits_used`), beyond what its create reserved.
+    overcharge: float = 0.0
     unified_answers: bool = False  # gateway: answer finished tasks in seed 003's unified format
     extra_host: str | None = None  # serve covers and watermarked copies under this host name
+    # A clip that is not one, as a whole 200 answer: "html" (a page, text/html), "truncated"
+    # (the first half of the MP4, as video/mp4) or "empty"; for `bad_downloads` downloads of
+    # the dialect's clips, then the real clip again (None: every download).
+    output_body: str | None = None
+    bad_downloads: int | None = None
+    # A cover that is not what it is served as: "html" (a page, text/html) or "mislabelled"
+    # (the PNG, served as text/html).
+    cover_body: str | None = None
 
 
 @dataclass
@@ -136,6 +152,7 @@ class Emulator:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-callback")
         self._http = httpx.Client(timeout=self.CALLBACK_TIMEOUT_S)
         self._output = (ASSETS / "output-std.mp4").read_bytes()
+        self._bad_served: dict[str, int] = {}  # per dialect: clips served as `output_body`
 
     def faults_for(self, dialect: str) -> Faults:
         with self._lock:
@@ -147,6 +164,9 @@ class Emulator:
             for name, value in changes.items():
                 if not hasattr(current, name):
                     raise ValueError(f"unknown fault {name!r}")
+                for knob, allowed in (("output_body", OUTPUT_BODIES), ("cover_body", COVER_BODIES)):
+                    if name == knob and value is not None and value not in allowed:
+                        raise ValueError(f"{knob} must be one of {allowed} or null, not {value!r}")
                 setattr(current, name, value)
             return current
 
@@ -159,6 +179,7 @@ class Emulator:
             self.callbacks_sent.clear()
             self.deleted_elements.clear()
             self._pending.clear()
+            self._bad_served.clear()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):06d}{int(self.clock.now().timestamp()) % 100000:05d}"
@@ -264,6 +285,33 @@ class Emulator:
         buffer.write(struct.pack(">I4s", padding, b"free"))
         buffer.write(b"\0" * (padding - 8))
         return buffer.getvalue()
+
+    def clip_file(self, dialect: str) -> tuple[bytes, str]:
+        """A clip download's body and Content-Type, as the dialect's faults have it."""
+        faults = self.faults_for(dialect)
+        clip = self.output_bytes(dialect)
+        with self._lock:
+            served = self._bad_served.get(dialect, 0)
+            if faults.output_body is None or (
+                faults.bad_downloads is not None and served >= faults.bad_downloads
+            ):
+                return clip, "video/mp4"
+            self._bad_served[dialect] = served + 1
+        return {
+            "html": (HTML_PAGE, "text/html; charset=utf-8"),
+            "truncated": (clip[: len(clip) // 2], "video/mp4"),
+            "empty": (b"", "video/mp4"),
+        }[faults.output_body]
+
+    def cover_file(self, dialect: str, image: bytes) -> tuple[bytes, str]:
+        """A cover download's body and Content-Type, as the dialect's faults have it."""
+        match self.faults_for(dialect).cover_body:
+            case "html":
+                return HTML_PAGE, "text/html; charset=utf-8"
+            case "mislabelled":
+                return image, "text/html"
+            case _:
+                return image, "image/png"
 
     # ---- callbacks ---------------------------------------------------------------------------
 

@@ -139,6 +139,10 @@ class Dialect:
         """Generated clips bill the length asked for; everything else the input video measured."""
         return max(1, math.ceil((task.seconds or task.input_seconds or 5.0) - 1e-9))
 
+    def charged(self, amount: float) -> float:
+        """What a finished task reports it charged: its price, more under `Faults.overcharge`."""
+        return round(amount * (1 + self.emulator.faults_for(self.name).overcharge), 4)
+
 
 def _motion_errors(body: dict[str, Any], *, image: str = "image_url", video: str = "video_url") -> list[str]:
     """The common motion-control rules a provider checks on the request itself."""
@@ -370,7 +374,7 @@ class Gateway(Dialect):
                 "completed_at": iso_z(task.finished_at()),
                 "video_url": self.output_url(base, task),
                 "usage": {
-                    "seconds": float(self.billed_seconds(task))
+                    "seconds": self.charged(self.billed_seconds(task))
                     + self.emulator.faults_for(self.name).output_seconds_over,
                     "video_count": 1,
                     "size": size,
@@ -382,7 +386,9 @@ class Gateway(Dialect):
 
     def _unified(self, task: Task, base: str) -> dict[str, Any]:
         """Seed 003's unified completed answer: no id, no status; data[], usage, provider."""
-        seconds = float(self.billed_seconds(task)) + self.emulator.faults_for(self.name).output_seconds_over
+        seconds = (
+            self.charged(self.billed_seconds(task)) + self.emulator.faults_for(self.name).output_seconds_over
+        )
         pro = task.body.get("mode") == "pro"
         return {
             "created": int(task.finished_at().timestamp()),
@@ -456,7 +462,8 @@ class Apimaster(Dialect):
     def _content(self, task: Task) -> Reply:
         if task.phase(self.emulator.clock.now()) != "completed":
             return Reply(409, self.error_body(409, "task is not completed"))
-        return Reply(200, self.emulator.output_bytes(self.name), {"Content-Type": "video/mp4"})
+        body, content_type = self.emulator.clip_file(self.name)
+        return Reply(200, body, {"Content-Type": content_type})
 
 
 def _callback_url_problem(url: Any, *, https_only: bool) -> str | None:
@@ -620,6 +627,9 @@ class Evolink(Dialect):
                 "billing_rule": self._billing_rule(task),
                 "credits_reserved": self.credits(task),
             }
+            if self.emulator.faults_for(self.name).overcharge:
+                # Charged beyond what the create answer reserved (an adapter prefers this name).
+                answer["usage"]["credits_used"] = self.charged(self.credits(task))
         if status == "completed" and task.kind == "custom_element":
             answer["result_data"] = {"element_id": task.element_id}
         elif status == "completed":
@@ -774,7 +784,7 @@ class Kling(Dialect):
                     }
                 ]
             }
-            data["final_unit_deduction"] = f"{self.units(task):g}"
+            data["final_unit_deduction"] = f"{self.charged(self.units(task)):g}"
         return data
 
 

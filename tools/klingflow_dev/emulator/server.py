@@ -135,14 +135,18 @@ class _Handler(BaseHTTPRequestHandler):
         if expires and emulator.clock.now().timestamp() > expires:
             self._send(Reply(403, {"error": "link expired"}))
             return
-        cover = path.endswith("/cover.png")
-        data = COVER if cover else emulator.output_bytes(dialect.name)
+        if path.endswith("/cover.png"):
+            data, content_type = emulator.cover_file(dialect.name, COVER)
+        elif path.endswith("/output.mp4"):
+            data, content_type = emulator.clip_file(dialect.name)
+        else:  # a watermarked copy
+            data, content_type = emulator.output_bytes(dialect.name), "video/mp4"
         if emulator.faults_for(dialect.name).download_delay_s:
             time.sleep(emulator.faults_for(dialect.name).download_delay_s)
         if emulator.faults_for(dialect.name).truncate_downloads:
             self._truncated(data)
             return
-        self._send(Reply(200, data, {"Content-Type": "image/png" if cover else "video/mp4"}))
+        self._send(Reply(200, data, {"Content-Type": content_type}))
 
     def _truncated(self, data: bytes) -> None:
         self.send_response(200)

@@ -33,6 +33,11 @@ STACK = "klingflow-sandbox"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/5f0c2c7e-8d7a-4f4e-9a55-0a1b2c3d4e5f"
 
 
+def function_role_arn(function: str) -> str:
+    """The role SAM makes for a function (`<Function>Role`), as the sandbox names it."""
+    return f"arn:aws:iam::{ACCOUNT}:role/{STACK}-{function}Role"
+
+
 def ensure_aws_models() -> bool:
     """klingflow's trimmed AWS models (klingflow/awsmodels.py), written from this venv's botocore
     unless they are current: the handlers here make their clients from them, as in Lambda."""
@@ -56,7 +61,9 @@ class SerialisedDynamoDB:
     DynamoDB evaluates a conditional write (or a transaction) atomically; moto's server checks
     the condition and then writes without a lock, so two threads can both pass a condition only
     one of them should. The budget's promise ("N concurrent submits never overspend") rests on
-    that atomicity, so the sandbox restores it. Other services are left concurrent.
+    that atomicity, so the sandbox restores it. S3's conditional writes (`If-None-Match: *`,
+    one stored version however many writers race) are atomic too, and moto's are not: they take
+    the same lock. Everything else is left concurrent.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -64,7 +71,9 @@ class SerialisedDynamoDB:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        dynamodb = str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_")
+        conditional_put = environ.get("REQUEST_METHOD") == "PUT" and "HTTP_IF_NONE_MATCH" in environ
+        if not (dynamodb or conditional_put):
             return self._app(environ, start_response)
         with self._lock:
             # The answer is produced while the lock is held, not when the server sends it.
@@ -72,14 +81,21 @@ class SerialisedDynamoDB:
 
 
 class MotoServer(ThreadedMotoServer):
-    """moto in server mode on loopback, with DynamoDB's atomic conditional writes, and its item
-    answers sent as the JSON they are (`dynamojson`: as quick to read a job as to write it)."""
+    """moto in server mode on loopback, with DynamoDB's atomic conditional writes, its item
+    answers sent as the JSON they are (`dynamojson`: as quick to read a job as to write it), and
+    the event buses' resource policies enforced (`buspolicy`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from .buspolicy import BusPolicy  # noqa: PLC0415 (it reads this module's account and stack)
+
+        super().__init__(*args, **kwargs)
+        self.bus_policy = BusPolicy()
 
     def _server_entry(self) -> None:
         dynamojson.install()
         # werkzeug logs every request it serves; formatting those lines costs the server's CPU.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        app = SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = self.bus_policy.wrap(SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
@@ -93,6 +109,8 @@ class Created:
 
     names: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Each AWS::Events::EventBusPolicy's resolved properties (the sandbox enforces them).
+    bus_policies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ResourceBuilder:
@@ -113,6 +131,7 @@ class ResourceBuilder:
             "AWS::DynamoDB::Table",
             "AWS::S3::Bucket",
             "AWS::Events::EventBus",
+            "AWS::Events::EventBusPolicy",
             "AWS::SecretsManager::Secret",
             "AWS::SSM::Parameter",
             "AWS::Events::Rule",
@@ -122,10 +141,15 @@ class ResourceBuilder:
             "AWS::DynamoDB::Table": self._table,
             "AWS::S3::Bucket": self._bucket,
             "AWS::Events::EventBus": self._bus,
+            "AWS::Events::EventBusPolicy": self._bus_policy,
             "AWS::SecretsManager::Secret": self._secret,
             "AWS::SSM::Parameter": lambda logical, props: self._parameter(logical, props, api_url),
             "AWS::Events::Rule": self._rule,
         }
+        for logical, resource in resources.items():
+            if resource["Type"] == "AWS::Serverless::Function":
+                # The role SAM makes for each function, which a bus policy names.
+                self._resolve.attributes[(f"{logical}Role", "Arn")] = function_role_arn(logical)
         # Dead-letter queues first: a queue's redrive policy names its DLQ's ARN.
         queues = {k: v for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
         ordered_queues = sorted(queues, key=lambda k: "RedrivePolicy" in queues[k].get("Properties", {}))
@@ -222,6 +246,12 @@ class ResourceBuilder:
         self._resolve.attributes[(logical, "Arn")] = arn
         self._resolve.attributes[(logical, "Name")] = name
         self.created.names[logical] = name
+
+    def _bus_policy(self, logical: str, props: dict[str, Any]) -> None:
+        """Kept for the moto server's middleware: moto stores a bus policy but never applies it."""
+        resolved = self._resolve(props)
+        self.created.bus_policies[logical] = resolved
+        self.created.names[logical] = str(resolved.get("StatementId", logical))
 
     def _rule(self, logical: str, props: dict[str, Any]) -> None:
         """A rule with its targets; moto delivers matching events to SQS targets itself."""

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from .aws import ACCOUNT, REGION
+from .iam import CALLER
 
 
 class FakeContext:
@@ -146,6 +147,7 @@ class Invoker:
     def invoke(self, logical_id: str, event: dict[str, Any], *, source: str) -> Any:
         function = self.functions[logical_id]
         container = function.acquire()
+        caller = CALLER.set(logical_id)
         try:
             context = FakeContext(logical_id, function.timeout_s, function.memory_mb)
             with _HTTP if "routeKey" in event else contextlib.nullcontext():
@@ -154,6 +156,7 @@ class Invoker:
             self._record(Invocation(logical_id, source, False, f"{type(error).__name__}: {error}"))
             raise
         finally:
+            CALLER.reset(caller)
             function.release(container)
         self._record(Invocation(logical_id, source, True))
         return result

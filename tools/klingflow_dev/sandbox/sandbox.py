@@ -21,7 +21,7 @@ from klingflow.clock import Clock
 from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 
-from . import template
+from . import buspolicy, iam, template
 from .apiserver import ApiServer, Route
 from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder, ensure_aws_models
 from .lambdas import Function, Invoker
@@ -66,6 +66,8 @@ class SandboxOptions:
     environment: dict[str, str] = field(
         default_factory=lambda: {
             "ALLOW_LOOPBACK_HTTP": "true",
+            # Receivers here are on loopback: one that takes 2 s to answer is being hostile.
+            "WEBHOOK_TIMEOUT_S": "2",
             "FIRST_POLL_WITH_CALLBACK_S": "5",
             "FIRST_POLL_WITHOUT_CALLBACK_S": "1",
             "POLL_MAX_INTERVAL_S": "2",
@@ -203,12 +205,17 @@ class Sandbox:
         created = builder.build(resources, api_url=self.api.url)
         self.names = created.names
         self.skipped = created.skipped
+        assert self._moto is not None
+        self.bus_policy = self._moto.bus_policy
+        self.bus_policy.rules = [rule for p in created.bus_policies.values() for rule in buspolicy.denials(p)]
+        buspolicy.install(runtime._session())
         # What a user does after deploying: put the provider keys into the secret.
         self.client("secretsmanager").put_secret_value(
             SecretId=self.names["ProviderKeysSecret"],
             SecretString=json.dumps(self.provider_keys),
         )
         self._environment(document, functions)
+        self._guard_table(resources)
         self._event_sources(resources)
         if self.options.clock is None:
             for loop in self._loops:
@@ -302,6 +309,8 @@ class Sandbox:
             clock.set(START)
         # Clients cached by another sandbox started meanwhile point at its (stopped) endpoint.
         runtime.reset()
+        self.table_guard.install(runtime._session())  # the new session's clients are held too
+        buspolicy.install(runtime._session())
         for function in self.invoker.functions.values():
             for container in function.warm():
                 self._inject_clock(container.module, function.logical_id)
@@ -409,6 +418,17 @@ class Sandbox:
                     )
         self._set_env({**merged, **self.options.environment})
 
+    def _guard_table(self, resources: dict[str, Any]) -> None:
+        """Each function's table calls held to its role in the template, as AWS holds them."""
+        grants = {
+            logical: iam.statements(resource["Properties"].get("Policies", []), self.resolver)
+            for logical, resource in resources.items()
+            if resource["Type"] == FUNCTION
+        }
+        self.table_guard = iam.Guard(grants)
+        self.table_guard.install(runtime._session())
+        iam.propagate_to_threads()
+
     def _routes(self, resources: dict[str, Any]) -> list[Route]:
         routes = []
         for logical, resource in resources.items():
@@ -451,8 +471,17 @@ class Sandbox:
                 elif kind == "SQS":
                     arn = str(self.resolver(props["Queue"]))
                     url = f"{self.endpoint}/{ACCOUNT}/{arn.rsplit(':', 1)[-1]}"
+                    # A function allowed to change its messages' visibility backs off on its own
+                    # (the webhook function); the others' retries the sandbox hurries along.
+                    backs_off = _grants(resource, "sqs:ChangeMessageVisibility", props["Queue"])
                     batches = SqsBatches(
-                        sqs, url, int(props.get("BatchSize", 10)), logical, self.invoker, wait_s=self._wait_s
+                        sqs,
+                        url,
+                        int(props.get("BatchSize", 10)),
+                        logical,
+                        self.invoker,
+                        wait_s=self._wait_s,
+                        retry_after_s=None if backs_off else 2,
                     )
                     # A test steps one batch at a time; running, Lambda polls several at once.
                     scaling = self.resolver(props.get("ScalingConfig", {}))
@@ -472,8 +501,8 @@ class Sandbox:
                             RuleQueue(sqs, queue, logical, self.invoker, wait_s=self._wait_s).step,
                         )
                     )
-        # A tap on the bus: every event klingflow emits, for the demo's summary and the tests.
-        bus = self.names["EventBus"]
+        # A tap on the outcome bus: every event klingflow emits, for the demo's summary and the tests.
+        bus = self.names["OutcomeBus"]
         tap = self._rule_queue(events, sqs, bus, "sandbox-tap", {"source": ["klingflow"]})
         tap_queue = RuleQueue(sqs, tap, None, self.invoker, self._capture, wait_s=self._wait_s)
         self._loops.append(Loop("tap", 0.05, tap_queue.step))
@@ -497,3 +526,16 @@ class Sandbox:
 
     def _send_to_dlq(self, queue_url: str, event: dict[str, Any]) -> None:
         self.client("sqs").send_message(QueueUrl=queue_url, MessageBody=json.dumps(event))
+
+
+def _grants(function: dict[str, Any], action: str, resource: Any) -> bool:
+    """The function's own policy statements allow `action` on `resource` (as the template says it)."""
+    for policy in function["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = statement.get("Action")
+            resources = statement.get("Resource")
+            if action in (actions if isinstance(actions, list) else [actions]) and resource in (
+                resources if isinstance(resources, list) else [resources]
+            ):
+                return bool(statement.get("Effect") == "Allow")
+    return False

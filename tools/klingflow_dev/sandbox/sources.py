@@ -132,7 +132,7 @@ class SqsBatches:
         function: str,
         invoker: Invoker,
         *,
-        retry_after_s: int = 2,
+        retry_after_s: int | None = 2,
         wait_s: int = 1,
     ) -> None:
         self._wait_s = wait_s
@@ -161,6 +161,8 @@ class SqsBatches:
         except Exception:
             failed = {m["MessageId"] for m in messages}
         for message in messages:
+            if message["MessageId"] in failed and self._retry_after_s is None:
+                continue  # the function set its own backoff (as Lambda does, left as it is)
             if message["MessageId"] in failed:
                 # Real Lambda waits out the queue's visibility timeout; the sandbox shortens it.
                 self._sqs.change_message_visibility(

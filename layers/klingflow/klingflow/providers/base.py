@@ -67,6 +67,9 @@ class Submission:
     # Set when the create answer is already the outcome (gateway makes elements synchronously).
     element_id: str | None = None
     eta_s: float | None = None  # the provider's estimate of how long the task takes
+    # What the provider says it set aside for the task (evolink's `usage.credits_reserved`): the
+    # most it will charge, which the job's reservation then follows.
+    reserved: Usage | None = None
 
 
 @dataclass(frozen=True)

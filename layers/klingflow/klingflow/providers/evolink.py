@@ -170,8 +170,12 @@ class EvolinkAdapter(Adapter):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.UNKNOWN_OUTCOME, f"create answer without id: {body!r}"
             )
+        reserved = number(as_dict(body.get("usage")).get("credits_reserved"))
         return Submission(
-            task_id=body["id"], raw=body, eta_s=number(as_dict(body.get("task_info")).get("estimated_time"))
+            task_id=body["id"],
+            raw=body,
+            eta_s=number(as_dict(body.get("task_info")).get("estimated_time")),
+            reserved=Usage(reserved, UsageUnit.UNITS) if reserved is not None else None,
         )
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:

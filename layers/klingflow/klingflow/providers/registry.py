@@ -77,6 +77,28 @@ def _factored(base: float) -> dict[str, float]:
     }
 
 
+# Evolink charges credits, at $0.0139 a credit (seeds 000/001: "$0.0139 / request (1 Credits)");
+# its pages quote dollars rounded from them ("$0.075/second (5.4 Credits)"). Its prices here are
+# its credits at that price, unrounded, so an estimate is exactly what the credits it reports
+# settle to (a rounded dollar figure under-reserved: $0.567 for a clip charged $0.56712).
+EVOLINK_CREDIT_USD = 0.0139
+# Credits per second: Kling 3.0 5.4 at 720p (evolink's Kling 3.0 page), times the factors
+# above (8.1, 7.1982, 10.8 there); motion control 8.16, the "$0.1134/s" of seeds 000/001 in
+# credits, at 1080p times 1.333 (?).
+EVOLINK_CREDITS_PER_S = {
+    JobKind.MOTION_CONTROL: {"std": 8.16, "pro": 8.16 * 1.333},
+    JobKind.TEXT_TO_VIDEO: {"std": 5.4, "std_sound": 5.4 * 1.5, "pro": 5.4 * 1.333, "pro_sound": 5.4 * 2.0},
+    JobKind.IMAGE_TO_VIDEO: {"std": 5.4, "std_sound": 5.4 * 1.5, "pro": 5.4 * 1.333, "pro_sound": 5.4 * 2.0},
+}
+
+
+def _evolink_prices() -> dict[str, dict[str, float]]:
+    return {
+        kind.value: {tier: round(credits * EVOLINK_CREDIT_USD, 9) for tier, credits in tiers.items()}
+        for kind, tiers in EVOLINK_CREDITS_PER_S.items()
+    }
+
+
 class ProviderConfig(BaseModel):
     # A misspelled key ("enabeld") is refused at cold start, naming it, instead of ignored.
     model_config = ConfigDict(extra="forbid")
@@ -174,16 +196,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dialect": "evolink",
         "base_url": "https://api.evolink.ai/v1",
         "currency": "USD",
-        "price_per_second": {
-            # "from $0.1134/s" is the 720p price; 1080p uses the seeds' 1.333x quality factor (?).
-            "motion_control": {"std": 0.1134, "pro": 0.15116},
-            # Kling 3.0 "from $0.075/s", times the documented quality and sound factors.
-            "text_to_video": _factored(0.075),
-            "image_to_video": _factored(0.075),
-        },
-        "flat_prices": {"custom_element": 0.0139},
-        # Seeds 000/001: "$0.0139 / request (1 Credits)".
-        "unit_price": 0.0139,
+        "price_per_second": _evolink_prices(),
+        # One credit per element (seeds 000-002).
+        "flat_prices": {"custom_element": EVOLINK_CREDIT_USD},
+        "unit_price": EVOLINK_CREDIT_USD,
         "download_hosts": ["*.evolink.ai"],
     },
     "gateway": {  # seed 003: paths but no host, so a deployment sets base_url to enable it
