@@ -18,7 +18,7 @@ EVENTS = REPO / "events"
 
 def pytest_configure(config: pytest.Config) -> None:
     # Once, before xdist's workers start: every test's klingflow clients are made from the
-    # trimmed models, as the layer's are (klingflow/awsmodels.py).
+    # trimmed models, as the layer's are (klingflow/infra/awsmodels.py).
     if not hasattr(config, "workerinput"):
         ensure_aws_models()
 

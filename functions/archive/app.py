@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 from typing import Any
 
@@ -11,8 +11,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.archiving import Archiver
-from klingflow.queue import JobMessage, Received, handle_batch
+from klingflow.flows.archive import Archiver
+from klingflow.infra.queue import JobMessage, Received, handle_batch
 from klingflow.settings import ArchiveSettings
 
 settings = ArchiveSettings.from_env()

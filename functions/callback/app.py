@@ -5,7 +5,7 @@ Answers fast and never downloads: the work is `CallbackReceiver.receive`.
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 from typing import Any
 
@@ -14,9 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.errors import RequestRejected
-from klingflow.hints import CallbackReceiver
-from klingflow.http import json_body, json_response, resolver
+from klingflow.core.errors import RequestRejected
+from klingflow.flows.callback import CallbackReceiver
+from klingflow.infra.http import json_body, json_response, resolver
 from klingflow.settings import CallbackSettings
 
 settings = CallbackSettings.from_env()

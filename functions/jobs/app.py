@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 from typing import Any
 
@@ -10,8 +10,8 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.http import json_response, resolver
-from klingflow.queries import JobQueries
+from klingflow.flows.jobs import JobQueries
+from klingflow.infra.http import json_response, resolver
 from klingflow.settings import JobsSettings
 
 settings = JobsSettings.from_env()

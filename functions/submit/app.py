@@ -7,7 +7,7 @@ Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
@@ -17,16 +17,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.errors import Refused
-from klingflow.http import json_body, json_response, resolver
-from klingflow.intake import Intake
-from klingflow.models import Source
-from klingflow.queue import JobMessage, Received, handle_batch
+from klingflow.core.errors import Refused
+from klingflow.core.models import Source
+from klingflow.flows.submit import Intake
+from klingflow.infra.http import json_body, json_response, resolver
+from klingflow.infra.queue import JobMessage, Received, handle_batch
 from klingflow.settings import SubmitSettings
 
 if TYPE_CHECKING:  # loaded by their builders, on the first cancel or element request
-    from klingflow.cancel import Canceller
-    from klingflow.elements import ElementAdmin
+    from klingflow.flows.cancel import Canceller
+    from klingflow.jobs.elements import ElementAdmin
 
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))

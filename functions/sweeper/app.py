@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 from typing import Any
 
@@ -11,8 +11,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
+from klingflow.flows.sweep import Sweeper
 from klingflow.settings import SweeperSettings
-from klingflow.sweeping import Sweeper
 
 settings = SweeperSettings.from_env()
 service: runtime.Lazy[Sweeper] = runtime.Lazy(lambda: runtime.build_sweeper(settings))

@@ -10,7 +10,7 @@ maxReceiveCount (more than a day of tries) it goes to the dead-letter queue.
 
 from __future__ import annotations
 
-import klingflow.coldstart  # noqa: F401 (first: the collector waits while the function loads)
+import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while the function loads)
 
 import json
 from typing import Any
@@ -20,10 +20,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime
-from klingflow.outcomes import WebhookOutcome
-from klingflow.queue import Received, RetryLater, handle_batch
+from klingflow.core.outcomes import WebhookOutcome
+from klingflow.flows.webhook import DeliveryFailed, WebhookSender
+from klingflow.infra.queue import Received, RetryLater, handle_batch
 from klingflow.settings import WebhookSettings
-from klingflow.webhooks import DeliveryFailed, WebhookSender
 
 settings = WebhookSettings.from_env()  # cold start fails fast on missing configuration
 service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: runtime.build_webhooks(settings))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.dynamo import Table
+from klingflow.infra.dynamo import Table
 from klingflow_dev import ASSETS
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.storage import Storage
+from klingflow.infra.storage import Storage
 from klingflow_dev import ASSETS
 from klingflow_dev.sandbox.client import ApiClient
 from tests.integration.conftest import Stack

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.kinds import parse_request
+from klingflow.core.errors import ProviderError, ProviderErrorClass
+from klingflow.core.kinds import parse_request
+from klingflow.core.states import JobStatus
 from klingflow.providers.base import TaskSpec
-from klingflow.states import JobStatus
 
 from .emulated import KEYS, Providers
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from klingflow.kinds import JobKind
+from klingflow.core.kinds import JobKind
+from klingflow.core.states import JobStatus
 from klingflow.providers.registry import Registry, load_configs
-from klingflow.states import JobStatus
 
 from .emulated import KEYS, Providers
 

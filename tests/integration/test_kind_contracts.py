@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from klingflow.errors import ProviderError
-from klingflow.kinds import AnyRequest, JobKind, parse_request, with_media
+from klingflow.core.errors import ProviderError
+from klingflow.core.kinds import AnyRequest, JobKind, parse_request, with_media
+from klingflow.core.states import JobStatus
 from klingflow.providers.base import TaskSpec
 from klingflow.providers.registry import ADAPTERS
-from klingflow.states import JobStatus
 from tests.conftest import sample_event
 
 from .emulated import KEYS, Providers

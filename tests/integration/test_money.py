@@ -16,12 +16,12 @@ from typing import Any
 import boto3
 import pytest
 
-from klingflow.dynamo import Table
-from klingflow.models import BilledSource
-from klingflow.money import Charge, Settle
-from klingflow.spend import Budget, Ledger
-from klingflow.states import JobStatus
-from klingflow.store import Claim, JobStore
+from klingflow.core.models import BilledSource
+from klingflow.core.states import JobStatus
+from klingflow.infra.dynamo import Table
+from klingflow.jobs.store import Claim, JobStore
+from klingflow.money.ledger import Budget, Ledger
+from klingflow.money.settlement import Charge, Settle
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.unit.test_store import _job
 

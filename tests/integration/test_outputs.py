@@ -12,8 +12,9 @@ import httpx
 import pytest
 from aws_lambda_powertools import Metrics
 
-from klingflow import archiving, endings
-from klingflow.store import JobStore
+from klingflow.flows import archive as archiving
+from klingflow.jobs import endings
+from klingflow.jobs.store import JobStore
 from klingflow_dev.emulator.core import HTML_PAGE
 from tests.integration.conftest import Stack
 

@@ -7,7 +7,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from klingflow import runtime
-from klingflow.dynamo import Table
+from klingflow.infra.dynamo import Table
 from klingflow_dev.sandbox import iam
 
 from .conftest import Stack

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from klingflow.webhooks import WebhookVerificationError, verify_webhook
+from klingflow.flows.webhook import WebhookVerificationError, verify_webhook
 from tests.integration.conftest import Stack
 from tests.receivers import Receiver, TricklingReceiver
 

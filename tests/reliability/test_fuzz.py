@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.kinds import REQUEST_ADAPTER
+from klingflow.core.kinds import REQUEST_ADAPTER
 from tests.conftest import EVENTS
 from tests.integration.conftest import Stack
 

@@ -29,13 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from klingflow.dynamo import Table
-from klingflow.models import BilledSource
-from klingflow.money import Charge, Release, Settle
-from klingflow.queue import JobQueue
-from klingflow.spend import Budget, Ledger
-from klingflow.states import JobStatus
-from klingflow.store import Claim, JobStore
+from klingflow.core.models import BilledSource
+from klingflow.core.states import JobStatus
+from klingflow.infra.dynamo import Table
+from klingflow.infra.queue import JobQueue
+from klingflow.jobs.store import Claim, JobStore
+from klingflow.money.ledger import Budget, Ledger
+from klingflow.money.settlement import Charge, Release, Settle
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.integration.test_kinds import post, run
 from tests.reliability.conftest import CHAOS

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from klingflow.outputcheck import OutputInvalid, check_video, image_type
-from klingflow.storage import Storage
+from klingflow.core.outputcheck import OutputInvalid, check_video, image_type
+from klingflow.infra.storage import Storage
 from tests.integration.conftest import Stack
 from tests.reliability.conftest import CHAOS
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from klingflow.states import JobStatus
-from klingflow.storage import Storage
+from klingflow.core.states import JobStatus
+from klingflow.infra.storage import Storage
 from klingflow_dev import ASSETS
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.reliability.conftest import CHAOS

@@ -8,9 +8,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from klingflow.dynamo import Table
-from klingflow.spend import Budget, Ledger
-from klingflow.store import JobStore
+from klingflow.infra.dynamo import Table
+from klingflow.jobs.store import JobStore
+from klingflow.money.ledger import Budget, Ledger
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox import template
 from klingflow_dev.sandbox.aws import PSEUDO, REGION, ResourceBuilder

@@ -5,14 +5,14 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.kinds import Billing, JobKind, parse_request
+from klingflow.core.errors import ProviderError, ProviderErrorClass
+from klingflow.core.kinds import Billing, JobKind, parse_request
+from klingflow.core.states import JobStatus
 from klingflow.providers.apimaster import ApimasterAdapter
 from klingflow.providers.base import TaskSpec, Usage, UsageUnit
 from klingflow.providers.evolink import EvolinkAdapter
 from klingflow.providers.gateway import GatewayAdapter
 from klingflow.providers.kling import KlingAdapter
-from klingflow.states import JobStatus
 from klingflow_dev.clock import ManualClock
 
 

@@ -1,5 +1,5 @@
 """klingflow's clients are made from botocore's models trimmed to the operations it calls
-(klingflow/awsmodels.py): every kept operation must be what botocore's whole model says it is,
+(klingflow/infra/awsmodels.py): every kept operation must be what botocore's whole model says it is,
 every region must resolve as before, and nothing outside the list may be reachable."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import botocore.session
 import pytest
 from botocore.regions import EndpointResolver
 
-from klingflow import awsmodels, runtime
+from klingflow import runtime
+from klingflow.infra import awsmodels
 
 BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from klingflow.flows.webhook import MAX_ATTEMPTS
 from klingflow.settings import WebhookSettings
-from klingflow.webhooks import MAX_ATTEMPTS
 from klingflow_dev.sandbox import buspolicy, template
 from klingflow_dev.sandbox.aws import PSEUDO
 from tests.conftest import REPO

@@ -10,7 +10,7 @@ import pytest
 from moto import mock_aws
 
 from klingflow import runtime
-from klingflow.parameters import CachedValues, parameter_value, secret_string
+from klingflow.infra.parameters import CachedValues, parameter_value, secret_string
 
 
 class _Source:

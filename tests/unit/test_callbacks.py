@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from klingflow.errors import JobNotFound
-from klingflow.hints import CallbackReceiver
-from klingflow.models import Job
-from klingflow.outcomes import CallbackOutcome
+from klingflow.core.errors import JobNotFound
+from klingflow.core.models import Job
+from klingflow.core.outcomes import CallbackOutcome
+from klingflow.core.states import JobStatus
+from klingflow.core.tokens import CallbackSigner
+from klingflow.flows.callback import CallbackReceiver
+from klingflow.jobs.store import JobStore
 from klingflow.providers.registry import Registry, load_configs
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.tokens import CallbackSigner
 from klingflow_dev.clock import ManualClock
 from tests.unit.counting import CountingTable
 from tests.unit.test_store import _job

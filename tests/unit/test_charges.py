@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from klingflow.models import BilledSource, Job, MediaFacts
-from klingflow.pricing import charged, provider_reserved_usd
+from klingflow.core.models import BilledSource, Job, MediaFacts
+from klingflow.core.states import JobStatus
+from klingflow.money.pricing import charged, provider_reserved_usd
 from klingflow.providers.base import Submission, TaskReport, Usage, UsageUnit
 from klingflow.providers.registry import Registry, load_configs
-from klingflow.states import JobStatus
 from tests.unit.test_store import _job
 
 REGISTRY = Registry(load_configs({"gateway": {"base_url": "https://gw.example"}}), lambda _: {})

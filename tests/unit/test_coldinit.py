@@ -14,22 +14,35 @@ from klingflow_dev.bench import coldinit
 
 ADAPTER_MODULES = {f"klingflow.providers.{dialect}" for dialect in ADAPTERS}
 # What no handler but submit needs at cold start: the request models, intake and the probe.
-SUBMIT_ONLY = {"klingflow.kinds", "klingflow.intake", "klingflow.probe", "klingflow.media_rules"}
-HTTP = {"httpx", "klingflow.safehttp"}
+SUBMIT_ONLY = {
+    "klingflow.core.kinds",
+    "klingflow.flows.submit",
+    "klingflow.core.probe",
+    "klingflow.core.media_rules",
+}
+HTTP = {"httpx", "klingflow.infra.safehttp"}
 NOT_LOADED = {
     # Parses one provider's callback with that provider's adapter, on the first callback only.
-    "callback": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving", "jwt"},
+    "callback": SUBMIT_ONLY
+    | HTTP
+    | ADAPTER_MODULES
+    | {"klingflow.infra.storage", "klingflow.flows.archive", "jwt"},
     # Builds the bucket's client on the first archived job it shows, not before.
     "jobs": SUBMIT_ONLY
     | HTTP
     | ADAPTER_MODULES
-    | {"klingflow.providers.registry", "klingflow.hints", "klingflow.storage"},
-    "webhook": SUBMIT_ONLY | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.storage"},
-    "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.storage", "klingflow.archiving"},
-    "archive": SUBMIT_ONLY - {"klingflow.probe"}
+    | {"klingflow.providers.registry", "klingflow.flows.callback", "klingflow.infra.storage"},
+    "webhook": SUBMIT_ONLY | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.infra.storage"},
+    "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.infra.storage", "klingflow.flows.archive"},
+    "archive": SUBMIT_ONLY - {"klingflow.core.probe"}
     | ADAPTER_MODULES
-    | {"klingflow.hints", "klingflow.sweeping"},
-    "submit": {"klingflow.archiving", "klingflow.sweeping", "klingflow.hints", "klingflow.webhooks"},
+    | {"klingflow.flows.callback", "klingflow.flows.sweep"},
+    "submit": {
+        "klingflow.flows.archive",
+        "klingflow.flows.sweep",
+        "klingflow.flows.callback",
+        "klingflow.flows.webhook",
+    },
 }
 
 
@@ -42,7 +55,7 @@ def cold() -> dict[str, dict[str, Any]]:
 # parser's pydantic models of every AWS event when pydantic is loaded first): 150-200 ms that
 # `queue.handle_batch` and plain dict access do not spend. boto3 brings s3transfer and its S3
 # client injections (40-90 ms): the clients are botocore's, and its parameters utility (which
-# imports boto3) is replaced by `klingflow.parameters`.
+# imports boto3) is replaced by `klingflow.infra.parameters`.
 EVERY_HANDLER = {
     "aws_lambda_powertools.utilities.batch",
     "aws_lambda_powertools.utilities.data_classes",
@@ -57,7 +70,7 @@ EVERY_HANDLER = {
 @pytest.mark.parametrize("name", sorted(NOT_LOADED))
 def test_a_handler_loads_only_what_its_function_uses(cold: dict[str, dict[str, Any]], name: str) -> None:
     loaded = set(cold[name]["modules"])
-    assert "klingflow.runtime" in loaded and "klingflow.dynamo" in loaded
+    assert "klingflow.runtime" in loaded and "klingflow.infra.dynamo" in loaded
     assert not (NOT_LOADED[name] | EVERY_HANDLER) & loaded
 
 
@@ -84,11 +97,11 @@ def test_every_dialect_is_found_under_its_own_name() -> None:
 
 
 def test_a_service_that_fails_to_build_still_resumes_the_collector() -> None:
-    # Given a fresh interpreter whose handler paused the collector (klingflow.coldstart first)
+    # Given a fresh interpreter whose handler paused the collector (klingflow.infra.coldstart first)
     child = """
 import gc, sys
 sys.path.insert(0, sys.argv[1])
-import klingflow.coldstart
+import klingflow.infra.coldstart
 from klingflow import runtime
 paused = not gc.isenabled()
 def broken():

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.dynamo import Table, from_dynamo, to_dynamo, unstorable
-from klingflow.store import _to_dynamo as store_form
+from klingflow.infra.dynamo import Table, from_dynamo, to_dynamo, unstorable
+from klingflow.jobs.store import _to_dynamo as store_form
 
 VALUES: dict[str, Any] = {
     "text": "héllo",

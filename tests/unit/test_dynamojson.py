@@ -13,10 +13,10 @@ import boto3
 import pytest
 from moto.dynamodb import responses
 
-from klingflow.dynamo import Table
-from klingflow.models import Job, Source
-from klingflow.states import JobStatus
-from klingflow.store import DUE_INDEX, JobStore
+from klingflow.core.models import Job, Source
+from klingflow.core.states import JobStatus
+from klingflow.infra.dynamo import Table
+from klingflow.jobs.store import DUE_INDEX, JobStore
 from klingflow_dev.sandbox import dynamojson
 
 PLAIN_ITEM: dict[str, Any] = {

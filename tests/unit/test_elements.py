@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from klingflow.elements import DeletedElement, ElementDirectory, ElementRecord, ElementStore
-from klingflow.errors import ElementNotFound, RequestRejected
-from klingflow.kinds import AnyRequest, parse_request
+from klingflow.core.errors import ElementNotFound, RequestRejected
+from klingflow.core.kinds import AnyRequest, parse_request
+from klingflow.jobs.elements import DeletedElement, ElementDirectory, ElementRecord, ElementStore
 from klingflow_dev.clock import ManualClock
 from tests.conftest import sample_event
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from klingflow.errors import ProviderErrorClass
-from klingflow.health import Breakers
+from klingflow.core.errors import ProviderErrorClass
+from klingflow.providers.health import Breakers
 from klingflow_dev.clock import ManualClock
 
 DOWN = ProviderErrorClass.PROVIDER_DOWN

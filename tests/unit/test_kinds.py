@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from klingflow.errors import RequestRejected
-from klingflow.kinds import (
+from klingflow.core.errors import RequestRejected
+from klingflow.core.kinds import (
     Billing,
     JobKind,
     OmniVideoRequest,

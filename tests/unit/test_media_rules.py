@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from klingflow import media_rules as rules
-from klingflow.errors import FieldError
-from klingflow.kinds import AnyRequest, Orientation, parse_request
-from klingflow.media_rules import check_media, check_motion_media, facts_from_probe, format_from_name
-from klingflow.models import MediaFacts
-from klingflow.probe import BytesReader, ImageInfo, VideoInfo, probe_image, probe_video
+from klingflow.core import media_rules as rules
+from klingflow.core.errors import FieldError
+from klingflow.core.kinds import AnyRequest, Orientation, parse_request
+from klingflow.core.media_rules import check_media, check_motion_media, facts_from_probe, format_from_name
+from klingflow.core.models import MediaFacts
+from klingflow.core.probe import BytesReader, ImageInfo, VideoInfo, probe_image, probe_video
 from tests.conftest import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from klingflow.errors import RequestRejected
-from klingflow.kinds import MotionControlRequest, parse_request
+from klingflow.core.errors import RequestRejected
+from klingflow.core.kinds import MotionControlRequest, parse_request
 
 VALID = {
     "image": "incoming/a/character.png",

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from klingflow.endings import announce, end_job
-from klingflow.events import EventPublisher
-from klingflow.models import DetailType
-from klingflow.money import Release
-from klingflow.outcomes import SweepOutcome
+from klingflow.core.models import DetailType
+from klingflow.core.outcomes import SweepOutcome
+from klingflow.core.states import JobStatus
+from klingflow.flows.sweep import SweepConfig, Sweeper
+from klingflow.infra.events import EventPublisher
+from klingflow.jobs.endings import announce, end_job
+from klingflow.jobs.store import JobStore
+from klingflow.money.settlement import Release
 from klingflow.providers.registry import Registry, load_configs
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.sweeping import SweepConfig, Sweeper
 from klingflow_dev.clock import ManualClock
 from tests.unit.test_store import _job
 

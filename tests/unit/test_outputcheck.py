@@ -11,8 +11,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from klingflow.outcomes import ArchiveOutcome
-from klingflow.outputcheck import (
+from klingflow.core.outcomes import ArchiveOutcome
+from klingflow.core.outputcheck import (
     IMAGE_TYPES,
     OutputInvalid,
     check_image,
@@ -22,8 +22,8 @@ from klingflow.outputcheck import (
     image_type,
     peek,
 )
-from klingflow.probe import BytesReader
-from klingflow.storage import Storage
+from klingflow.core.probe import BytesReader
+from klingflow.infra.storage import Storage
 from klingflow_dev.sandbox import template
 from tests.unit.test_probe import webm
 

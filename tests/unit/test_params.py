@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.errors import QueryRejected
-from klingflow.params import whole_number
+from klingflow.core.errors import QueryRejected
+from klingflow.core.params import whole_number
 
 
 def _limit(value: str | None) -> int:

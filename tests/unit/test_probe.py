@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from klingflow.probe import (
+from klingflow.core.probe import (
     IMAGE_CHUNK_BYTES,
     JPEG_SCAN_LIMIT_BYTES,
     MOOV_MAX_BYTES,

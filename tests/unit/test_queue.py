@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.queue import BatchFailed, JobMessage, Received, RetryLater, handle_batch
+from klingflow.infra.queue import BatchFailed, JobMessage, Received, RetryLater, handle_batch
 from tests.conftest import sample_event
 
 

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 
 import pytest
 
-from klingflow.errors import NoProviderAvailable, RequestRejected
-from klingflow.kinds import AnyRequest, Billing, JobKind, parse_request
-from klingflow.models import MediaFacts
-from klingflow.pricing import billing_of, estimate
+from klingflow.core.errors import NoProviderAvailable, RequestRejected
+from klingflow.core.kinds import AnyRequest, Billing, JobKind, parse_request
+from klingflow.core.models import MediaFacts
+from klingflow.core.vocab import PriceTier
+from klingflow.money.pricing import billing_of, estimate
 from klingflow.providers.registry import EVOLINK_CREDIT_USD, EVOLINK_CREDITS_PER_S, Registry, load_configs
-from klingflow.vocab import PriceTier
 from tests.conftest import sample_event
 
 KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}

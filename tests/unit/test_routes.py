@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from klingflow.http import Router, json_response
+from klingflow.infra.http import Router, json_response
 from klingflow_dev.sandbox import template
 from tests.conftest import REPO, sample_event
 

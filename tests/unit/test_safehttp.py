@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from klingflow.errors import KlingflowError, UnsafeUrl
-from klingflow.safehttp import (
+from klingflow.core.errors import KlingflowError, UnsafeUrl
+from klingflow.infra.safehttp import (
     DownloadFailed,
     ResponseTooLarge,
     SafeHttp,

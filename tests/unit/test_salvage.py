@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from klingflow.events import EventPublisher
-from klingflow.money import Keep
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.jobs.store import JobStore
+from klingflow.jobs.submissions import SubmissionRecorder
+from klingflow.money.settlement import Keep
 from klingflow.providers.base import Submission
 from klingflow.providers.registry import Registry, load_configs
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.submissions import SubmissionRecorder
 from klingflow_dev.clock import ManualClock
 from tests.unit.test_outbox import FlakyBus
 from tests.unit.test_store import _job

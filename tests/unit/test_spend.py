@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from klingflow.dynamo import Table
-from klingflow.errors import BudgetExceeded
-from klingflow.models import BilledSource, DetailType, SpendState
-from klingflow.money import Charge, Keep, Release, Settle
-from klingflow.spend import Ledger, SpendMetrics
-from klingflow.states import JobStatus
-from klingflow.store import Claim, ElementDeleted, JobStore, NoRoom
+from klingflow.core.errors import BudgetExceeded
+from klingflow.core.models import BilledSource, DetailType, SpendState
+from klingflow.core.states import JobStatus
+from klingflow.infra.dynamo import Table
+from klingflow.jobs.store import Claim, ElementDeleted, JobStore, NoRoom
+from klingflow.money.ledger import Ledger, SpendMetrics
+from klingflow.money.settlement import Charge, Keep, Release, Settle
 from klingflow_dev.clock import ManualClock
 from tests.unit.test_store import _job
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from klingflow.states import TERMINAL, JobStatus, allowed_sources, can_move
+from klingflow.core.states import TERMINAL, JobStatus, allowed_sources, can_move
 
 
 def test_the_happy_path_is_allowed_step_by_step() -> None:

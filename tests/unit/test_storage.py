@@ -18,9 +18,9 @@ import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
-from klingflow.errors import RequestRejected
-from klingflow.safehttp import ResponseTooLarge, SafeHttp
-from klingflow.storage import PART_CHECKSUM, Storage, part_buffers
+from klingflow.core.errors import RequestRejected
+from klingflow.infra.safehttp import ResponseTooLarge, SafeHttp
+from klingflow.infra.storage import PART_CHECKSUM, Storage, part_buffers
 
 MIB = 1024 * 1024
 KIB = 1024

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from klingflow.dynamo import Table
-from klingflow.errors import RequestRejected
-from klingflow.models import Job, Source
-from klingflow.spend import Ledger
-from klingflow.states import JobStatus
-from klingflow.store import Claim, JobStore
+from klingflow.core.errors import RequestRejected
+from klingflow.core.models import Job, Source
+from klingflow.core.states import JobStatus
+from klingflow.infra.dynamo import Table
+from klingflow.jobs.store import Claim, JobStore
+from klingflow.money.ledger import Ledger
 from klingflow_dev.clock import ManualClock
 from tests.unit.counting import CountingTable
 

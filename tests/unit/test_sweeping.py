@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from klingflow.models import Job
-from klingflow.outcomes import SweepOutcome
+from klingflow.core.models import Job
+from klingflow.core.outcomes import SweepOutcome
+from klingflow.core.states import JobStatus
+from klingflow.flows.sweep import poll_workers
+from klingflow.jobs.store import JobStore
+from klingflow.money.ledger import Ledger
 from klingflow.providers.base import TaskReport
-from klingflow.spend import Ledger
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.sweeping import poll_workers
 from klingflow_dev.clock import ManualClock
 from tests.unit.counting import CountingTable
 from tests.unit.test_outbox import sweeper

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from klingflow.tokens import CallbackSigner, Signed
+from klingflow.core.tokens import CallbackSigner, Signed
 
 
 def test_a_token_verifies_only_for_its_job_provider_and_key() -> None:

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from klingflow.dynamo import Table
-from klingflow.errors import UnsafeUrl
-from klingflow.events import detail_for
-from klingflow.models import Job, Source, WebhookAttempt
-from klingflow.outcomes import WebhookOutcome
-from klingflow.safehttp import DownloadFailed
-from klingflow.spend import Ledger
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.webhooks import DeliveryFailed, WebhookSender, message_id, verify_webhook
+from klingflow.core.errors import UnsafeUrl
+from klingflow.core.models import Job, Source, WebhookAttempt
+from klingflow.core.outcomes import WebhookOutcome
+from klingflow.core.states import JobStatus
+from klingflow.flows.webhook import DeliveryFailed, WebhookSender, message_id, verify_webhook
+from klingflow.infra.dynamo import Table
+from klingflow.infra.events import detail_for
+from klingflow.infra.safehttp import DownloadFailed
+from klingflow.jobs.store import JobStore
+from klingflow.money.ledger import Ledger
 from klingflow_dev.clock import ManualClock
 
 SECRET = "unit-test-signing-secret"

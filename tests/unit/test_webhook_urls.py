@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from klingflow.errors import RequestRejected
-from klingflow.webhookurls import check_webhook_url
+from klingflow.core.errors import RequestRejected
+from klingflow.core.webhookurls import check_webhook_url
 
 
 def _delivered_host(url: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.webhooks import WebhookVerificationError, retry_delay_s, sign, verify_webhook
+from klingflow.flows.webhook import WebhookVerificationError, retry_delay_s, sign, verify_webhook
 from klingflow_dev.sandbox import template
 from tests.conftest import REPO
 

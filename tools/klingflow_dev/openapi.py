@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from klingflow.elements import ElementPage
-from klingflow.kinds import REQUEST_ADAPTER
-from klingflow.models import Job
+from klingflow.core.kinds import REQUEST_ADAPTER
+from klingflow.core.models import Job
+from klingflow.jobs.elements import ElementPage
 
 from .sandbox import template
 

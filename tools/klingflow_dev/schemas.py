@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from klingflow.kinds import REQUEST_ADAPTER
-from klingflow.models import DetailType, JobEventDetail
+from klingflow.core.kinds import REQUEST_ADAPTER
+from klingflow.core.models import DetailType, JobEventDetail
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"
 

@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import botocore.session
 from botocore.config import Config
 
-from . import awsmodels, coldstart
-from .clock import Clock, SystemClock
-from .dynamo import Table
-from .events import EventPublisher
-from .models import build_job_models
-from .parameters import CachedValues, parameter_value, secret_string
-from .queue import JobQueue
+from .core.clock import Clock, SystemClock
+from .core.models import build_job_models
+from .core.tokens import CallbackSigner
+from .infra import awsmodels, coldstart
+from .infra.dynamo import Table
+from .infra.events import EventPublisher
+from .infra.parameters import CachedValues, parameter_value, secret_string
+from .infra.queue import JobQueue
+from .jobs.store import JobStore
+from .money.ledger import Budget, Ledger, SpendMetrics
 from .settings import (
     MAX_POLL_CONCURRENCY,
     ArchiveSettings,
@@ -37,24 +40,21 @@ from .settings import (
     _ScheduleSettings,
     _Settings,
 )
-from .spend import Budget, Ledger, SpendMetrics
-from .store import JobStore
-from .tokens import CallbackSigner
 
 # Services are imported by the builders that need them, not here: a handler loads only what
 # its own function uses (the jobs function never loads the probe, archiving or the adapters).
 if TYPE_CHECKING:
-    from .archiving import Archiver
-    from .cancel import Canceller
-    from .elements import ElementAdmin, ElementDirectory
-    from .hints import CallbackReceiver
-    from .intake import Intake
+    from .flows.archive import Archiver
+    from .flows.callback import CallbackReceiver
+    from .flows.cancel import Canceller
+    from .flows.jobs import JobQueries
+    from .flows.submit import Intake
+    from .flows.sweep import Sweeper
+    from .flows.webhook import WebhookSender
+    from .infra.storage import Storage
+    from .jobs.elements import ElementAdmin, ElementDirectory
     from .providers.registry import Registry
-    from .queries import JobQueries
-    from .storage import Storage
-    from .sweeping import Sweeper
-    from .telemetry import ProviderMetrics
-    from .webhooks import WebhookSender
+    from .providers.telemetry import ProviderMetrics
 
 T = TypeVar("T")
 SECRET_MAX_AGE_S = 300
@@ -128,7 +128,7 @@ def _ssm() -> CachedValues:
 
 def storage(bucket: str) -> Storage:
     """The bucket, for the functions that read or write it (not the callback, sweeper, webhook)."""
-    from .storage import Storage
+    from .infra.storage import Storage
 
     return Storage(client("s3"), bucket)
 
@@ -198,7 +198,7 @@ def store(settings: _Settings, clock: Clock, money: Ledger | None = None) -> Job
 
 
 def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
-    from .telemetry import ProviderMetrics
+    from .providers.telemetry import ProviderMetrics
 
     return ProviderMetrics(
         namespace=settings.powertools_metrics_namespace, enabled=not settings.powertools_metrics_disabled
@@ -206,16 +206,16 @@ def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
 
 
 def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
-    from .elements import ElementDirectory, ElementStore
+    from .jobs.elements import ElementDirectory, ElementStore
 
     return ElementDirectory(ElementStore(table(settings.jobs_table)), clock)
 
 
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
-    from .health import Breakers
-    from .intake import Intake, IntakeConfig
-    from .kinds import build_request_models
-    from .vocab import JobKind
+    from .core.kinds import build_request_models
+    from .core.vocab import JobKind
+    from .flows.submit import Intake, IntakeConfig
+    from .providers.health import Breakers
 
     # Every first event of submit parses a request, most often of the default kind; another
     # kind's model is built on its first request.
@@ -257,14 +257,14 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
 
 
 def build_element_admin(settings: SubmitSettings, clock: Clock | None = None) -> ElementAdmin:
-    from .elements import ElementAdmin
+    from .jobs.elements import ElementAdmin
 
     clock = clock or SystemClock()
     return ElementAdmin(element_directory(settings, clock), registry(settings, clock))
 
 
 def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Canceller:
-    from .cancel import Canceller
+    from .flows.cancel import Canceller
 
     clock = clock or SystemClock()
     return Canceller(
@@ -274,10 +274,10 @@ def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Can
 
 
 def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
-    from .hints import CallbackReceiver
+    from .flows.callback import CallbackReceiver
+    from .jobs.submissions import SubmissionRecorder
     from .providers.base import Submission
     from .providers.registry import Registry, load_configs
-    from .submissions import SubmissionRecorder
 
     clock = clock or SystemClock()
     jobs = store(settings, clock)
@@ -303,8 +303,8 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
 
 
 def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Archiver:
-    from .archiving import ArchiveConfig, Archiver
-    from .safehttp import SafeHttp
+    from .flows.archive import ArchiveConfig, Archiver
+    from .infra.safehttp import SafeHttp
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
@@ -328,8 +328,8 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
-    from .submissions import SubmissionRecorder
-    from .sweeping import SweepConfig, Sweeper
+    from .flows.sweep import SweepConfig, Sweeper
+    from .jobs.submissions import SubmissionRecorder
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
@@ -369,7 +369,7 @@ def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Swee
 
 
 def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQueries:
-    from .queries import JobQueries
+    from .flows.jobs import JobQueries
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
@@ -391,8 +391,8 @@ def reset() -> None:
 
 
 def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> WebhookSender:
-    from .safehttp import SafeHttp
-    from .webhooks import WebhookSender
+    from .flows.webhook import WebhookSender
+    from .infra.safehttp import SafeHttp
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from klingflow import runtime
-from klingflow.models import Job, Source
-from klingflow.states import JobStatus
-from klingflow.store import JobStore
-from klingflow.tokens import CallbackSigner
+from klingflow.core.models import Job, Source
+from klingflow.core.states import JobStatus
+from klingflow.core.tokens import CallbackSigner
+from klingflow.jobs.store import JobStore
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox import Sandbox, SandboxOptions
 

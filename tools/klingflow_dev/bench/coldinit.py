@@ -95,11 +95,11 @@ _FLOOR_BODY = "import boto3\nboto3.client('dynamodb')"
 # What a row's notes name when the handler loaded it: the heavy parts a function that does not
 # use them should not load.
 WATCHED = {
-    "klingflow.kinds": "request models",
-    "klingflow.intake": "intake",
-    "klingflow.probe": "probe",
-    "klingflow.archiving": "archiving",
-    "klingflow.safehttp": "safehttp",
+    "klingflow.core.kinds": "request models",
+    "klingflow.flows.submit": "intake",
+    "klingflow.core.probe": "probe",
+    "klingflow.flows.archive": "archiving",
+    "klingflow.infra.safehttp": "safehttp",
     "httpx": "httpx",
     "jwt": "jwt",
     "aws_lambda_powertools.event_handler": "event handler",

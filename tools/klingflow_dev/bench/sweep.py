@@ -46,13 +46,13 @@ import httpx
 from botocore.config import Config
 
 from klingflow import runtime
-from klingflow.clock import iso
-from klingflow.models import Job, Source
-from klingflow.outcomes import SweepOutcome
+from klingflow.core.clock import iso
+from klingflow.core.models import Job, Source
+from klingflow.core.outcomes import SweepOutcome
+from klingflow.core.states import JobStatus
+from klingflow.flows.sweep import Sweeper, poll_workers
+from klingflow.jobs.store import DUE_INDEX, JobStore
 from klingflow.settings import SweeperSettings
-from klingflow.states import JobStatus
-from klingflow.store import DUE_INDEX, JobStore
-from klingflow.sweeping import Sweeper, poll_workers
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 from klingflow_dev.sandbox import template

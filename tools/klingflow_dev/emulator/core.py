@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from klingflow.clock import Clock, SystemClock
-from klingflow.probe import BytesReader, ProbeError, probe_video
+from klingflow.core.clock import Clock, SystemClock
+from klingflow.core.probe import BytesReader, ProbeError, probe_video
 from klingflow_dev import ASSETS
 
 PHASES = ("queued", "processing", "completed", "failed", "cancelled")

@@ -1,6 +1,6 @@
 """What each provider checks on a create request, written from the seeds on their own terms.
 
-Deliberately independent of `klingflow.kinds`: the contract tests send our adapters' bodies here,
+Deliberately independent of `klingflow.core.kinds`: the contract tests send our adapters' bodies here,
 so a field our side names or shapes wrongly is refused the way the provider would refuse it.
 """
 

@@ -22,7 +22,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from klingflow import awsmodels
+from klingflow.infra import awsmodels
 
 from . import dynamojson
 from .template import Resolver
@@ -39,7 +39,7 @@ def function_role_arn(function: str) -> str:
 
 
 def ensure_aws_models() -> bool:
-    """klingflow's trimmed AWS models (klingflow/awsmodels.py), written from this venv's botocore
+    """klingflow's trimmed AWS models (klingflow/infra/awsmodels.py), written from this venv's botocore
     unless they are current: the handlers here make their clients from them, as in Lambda."""
     return awsmodels.ensure(Path(botocore.__file__).parent / "data")
 

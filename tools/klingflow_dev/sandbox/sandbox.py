@@ -17,7 +17,7 @@ import boto3
 import httpx
 
 from klingflow import runtime
-from klingflow.clock import Clock
+from klingflow.core.clock import Clock
 from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from klingflow.errors import ProviderError, ProviderErrorClass
-from klingflow.kinds import JobKind, MotionControlRequest
-from klingflow.states import JobStatus
+from klingflow.core.errors import ProviderError, ProviderErrorClass
+from klingflow.core.kinds import JobKind, MotionControlRequest
+from klingflow.core.states import JobStatus
 
 from .base import (
     Adapter,

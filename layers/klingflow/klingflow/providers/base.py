@@ -19,17 +19,17 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
-from klingflow.clock import Clock, SystemClock
-from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.states import JobStatus
-from klingflow.vocab import Billing, JobKind, Mode
+from klingflow.core.clock import Clock, SystemClock
+from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.core.states import JobStatus
+from klingflow.core.vocab import Billing, JobKind, Mode
 
 # httpx is imported by the client that sends calls, and the request models by the adapters that
 # read them, not here: what a callback parses with needs neither.
 if TYPE_CHECKING:
     import httpx
 
-    from klingflow.kinds import AnyRequest, CameraControl, MotionControlRequest
+    from klingflow.core.kinds import AnyRequest, CameraControl, MotionControlRequest
 
 R = TypeVar("R")
 

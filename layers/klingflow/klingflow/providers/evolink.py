@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.kinds import (
+from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.core.kinds import (
     AnyRequest,
     CustomElementRequest,
     ImageToVideoRequest,
@@ -21,7 +21,7 @@ from klingflow.kinds import (
     MotionControlRequest,
     TextToVideoRequest,
 )
-from klingflow.states import JobStatus
+from klingflow.core.states import JobStatus
 
 from .base import (
     Adapter,

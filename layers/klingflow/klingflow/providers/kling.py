@@ -17,9 +17,9 @@ from urllib.parse import quote
 
 import jwt
 
-from klingflow.clock import Clock
-from klingflow.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.kinds import (
+from klingflow.core.clock import Clock
+from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.core.kinds import (
     AnyRequest,
     ImageToVideoRequest,
     JobKind,
@@ -27,7 +27,7 @@ from klingflow.kinds import (
     OmniVideoRequest,
     TextToVideoRequest,
 )
-from klingflow.states import JobStatus
+from klingflow.core.states import JobStatus
 
 from .base import (
     Adapter,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from klingflow.errors import FieldError, ProviderErrorClass
-from klingflow.kinds import (
+from klingflow.core.errors import FieldError, ProviderErrorClass
+from klingflow.core.kinds import (
     AnyRequest,
     CustomElementRequest,
     ImageToVideoRequest,

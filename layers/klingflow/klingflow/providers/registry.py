@@ -19,18 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from klingflow.clock import Clock
-from klingflow.errors import FieldError, NoProviderAvailable, RequestRejected
-from klingflow.states import JobStatus
-from klingflow.vocab import Billing, JobKind, PriceTier
+from klingflow.core.clock import Clock
+from klingflow.core.errors import FieldError, NoProviderAvailable, RequestRejected
+from klingflow.core.states import JobStatus
+from klingflow.core.vocab import Billing, JobKind, PriceTier
 
 from .base import Adapter, ProviderClient, TaskReport
 
 if TYPE_CHECKING:
     import httpx
 
-    from klingflow.kinds import AnyRequest
-    from klingflow.models import Job
+    from klingflow.core.kinds import AnyRequest
+    from klingflow.core.models import Job
 
 
 class _Dialects(Mapping[str, type[Adapter]]):

@@ -20,14 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .models import BilledSource, Job, MediaFacts
-from .money import Charge
-from .providers.base import Submission, TaskReport, UsageUnit
-from .providers.registry import Registry
-from .vocab import Billing, billable_seconds
+from klingflow.core.models import BilledSource, Job, MediaFacts
+from klingflow.core.vocab import Billing, billable_seconds
+from klingflow.providers.base import Submission, TaskReport, UsageUnit
+from klingflow.providers.registry import Registry
+
+from .settlement import Charge
 
 if TYPE_CHECKING:
-    from .kinds import AnyRequest
+    from klingflow.core.kinds import AnyRequest
 
 # A reported clip length within this of a whole second is that second (5.04 s is a 5 s clip
 # with one frame over), not a second more.

@@ -17,18 +17,18 @@ from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
-from .clock import Clock, epoch
-from .endings import announce, end_job, stop_watching
-from .errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, ProviderErrorClass
-from .events import EventPublisher
-from .models import DetailType, Job, JobPatch, progress_of
-from .money import Keep, Money, Release, Settle
-from .outcomes import SweepOutcome
-from .pricing import charged
-from .providers.registry import Registry
-from .queue import JobQueue
-from .states import TERMINAL, JobStatus
-from .store import JobStore
+from klingflow.core.clock import Clock, epoch
+from klingflow.core.errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, ProviderErrorClass
+from klingflow.core.models import DetailType, Job, JobPatch, progress_of
+from klingflow.core.outcomes import SweepOutcome
+from klingflow.core.states import TERMINAL, JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.infra.queue import JobQueue
+from klingflow.jobs.endings import announce, end_job, stop_watching
+from klingflow.jobs.store import JobStore
+from klingflow.money.pricing import charged
+from klingflow.money.settlement import Keep, Money, Release, Settle
+from klingflow.providers.registry import Registry
 
 logger = Logger(child=True)
 

@@ -7,13 +7,13 @@ archived and billed. A job not yet sent ends CANCELLED at once, its reservation 
 
 from __future__ import annotations
 
-from .endings import end_job
-from .errors import JobConflict, JobNotFound
-from .events import EventPublisher
-from .models import Job
-from .money import Release
-from .states import JobStatus
-from .store import JobStore
+from klingflow.core.errors import JobConflict, JobNotFound
+from klingflow.core.models import Job
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.jobs.endings import end_job
+from klingflow.jobs.store import JobStore
+from klingflow.money.settlement import Release
 
 _QUEUED = frozenset({JobStatus.QUEUED})
 

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .clock import Clock, epoch
-from .errors import BudgetExceeded
-from .vocab import JobKind
+from klingflow.core.clock import Clock, epoch
+from klingflow.core.errors import BudgetExceeded
+from klingflow.core.vocab import JobKind
 
 if TYPE_CHECKING:
-    from .dynamo import Table
+    from klingflow.infra.dynamo import Table
 
 logger = Logger(child=True)
 SPEND_PREFIX = "SPEND#"

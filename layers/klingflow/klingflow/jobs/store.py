@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any, Required, TypedDict, Unpack
 
 from botocore.exceptions import ClientError
 
-from .clock import Clock, epoch, iso
-from .dynamo import key_fits, unstorable
-from .errors import FieldError, QueryRejected, RequestRejected
-from .models import Attempt, HistoryEntry, Job, JobError, JobPatch, Reservation, WebhookAttempt
-from .money import Money
-from .spend import Ledger, SpendChange, usd
-from .states import JobStatus, allowed_sources
+from klingflow.core.clock import Clock, epoch, iso
+from klingflow.core.errors import FieldError, QueryRejected, RequestRejected
+from klingflow.core.models import Attempt, HistoryEntry, Job, JobError, JobPatch, Reservation, WebhookAttempt
+from klingflow.core.states import JobStatus, allowed_sources
+from klingflow.infra.dynamo import key_fits, unstorable
+from klingflow.money.ledger import Ledger, SpendChange, usd
+from klingflow.money.settlement import Money
 
 if TYPE_CHECKING:
-    from .dynamo import Table
+    from klingflow.infra.dynamo import Table
 
 DUE_INDEX = "due-index"
 LIST_INDEX = "list-index"

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .clock import Clock, iso
-from .events import EventPublisher
-from .models import DetailType, HistoryEntry, Job, JobError, JobPatch
-from .money import Money
-from .states import JobStatus
+from klingflow.core.clock import Clock, iso
+from klingflow.core.models import DetailType, HistoryEntry, Job, JobError, JobPatch
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.money.settlement import Money
+
 from .store import JobStore
 
 _EVENT = {

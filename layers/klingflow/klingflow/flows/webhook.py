@@ -42,14 +42,14 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .clock import iso
-from .errors import KlingflowError, UnsafeUrl
-from .events import SOURCE, detail_for
-from .models import DetailType, Job, WebhookAttempt
-from .outcomes import Done, WebhookOutcome
-from .safehttp import DownloadFailed, SafeHttp
-from .states import JobStatus
-from .store import JobStore
+from klingflow.core.clock import iso
+from klingflow.core.errors import KlingflowError, UnsafeUrl
+from klingflow.core.models import DetailType, Job, WebhookAttempt
+from klingflow.core.outcomes import Done, WebhookOutcome
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import SOURCE, detail_for
+from klingflow.infra.safehttp import DownloadFailed, SafeHttp
+from klingflow.jobs.store import JobStore
 
 logger = Logger(child=True)
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .models import DetailType, EventCost, EventOutput, Job, JobEventDetail
+from klingflow.core.models import DetailType, EventCost, EventOutput, Job, JobEventDetail
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient

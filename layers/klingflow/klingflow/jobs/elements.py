@@ -25,9 +25,8 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .clock import Clock, iso
-from .dynamo import key_fits
-from .errors import (
+from klingflow.core.clock import Clock, iso
+from klingflow.core.errors import (
     ElementNotFound,
     FieldError,
     ProviderError,
@@ -35,15 +34,17 @@ from .errors import (
     QueryRejected,
     RequestRejected,
 )
-from .models import Job
-from .params import whole_number
+from klingflow.core.models import Job
+from klingflow.core.params import whole_number
+from klingflow.infra.dynamo import key_fits
+
 from .store import ELEMENT_PREFIX, list_page
 
 if TYPE_CHECKING:
-    from .dynamo import Table
-    from .kinds import AnyRequest
-    from .providers.registry import Registry
-    from .storage import Storage
+    from klingflow.core.kinds import AnyRequest
+    from klingflow.infra.dynamo import Table
+    from klingflow.infra.storage import Storage
+    from klingflow.providers.registry import Registry
 
 logger = Logger(child=True)
 LIST_PK = "ELEMENT"
@@ -224,7 +225,7 @@ class ElementDirectory:
     def record(self, job: Job, element_id: str, storage: Storage) -> ElementRecord:
         """Record an element a job made, its reference media copied under elements/ (uploads
         under incoming/ expire with UploadRetentionDays; the element stays usable)."""
-        from .kinds import CustomElementRequest  # noqa: PLC0415 (the read API never records)
+        from klingflow.core.kinds import CustomElementRequest  # noqa: PLC0415 (the read API never records)
 
         request = job.parsed_request
         assert isinstance(request, CustomElementRequest) and job.provider is not None

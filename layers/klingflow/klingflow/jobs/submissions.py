@@ -11,22 +11,24 @@ from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger
 
-from .clock import Clock, epoch, iso
+from klingflow.core.clock import Clock, epoch, iso
+from klingflow.core.errors import ELEMENT_DELETED, ProviderError, ProviderErrorClass
+from klingflow.core.models import Attempt, Cost, DetailType, Job, JobPatch, progress_patch
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.money.ledger import usd
+from klingflow.money.pricing import estimate, provider_reserved_usd
+from klingflow.money.settlement import Money, Release
+from klingflow.providers.base import Submission
+from klingflow.providers.telemetry import ProviderMetrics
+
 from .endings import announce, end_job
-from .errors import ELEMENT_DELETED, ProviderError, ProviderErrorClass
-from .events import EventPublisher
-from .models import Attempt, Cost, DetailType, Job, JobPatch, progress_patch
-from .money import Money, Release
-from .pricing import estimate, provider_reserved_usd
-from .providers.base import Submission
-from .spend import usd
-from .states import JobStatus
 from .store import NoRoom
-from .telemetry import ProviderMetrics
 
 if TYPE_CHECKING:
-    from .providers.registry import Registry
-    from .queue import JobQueue
+    from klingflow.infra.queue import JobQueue
+    from klingflow.providers.registry import Registry
+
     from .store import JobStore
 
 logger = Logger(child=True)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .clock import Clock, epoch, iso
-from .errors import ProviderErrorClass
+from klingflow.core.clock import Clock, epoch, iso
+from klingflow.core.errors import ProviderErrorClass
 
 if TYPE_CHECKING:
-    from .dynamo import Table
+    from klingflow.infra.dynamo import Table
 
 COUNTED = frozenset(
     {

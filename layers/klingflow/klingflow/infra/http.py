@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
-from .errors import FieldError, KlingflowError, RequestRejected, to_http
+from klingflow.core.errors import FieldError, KlingflowError, RequestRejected, to_http
 
 logger = Logger(child=True)
 Route = TypeVar("Route", bound=Callable[..., Any])

@@ -50,7 +50,8 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
 # SSO's (profile credentials; Lambda's are the environment's) and S3 Express sessions (directory
 # buckets; the stack's bucket is a general-purpose one).
 KEPT_WHOLE = ("sts",)
-MODELS = Path(__file__).with_name("aws_models")
+# Beside the package, not this folder: the layer's Makefile writes them there.
+MODELS = Path(__file__).parents[1] / "aws_models"
 _STAMP = "SOURCE"
 # What botocore reads only to write documentation.
 _DOCUMENTATION = frozenset({"documentation", "documentationUrl"})

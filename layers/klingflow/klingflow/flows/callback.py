@@ -14,15 +14,15 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from .clock import Clock, epoch
-from .errors import JobNotFound, KlingflowError
-from .models import Job, progress_of
-from .outcomes import CallbackOutcome, Done
-from .providers.registry import Registry
-from .queue import JobQueue
-from .states import JobStatus
-from .store import CallbackNews, JobStore
-from .tokens import CallbackSigner
+from klingflow.core.clock import Clock, epoch
+from klingflow.core.errors import JobNotFound, KlingflowError
+from klingflow.core.models import Job, progress_of
+from klingflow.core.outcomes import CallbackOutcome, Done
+from klingflow.core.states import JobStatus
+from klingflow.core.tokens import CallbackSigner
+from klingflow.infra.queue import JobQueue
+from klingflow.jobs.store import CallbackNews, JobStore
+from klingflow.providers.registry import Registry
 
 logger = Logger(child=True)
 

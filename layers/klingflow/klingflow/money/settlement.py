@@ -17,8 +17,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .models import BilledSource, Cost, Job, SpendState
-from .spend import SpendChange, usd
+from klingflow.core.models import BilledSource, Cost, Job, SpendState
+
+from .ledger import SpendChange, usd
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,17 @@ from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, epoch
-from .elements import ElementDirectory
-from .errors import FieldError, JobNotFound, QueryRejected
-from .models import Job, WebhookDelivery
-from .params import whole_number
-from .spend import Ledger
-from .states import JobStatus
-from .store import JobStore
+from klingflow.core.clock import Clock, epoch
+from klingflow.core.errors import FieldError, JobNotFound, QueryRejected
+from klingflow.core.models import Job, WebhookDelivery
+from klingflow.core.params import whole_number
+from klingflow.core.states import JobStatus
+from klingflow.jobs.elements import ElementDirectory
+from klingflow.jobs.store import JobStore
+from klingflow.money.ledger import Ledger
 
 if TYPE_CHECKING:
-    from .storage import Storage
+    from klingflow.infra.storage import Storage
 
 
 class JobQueries:

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import ClientError
 
-from .errors import FieldError, RequestRejected
+from klingflow.core.errors import FieldError, RequestRejected
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -21,9 +21,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from ulid import ULID
 
-from .clock import Clock, epoch, iso
-from .elements import ElementDirectory
-from .errors import (
+from klingflow.core.clock import Clock, epoch, iso
+from klingflow.core.errors import (
     BudgetExceeded,
     FieldError,
     IdempotencyConflict,
@@ -34,11 +33,9 @@ from .errors import (
     Refused,
     RequestRejected,
 )
-from .events import EventPublisher
-from .health import Breakers
-from .kinds import AnyRequest, Billing, JobKind, MediaRef, parse_request, with_media
-from .media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
-from .models import (
+from klingflow.core.kinds import AnyRequest, Billing, JobKind, MediaRef, parse_request, with_media
+from klingflow.core.media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
+from klingflow.core.models import (
     Cost,
     DetailType,
     HistoryEntry,
@@ -48,21 +45,24 @@ from .models import (
     MediaFacts,
     Source,
 )
-from .money import Keep
-from .outcomes import Done, SubmitOutcome
-from .pricing import billing_of
-from .probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
-from .providers.base import TaskSpec
-from .providers.registry import Registry
-from .queue import JobQueue
-from .spend import Ledger, usd
-from .states import JobStatus
-from .storage import Storage
-from .store import Claim, ElementDeleted, JobStore, NoRoom, refuse_unstorable
-from .submissions import SubmissionRecorder
-from .telemetry import ProviderMetrics
-from .tokens import CallbackSigner
-from .webhookurls import check_webhook_url
+from klingflow.core.outcomes import Done, SubmitOutcome
+from klingflow.core.probe import BytesReader, ImageInfo, ProbeError, VideoInfo, probe_image, probe_video
+from klingflow.core.states import JobStatus
+from klingflow.core.tokens import CallbackSigner
+from klingflow.core.webhookurls import check_webhook_url
+from klingflow.infra.events import EventPublisher
+from klingflow.infra.queue import JobQueue
+from klingflow.infra.storage import Storage
+from klingflow.jobs.elements import ElementDirectory
+from klingflow.jobs.store import Claim, ElementDeleted, JobStore, NoRoom, refuse_unstorable
+from klingflow.jobs.submissions import SubmissionRecorder
+from klingflow.money.ledger import Ledger, usd
+from klingflow.money.pricing import billing_of
+from klingflow.money.settlement import Keep
+from klingflow.providers.base import TaskSpec
+from klingflow.providers.health import Breakers
+from klingflow.providers.registry import Registry
+from klingflow.providers.telemetry import ProviderMetrics
 
 logger = Logger(child=True)
 

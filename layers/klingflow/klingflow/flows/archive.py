@@ -27,22 +27,29 @@ from dataclasses import dataclass
 import httpx
 from aws_lambda_powertools import Logger
 
-from .clock import Clock, epoch, iso
-from .elements import ElementDirectory
-from .endings import announce, end_job, stop_watching
-from .errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, UnsafeUrl
-from .events import EventPublisher
-from .models import DetailType, Job, JobError, Output, OutputRole
-from .money import Charge, Release, Settle
-from .outcomes import ArchiveOutcome, Done
-from .outputcheck import OutputInvalid, check_image, check_video, cover_type, peek, quarantine_prefix
-from .pricing import charged
-from .providers.base import Download, TaskOutput, TaskReport
-from .providers.registry import Registry
-from .safehttp import DownloadFailed, SafeHttp, SafeResponse
-from .states import JobStatus
-from .storage import DOWNLOAD_CHUNK_BYTES, ObjectInfo, Storage
-from .store import JobStore
+from klingflow.core.clock import Clock, epoch, iso
+from klingflow.core.errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, UnsafeUrl
+from klingflow.core.models import DetailType, Job, JobError, Output, OutputRole
+from klingflow.core.outcomes import ArchiveOutcome, Done
+from klingflow.core.outputcheck import (
+    OutputInvalid,
+    check_image,
+    check_video,
+    cover_type,
+    peek,
+    quarantine_prefix,
+)
+from klingflow.core.states import JobStatus
+from klingflow.infra.events import EventPublisher
+from klingflow.infra.safehttp import DownloadFailed, SafeHttp, SafeResponse
+from klingflow.infra.storage import DOWNLOAD_CHUNK_BYTES, ObjectInfo, Storage
+from klingflow.jobs.elements import ElementDirectory
+from klingflow.jobs.endings import announce, end_job, stop_watching
+from klingflow.jobs.store import JobStore
+from klingflow.money.pricing import charged
+from klingflow.money.settlement import Charge, Release, Settle
+from klingflow.providers.base import Download, TaskOutput, TaskReport
+from klingflow.providers.registry import Registry
 
 # Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
 DOWNLOAD_FAILED = "DOWNLOAD_FAILED"

@@ -32,8 +32,8 @@ from typing import Final
 
 import httpx
 
-from klingflow.addresses import IPAddress, address_problem
-from klingflow.errors import KlingflowError, UnsafeUrl
+from klingflow.core.addresses import IPAddress, address_problem
+from klingflow.core.errors import KlingflowError, UnsafeUrl
 
 __all__ = [
     "DownloadFailed",

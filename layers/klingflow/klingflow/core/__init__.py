@@ -1,0 +1,1 @@
+"""The domain, pure: kinds and their rules, media probing, the job record, states, errors."""

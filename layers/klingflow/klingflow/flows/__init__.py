@@ -1,0 +1,1 @@
+"""What each function does, one module per function, named after it."""

@@ -1,0 +1,1 @@
+"""AWS and HTTP plumbing: table, bucket, queues, events, parameters, safe HTTP, the router."""

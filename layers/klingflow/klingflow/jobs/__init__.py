@@ -1,0 +1,1 @@
+"""The job records: the store, endings, elements and submissions."""
