@@ -6,13 +6,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3.13 $(HOME)/.pyenv/versions/3.13*/bin/python3.13; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 VENV := .venv
+CHECKOV := .venv-checkov
 BIN := $(abspath $(VENV)/bin)
 # sam build looks for python3.13 on PATH: the venv provides it.
 export PATH := $(BIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test lint typecheck pytest validate policy chaos bench build clean
+.PHONY: demo test test-fast lint typecheck pytest validate policy chaos bench build clean
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -25,7 +26,17 @@ $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 demo: $(VENV)/.installed
 	$(BIN)/klingflow sandbox demo
 
-test: lint typecheck pytest validate policy
+# Every check at once, pytest first (the longest; its sandbox tests mostly wait on loopback I/O, so
+# the others fit beside it). -k runs each to its end whatever fails; make then exits non-zero if any
+# did, and --output-sync prints each check's output whole, when it ends.
+test: $(VENV)/.installed $(CHECKOV)/.installed
+	$(MAKE) --no-print-directory -k -j5 --output-sync=target pytest typecheck lint validate policy
+
+# The pure and moto tiers (tests/tiers.py): no sandbox, no e2e, no fault suite; about 30 s on two
+# cores. Only unit/ and integration/ can hold such tests; a worker more than cores fills the waits
+# of the deadline tests.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest -n $(shell echo $$(( $$(nproc) + 1 ))) --dist loadfile -m "pure or moto" tests/unit tests/integration
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -34,9 +45,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-# One worker per core: most of a sandbox test's time is waiting on loopback I/O.
+# Two workers per core: most of a sandbox test's time is waiting (loopback I/O, an emulated
+# provider's latency in real time), so a second worker's tests run in the first one's waits.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 pytest: $(VENV)/.installed
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 validate: $(VENV)/.installed
 	$(BIN)/sam validate --lint
@@ -52,7 +65,6 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m klingflow_dev.bench
 
 # checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
-CHECKOV := .venv-checkov
 $(CHECKOV)/.installed:
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
 	$(PYTHON) -m venv $(CHECKOV)

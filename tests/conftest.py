@@ -11,6 +11,10 @@ import pytest
 
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.sandbox.aws import ensure_aws_models
+from tests import tiers
+from tests.tiers import guard
+
+__all__ = ["guard"]  # the tier guard, autouse for every test
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
@@ -21,6 +25,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # trimmed models, as the layer's are (klingflow/infra/awsmodels.py).
     if not hasattr(config, "workerinput"):
         ensure_aws_models()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tiers.assign(items)
 
 
 def sample_event(name: str) -> dict[str, Any]:

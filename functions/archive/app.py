@@ -10,13 +10,13 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.flows.archive import Archiver
 from klingflow.infra.queue import JobMessage, Received, handle_batch
 from klingflow.settings import ArchiveSettings
 
 settings = ArchiveSettings.from_env()
-service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: runtime.build_archiver(settings))
+service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: services.build_archiver(settings))
 logger = Logger()
 metrics = Metrics()
 

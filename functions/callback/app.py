@@ -13,14 +13,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.core.errors import RequestRejected
 from klingflow.flows.callback import CallbackReceiver
 from klingflow.infra.http import json_body, json_response, resolver
 from klingflow.settings import CallbackSettings
 
 settings = CallbackSettings.from_env()
-service: runtime.Lazy[CallbackReceiver] = runtime.Lazy(lambda: runtime.build_receiver(settings))
+service: runtime.Lazy[CallbackReceiver] = runtime.Lazy(lambda: services.build_receiver(settings))
 logger = Logger()
 metrics = Metrics()
 api = resolver()

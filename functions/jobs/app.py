@@ -9,13 +9,13 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.flows.jobs import JobQueries
 from klingflow.infra.http import json_response, resolver
 from klingflow.settings import JobsSettings
 
 settings = JobsSettings.from_env()
-service: runtime.Lazy[JobQueries] = runtime.Lazy(lambda: runtime.build_queries(settings))
+service: runtime.Lazy[JobQueries] = runtime.Lazy(lambda: services.build_queries(settings))
 logger = Logger()
 api = resolver()
 

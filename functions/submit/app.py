@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.core.errors import Refused
 from klingflow.core.models import Source
 from klingflow.flows.submit import Intake
@@ -29,9 +29,9 @@ if TYPE_CHECKING:  # loaded by their builders, on the first cancel or element re
     from klingflow.jobs.elements import ElementAdmin
 
 settings = SubmitSettings.from_env()  # cold start fails fast on missing configuration
-service: runtime.Lazy[Intake] = runtime.Lazy(lambda: runtime.build_intake(settings))
-canceller: runtime.Lazy[Canceller] = runtime.Lazy(lambda: runtime.build_canceller(settings))
-element_admin: runtime.Lazy[ElementAdmin] = runtime.Lazy(lambda: runtime.build_element_admin(settings))
+service: runtime.Lazy[Intake] = runtime.Lazy(lambda: services.build_intake(settings))
+canceller: runtime.Lazy[Canceller] = runtime.Lazy(lambda: services.build_canceller(settings))
+element_admin: runtime.Lazy[ElementAdmin] = runtime.Lazy(lambda: services.build_element_admin(settings))
 logger = Logger()
 metrics = Metrics()
 api = resolver()

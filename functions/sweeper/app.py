@@ -10,12 +10,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.flows.sweep import Sweeper
 from klingflow.settings import SweeperSettings
 
 settings = SweeperSettings.from_env()
-service: runtime.Lazy[Sweeper] = runtime.Lazy(lambda: runtime.build_sweeper(settings))
+service: runtime.Lazy[Sweeper] = runtime.Lazy(lambda: services.build_sweeper(settings))
 logger = Logger()
 metrics = Metrics()
 

@@ -19,14 +19,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.core.outcomes import WebhookOutcome
 from klingflow.flows.webhook import DeliveryFailed, WebhookSender
 from klingflow.infra.queue import Received, RetryLater, handle_batch
 from klingflow.settings import WebhookSettings
 
 settings = WebhookSettings.from_env()  # cold start fails fast on missing configuration
-service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: runtime.build_webhooks(settings))
+service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: services.build_webhooks(settings))
 logger = Logger()
 metrics = Metrics()
 

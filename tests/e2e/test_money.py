@@ -3,6 +3,7 @@ functions running side by side, the API over HTTP and the emulator's own fault k
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -63,7 +64,7 @@ def test_forty_jobs_sent_at_once_never_spend_past_a_five_dollar_day() -> None:
             if response.status_code == 402:
                 assert response.json()["error"]["code"] == "BUDGET_EXCEEDED"
         accepted = [r.json()["job_id"] for r in responses if r.status_code == 202]
-        jobs = [wait_for(lambda job_id=job_id: _settled(api, job_id), timeout_s=90) for job_id in accepted]
+        jobs = [wait_for(functools.partial(_settled, api, job_id), timeout_s=90) for job_id in accepted]
         assert all(jobs), "every accepted job ends"
 
         # And the archived ones settle within $5; every other one names BUDGET_EXCEEDED

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.conftest import sample_event
 from tests.integration.conftest import Stack
 
 
-def _invoke(stack: Stack, function: str, event: dict) -> dict:
+def _invoke(stack: Stack, function: str, event: dict[str, Any]) -> dict[str, Any]:
     assert stack.sandbox.invoker is not None
     return dict(stack.sandbox.invoker.invoke(function, event, source="test"))
 

@@ -15,7 +15,7 @@ from klingflow.core.errors import ProviderError
 from klingflow.core.kinds import AnyRequest, JobKind, parse_request, with_media
 from klingflow.core.states import JobStatus
 from klingflow.providers.base import TaskSpec
-from klingflow.providers.registry import ADAPTERS
+from klingflow.providers.dialects import ADAPTERS
 from tests.conftest import sample_event
 
 from .emulated import KEYS, Providers

@@ -322,7 +322,7 @@ def test_a_multi_shot_clip_is_sent_as_kling_3s_shot_sequence_and_billed_for_its_
 
 def test_multi_shot_rules_are_named_when_broken(stack: Stack) -> None:
     two = [{"prompt": "a", "duration_s": 3}, {"prompt": "b", "duration_s": 3}]
-    cases = [
+    cases: list[tuple[dict[str, Any], tuple[str, str]]] = [
         ({"shots": two, "duration_s": 5}, ("shots", "shots_sum")),  # 6 s of shots in a 5 s clip
         ({"shots": two[:1], "duration_s": 3}, ("shots", "shots_min")),
         # 20 s of shots: past the 15 s a clip may last

@@ -16,10 +16,12 @@ from typing import Any
 import boto3
 import pytest
 
+from klingflow.core.codes import Actor
 from klingflow.core.models import BilledSource
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
-from klingflow.jobs.store import Claim, JobStore
+from klingflow.jobs.reservations import Claim
+from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Budget, Ledger
 from klingflow.money.settlement import Charge, Settle
 from tests.integration.conftest import Stack, deterministic_stack
@@ -595,10 +597,13 @@ def test_concurrent_overcharged_jobs_pass_the_budget_only_by_the_recorded_overru
         outcome = store.reserve_and_claim(jobs[index], f"claim-{index}", "gateway", GATEWAY_JOB_USD)[0]
         if outcome is Claim.CLAIMED:
             job_id = jobs[index].job_id
-            store.transition(job_id, JobStatus.SUBMITTED, by="t", fields={"provider": "gateway"})
-            store.transition(job_id, JobStatus.SUCCEEDED, by="t")
+            store.transition(job_id, JobStatus.SUBMITTED, by=Actor.ARCHIVE, fields={"provider": "gateway"})
+            store.transition(job_id, JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
             charge = Charge(usd=0.42, source=BilledSource.PROVIDER)
-            assert store.transition(job_id, JobStatus.ARCHIVED, by="t", money=Settle(charge)) is not None
+            assert (
+                store.transition(job_id, JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
+                is not None
+            )
         return outcome
 
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:

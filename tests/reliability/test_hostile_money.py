@@ -29,11 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
+from klingflow.core.codes import Actor
 from klingflow.core.models import BilledSource
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
 from klingflow.infra.queue import JobQueue
-from klingflow.jobs.store import Claim, JobStore
+from klingflow.jobs.reservations import Claim
+from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Budget, Ledger
 from klingflow.money.settlement import Charge, Release, Settle
 from tests.integration.conftest import Stack, deterministic_stack
@@ -83,12 +85,12 @@ def _race(store: JobStore, job_id: str, start: threading.Barrier) -> Claim:
     start.wait()
     outcome = store.reserve_and_claim(job, f"claim-{job_id}", "gateway", RACER_USD)[0]
     if outcome is Claim.CLAIMED:
-        store.transition(job_id, JobStatus.SUBMITTED, by="racer", fields={"provider": "gateway"})
-        store.transition(job_id, JobStatus.SUCCEEDED, by="racer")
+        store.transition(job_id, JobStatus.SUBMITTED, by=Actor.ARCHIVE, fields={"provider": "gateway"})
+        store.transition(job_id, JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
         charge = Charge(usd=RACER_CHARGE, source=BilledSource.PROVIDER)
-        store.transition(job_id, JobStatus.ARCHIVED, by="racer", money=Settle(charge))
+        store.transition(job_id, JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
     else:
-        store.transition(job_id, JobStatus.FAILED, by="racer", money=Release())
+        store.transition(job_id, JobStatus.FAILED, by=Actor.ARCHIVE, money=Release())
     return outcome
 
 
@@ -176,10 +178,10 @@ def _push_over(stack: Stack, store: JobStore, job_id: str) -> None:
     reservation it holds comes back: settle the push job at that much beyond what is left."""
     ledger = Ledger(stack.table, stack.clock, Budget(BUDGET, 25))
     report = ledger.report(ledger.today())
-    store.transition(job_id, JobStatus.SUBMITTED, by="push", fields={"provider": "gateway"})
-    store.transition(job_id, JobStatus.SUCCEEDED, by="push")
+    store.transition(job_id, JobStatus.SUBMITTED, by=Actor.ARCHIVE, fields={"provider": "gateway"})
+    store.transition(job_id, JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     charge = Charge(usd=report["remaining_usd"] + report["reserved_usd"] + 0.1, source=BilledSource.PROVIDER)
-    assert store.transition(job_id, JobStatus.ARCHIVED, by="push", money=Settle(charge)) is not None
+    assert store.transition(job_id, JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge)) is not None
 
 
 def _one_day(stack: Stack, stores: list[JobStore], index: int, counts: Counter[str]) -> int:
@@ -228,7 +230,7 @@ def _while_over(
     counts["reserved racers claimed while the day was over"] += int(
         stores[2].reserve_and_claim(racer, "again", "gateway", RACER_USD)[0] is not Claim.NO_ROOM
     )
-    stores[2].transition(racer_id, JobStatus.FAILED, by="racer", money=Release())
+    stores[2].transition(racer_id, JobStatus.FAILED, by=Actor.ARCHIVE, money=Release())
     queue = JobQueue(stack.sandbox.client("sqs"), stack.sandbox.names["SubmitQueue"])
     for job_id in late_ids:
         queue.enqueue(job_id, "hostile-money")
@@ -255,7 +257,7 @@ def _while_over(
     counts["racer claims while the day was over"] += int(
         stores[1].reserve_and_claim(late_racer, "late", "gateway", 0.01)[0] is not Claim.NO_ROOM
     )
-    stores[1].transition(late_racer.job_id, JobStatus.FAILED, by="racer", money=Release())
+    stores[1].transition(late_racer.job_id, JobStatus.FAILED, by=Actor.ARCHIVE, money=Release())
 
 
 def _report(name: str, counts: Counter[str]) -> None:

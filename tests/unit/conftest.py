@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -17,11 +20,17 @@ from klingflow_dev.sandbox.aws import PSEUDO, REGION, ResourceBuilder
 from tests.conftest import REPO
 
 
+@functools.cache
+def _template() -> dict[str, Any]:
+    """template.yaml, parsed once per process: parsing it costs more than the table it defines."""
+    return template.load(REPO / "template.yaml")
+
+
 @pytest.fixture
 def table(aws_env: None) -> Iterator[Table]:
     """The jobs table as template.yaml defines it (keys, indexes, TTL), in moto."""
     with mock_aws():
-        document = template.load(REPO / "template.yaml")
+        document = copy.deepcopy(_template())
         resolver = template.Resolver(
             parameters={k: v.get("Default") for k, v in document["Parameters"].items()},
             pseudo=PSEUDO,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from klingflow.core.errors import ProviderError, ProviderErrorClass
+from klingflow.core.codes import ProviderErrorClass
+from klingflow.core.errors import ProviderError
 from klingflow.core.kinds import Billing, JobKind, parse_request
 from klingflow.core.states import JobStatus
+from klingflow.core.vocab import PriceTier
 from klingflow.providers.apimaster import ApimasterAdapter
 from klingflow.providers.base import TaskSpec, Usage, UsageUnit
 from klingflow.providers.evolink import EvolinkAdapter
@@ -33,7 +35,7 @@ def _spec(**changes: object) -> TaskSpec:
         job_id="01JOB",
         request=request,
         callback_url="https://api.example/callbacks/01JOB/t",
-        billing=Billing("pro", 8),  # a 7.4 s reference video
+        billing=Billing(PriceTier.PRO, 8),  # a 7.4 s reference video
     )
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import botocore
 import botocore.config
@@ -22,6 +22,9 @@ from botocore.regions import EndpointResolver
 
 from klingflow import runtime
 from klingflow.infra import awsmodels
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 BOTOCORE_DATA = Path(botocore.__file__).parent / "data"
 
@@ -115,7 +118,7 @@ def _url_of(client: Any, call: str, **params: Any) -> str:
     raise AssertionError("the call was not sent")
 
 
-CALLS = {
+CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "dynamodb": ("get_item", {"TableName": "klingflow-jobs", "Key": {"pk": {"S": "JOB#1"}}}),
     "s3": ("head_object", {"Bucket": "klingflow-bucket", "Key": "outputs/a.mp4"}),
     "sqs": ("send_message", {"QueueUrl": "https://sqs.us-east-1.amazonaws.com/1/q", "MessageBody": "{}"}),
@@ -159,10 +162,13 @@ def test_klingflow_clients_have_only_the_listed_operations_and_sign_as_before(cl
         assert made.meta.endpoint_url == whole.create_client(service).meta.endpoint_url
     # and a presigned link is the same link, bar its signature's time
     params = {"Bucket": "klingflow-bucket", "Key": "incoming/a.png"}
-    ours = runtime.client("s3").generate_presigned_url("get_object", Params=params, ExpiresIn=60)
-    theirs = whole.create_client(
-        "s3", config=botocore.config.Config(signature_version="s3v4")
-    ).generate_presigned_url("get_object", Params=params, ExpiresIn=60)
+    signing = botocore.config.Config(signature_version="s3v4")
+    ours = cast("S3Client", runtime.client("s3")).generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=60
+    )
+    theirs = cast("S3Client", whole.create_client("s3", config=signing)).generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=60
+    )
     assert ours.split("?")[0] == theirs.split("?")[0]
     # and an operation klingflow does not call cannot be called by mistake
     with pytest.raises(AttributeError):

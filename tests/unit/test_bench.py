@@ -9,8 +9,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from klingflow_dev.bench import __main__ as bench
 from tests.conftest import REPO
+
+# Its subprocess starts a sandbox, which the tier hook cannot see.
+pytestmark = pytest.mark.sandbox
 
 # One or more table lines start with each of these: the rows.
 EXPECTED = (

@@ -9,40 +9,45 @@ from typing import Any
 
 import pytest
 
-from klingflow.providers.registry import ADAPTERS
+from klingflow.providers.dialects import ADAPTERS
 from klingflow_dev.bench import coldinit
 
-ADAPTER_MODULES = {f"klingflow.providers.{dialect}" for dialect in ADAPTERS}
+# The dialects, and the body pieces only they use.
+ADAPTER_MODULES = {f"klingflow.providers.{dialect}" for dialect in ADAPTERS} | {"klingflow.providers.bodies"}
+# The request models of each kind, and the probe's readers and formats (archive probes its outputs).
+KIND_MODULES = {f"klingflow.core.kind_{name}" for name in ("fields", "motion", "video", "omni", "element")}
+PROBE_MODULES = {f"klingflow.core.probe_{part}" for part in ("reader", "images", "mp4", "webm")}
 # What no handler but submit needs at cold start: the request models, intake and the probe.
 SUBMIT_ONLY = {
     "klingflow.core.kinds",
     "klingflow.flows.submit",
+    "klingflow.flows.accept",
+    "klingflow.flows.dispatch",
+    "klingflow.flows.inputs",
+    "klingflow.flows.manifests",
     "klingflow.core.probe",
     "klingflow.core.media_rules",
+    *KIND_MODULES,
+    *PROBE_MODULES,
 }
-HTTP = {"httpx", "klingflow.infra.safehttp"}
+HTTP = {"httpx", "klingflow.infra.safehttp", "klingflow.infra.urlrules", "klingflow.infra.watchdog"}
+STORAGE = {"klingflow.infra.storage", "klingflow.infra.multipart"}
+ARCHIVING = {"klingflow.flows.archive", "klingflow.flows.archive_outputs"}
+SWEEPING = {"klingflow.flows.sweep", "klingflow.flows.salvage"}
+# The providers' configuration, prices, dialects and HTTP client.
+REGISTRY = {f"klingflow.providers.{name}" for name in ("registry", "prices", "dialects", "client")}
 NOT_LOADED = {
     # Parses one provider's callback with that provider's adapter, on the first callback only.
-    "callback": SUBMIT_ONLY
-    | HTTP
-    | ADAPTER_MODULES
-    | {"klingflow.infra.storage", "klingflow.flows.archive", "jwt"},
+    "callback": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"jwt"} | STORAGE | ARCHIVING,
     # Builds the bucket's client on the first archived job it shows, not before.
-    "jobs": SUBMIT_ONLY
-    | HTTP
+    "jobs": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | REGISTRY | STORAGE | {"klingflow.flows.callback"},
+    "webhook": SUBMIT_ONLY | ADAPTER_MODULES | REGISTRY | STORAGE,
+    "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | STORAGE | ARCHIVING,
+    "archive": SUBMIT_ONLY - {"klingflow.core.probe"} - PROBE_MODULES
     | ADAPTER_MODULES
-    | {"klingflow.providers.registry", "klingflow.flows.callback", "klingflow.infra.storage"},
-    "webhook": SUBMIT_ONLY | ADAPTER_MODULES | {"klingflow.providers.registry", "klingflow.infra.storage"},
-    "sweeper": SUBMIT_ONLY | HTTP | ADAPTER_MODULES | {"klingflow.infra.storage", "klingflow.flows.archive"},
-    "archive": SUBMIT_ONLY - {"klingflow.core.probe"}
-    | ADAPTER_MODULES
-    | {"klingflow.flows.callback", "klingflow.flows.sweep"},
-    "submit": {
-        "klingflow.flows.archive",
-        "klingflow.flows.sweep",
-        "klingflow.flows.callback",
-        "klingflow.flows.webhook",
-    },
+    | SWEEPING
+    | {"klingflow.flows.callback"},
+    "submit": ARCHIVING | SWEEPING | {"klingflow.flows.callback", "klingflow.flows.webhook"},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -17,7 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from klingflow.infra.dynamo import Table, from_dynamo, to_dynamo, unstorable
-from klingflow.jobs.store import _to_dynamo as store_form
+from klingflow.jobs.writes import to_dynamo as store_form
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 VALUES: dict[str, Any] = {
     "text": "héllo",
@@ -170,7 +173,7 @@ def test_a_cancelled_transaction_names_each_reason_and_writes_nothing(table: Tab
             ]
         )
     assert _code(refused) == "TransactionCanceledException"
-    reasons = refused.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    reasons = refused.value.response["CancellationReasons"]
     assert [reason.get("Code") for reason in reasons] == ["None", "ConditionalCheckFailed"]
     assert reasons[1]["Item"] == {"pk": "T#guard", "open": False}
     assert "Item" not in table.get_item(Key={"pk": "T#3"})
@@ -256,7 +259,9 @@ def test_a_value_is_typed_as_boto3_types_it_or_refused_as_boto3_refuses_it(value
         theirs = TypeError  # boto3 sends "-Infinity" and "-NaN" on; they are refused here
     assert ours == theirs
     if isinstance(ours, dict):  # typed: it reads back as boto3 reads it, binary as bytes
-        assert from_dynamo({"v": ours})["v"] == TypeDeserializer().deserialize(ours)
+        assert from_dynamo({"v": ours})["v"] == TypeDeserializer().deserialize(
+            cast("AttributeValueTypeDef", ours)
+        )
 
 
 def test_the_conversions_name_their_types() -> None:

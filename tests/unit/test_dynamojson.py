@@ -13,10 +13,12 @@ import boto3
 import pytest
 from moto.dynamodb import responses
 
+from klingflow.core.codes import Actor
 from klingflow.core.models import Job, Source
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
-from klingflow.jobs.store import DUE_INDEX, JobStore
+from klingflow.jobs.listing import DUE_INDEX
+from klingflow.jobs.store import JobStore
 from klingflow_dev.sandbox import dynamojson
 
 PLAIN_ITEM: dict[str, Any] = {
@@ -58,7 +60,7 @@ def jobs(table: Table, store: JobStore) -> tuple[str, str]:
         }
     )
     store.create(job)
-    store.transition("01PLAIN", JobStatus.SUBMITTED, by="test", due_in_s=0)
+    store.transition("01PLAIN", JobStatus.SUBMITTED, by=Actor.ARCHIVE, due_in_s=0)
     client = boto3.client("dynamodb")
     for item in (PLAIN_ITEM, BINARY_ITEM):
         client.put_item(TableName=table.name, Item=item)

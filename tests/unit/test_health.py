@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from klingflow.core.errors import ProviderErrorClass
+from klingflow.core.codes import ProviderErrorClass
 from klingflow.providers.health import Breakers
 from klingflow_dev.clock import ManualClock
 

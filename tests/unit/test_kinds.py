@@ -8,14 +8,10 @@ from typing import Any
 import pytest
 
 from klingflow.core.errors import RequestRejected
-from klingflow.core.kinds import (
-    Billing,
-    JobKind,
-    OmniVideoRequest,
-    load_request,
-    parse_request,
-    with_media,
-)
+from klingflow.core.kind_omni import OmniVideoRequest
+from klingflow.core.kind_video import TextToVideoRequest
+from klingflow.core.kinds import Billing, JobKind, load_request, parse_request, with_media
+from klingflow.core.vocab import PriceTier
 from tests.conftest import sample_event
 
 
@@ -84,7 +80,7 @@ def test_camera_config_is_required_for_simple_and_refused_for_the_presets() -> N
 
 
 def test_clip_length_is_the_union_of_the_dialects_3_to_15_seconds() -> None:
-    assert parse_request(sample("text_to_video", duration_s=3)).billing({}) == Billing("std_sound", 3)
+    assert parse_request(sample("text_to_video", duration_s=3)).billing({}) == Billing(PriceTier.STD_SOUND, 3)
     assert broken(sample("text_to_video", duration_s=16)) == {("duration_s", "less_than_equal")}
     assert broken(sample("text_to_video", duration_s=2)) == {("duration_s", "greater_than_equal")}
 
@@ -162,7 +158,7 @@ def test_omni_text_and_first_frame_clips_come_in_5_or_10_seconds_others_3_to_10(
     assert broken(sample("omni_video", reference_images=[], elements=[], prompt="a cat", duration_s=7)) == {
         ("duration_s", "omni_plain_seconds")
     }
-    assert parse_request(sample("omni_video", duration_s=7)).billing({}) == Billing("pro", 7)
+    assert parse_request(sample("omni_video", duration_s=7)).billing({}) == Billing(PriceTier.PRO, 7)
 
 
 def test_an_omni_edit_is_billed_on_the_video_it_edits() -> None:
@@ -175,8 +171,8 @@ def test_an_omni_edit_is_billed_on_the_video_it_edits() -> None:
         )
     )
     assert isinstance(request, OmniVideoRequest) and request.resolved_aspect_ratio is None
-    assert request.billing({"video.url": 6.2}) == Billing("pro", 7)
-    assert request.billing({}) == Billing("pro", 10, upper_bound=True)
+    assert request.billing({"video.url": 6.2}) == Billing(PriceTier.PRO, 7)
+    assert request.billing({}) == Billing(PriceTier.PRO, 10, upper_bound=True)
 
 
 # ---- custom elements --------------------------------------------------------------------------
@@ -196,7 +192,7 @@ def test_an_element_needs_the_inputs_of_its_reference_type_and_nothing_else() ->
 
 
 def test_an_element_is_billed_flat() -> None:
-    assert parse_request(sample("custom_element")).billing({}) == Billing("flat", 0)
+    assert parse_request(sample("custom_element")).billing({}) == Billing(PriceTier.FLAT, 0)
 
 
 # ---- media ------------------------------------------------------------------------------------
@@ -204,6 +200,7 @@ def test_an_element_is_billed_flat() -> None:
 
 def test_with_media_replaces_nested_media_and_keeps_everything_else() -> None:
     request = parse_request(sample("omni_video", video={"url": "incoming/v.mp4"}))
+    assert isinstance(request, OmniVideoRequest)
     resolved = with_media(
         request, {"reference_images.0": "http://127.0.0.1:9/a", "video.url": "http://127.0.0.1:9/v"}
     )
@@ -247,6 +244,7 @@ def test_text_to_video_needs_a_prompt_unless_its_shots_carry_them() -> None:
     assert broken(sample("text_to_video", prompt=None)) == {("prompt", "missing")}
     shots = [{"prompt": "a", "duration_s": 2}, {"prompt": "b", "duration_s": 3}]
     request = parse_request(sample("text_to_video", prompt=None, duration_s=None, shots=shots))
+    assert isinstance(request, TextToVideoRequest)
     assert request.duration_s == 5  # the shots' sum
 
 

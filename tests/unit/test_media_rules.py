@@ -20,7 +20,8 @@ from klingflow.core.errors import FieldError
 from klingflow.core.kinds import AnyRequest, Orientation, parse_request
 from klingflow.core.media_rules import check_media, check_motion_media, facts_from_probe, format_from_name
 from klingflow.core.models import MediaFacts
-from klingflow.core.probe import BytesReader, ImageInfo, VideoInfo, probe_image, probe_video
+from klingflow.core.probe import probe_image, probe_video
+from klingflow.core.probe_reader import BytesReader, ImageInfo, VideoInfo
 from tests.conftest import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]

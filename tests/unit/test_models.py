@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from klingflow.core.errors import RequestRejected
-from klingflow.core.kinds import MotionControlRequest, parse_request
+from klingflow.core.kind_motion import MotionControlRequest
+from klingflow.core.kinds import parse_request
 
 VALID = {
     "image": "incoming/a/character.png",
@@ -13,6 +14,12 @@ VALID = {
     "character_orientation": "image",
     "mode": "std",
 }
+
+
+def motion(data: object) -> MotionControlRequest:
+    request = parse_request(data)
+    assert isinstance(request, MotionControlRequest)
+    return request
 
 
 def _rules(data: object) -> set[tuple[str, str]]:
@@ -46,7 +53,7 @@ def test_each_broken_rule_is_named(change: dict[str, object], expected: tuple[st
 
 
 def test_a_prompt_of_exactly_2500_characters_is_fine() -> None:
-    assert parse_request({**VALID, "prompt": "x" * 2500}).prompt == "x" * 2500
+    assert motion({**VALID, "prompt": "x" * 2500}).prompt == "x" * 2500
 
 
 def test_missing_required_fields_are_all_reported_at_once() -> None:
@@ -58,7 +65,7 @@ def test_missing_required_fields_are_all_reported_at_once() -> None:
 
 
 def test_a_boolean_for_keep_original_sound_becomes_the_dialects_string() -> None:
-    assert parse_request({**VALID, "keep_original_sound": False}).keep_original_sound == "no"
+    assert motion({**VALID, "keep_original_sound": False}).keep_original_sound == "no"
 
 
 def test_a_request_that_is_not_an_object_is_refused() -> None:
@@ -69,7 +76,7 @@ def test_a_request_that_is_not_an_object_is_refused() -> None:
     "ref", ["incoming/my run/character.png", "s3://bucket/incoming/a.png", "https://cdn.example/a.png"]
 )
 def test_object_keys_with_spaces_and_urls_are_references(ref: str) -> None:
-    assert parse_request({**VALID, "image": ref}).image == ref
+    assert motion({**VALID, "image": ref}).image == ref
 
 
 def test_a_reference_with_another_scheme_is_refused() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from klingflow.core.codes import Actor
 from klingflow.core.models import DetailType
 from klingflow.core.outcomes import SweepOutcome
 from klingflow.core.states import JobStatus
-from klingflow.flows.sweep import SweepConfig, Sweeper
+from klingflow.flows.configs import SweepConfig
+from klingflow.flows.sweep import Sweeper
 from klingflow.infra.events import EventPublisher
 from klingflow.jobs.endings import announce, end_job
 from klingflow.jobs.store import JobStore
@@ -52,13 +54,7 @@ def sweeper(
         events=events or EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
         registry=registry or Registry(load_configs({}), lambda _: {}),
         clock=clock,
-        config=SweepConfig(
-            poll_concurrency=ceiling,
-            max_jobs_per_run=max_jobs,
-            first_poll_s=20,
-            poll_max_interval_s=300,
-            archive_stall_s=900,
-        ),
+        config=SweepConfig(poll_concurrency=ceiling, max_jobs_per_run=max_jobs),
         resolve_unknown=lambda job_id, provider: None,
         adopt_late=lambda job, provider, task_id: None,
         submit_queue=NoQueue(),  # type: ignore[arg-type]
@@ -74,7 +70,7 @@ def test_an_event_the_bus_refused_is_owed_and_the_sweeper_publishes_it(
     store.create(_job("01OWED"))
     bus.down = True
     ended = end_job(
-        store, events, "01OWED", JobStatus.FAILED, by="test", code="X", message="m", money=Release()
+        store, events, "01OWED", JobStatus.FAILED, by=Actor.ARCHIVE, code="X", message="m", money=Release()
     )
 
     # Then the state is written, the event is owed, and the finished job stays due for it
@@ -101,7 +97,7 @@ def test_a_published_event_leaves_nothing_owed(store: JobStore, clock: ManualClo
     events = EventPublisher(bus, "klingflow")  # type: ignore[arg-type]
     store.create(_job("01PAID"))
     moved = store.transition(
-        "01PAID", JobStatus.SUBMITTED, by="t", due_in_s=30, announce=DetailType.SUBMITTED.value
+        "01PAID", JobStatus.SUBMITTED, by=Actor.ARCHIVE, due_in_s=30, announce=DetailType.SUBMITTED.value
     )
     assert moved is not None
     assert announce(store, events, moved, DetailType.SUBMITTED)

@@ -22,7 +22,7 @@ from klingflow.core.outputcheck import (
     image_type,
     peek,
 )
-from klingflow.core.probe import BytesReader
+from klingflow.core.probe_reader import BytesReader
 from klingflow.infra.storage import Storage
 from klingflow_dev.sandbox import template
 from tests.unit.test_probe import webm

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "layers/klingflow/klingflow"
 # Bottom to top: a folder may import those before it, never one after it.
-LAYERS = ["core", "infra", "providers", "money", "jobs", "flows", "settings", "runtime"]
+LAYERS = ["core", "infra", "providers", "money", "jobs", "flows", "settings", "runtime", "services"]
 
 
 def _layer(path: Path) -> str:
@@ -54,3 +54,21 @@ def test_the_package_init_files_import_nothing() -> None:
     for init in PACKAGE.rglob("__init__.py"):
         body = ast.parse(init.read_text()).body
         assert not [n for n in body if isinstance(n, ast.Import | ast.ImportFrom)], init
+
+
+def test_no_module_over_400_lines_and_no_function_over_60() -> None:
+    # A newcomer reads a module in one sitting and a function on one screen.
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "aws_models" in path.parts:
+            continue
+        source = path.read_text()
+        name = path.relative_to(REPO)
+        if (lines := len(source.splitlines())) > 400:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno is not None
+                if (length := node.end_lineno - node.lineno + 1) > 60:
+                    too_long.append(f"{name}: {node.name} is {length} lines")
+    assert too_long == []

@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from klingflow.core.probe import (
-    IMAGE_CHUNK_BYTES,
-    JPEG_SCAN_LIMIT_BYTES,
-    MOOV_MAX_BYTES,
-    VIDEO_CHUNK_BYTES,
-    BytesReader,
-    ImageInfo,
-    ProbeError,
-    RangeReader,
-    VideoInfo,
-    probe_image,
-    probe_video,
-)
+from klingflow.core.probe import IMAGE_CHUNK_BYTES, VIDEO_CHUNK_BYTES, probe_image, probe_video
+from klingflow.core.probe_images import JPEG_SCAN_LIMIT_BYTES
+from klingflow.core.probe_mp4 import MOOV_MAX_BYTES
+from klingflow.core.probe_reader import BytesReader, ImageInfo, ProbeError, RangeReader, VideoInfo
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "tools" / "klingflow_dev" / "assets"

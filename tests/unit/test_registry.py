@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -11,13 +12,16 @@ from klingflow.core.kinds import AnyRequest, Billing, JobKind, parse_request
 from klingflow.core.models import MediaFacts
 from klingflow.core.vocab import PriceTier
 from klingflow.money.pricing import billing_of, estimate
-from klingflow.providers.registry import EVOLINK_CREDIT_USD, EVOLINK_CREDITS_PER_S, Registry, load_configs
+from klingflow.providers.prices import EVOLINK_CREDIT_USD, EVOLINK_CREDITS_PER_S
+from klingflow.providers.registry import Registry, load_configs
 from tests.conftest import sample_event
 
 KEYS = {"api_key": "k", "access_key": "ak", "secret_key": "sk"}
 
 
-def _registry(overrides: dict | None = None, keys: Mapping[str, Mapping[str, str]] | None = None) -> Registry:
+def _registry(
+    overrides: dict[str, Any] | None = None, keys: Mapping[str, Mapping[str, str]] | None = None
+) -> Registry:
     def credentials(name: str) -> Mapping[str, str]:
         return KEYS if keys is None else keys.get(name, {})
 
@@ -37,14 +41,15 @@ def test_out_of_the_box_every_provider_with_a_documented_host_is_usable_cheapest
 
 
 def test_the_cheapest_comes_first_across_currencies() -> None:
-    registry = _registry({"gateway": {"base_url": "https://gw.example"}})
-    # gateway 0.5 CNY/s = $0.07/s beats kling $0.084, apimaster $0.10288, evolink $0.113424
-    assert registry.candidates(*_motion("std")) == [
-        "gateway",
-        "kling",
-        "apimaster",
-        "evolink",
-    ]
+    # Prices stated here, not production's: gateway 0.5 CNY/s = $0.07/s beats $0.08, $0.09, $0.10
+    stated = {"apimaster": 0.08, "evolink": 0.09, "kling": 0.10}
+    registry = _registry(
+        {
+            "gateway": {"base_url": "https://gw.example", "price_per_second": {"std": 0.5}},
+            **{name: {"price_per_second": {"std": usd}} for name, usd in stated.items()},
+        }
+    )
+    assert registry.candidates(*_motion("std")) == ["gateway", "apimaster", "evolink", "kling"]
     pricier = _registry({"gateway": {"base_url": "https://gw.example", "price_per_second": {"std": 1.0}}})
     assert pricier.candidates(*_motion("std"))[-1] == "gateway"
 
@@ -81,10 +86,10 @@ def test_a_pin_names_exactly_one_provider_or_says_why_not() -> None:
 
 
 def test_estimates_bill_whole_seconds_rounded_up_and_assume_the_worst_when_unknown() -> None:
-    registry = _registry()
+    registry = _registry({"apimaster": {"price_per_second": {"std": 0.1}}})
     request, _ = _motion("std")
     probed = estimate(registry, "apimaster", request, {"video": MediaFacts(source="v", duration_s=7.2)})
-    assert (probed.seconds, probed.usd, probed.upper_bound) == (8, round(0.10288 * 8, 5), False)
+    assert (probed.seconds, probed.usd, probed.upper_bound) == (8, round(0.1 * 8, 5), False)
     request, _ = _motion("pro", character_orientation="video")
     unknown = estimate(registry, "apimaster", request, {"video": MediaFacts(source="https://x/v.mp4")})
     assert (unknown.seconds, unknown.upper_bound) == (30, True)
@@ -161,7 +166,7 @@ def test_a_deployment_can_keep_a_provider_to_some_kinds() -> None:
 def test_null_withdraws_one_price_and_keeps_the_rest() -> None:
     configs = load_configs({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
     assert "pro_sound" not in configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]
-    assert configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO]["std"] == 5.4 * 0.0139
+    assert configs["evolink"].price_per_second[JobKind.TEXT_TO_VIDEO][PriceTier.STD] == 5.4 * 0.0139
     registry = _registry({"evolink": {"price_per_second": {"text_to_video": {"pro_sound": None}}}})
     assert registry.candidates(*_kind("text_to_video", mode="pro")) == ["kling"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klingflow.flows.submit import S3_KEY_MAX_BYTES, report_key
+from klingflow.flows.manifests import S3_KEY_MAX_BYTES, report_key
 
 
 def test_a_short_name_is_reported_beside_its_own_name() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from klingflow.core.codes import Actor
 from klingflow.core.states import JobStatus
 from klingflow.infra.events import EventPublisher
 from klingflow.jobs.store import JobStore
@@ -21,7 +22,7 @@ def test_a_create_answer_after_the_deadline_is_adopted_for_the_salvage_watch(
     request = {"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": "std"}
     job, _ = store.create(_job("01SLOW", submitting_to="apimaster", request=request))
     ended = store.transition(
-        "01SLOW", JobStatus.TIMED_OUT, by="sweeper", money=Keep(), fields={"salvage_until": 10**10}
+        "01SLOW", JobStatus.TIMED_OUT, by=Actor.SWEEPER, money=Keep(), fields={"salvage_until": 10**10}
     )
     assert ended is not None and ended.salvaging
     recorder = SubmissionRecorder(

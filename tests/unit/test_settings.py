@@ -58,7 +58,7 @@ def test_every_setting_is_in_docs_configuration_md() -> None:
 
 def test_the_tools_give_the_layer_the_templates_service_name_before_importing_it() -> None:
     import klingflow_dev  # noqa: PLC0415 (the module under test)
-    from klingflow.flows.submit import logger  # noqa: PLC0415
+    from klingflow.flows.accept import logger  # noqa: PLC0415
 
     document = template.load(REPO / "template.yaml")
     service = document["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]

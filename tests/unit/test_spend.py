@@ -7,11 +7,14 @@ import json
 
 import pytest
 
+from klingflow.core.codes import Actor
 from klingflow.core.errors import BudgetExceeded
 from klingflow.core.models import BilledSource, DetailType, SpendState
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
-from klingflow.jobs.store import Claim, ElementDeleted, JobStore, NoRoom
+from klingflow.jobs.items import ElementDeleted, NoRoom
+from klingflow.jobs.reservations import Claim
+from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Ledger, SpendMetrics
 from klingflow.money.settlement import Charge, Keep, Release, Settle
 from klingflow_dev.clock import ManualClock
@@ -25,7 +28,7 @@ def _claimed(store: JobStore, job_id: str, usd: float, provider: str = "gateway"
 
 def _sent(store: JobStore, job_id: str, usd: float, provider: str = "gateway") -> None:
     assert _claimed(store, job_id, usd, provider) is Claim.CLAIMED
-    assert store.transition(job_id, JobStatus.SUBMITTED, by="t", fields={"provider": provider})
+    assert store.transition(job_id, JobStatus.SUBMITTED, by=Actor.ARCHIVE, fields={"provider": provider})
 
 
 def test_claims_reserve_until_the_day_is_full_and_then_are_refused(store: JobStore, ledger: Ledger) -> None:
@@ -88,11 +91,11 @@ def test_settling_replaces_the_reservation_with_the_charge_exactly_once(
     store: JobStore, ledger: Ledger
 ) -> None:
     _sent(store, "01J", 2.0)
-    store.transition("01J", JobStatus.SUCCEEDED, by="t")
+    store.transition("01J", JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     charge = Charge(usd=1.5, source=BilledSource.PROVIDER, provider_amount=10.7, currency="CNY", seconds=5)
 
-    done = store.transition("01J", JobStatus.ARCHIVED, by="t", money=Settle(charge))
-    again = store.transition("01J", JobStatus.ARCHIVED, by="t", money=Settle(charge))
+    done = store.transition("01J", JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
+    again = store.transition("01J", JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
 
     assert done is not None and again is None
     assert done.reservation is not None and done.reservation.state is SpendState.SETTLED
@@ -108,7 +111,7 @@ def test_settling_replaces_the_reservation_with_the_charge_exactly_once(
 
 def test_a_failed_task_gives_its_reservation_back(store: JobStore, ledger: Ledger) -> None:
     _sent(store, "01J", 2.0)
-    failed = store.transition("01J", JobStatus.FAILED, by="t", money=Release())
+    failed = store.transition("01J", JobStatus.FAILED, by=Actor.ARCHIVE, money=Release())
     assert failed is not None and failed.reservation is not None
     assert failed.reservation.state is SpendState.RELEASED
     assert (failed.cost.billed_usd, failed.cost.billed_source) == (0.0, BilledSource.RULE)
@@ -118,16 +121,16 @@ def test_a_failed_task_gives_its_reservation_back(store: JobStore, ledger: Ledge
 
 def test_an_unknown_outcome_stays_reserved_and_says_possibly_billed(store: JobStore, ledger: Ledger) -> None:
     _sent(store, "01J", 2.0)
-    ended = store.transition("01J", JobStatus.TIMED_OUT, by="t", money=Keep())
+    ended = store.transition("01J", JobStatus.TIMED_OUT, by=Actor.ARCHIVE, money=Keep())
     assert ended is not None and ended.cost.possibly_billed
     assert ended.reservation is not None and ended.reservation.state is SpendState.RESERVED
     assert ledger.report(ledger.today())["reserved_usd"] == 2.0
 
     # When the salvaged task completes after all, the reservation is settled
-    salvaged = store.transition("01J", JobStatus.SUCCEEDED, by="t")
+    salvaged = store.transition("01J", JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     assert salvaged is not None
     charge = Charge(usd=1.0, source=BilledSource.RULE)
-    done = store.transition("01J", JobStatus.ARCHIVED, by="t", money=Settle(charge))
+    done = store.transition("01J", JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
     assert done is not None and not done.cost.possibly_billed
     report = ledger.report(ledger.today())
     assert (report["reserved_usd"], report["settled_usd"]) == (0.0, 1.0)
@@ -137,11 +140,11 @@ def test_a_job_settles_on_the_day_it_reserved_even_after_midnight(
     store: JobStore, ledger: Ledger, clock: ManualClock
 ) -> None:
     _sent(store, "01J", 2.0)
-    store.transition("01J", JobStatus.SUCCEEDED, by="t")
+    store.transition("01J", JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     day = ledger.today()
     clock.advance(24 * 3600)
     charge = Charge(usd=2.0, source=BilledSource.RULE)
-    assert store.transition("01J", JobStatus.ARCHIVED, by="t", money=Settle(charge)) is not None
+    assert store.transition("01J", JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge)) is not None
     assert ledger.report(day)["settled_usd"] == 2.0
     assert ledger.report(ledger.today())["settled_usd"] == 0.0
 
@@ -172,7 +175,7 @@ def test_an_estimate_that_does_not_fit_what_is_left_is_refused_before_any_write(
 def test_a_terminal_write_owes_its_event_and_moves_money_in_one_go(store: JobStore) -> None:
     _sent(store, "01J", 2.0)
     ended = store.transition(
-        "01J", JobStatus.CANCELLED, by="t", money=Release(), announce=DetailType.CANCELLED.value
+        "01J", JobStatus.CANCELLED, by=Actor.ARCHIVE, money=Release(), announce=DetailType.CANCELLED.value
     )
     assert ended is not None and ended.pending_event == "Job Cancelled"
     assert ended.reservation is not None and ended.reservation.state is SpendState.RELEASED
@@ -184,12 +187,12 @@ def test_settlements_and_the_days_use_are_published_as_metrics(
     # Given a ledger that publishes (Powertools prints EMF to stdout, which CloudWatch reads)
     ledger._metrics = SpendMetrics(namespace="klingflow")
     _sent(store, "01J", 2.0)
-    store.transition("01J", JobStatus.SUCCEEDED, by="t")
+    store.transition("01J", JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     capsys.readouterr()
 
     # When a job settles
     store.transition(
-        "01J", JobStatus.ARCHIVED, by="t", money=Settle(Charge(usd=1.5, source=BilledSource.RULE))
+        "01J", JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(Charge(usd=1.5, source=BilledSource.RULE))
     )
 
     # Then SpendUsd carries provider and kind, and BudgetUsedPercent the day's share (1.5 of 5)
@@ -204,9 +207,9 @@ def test_settlements_and_the_days_use_are_published_as_metrics(
 
 def _settled_at(store: JobStore, job_id: str, reserved: float, charged: float) -> None:
     _sent(store, job_id, reserved)
-    store.transition(job_id, JobStatus.SUCCEEDED, by="t")
+    store.transition(job_id, JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
     charge = Charge(usd=charged, source=BilledSource.PROVIDER)
-    assert store.transition(job_id, JobStatus.ARCHIVED, by="t", money=Settle(charge)) is not None
+    assert store.transition(job_id, JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge)) is not None
 
 
 def test_a_charge_beyond_the_reservation_is_settled_whole_and_recorded_as_an_overrun(
@@ -256,7 +259,7 @@ def test_while_the_day_stands_over_its_budget_no_claim_fits_until_it_is_back_und
     assert "stands $0.5 over the budget and no job is sent until it is back under" in refused.value.message
 
     # When the held job fails and its $1 comes back, the day is under again and a claim fits
-    assert store.transition("01HELD", JobStatus.FAILED, by="t", money=Release()) is not None
+    assert store.transition("01HELD", JobStatus.FAILED, by=Actor.ARCHIVE, money=Release()) is not None
     assert ledger.report(ledger.today())["remaining_usd"] == 0.5
     assert _claimed(store, "01NEXT", 0.5) is Claim.CLAIMED
 
@@ -319,7 +322,7 @@ def test_a_job_waiting_with_its_reservation_is_not_claimed_while_the_day_stands_
     assert ledger.report(ledger.today())["reserved_usd"] == 2.0
 
     # And once the day is back under its budget, it is claimed with the reservation it holds
-    assert store.transition("01HELD", JobStatus.FAILED, by="t", money=Release()) is not None
+    assert store.transition("01HELD", JobStatus.FAILED, by=Actor.ARCHIVE, money=Release()) is not None
     outcome, claimed = store.reserve_and_claim(waiting, "again", "gateway", 1.0)
     assert outcome is Claim.CLAIMED and claimed is not None and claimed.reservation == waiting.reservation
     assert ledger.report(ledger.today())["reserved_usd"] == 1.0

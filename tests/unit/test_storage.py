@@ -19,8 +19,9 @@ from botocore.exceptions import ClientError, ConnectionClosedError
 from moto import mock_aws
 
 from klingflow.core.errors import RequestRejected
+from klingflow.infra.multipart import PART_CHECKSUM, part_buffers
 from klingflow.infra.safehttp import ResponseTooLarge, SafeHttp
-from klingflow.infra.storage import PART_CHECKSUM, Storage, part_buffers
+from klingflow.infra.storage import Storage
 
 MIB = 1024 * 1024
 KIB = 1024

@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 
+from klingflow.core.codes import Actor
 from klingflow.core.errors import RequestRejected
 from klingflow.core.models import Job, Source
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
-from klingflow.jobs.store import Claim, JobStore
+from klingflow.jobs.reservations import Claim
+from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Ledger
 from klingflow_dev.clock import ManualClock
 from tests.unit.counting import CountingTable
@@ -65,10 +67,10 @@ def test_a_job_the_table_cannot_hold_is_refused_by_its_field_before_anything_is_
 
 def test_a_transition_names_its_sources_so_duplicates_and_late_signals_are_no_ops(store: JobStore) -> None:
     store.create(_job())
-    assert store.transition("01JOB", JobStatus.SUBMITTED, by="t", due_in_s=10) is not None
-    assert store.transition("01JOB", JobStatus.SUBMITTED, by="t") is None  # duplicate
-    assert store.transition("01JOB", JobStatus.SUCCEEDED, by="t") is not None
-    assert store.transition("01JOB", JobStatus.RUNNING, by="t") is None  # late, would go backwards
+    assert store.transition("01JOB", JobStatus.SUBMITTED, by=Actor.ARCHIVE, due_in_s=10) is not None
+    assert store.transition("01JOB", JobStatus.SUBMITTED, by=Actor.ARCHIVE) is None  # duplicate
+    assert store.transition("01JOB", JobStatus.SUCCEEDED, by=Actor.ARCHIVE) is not None
+    assert store.transition("01JOB", JobStatus.RUNNING, by=Actor.ARCHIVE) is None  # late, would go backwards
     job = store.get("01JOB")
     assert job is not None
     assert [h.status for h in job.history] == [JobStatus.SUBMITTED, JobStatus.SUCCEEDED]
@@ -78,9 +80,9 @@ def test_a_terminal_state_absorbs_everything_and_leaves_the_due_index(
     store: JobStore, clock: ManualClock
 ) -> None:
     store.create(_job())
-    store.transition("01JOB", JobStatus.SUBMITTED, by="t", due_in_s=0)
+    store.transition("01JOB", JobStatus.SUBMITTED, by=Actor.ARCHIVE, due_in_s=0)
     assert [j.job_id for j in store.due_jobs(limit=10)] == ["01JOB"]
-    store.transition("01JOB", JobStatus.FAILED, by="t")
+    store.transition("01JOB", JobStatus.FAILED, by=Actor.ARCHIVE)
     for target in (
         JobStatus.SUBMITTED,
         JobStatus.RUNNING,
@@ -88,14 +90,14 @@ def test_a_terminal_state_absorbs_everything_and_leaves_the_due_index(
         JobStatus.ARCHIVED,
         JobStatus.TIMED_OUT,
     ):
-        assert store.transition("01JOB", target, by="t") is None
+        assert store.transition("01JOB", target, by=Actor.ARCHIVE) is None
     assert list(store.due_jobs(limit=10)) == []
 
 
 def test_only_jobs_whose_time_has_come_are_due(store: JobStore, clock: ManualClock) -> None:
     for index in range(6):
         store.create(_job(f"01J{index}"))
-        store.transition(f"01J{index}", JobStatus.SUBMITTED, by="t", due_in_s=index * 60)
+        store.transition(f"01J{index}", JobStatus.SUBMITTED, by=Actor.ARCHIVE, due_in_s=index * 60)
     clock.advance(150)
     assert sorted(j.job_id for j in store.due_jobs(limit=100)) == ["01J0", "01J1", "01J2"]
     assert len(list(store.due_jobs(limit=2))) == 2
@@ -109,7 +111,7 @@ def test_only_one_caller_ever_claims_a_submission(store: JobStore) -> None:
 
 def test_a_hint_is_recorded_only_when_it_is_further_along(store: JobStore) -> None:
     store.create(_job())
-    store.transition("01JOB", JobStatus.SUBMITTED, by="t")
+    store.transition("01JOB", JobStatus.SUBMITTED, by=Actor.ARCHIVE)
     active = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
     assert store.record_hint("01JOB", JobStatus.SUCCEEDED, active=active) is not None
     assert store.record_hint("01JOB", JobStatus.SUCCEEDED, active=active) is None
@@ -129,7 +131,7 @@ def test_listing_is_newest_first_and_pages_with_an_opaque_token(store: JobStore)
 def test_a_write_naming_a_field_a_job_does_not_have_fails_loudly(store: JobStore) -> None:
     store.create(_job())
     with pytest.raises(ValueError, match=r"a job has no attribute \['provder'\]"):
-        store.touch("01JOB", status_in=frozenset({JobStatus.QUEUED}), fields={"provder": "gateway"})  # type: ignore[typeddict-unknown-key]
+        store.touch("01JOB", status_in=frozenset({JobStatus.QUEUED}), fields={"provder": "gateway"})  # type: ignore[arg-type]
     assert store.get("01JOB") is not None
 
 

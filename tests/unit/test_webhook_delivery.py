@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from klingflow.core.codes import Actor
 from klingflow.core.errors import UnsafeUrl
 from klingflow.core.models import Job, Source, WebhookAttempt
 from klingflow.core.outcomes import WebhookOutcome
@@ -78,7 +79,7 @@ def _job(store: JobStore, *path: JobStatus, job_id: str = "01JOB", events: list[
         fields: Any = {"provider": "kling"} if status is JobStatus.SUBMITTED else None
         if status is JobStatus.ARCHIVED:
             fields = {"outputs": [OUTPUT], "cost": {"estimated_usd": 0.35, "billed_usd": 0.35}}
-        assert store.transition(job_id, status, by="test", fields=fields) is not None
+        assert store.transition(job_id, status, by=Actor.ARCHIVE, fields=fields) is not None
     job = store.get(job_id)
     assert job is not None
     return job

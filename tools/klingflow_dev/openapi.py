@@ -31,7 +31,7 @@ ERROR = {
             "type": "object",
             "required": ["code", "message"],
             "properties": {
-                "code": {"type": "string", "examples": ["VALIDATION_FAILED", "NOT_FOUND", "BUDGET_EXCEEDED"]},
+                "code": {"$ref": REF.format(model="JobErrorCode")},
                 "message": {"type": "string"},
                 "details": {
                     "type": "array",

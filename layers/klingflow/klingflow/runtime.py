@@ -1,4 +1,6 @@
-"""Wiring: build each function's service from its settings, once per container, lazily.
+"""What every function's service is made of, once per container, lazily: the AWS clients (from
+one botocore session and the trimmed models), secrets and parameters, the table, the budget, the
+provider registry. `services.py` builds each function's service from these.
 
 Handlers hold a `Lazy` of their service; tests replace it with `override()` to inject a clock,
 clients or an emulator. Nothing here runs at import time, so importing a handler costs nothing
@@ -17,24 +19,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import botocore.session
 from botocore.config import Config
 
-from .core.clock import Clock, SystemClock
-from .core.models import build_job_models
-from .core.tokens import CallbackSigner
+from .core.clock import Clock
+from .flows.configs import MAX_POLL_CONCURRENCY
 from .infra import awsmodels, coldstart
 from .infra.dynamo import Table
-from .infra.events import EventPublisher
 from .infra.parameters import CachedValues, parameter_value, secret_string
-from .infra.queue import JobQueue
-from .jobs.store import JobStore
+from .jobs.store import DUE_SHARDS, JobStore
 from .money.ledger import Budget, Ledger, SpendMetrics
 from .settings import (
-    MAX_POLL_CONCURRENCY,
-    ArchiveSettings,
-    CallbackSettings,
-    JobsSettings,
-    SubmitSettings,
-    SweeperSettings,
-    WebhookSettings,
     _BudgetSettings,
     _ProviderSettings,
     _ScheduleSettings,
@@ -44,15 +36,8 @@ from .settings import (
 # Services are imported by the builders that need them, not here: a handler loads only what
 # its own function uses (the jobs function never loads the probe, archiving or the adapters).
 if TYPE_CHECKING:
-    from .flows.archive import Archiver
-    from .flows.callback import CallbackReceiver
-    from .flows.cancel import Canceller
-    from .flows.jobs import JobQueries
-    from .flows.submit import Intake
-    from .flows.sweep import Sweeper
-    from .flows.webhook import WebhookSender
     from .infra.storage import Storage
-    from .jobs.elements import ElementAdmin, ElementDirectory
+    from .jobs.elements import ElementDirectory
     from .providers.registry import Registry
     from .providers.telemetry import ProviderMetrics
 
@@ -133,6 +118,10 @@ def storage(bucket: str) -> Storage:
     return Storage(client("s3"), bucket)
 
 
+def parameter_text(name: str) -> str:
+    return _ssm().get(name)
+
+
 def secret_text(arn: str) -> str:
     return _secrets().get(arn)
 
@@ -191,7 +180,7 @@ def store(settings: _Settings, clock: Clock, money: Ledger | None = None) -> Job
     return JobStore(
         table(settings.jobs_table),
         clock,
-        due_shards=settings.due_shards if isinstance(settings, _ScheduleSettings) else 4,
+        due_shards=settings.due_shards if isinstance(settings, _ScheduleSettings) else DUE_SHARDS,
         retention_days=settings.retention_days,
         ledger=money,
     )
@@ -211,197 +200,7 @@ def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
     return ElementDirectory(ElementStore(table(settings.jobs_table)), clock)
 
 
-def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
-    from .core.kinds import build_request_models
-    from .core.vocab import JobKind
-    from .flows.submit import Intake, IntakeConfig
-    from .providers.health import Breakers
-
-    # Every first event of submit parses a request, most often of the default kind; another
-    # kind's model is built on its first request.
-    build_request_models(JobKind.MOTION_CONTROL)
-    clock = clock or SystemClock()
-    build_job_models()  # its first event reads or writes a job
-    money = ledger(settings, clock)
-    return Intake(
-        ledger=money,
-        breakers=Breakers(
-            table(settings.jobs_table),
-            clock,
-            failure_threshold=settings.breaker_failures,
-            cool_down_s=settings.breaker_cool_down_s,
-        ),
-        metrics=provider_metrics(settings),
-        submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
-        archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
-        store=store(settings, clock, money),
-        storage=storage(settings.bucket),
-        events=EventPublisher(client("events"), settings.event_bus),
-        registry=registry(settings, clock),
-        elements=element_directory(settings, clock),
-        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
-        api_url=lambda: _ssm().get(settings.api_url_parameter),
-        clock=clock,
-        config=IntakeConfig(
-            job_deadline_s=settings.job_deadline_s,
-            input_url_ttl_s=settings.input_url_ttl_s,
-            first_poll_with_callback_s=settings.first_poll_with_callback_s,
-            first_poll_without_callback_s=settings.first_poll_without_callback_s,
-            max_manifest_bytes=settings.max_manifest_bytes,
-            retry_base_s=settings.first_poll_without_callback_s,
-            retry_max_s=settings.poll_max_interval_s,
-            breaker_cool_down_s=settings.breaker_cool_down_s,
-            allow_loopback_http=settings.allow_loopback_http,
-        ),
-    )
-
-
-def build_element_admin(settings: SubmitSettings, clock: Clock | None = None) -> ElementAdmin:
-    from .jobs.elements import ElementAdmin
-
-    clock = clock or SystemClock()
-    return ElementAdmin(element_directory(settings, clock), registry(settings, clock))
-
-
-def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Canceller:
-    from .flows.cancel import Canceller
-
-    clock = clock or SystemClock()
-    return Canceller(
-        store=store(settings, clock, ledger(settings, clock)),
-        events=EventPublisher(client("events"), settings.event_bus),
-    )
-
-
-def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
-    from .flows.callback import CallbackReceiver
-    from .jobs.submissions import SubmissionRecorder
-    from .providers.base import Submission
-    from .providers.registry import Registry, load_configs
-
-    clock = clock or SystemClock()
-    jobs = store(settings, clock)
-    # Parsing callbacks and pricing an adopted task need the adapters and prices, never keys.
-    providers = Registry(load_configs(settings.provider_overrides), lambda _: {}, clock=clock)
-    recorder = SubmissionRecorder(
-        store=jobs,
-        events=EventPublisher(client("events"), settings.event_bus),
-        registry=providers,
-        clock=clock,
-        first_poll_with_callback_s=settings.first_poll_with_callback_s,
-        first_poll_without_callback_s=settings.first_poll_without_callback_s,
-    )
-    return CallbackReceiver(
-        store=jobs,
-        queue=JobQueue(client("sqs"), settings.archive_queue_url),
-        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
-        registry=providers,
-        adopt=lambda job, provider, task_id: recorder.submitted(job, provider, Submission(task_id)),
-        adopt_late=recorder.adopt_late,
-        clock=clock,
-    )
-
-
-def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Archiver:
-    from .flows.archive import ArchiveConfig, Archiver
-    from .infra.safehttp import SafeHttp
-
-    clock = clock or SystemClock()
-    build_job_models()  # its first event reads or writes a job
-    return Archiver(
-        store=store(settings, clock, ledger(settings, clock)),
-        storage=storage(settings.bucket),
-        events=EventPublisher(client("events"), settings.event_bus),
-        registry=registry(settings, clock),
-        http=SafeHttp(
-            allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.download_timeout_s
-        ),
-        clock=clock,
-        config=ArchiveConfig(
-            max_output_bytes=settings.max_output_bytes,
-            part_size_bytes=settings.part_size_bytes,
-            archive_stall_s=settings.archive_stall_s,
-            poll_again_s=settings.first_poll_without_callback_s,
-        ),
-        elements=element_directory(settings, clock),
-    )
-
-
-def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
-    from .flows.sweep import SweepConfig, Sweeper
-    from .jobs.submissions import SubmissionRecorder
-
-    clock = clock or SystemClock()
-    build_job_models()  # its first event reads or writes a job
-    jobs = store(settings, clock, ledger(settings, clock))
-    events = EventPublisher(client("events"), settings.event_bus)
-    providers = registry(settings, clock, connections=settings.poll_concurrency)
-    recorder = SubmissionRecorder(
-        store=jobs,
-        events=events,
-        registry=providers,
-        clock=clock,
-        first_poll_with_callback_s=settings.first_poll_with_callback_s,
-        first_poll_without_callback_s=settings.first_poll_without_callback_s,
-        metrics=provider_metrics(settings),
-    )
-    return Sweeper(
-        store=jobs,
-        queue=JobQueue(client("sqs"), settings.archive_queue_url),
-        events=events,
-        registry=providers,
-        clock=clock,
-        config=SweepConfig(
-            poll_concurrency=settings.poll_concurrency,
-            max_jobs_per_run=settings.max_jobs_per_run,
-            first_poll_s=settings.first_poll_without_callback_s,
-            poll_max_interval_s=settings.poll_max_interval_s,
-            archive_stall_s=settings.archive_stall_s,
-            archive_deadline_s=settings.archive_deadline_s,
-            time_guard_s=settings.provider_timeout_s + 5,
-            salvage_window_s=settings.salvage_window_s,
-            salvage_poll_s=settings.salvage_poll_s,
-        ),
-        resolve_unknown=recorder.resolve_unknown,
-        adopt_late=recorder.adopt_late,
-        submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
-    )
-
-
-def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQueries:
-    from .flows.jobs import JobQueries
-
-    clock = clock or SystemClock()
-    build_job_models()  # its first event reads or writes a job
-    return JobQueries(
-        store=JobStore(table(settings.jobs_table), clock),
-        storage=Lazy(lambda: storage(settings.bucket)).get,
-        ledger=ledger(settings, clock),
-        elements=element_directory(settings, clock),
-        clock=clock,
-        link_ttl_s=settings.output_link_ttl_s,
-        max_page_size=settings.max_page_size,
-    )
-
-
 def reset() -> None:
     """Forget every cached client (a new sandbox, a new moto endpoint)."""
     for cached in (client, _session, table, _secrets, _ssm):
         cached.cache_clear()
-
-
-def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> WebhookSender:
-    from .flows.webhook import WebhookSender
-    from .infra.safehttp import SafeHttp
-
-    clock = clock or SystemClock()
-    build_job_models()  # its first event reads or writes a job
-    return WebhookSender(
-        store=JobStore(table(settings.jobs_table), clock),
-        http=SafeHttp(
-            allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.webhook_timeout_s
-        ),
-        secret=lambda: secret_text(settings.webhook_secret_arn),
-        clock=lambda: clock.now().timestamp(),
-        deadline_s=settings.webhook_timeout_s,
-    )

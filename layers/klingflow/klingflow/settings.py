@@ -2,7 +2,9 @@
 
 Each function has one settings model, validated at cold start so a misconfigured deployment
 fails on its first invocation with the name of the missing variable, not deep inside a job.
-Variable names are the upper-case field names (JOBS_TABLE, BUCKET, ...).
+Variable names are the upper-case field names (JOBS_TABLE, BUCKET, ...). A function's settings
+are built from the slices its flows take (flows/configs.py), so services.py passes them whole;
+a default shared with a lower module is that module's constant, never a second number.
 """
 
 from __future__ import annotations
@@ -13,9 +15,20 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
-# The sweeper's most visits in flight; every AWS client's connection pool holds this many, so
-# no visit waits for a connection (runtime.py).
-MAX_POLL_CONCURRENCY = 128
+from klingflow.flows.configs import (
+    MAX_MANIFEST_BYTES,
+    WEBHOOK_TIMEOUT_S,
+    AcceptConfig,
+    ArchiveConfig,
+    Deadlines,
+    DispatchConfig,
+    Polling,
+    ProviderCalls,
+    SweepConfig,
+)
+from klingflow.jobs.store import DUE_SHARDS
+from klingflow.money.ledger import RETENTION_DAYS
+from klingflow.providers.defaults import USD_PER_CNY
 
 
 def _upper(name: str) -> str:
@@ -31,7 +44,7 @@ class _Settings(BaseModel):
 
     jobs_table: str = Field(min_length=1)
     # TTL of finished jobs, idempotency keys and spend days.
-    retention_days: int = Field(default=90, ge=1)
+    retention_days: int = Field(default=RETENTION_DAYS, ge=1)
     powertools_metrics_namespace: str | None = None
     powertools_metrics_disabled: bool = False
 
@@ -40,7 +53,7 @@ class _Settings(BaseModel):
         return cls.model_validate(dict(os.environ if environ is None else environ))
 
 
-class _ProviderSettings(_Settings):
+class _ProviderSettings(_Settings, ProviderCalls):
     # Where provider credentials live, {"<provider>": {"api_key": ...}}: the Secrets Manager
     # secret in AWS; for local runs, a JSON file or the JSON itself may stand in for it.
     provider_secret_arn: str = ""
@@ -48,13 +61,7 @@ class _ProviderSettings(_Settings):
     provider_credentials: Json[dict[str, dict[str, str]]] | None = None
     # JSON: {"<provider>": {"base_url": ..., "enabled": ..., "price_per_second": {...}, ...}}
     provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
-    usd_per_cny: float = Field(default=0.14, gt=0)
-    provider_timeout_s: float = Field(default=20.0, gt=0)
-    # Sandbox only: lets the safe HTTP client fetch plain http from loopback addresses.
-    allow_loopback_http: bool = False
-    # Circuit breaker per provider: open after this many consecutive failures, probe after cool-down.
-    breaker_failures: int = Field(default=3, ge=1)
-    breaker_cool_down_s: int = Field(default=60, ge=1)
+    usd_per_cny: float = Field(default=USD_PER_CNY, gt=0)
 
     @model_validator(mode="after")
     def _one_credential_source(self) -> Self:
@@ -69,25 +76,8 @@ class _ProviderSettings(_Settings):
         return self
 
 
-class _ScheduleSettings(_Settings):
-    due_shards: int = Field(default=4, ge=1, le=64)
-    job_deadline_s: int = Field(default=3 * 3600, ge=60)
-    # First poll when the provider will call back (the callback usually wins) / when it never does.
-    first_poll_with_callback_s: int = Field(default=120, ge=1)
-    first_poll_without_callback_s: int = Field(default=20, ge=1)
-    poll_max_interval_s: int = Field(default=300, ge=1)
-    # Re-enqueue a SUCCEEDED job whose archive has not finished after this long.
-    archive_stall_s: int = Field(default=900, ge=30)
-    # A SUCCEEDED job still not archived this long after its deadline fails (ARCHIVE_FAILED).
-    archive_deadline_s: int = Field(default=24 * 3600, ge=60)
-    # After TIMED_OUT, a task at a provider is still watched this long (it is paid for if it
-    # completes), polled every salvage_poll_s. Inside every provider's link lifetime.
-    salvage_window_hours: float = Field(default=24, ge=0, le=72)
-    salvage_poll_s: int = Field(default=600, ge=1)
-
-    @property
-    def salvage_window_s(self) -> int:
-        return int(self.salvage_window_hours * 3600)
+class _ScheduleSettings(_Settings, Polling, Deadlines):
+    due_shards: int = Field(default=DUE_SHARDS, ge=1, le=64)
 
 
 class _BudgetSettings(_Settings):
@@ -96,7 +86,7 @@ class _BudgetSettings(_Settings):
     max_job_cost_usd: float = Field(default=25, ge=0)
 
 
-class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
+class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, AcceptConfig, DispatchConfig):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     submit_queue_url: str = Field(min_length=1)
@@ -105,7 +95,7 @@ class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
     # SSM parameter holding the HTTP API's URL (a direct reference would be a template cycle).
     api_url_parameter: str = Field(min_length=1)
     input_url_ttl_s: int = Field(default=6 * 3600, ge=600, le=7 * 24 * 3600)
-    max_manifest_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_manifest_bytes: int = Field(default=MAX_MANIFEST_BYTES, ge=1024)
 
 
 class CallbackSettings(_ScheduleSettings):
@@ -115,24 +105,16 @@ class CallbackSettings(_ScheduleSettings):
     provider_overrides: Json[dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
-class ArchiveSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
+class ArchiveSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, ArchiveConfig):
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
-    # At most 5 GiB: an invalid download is set aside with one CopyObject, which S3 caps there.
-    max_output_bytes: int = Field(default=2 * 1024**3, ge=1024, le=5 * 1024**3)
-    part_size_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
-    download_timeout_s: float = Field(default=60.0, gt=0)
 
 
-class SweeperSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings):
+class SweeperSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, SweepConfig):
     archive_queue_url: str = Field(min_length=1)
     # Jobs waiting to be sent again (a pinned provider that said "later") go back to submit.
     submit_queue_url: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
-    # The most due jobs visited at once (a sweep starts one per due job up to this): 500 due
-    # jobs at 200 ms a poll take about 2 s at 64, well inside the one-minute schedule.
-    poll_concurrency: int = Field(default=64, ge=1, le=MAX_POLL_CONCURRENCY)
-    max_jobs_per_run: int = Field(default=500, ge=1)
 
 
 class JobsSettings(_BudgetSettings):
@@ -148,4 +130,4 @@ class WebhookSettings(_Settings):
     allow_loopback_http: bool = False
     # One delivery's whole wall-clock limit (connect, send, the answer): under the function's
     # Timeout, which must also cover reading the job and recording the try.
-    webhook_timeout_s: float = Field(default=10.0, gt=0, le=20)
+    webhook_timeout_s: float = Field(default=WEBHOOK_TIMEOUT_S, gt=0, le=20)

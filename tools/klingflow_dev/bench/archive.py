@@ -281,7 +281,7 @@ def _measure_child(side: str, endpoint: str, key: str, source: str) -> dict[str,
 
 
 def _ours(s3: Any, key: str, url: str) -> Callable[[], dict[str, Any]]:
-    """Archiver._copy_one's copy: SafeHttp streams the download into Storage.upload_stream, with
+    """OutputCopier._copy_one's copy: SafeHttp streams the download into Storage.upload_stream, with
     archive's chunk size, part size, size limit and read timeout."""
     from klingflow.infra.safehttp import SafeHttp  # noqa: PLC0415
     from klingflow.infra.storage import DOWNLOAD_CHUNK_BYTES, Storage  # noqa: PLC0415

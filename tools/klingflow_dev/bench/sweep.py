@@ -4,7 +4,7 @@ items a sweep reads per due job.
 Everything runs on loopback: the sandbox's moto server (in a process of its own, see `Stack`)
 with the resources template.yaml declares, and the provider emulator (`request_latency_s` is
 the provider's response time); time is a manual clock. The sweeper is the one
-`runtime.build_sweeper` builds from the sweeper's settings (the template's defaults), as its
+`services.build_sweeper` builds from the sweeper's settings (the template's defaults), as its
 Lambda container would, with its real clients over HTTP. The due jobs are at apimaster, each
 with a task at the emulator that is still processing, so every visit is one provider query and
 one conditional write (SUBMITTED -> RUNNING in the unmeasured first sweep, then a reschedule).
@@ -45,13 +45,14 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.core.clock import iso
 from klingflow.core.models import Job, Source
 from klingflow.core.outcomes import SweepOutcome
 from klingflow.core.states import JobStatus
 from klingflow.flows.sweep import Sweeper, poll_workers
-from klingflow.jobs.store import DUE_INDEX, JobStore
+from klingflow.jobs.listing import DUE_INDEX
+from klingflow.jobs.store import JobStore
 from klingflow.settings import SweeperSettings
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
@@ -207,7 +208,7 @@ class Bench:
         """The sweeper as its container builds it (fresh clients, settings changed as asked)."""
         runtime.reset()
         settings = self.settings.model_copy(update=changes) if changes else self.settings
-        sweeper = runtime.build_sweeper(settings, self.clock)
+        sweeper = services.build_sweeper(settings, self.clock)
         return sweeper, _Reads(runtime.client("dynamodb"))
 
     def load(self, due: int, *, later: int = 0, ended: int = 0) -> list[str]:

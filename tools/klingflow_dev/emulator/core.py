@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from klingflow.core.clock import Clock, SystemClock
-from klingflow.core.probe import BytesReader, ProbeError, probe_video
+from klingflow.core.probe import probe_video
+from klingflow.core.probe_reader import BytesReader, ProbeError
 from klingflow_dev import ASSETS
 
 PHASES = ("queued", "processing", "completed", "failed", "cancelled")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import boto3
 import httpx
 
-from klingflow import runtime
+from klingflow import runtime, services
 from klingflow.core.clock import Clock
 from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
@@ -361,12 +361,12 @@ class Sandbox:
         assert self.options.clock is not None
         # Each handler's lazily built services, rebuilt on the test's clock.
         builders: dict[str, dict[str, Callable[[Any, Clock], Any]]] = {
-            "SubmitFunction": {"service": runtime.build_intake, "canceller": runtime.build_canceller},
-            "CallbackFunction": {"service": runtime.build_receiver},
-            "ArchiveFunction": {"service": runtime.build_archiver},
-            "SweeperFunction": {"service": runtime.build_sweeper},
-            "JobsFunction": {"service": runtime.build_queries},
-            "WebhookFunction": {"service": runtime.build_webhooks},
+            "SubmitFunction": {"service": services.build_intake, "canceller": services.build_canceller},
+            "CallbackFunction": {"service": services.build_receiver},
+            "ArchiveFunction": {"service": services.build_archiver},
+            "SweeperFunction": {"service": services.build_sweeper},
+            "JobsFunction": {"service": services.build_queries},
+            "WebhookFunction": {"service": services.build_webhooks},
         }
         for name, build in builders.get(logical_id, {}).items():
             getattr(module, name).override(build(module.settings, self.options.clock))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
+
+from .codes import JobErrorCode, ProviderErrorClass
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class FieldError:
 class KlingflowError(Exception):
     """Base of every error klingflow raises on purpose."""
 
-    code = "INTERNAL"
+    code: JobErrorCode = JobErrorCode.INTERNAL
     http_status = 500
 
     def __init__(self, message: str) -> None:
@@ -40,7 +41,7 @@ class Refused(KlingflowError):
 class RequestRejected(Refused):
     """The job request breaks one or more documented rules; nothing was spent."""
 
-    code = "VALIDATION_FAILED"
+    code = JobErrorCode.VALIDATION_FAILED
     http_status = 400
     # What was refused, the message's first words.
     refused = "job request"
@@ -63,19 +64,19 @@ class QueryRejected(RequestRejected):
 
 
 class JobNotFound(KlingflowError):
-    code = "NOT_FOUND"
+    code = JobErrorCode.NOT_FOUND
     http_status = 404
 
 
 class ElementNotFound(KlingflowError):
-    code = "NOT_FOUND"
+    code = JobErrorCode.NOT_FOUND
     http_status = 404
 
 
 class NoProviderAvailable(Refused):
     """No enabled provider supports this job (or the pinned one is not usable)."""
 
-    code = "NO_PROVIDER"
+    code = JobErrorCode.NO_PROVIDER
     http_status = 422
 
 
@@ -83,7 +84,7 @@ class IdempotencyConflict(Refused):
     """An idempotency key already used for a different request: returning the first job would
     silently drop this one."""
 
-    code = "IDEMPOTENCY_KEY_REUSED"
+    code = JobErrorCode.IDEMPOTENCY_KEY_REUSED
     http_status = 409
 
     def __init__(self, message: str, *, job_id: str) -> None:
@@ -99,7 +100,7 @@ class IdempotencyConflict(Refused):
 class BudgetExceeded(Refused):
     """The job would pass MaxJobCostUsd, or the day's remaining budget (DailyBudgetUsd)."""
 
-    code = "BUDGET_EXCEEDED"
+    code = JobErrorCode.BUDGET_EXCEEDED
     http_status = 402
 
     def __init__(
@@ -128,10 +129,10 @@ class BudgetExceeded(Refused):
 class JobConflict(KlingflowError):
     """The job is in a state that does not allow what was asked (cancel after sending)."""
 
-    code = "CONFLICT"
+    code = JobErrorCode.CONFLICT
     http_status = 409
 
-    def __init__(self, code: str, message: str, **details: Any) -> None:
+    def __init__(self, code: JobErrorCode, message: str, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.details = details
@@ -142,42 +143,17 @@ class JobConflict(KlingflowError):
         return body
 
 
-# An output link on a host outside the provider's allowlist: retried until the job's deadline
-# (an operator may allow the host), then the job fails with this code.
-OUTPUT_HOST_NOT_ALLOWED = "OUTPUT_HOST_NOT_ALLOWED"
-# An element the job names was deleted while the job waited to be sent: it ends FAILED with this
-# code when it is claimed, released, nothing sent.
-ELEMENT_DELETED = "ELEMENT_DELETED"
-# A paid output whose bytes are not what they claim (an HTML page, a truncated MP4): downloaded
-# again a few times, then the job fails with this code, settled, its bytes under quarantine/.
-OUTPUT_INVALID = "OUTPUT_INVALID"
-
-
 class UnsafeUrl(KlingflowError):
     """A URL that the safe HTTP client refuses to fetch (scheme, host, address or size)."""
 
-    code = "UNSAFE_URL"
+    code = JobErrorCode.UNSAFE_URL
     http_status = 400
-
-
-class ProviderErrorClass(StrEnum):
-    """One taxonomy for every dialect's failures; it decides what submit does next."""
-
-    INVALID_REQUEST = "invalid_request"
-    AUTH = "auth"
-    INSUFFICIENT_BALANCE = "insufficient_balance"
-    RATE_LIMITED = "rate_limited"
-    CONCURRENCY_LIMIT = "concurrency_limit"
-    CONTENT_POLICY = "content_policy"
-    NOT_FOUND = "not_found"
-    PROVIDER_DOWN = "provider_down"
-    UNKNOWN_OUTCOME = "unknown_outcome"
 
 
 class ProviderError(KlingflowError):
     """A provider call failed; `error_class` says whether another provider might succeed."""
 
-    code = "PROVIDER_ERROR"
+    code = JobErrorCode.PROVIDER_ERROR
     http_status = 502
 
     def __init__(
@@ -212,4 +188,4 @@ def to_http(error: Exception) -> HttpAnswer:
     """Map any exception to an HTTP answer; unknown ones never leak their text."""
     if isinstance(error, KlingflowError):
         return HttpAnswer(error.http_status, error.body())
-    return HttpAnswer(500, {"error": {"code": "INTERNAL", "message": "internal error"}})
+    return HttpAnswer(500, {"error": {"code": JobErrorCode.INTERNAL, "message": "internal error"}})

@@ -21,9 +21,11 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from .errors import FieldError
-from .kinds import AnyRequest, ImageToVideoRequest, MediaRole, MotionControlRequest, Orientation
+from .kind_motion import MotionControlRequest
+from .kind_video import ImageToVideoRequest
+from .kinds import AnyRequest, MediaRole, Orientation
 from .models import MediaFacts
-from .probe import ImageInfo, VideoInfo
+from .probe_reader import ImageInfo, VideoInfo
 
 MB: Final = 1024 * 1024
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .codes import Actor, AttemptOutcome, JobErrorCode
 from .states import JobStatus
 from .vocab import JobKind
 
@@ -105,7 +106,8 @@ class Reservation(_Record):
 
 
 class JobError(_Record):
-    code: str
+    # Ours, or the provider's own code when its failed task carried one (evolink).
+    code: JobErrorCode | str
     message: str
     # BUDGET_EXCEEDED: the day's budget, what was left of it, and the job's estimate.
     budget: dict[str, float] | None = None
@@ -114,13 +116,13 @@ class JobError(_Record):
 class HistoryEntry(_Record):
     at: str
     status: JobStatus
-    by: str
+    by: Actor
     note: str | None = None
 
 
 class Attempt(_Record):
     provider: str
-    outcome: str
+    outcome: AttemptOutcome
     at: str
     latency_ms: int | None = None
     detail: str | None = None

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from .probe import ImageInfo, ProbeError, RangeReader, VideoInfo, probe_image, probe_video
+from .probe import probe_image, probe_video
+from .probe_reader import ImageInfo, ProbeError, RangeReader, VideoInfo
 
 # Enough for every magic number below and for a readable start of a page.
 SNIFF_BYTES: Final = 32

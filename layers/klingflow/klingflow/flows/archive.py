@@ -20,55 +20,32 @@ OUTPUT_INVALID, settled (the provider charged for the task).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 
 import httpx
-from aws_lambda_powertools import Logger
 
 from klingflow.core.clock import Clock, epoch, iso
-from klingflow.core.errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, UnsafeUrl
-from klingflow.core.models import DetailType, Job, JobError, Output, OutputRole
+from klingflow.core.codes import Actor, JobErrorCode
+from klingflow.core.errors import ProviderError, UnsafeUrl
+from klingflow.core.models import DetailType, Job, JobError, Output
 from klingflow.core.outcomes import ArchiveOutcome, Done
-from klingflow.core.outputcheck import (
-    OutputInvalid,
-    check_image,
-    check_video,
-    cover_type,
-    peek,
-    quarantine_prefix,
-)
+from klingflow.core.outputcheck import OutputInvalid, quarantine_prefix
 from klingflow.core.states import JobStatus
 from klingflow.infra.events import EventPublisher
-from klingflow.infra.safehttp import DownloadFailed, SafeHttp, SafeResponse
-from klingflow.infra.storage import DOWNLOAD_CHUNK_BYTES, ObjectInfo, Storage
+from klingflow.infra.safehttp import DownloadFailed, SafeHttp
+from klingflow.infra.storage import Storage
 from klingflow.jobs.elements import ElementDirectory
 from klingflow.jobs.endings import announce, end_job, stop_watching
 from klingflow.jobs.store import JobStore
+from klingflow.jobs.writes import LeaseHeld
 from klingflow.money.pricing import charged
 from klingflow.money.settlement import Charge, Release, Settle
-from klingflow.providers.base import Download, TaskOutput, TaskReport
+from klingflow.providers.base import TaskReport
 from klingflow.providers.registry import Registry
 
-# Why a copy did not finish, as the job's `archive_error` says (or the host refusal).
-DOWNLOAD_FAILED = "DOWNLOAD_FAILED"
+from .archive_outputs import OutputCopier
+from .configs import ArchiveConfig
+
 Result = Done[ArchiveOutcome]
-
-logger = Logger(child=True)
-
-
-@dataclass(frozen=True)
-class ArchiveConfig:
-    max_output_bytes: int
-    part_size_bytes: int
-    archive_stall_s: int
-    poll_again_s: int
-    # How long a worker holds a job while copying it: longer than the function may run.
-    lease_s: int = 330
-    # Downloads that are not what they claim (each retried by the sweeper, like a failed one)
-    # before the job fails OUTPUT_INVALID.
-    max_invalid_downloads: int = 3
 
 
 class Archiver:
@@ -89,9 +66,15 @@ class Archiver:
         self._storage = storage
         self._events = events
         self._registry = registry
-        self._http = http
         self._clock = clock
         self._config = config
+        self._outputs = OutputCopier(
+            storage=storage,
+            registry=registry,
+            http=http,
+            max_output_bytes=config.max_output_bytes,
+            part_size_bytes=config.part_size_bytes,
+        )
 
     def archive(self, job_id: str) -> Result:
         """Bring one job as far as the provider's own answer allows; returns what happened."""
@@ -118,7 +101,7 @@ class Archiver:
                 return self._provider_failed(job, report)
             case JobStatus.RUNNING if job.status is JobStatus.SUBMITTED:
                 self._store.transition(
-                    job_id, JobStatus.RUNNING, by="archive", due_in_s=self._config.poll_again_s
+                    job_id, JobStatus.RUNNING, by=Actor.ARCHIVE, due_in_s=self._config.poll_again_s
                 )
                 return Done(ArchiveOutcome.RUNNING)
             case _:
@@ -138,14 +121,14 @@ class Archiver:
             return Done(ArchiveOutcome.RELEASED, message)
         target = JobStatus.CANCELLED if report.status is JobStatus.CANCELLED else JobStatus.FAILED
         code = report.error_code or (
-            "PROVIDER_CANCELLED" if target is JobStatus.CANCELLED else "PROVIDER_FAILED"
+            JobErrorCode.PROVIDER_CANCELLED if target is JobStatus.CANCELLED else JobErrorCode.PROVIDER_FAILED
         )
         end_job(
             self._store,
             self._events,
             job.job_id,
             target,
-            by="archive",
+            by=Actor.ARCHIVE,
             code=code,
             message=message,
             money=Release(),
@@ -160,7 +143,7 @@ class Archiver:
             moved = self._store.transition(
                 job.job_id,
                 JobStatus.SUCCEEDED,
-                by="archive",
+                by=Actor.ARCHIVE,
                 note=self._succeeded_note(job, report, late=late),
                 due_in_s=self._config.archive_stall_s,
                 # Salvaged: no longer timed out, no longer expiring, and marked late for good.
@@ -190,7 +173,7 @@ class Archiver:
             return Done(ArchiveOutcome.BUSY, "another worker holds the job's lease")
         job = leased  # as the lease found it: what other holders counted before (invalid_downloads)
         try:
-            outputs = self._copy_all(job, report)
+            outputs = self._outputs.copy_all(job, report)
         except OutputInvalid as invalid:
             return self._invalid(job, lease, invalid, charge)
         except (UnsafeUrl, DownloadFailed, httpx.HTTPError, ProviderError) as error:
@@ -201,62 +184,15 @@ class Archiver:
             raise
         return self._finish(job, outputs, element_id=None, charge=charge)
 
-    def _copy_all(self, job: Job, report: TaskReport) -> list[Output]:
-        provider, task_id = job.provider, job.provider_task_id
-        assert provider is not None and task_id is not None
-        adapter = self._registry.adapter(provider)
-        outputs = []
-        for index, produced in enumerate(report.outputs, start=1):
-            download = adapter.download(task_id, produced)
-            key, label = f"outputs/{job.job_id}/output-{index}.mp4", f"output {index}"
-            try:
-                outputs.append(self._copy_one(job, key, download, OutputRole.VIDEO, label))
-            except UnsafeUrl:
-                # A link we may not fetch (host not allowed, redirect elsewhere): the dialect's
-                # own content endpoint if it has one; otherwise the refusal is recorded and the
-                # job retried until its deadline, because a paid output must not be dropped on
-                # a policy an operator can correct (download_hosts).
-                fallback = adapter.content_endpoint(task_id)
-                if fallback is None or fallback.url == download.url:
-                    raise
-                outputs.append(self._copy_one(job, key, fallback, OutputRole.VIDEO, label))
-        for index, produced in enumerate(report.outputs, start=1):
-            outputs += self._copy_extras(job, index, produced)
-        return outputs
-
-    def _copy_extras(self, job: Job, index: int, produced: TaskOutput) -> list[Output]:
-        """A clip's cover and watermarked copy, when the provider made them. They are extras:
-        one that cannot be fetched, or is not what it claims, is logged and left, never holding
-        up the paid clip."""
-        extras = []
-        for role, url, name, label in (
-            (OutputRole.COVER, produced.cover_url, f"cover-{index}", f"cover {index}"),
-            (
-                OutputRole.WATERMARKED,
-                produced.watermarked_url,
-                f"output-{index}-watermarked.mp4",
-                f"watermarked copy {index}",
-            ),
-        ):
-            if url is None:
-                continue
-            try:
-                extras.append(self._copy_one(job, f"outputs/{job.job_id}/{name}", Download(url), role, label))
-            except (UnsafeUrl, DownloadFailed, httpx.HTTPError, OutputInvalid) as error:
-                logger.warning(
-                    "extra output not kept", extra={"job_id": job.job_id, "role": role, "error": str(error)}
-                )
-        return extras
-
     @staticmethod
     def _archive_error(error: Exception) -> JobError:
         if isinstance(error, UnsafeUrl):
             return JobError(
-                code=OUTPUT_HOST_NOT_ALLOWED,
+                code=JobErrorCode.OUTPUT_HOST_NOT_ALLOWED,
                 message=f"{error.message}; add the host to the provider's download_hosts "
                 "(ProviderOverrides) before the job's deadline, or the job fails then",
             )
-        return JobError(code=DOWNLOAD_FAILED, message=str(error))
+        return JobError(code=JobErrorCode.DOWNLOAD_FAILED, message=str(error))
 
     @staticmethod
     def _succeeded_note(job: Job, report: TaskReport, *, late: bool) -> str:
@@ -288,7 +224,7 @@ class Archiver:
         done = self._store.transition(
             job.job_id,
             JobStatus.ARCHIVED,
-            by="archive",
+            by=Actor.ARCHIVE,
             note=f"element {element_id}"
             if element_id
             else f"{len(outputs)} output(s) in s3://{self._storage.bucket}/outputs/{job.job_id}/",
@@ -306,73 +242,6 @@ class Archiver:
         announce(self._store, self._events, done, DetailType.COMPLETED)
         return Done(ArchiveOutcome.ARCHIVED, made)
 
-    def _copy_one(self, job: Job, key: str, download: Download, role: OutputRole, label: str) -> Output:
-        """Stream one download into `key`, then prove it is what it claims (OutputInvalid, with
-        the stored bytes moved to quarantine/, when it is not)."""
-        with self._open(job, download) as response:
-            served_as = response.headers.get("content-type")
-            chunks: Iterable[bytes] = response.iter_bytes(DOWNLOAD_CHUNK_BYTES)
-            content_type = "video/mp4"
-            if role is OutputRole.COVER:
-                # Named and typed by what its first bytes prove, not by what it was served as;
-                # bytes that are no image are never stored.
-                head, chunks = peek(chunks)
-                image = cover_type(head, label=label, served_as=served_as)
-                key, content_type = key + image.suffix, image.content_type
-            stored = self._storage.upload_stream(
-                key, chunks, part_size=self._config.part_size_bytes, content_type=content_type
-            )
-        output = Output(
-            role=role,
-            s3_uri=self._storage.uri(key),
-            key=key,
-            bytes=stored.bytes,
-            sha256=stored.sha256,
-            content_type=content_type,
-        )
-        # Ranged reads of the object just stored: a few small GETs, never the whole object.
-        reader = self._storage.reader(ObjectInfo(key, stored.bytes, content_type, ""))
-        try:
-            if role is OutputRole.COVER:
-                check_image(reader, image, label=label, served_as=served_as)
-                return output
-            video = check_video(reader, label=label, served_as=served_as)
-        except OutputInvalid as invalid:
-            self._quarantine(job, key, invalid, served_as)
-            raise
-        duration = None if video.duration_s is None else round(video.duration_s, 3)
-        return output.model_copy(
-            update={"duration_s": duration, "width": video.width, "height": video.height}
-        )
-
-    def _open(self, job: Job, download: Download) -> AbstractContextManager[SafeResponse]:
-        assert job.provider is not None
-        headers: dict[str, str] = {}
-        if download.authenticated:
-            adapter = self._registry.adapter(job.provider)
-            headers = adapter.auth_headers(self._registry.credentials(job.provider))
-        return self._http.stream(
-            download.url,
-            allowed_hosts=self._registry.download_hosts(job.provider),
-            max_bytes=self._config.max_output_bytes,
-            headers=headers,
-        )
-
-    def _quarantine(self, job: Job, key: str, invalid: OutputInvalid, served_as: str | None) -> None:
-        """Bytes that are not what they claim leave outputs/ (nothing there may pass for a clip)
-        and are kept, one folder per download, for a person to look at."""
-        name = key.rsplit("/", 1)[-1]
-        to_key = f"{quarantine_prefix(job.job_id)}download-{job.invalid_downloads + 1}/{name}"
-        self._storage.move_aside(
-            key,
-            to_key,
-            {"served-as": _header_safe(served_as or "none"), "problem": _header_safe(str(invalid))},
-        )
-        logger.warning(
-            "download is not what it claims; quarantined",
-            extra={"job_id": job.job_id, "key": to_key, "problem": str(invalid)},
-        )
-
     def _invalid(self, job: Job, lease: str, invalid: OutputInvalid, charge: Charge) -> Result:
         """A download that is not what it claims counts like a failed one (the sweeper brings the
         job back while the provider's link lives: a CDN that served an error page or half a file
@@ -381,7 +250,9 @@ class Archiver:
         where = self._storage.uri(quarantine_prefix(job.job_id))
         seen = job.invalid_downloads + 1  # `job` as leased: only a lease holder counts
         if seen < self._config.max_invalid_downloads:
-            error = JobError(code=OUTPUT_INVALID, message=f"{invalid}; the bytes are kept under {where}")
+            error = JobError(
+                code=JobErrorCode.OUTPUT_INVALID, message=f"{invalid}; the bytes are kept under {where}"
+            )
             # (None: the lease ran out and another worker has the job; its outcome stands.)
             self._store.drop_lease(job.job_id, lease, error, invalid=True)
             return Done(ArchiveOutcome.OUTPUT_INVALID, f"{invalid} (download {seen}, tried again later)")
@@ -392,21 +263,19 @@ class Archiver:
         )
         # Ended under the lease, in the one write: were it given back first, a duplicate message
         # could take it meanwhile and archive a clip that has come right, racing this ending.
-        condition, values = self._store.lease_held(lease)
         ended = end_job(
             self._store,
             self._events,
             job.job_id,
             JobStatus.FAILED,
-            by="archive",
-            code=OUTPUT_INVALID,
+            by=Actor.ARCHIVE,
+            code=JobErrorCode.OUTPUT_INVALID,
             message=message,
             money=Settle(charge),
             only_from=frozenset({JobStatus.SUCCEEDED}),
             fields={"invalid_downloads": seen},
             removes=("archive_lease", "archive_lease_until"),
-            extra_condition=condition,
-            extra_values=values,
+            guard=LeaseHeld(lease),
         )
         if ended is None:
             return Done(
@@ -423,14 +292,9 @@ class Archiver:
             self._events,
             job.job_id,
             JobStatus.FAILED,
-            by="archive",
-            code="NO_OUTPUTS",
+            by=Actor.ARCHIVE,
+            code=JobErrorCode.NO_OUTPUTS,
             message=message,
             money=Settle(charge),
         )
         return Done(ArchiveOutcome.FAILED, message)
-
-
-def _header_safe(text: str, limit: int = 512) -> str:
-    """Text an S3 metadata header can carry: printable ASCII, bounded (2 KB for all of them)."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)[:limit]

@@ -15,13 +15,15 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from klingflow.core.clock import Clock, epoch
+from klingflow.core.codes import Actor
 from klingflow.core.errors import JobNotFound, KlingflowError
 from klingflow.core.models import Job, progress_of
 from klingflow.core.outcomes import CallbackOutcome, Done
 from klingflow.core.states import JobStatus
 from klingflow.core.tokens import CallbackSigner
 from klingflow.infra.queue import JobQueue
-from klingflow.jobs.store import CallbackNews, JobStore
+from klingflow.jobs.callbacks import CallbackNews
+from klingflow.jobs.store import JobStore
 from klingflow.providers.registry import Registry
 
 logger = Logger(child=True)
@@ -144,7 +146,7 @@ class CallbackReceiver:
             return Done(CallbackOutcome.IGNORED, "duplicate or out of order")
         if hint is JobStatus.RUNNING:
             moved = self._store.transition(
-                job_id, JobStatus.RUNNING, by="callback", note=report.provider_status, fields=said
+                job_id, JobStatus.RUNNING, by=Actor.CALLBACK, note=report.provider_status, fields=said
             )
             if moved is None and said:  # already RUNNING: the news is the progress
                 self._store.touch(job_id, status_in=ACTIVE, fields=said)

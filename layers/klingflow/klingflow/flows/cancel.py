@@ -7,12 +7,14 @@ archived and billed. A job not yet sent ends CANCELLED at once, its reservation 
 
 from __future__ import annotations
 
+from klingflow.core.codes import Actor, JobErrorCode
 from klingflow.core.errors import JobConflict, JobNotFound
 from klingflow.core.models import Job
 from klingflow.core.states import JobStatus
 from klingflow.infra.events import EventPublisher
 from klingflow.jobs.endings import end_job
 from klingflow.jobs.store import JobStore
+from klingflow.jobs.writes import Guard
 from klingflow.money.settlement import Release
 
 _QUEUED = frozenset({JobStatus.QUEUED})
@@ -36,12 +38,12 @@ class Canceller:
                 self._events,
                 job_id,
                 JobStatus.CANCELLED,
-                by="api",
-                code="CANCELLED",
+                by=Actor.API,
+                code=JobErrorCode.CANCELLED,
                 message="cancelled before it was sent to any provider; nothing was charged",
                 money=Release(),
                 only_from=_QUEUED,
-                extra_condition="attribute_not_exists(submitting_to)",
+                guard=Guard.NOT_SENDING,
             )
             job = ended or self._store.get(job_id) or job
         if job.status is JobStatus.CANCELLED:
@@ -49,7 +51,7 @@ class Canceller:
         if job.at_provider and not job.status.terminal:
             provider = job.provider or job.submitting_to
             raise JobConflict(
-                "ALREADY_AT_PROVIDER",
+                JobErrorCode.ALREADY_AT_PROVIDER,
                 f"job {job_id} is already at {provider} (task {job.provider_task_id or 'not yet known'}); "
                 "none of its dialects documents a cancel call, so it runs on and its output will be "
                 "archived and billed",
@@ -58,5 +60,7 @@ class Canceller:
                 status=job.status.value,
             )
         raise JobConflict(
-            "ALREADY_FINISHED", f"job {job_id} has already ended: {job.status.value}", status=job.status.value
+            JobErrorCode.ALREADY_FINISHED,
+            f"job {job_id} has already ended: {job.status.value}",
+            status=job.status.value,
         )

@@ -3,7 +3,7 @@
 Reads only the due jobs from the sparse index, polls their providers with bounded concurrency,
 backs off, enforces each job's deadline, re-enqueues outputs that were never archived, hands
 jobs waiting to be sent back to submit, and keeps watching timed-out tasks a provider may
-still complete (salvage).
+still complete (`salvage.py`).
 Callbacks are an optimisation; this is what guarantees that every job ends.
 """
 
@@ -12,23 +12,26 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 
 from aws_lambda_powertools import Logger
 
 from klingflow.core.clock import Clock, epoch
-from klingflow.core.errors import OUTPUT_HOST_NOT_ALLOWED, OUTPUT_INVALID, ProviderError, ProviderErrorClass
-from klingflow.core.models import DetailType, Job, JobPatch, progress_of
+from klingflow.core.codes import Actor, JobErrorCode
+from klingflow.core.errors import ProviderError
+from klingflow.core.models import DetailType, Job, progress_of
 from klingflow.core.outcomes import SweepOutcome
 from klingflow.core.states import TERMINAL, JobStatus
 from klingflow.infra.events import EventPublisher
 from klingflow.infra.queue import JobQueue
-from klingflow.jobs.endings import announce, end_job, stop_watching
+from klingflow.jobs.endings import announce, end_job
 from klingflow.jobs.store import JobStore
 from klingflow.money.pricing import charged
-from klingflow.money.settlement import Keep, Money, Release, Settle
+from klingflow.money.settlement import Money, Release, Settle
 from klingflow.providers.registry import Registry
+
+from .configs import SweepConfig
+from .salvage import Salvager
 
 logger = Logger(child=True)
 
@@ -54,27 +57,6 @@ def poll_workers(due: int, ceiling: int) -> int:
     return max(1, min(due, ceiling))
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    # The most visits (provider polls and their writes) in flight at once; the clients' HTTP
-    # connection pools hold as many, or each visit past them would open a connection of its own
-    # (runtime.py, providers/base.py).
-    poll_concurrency: int
-    # The most due jobs one sweep reads and visits; the rest wait for the next tick.
-    max_jobs_per_run: int
-    first_poll_s: int
-    poll_max_interval_s: int
-    archive_stall_s: int
-    archive_deadline_s: int = 24 * 3600
-    # How long a QUEUED job may wait for its submitter before the sweeper resolves it.
-    submit_grace_s: int = 300
-    # Stop starting visits when less than this is left of the invocation (one provider call).
-    time_guard_s: float = 25.0
-    # After TIMED_OUT a task at a provider is watched this long past the deadline, this often.
-    salvage_window_s: int = 24 * 3600
-    salvage_poll_s: int = 600
-
-
 class Sweeper:
     def __init__(
         self,
@@ -92,12 +74,22 @@ class Sweeper:
         self._store = store
         self._queue = queue
         self._submit_queue = submit_queue
-        self._adopt_late = adopt_late
         self._events = events
         self._registry = registry
         self._clock = clock
         self._config = config
         self._resolve_unknown = resolve_unknown
+        self._salvager = Salvager(
+            store=store,
+            queue=queue,
+            events=events,
+            registry=registry,
+            clock=clock,
+            adopt_late=adopt_late,
+            salvage_window_s=config.salvage_window_s,
+            salvage_poll_s=config.salvage_poll_s,
+            archive_stall_s=config.archive_stall_s,
+        )
 
     def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[SweepOutcome]:
         """One pass over the due jobs; returns how many ended in each outcome."""
@@ -154,7 +146,7 @@ class Sweeper:
             case JobStatus.SUBMITTED | JobStatus.RUNNING:
                 return self._poll(job, late=late)
             case JobStatus.TIMED_OUT if job.salvaging:
-                return self._salvage(job, now)
+                return self._salvager.salvage(job, now)
             case _:
                 return SweepOutcome.SKIPPED
 
@@ -164,7 +156,7 @@ class Sweeper:
             report = self._registry.job_report(job)
         except ProviderError as error:
             if late:
-                return self._time_out(job, _POLLED, watch=True)
+                return self._salvager.time_out(job, _POLLED, watch=True)
             delay = self._backoff(job, retry_after=error.retry_after_s)
             self._store.reschedule(job.job_id, status_in=_POLLED, due_in_s=delay, increments={"polls": 1})
             logger.warning(
@@ -184,14 +176,14 @@ class Sweeper:
             )
             return SweepOutcome.FINISHED
         if late:
-            return self._time_out(job, _POLLED, watch=True)
+            return self._salvager.time_out(job, _POLLED, watch=True)
         delay = self._backoff(job)
         said = progress_of(report, epoch(self._clock.now()))
         if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
             self._store.transition(
                 job.job_id,
                 JobStatus.RUNNING,
-                by="sweeper",
+                by=Actor.SWEEPER,
                 due_in_s=delay,
                 increments={"polls": 1},
                 fields=said,
@@ -211,7 +203,9 @@ class Sweeper:
         """
         # A salvaged job succeeded after its deadline: its copy gets the same time from then.
         since = max(job.deadline_at, job.succeeded_at or 0)
-        refused = job.archive_error is not None and job.archive_error.code == OUTPUT_HOST_NOT_ALLOWED
+        refused = (
+            job.archive_error is not None and job.archive_error.code == JobErrorCode.OUTPUT_HOST_NOT_ALLOWED
+        )
         gives_up = (
             max(job.deadline_at, (job.succeeded_at or 0) + self._config.archive_stall_s)
             if refused
@@ -243,21 +237,17 @@ class Sweeper:
         only_from: frozenset[JobStatus],
         *,
         money: Money,
-        fields: JobPatch | None = None,
-        due_in_s: int | None = None,
     ) -> None:
         end_job(
             self._store,
             self._events,
             job.job_id,
             target,
-            by="sweeper",
+            by=Actor.SWEEPER,
             code=code,
             message=message,
             only_from=only_from,
             money=money,
-            fields=fields,
-            due_in_s=due_in_s,
         )
 
     def _interval(self, job: Job) -> int:
@@ -275,36 +265,11 @@ class Sweeper:
         until_deadline = job.deadline_at - epoch(self._clock.now())
         return max(1, min(delay, until_deadline))
 
-    def _time_out(self, job: Job, only_from: frozenset[JobStatus], *, watch: bool) -> SweepOutcome:
-        """TIMED_OUT. A job a provider may hold a task for (`watch`) keeps its reservation and
-        its task stays watched for the salvage window: if it completes, it was paid for and is
-        archived late. A job never sent gives its reservation back."""
-        last = job.attempts[-1].detail if job.attempts and job.status is JobStatus.QUEUED else None
-        message = f"not finished by its deadline (was {job.status.value})" + (
-            f"; last: {last}" if last else ""
-        )
-        if not watch:
-            self._end(job, JobStatus.TIMED_OUT, "DEADLINE_EXCEEDED", message, only_from, money=Release())
-            return SweepOutcome.TIMED_OUT
-        until = job.deadline_at + self._config.salvage_window_s
-        watching: JobPatch | None = {"salvage_until": until} if self._config.salvage_window_s > 0 else None
-        self._end(
-            job,
-            JobStatus.TIMED_OUT,
-            "DEADLINE_EXCEEDED",
-            message,
-            only_from,
-            money=Keep(),
-            fields=watching,
-            due_in_s=self._config.salvage_poll_s,
-        )
-        return SweepOutcome.TIMED_OUT
-
     def _queued_past_deadline(self, job: Job) -> SweepOutcome:
         """A job still QUEUED at its deadline: never sent (released), or sent with the answer lost
         (one last look; then watched, still reserved, in case the task exists after all)."""
         if job.submitting_to is None:
-            return self._time_out(job, _QUEUED, watch=False)
+            return self._salvager.time_out(job, _QUEUED, watch=False)
         adapter = self._registry.adapter(job.submitting_to)
         if adapter.looks_up(job.kind):
             try:
@@ -313,71 +278,10 @@ class Sweeper:
                 found = None
             else:
                 if found is None:  # the provider says it has no such task: nothing was charged
-                    return self._time_out(job, _QUEUED, watch=False)
+                    return self._salvager.time_out(job, _QUEUED, watch=False)
             if found is not None:
                 return SweepOutcome.FOUND
-        return self._time_out(job, _QUEUED, watch=True)
-
-    def _salvage(self, job: Job, now: datetime) -> SweepOutcome:
-        """A timed-out job whose task may still complete: look at it at a slow pace until the
-        salvage window closes. Completed: archive (late). Failed: release its reservation."""
-        if epoch(now) >= (job.salvage_until or 0):
-            # Never heard of again: it may have been charged, so it stays reserved.
-            stop_watching(self._store, self._clock, job, Keep(), "salvage window closed", by="sweeper")
-            return SweepOutcome.SALVAGE_CLOSED
-        if job.provider is None or job.provider_task_id is None:
-            return self._salvage_lost_create(job)
-        try:
-            report = self._registry.job_report(job)
-        except ProviderError as error:
-            self._watch_again(job, error.retry_after_s)
-            return SweepOutcome.SALVAGE_POLL_FAILED
-        if report.status is JobStatus.SUCCEEDED:
-            self._queue.enqueue(job.job_id, "sweeper-salvage")
-            self._watch_again(job, self._config.archive_stall_s)
-            return SweepOutcome.SALVAGE_FINISHED
-        if report.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            stop_watching(
-                self._store,
-                self._clock,
-                job,
-                Release(),
-                f"{report.provider_status} after the deadline",
-                by="sweeper",
-            )
-            return SweepOutcome.SALVAGE_RELEASED
-        self._watch_again(job)
-        return SweepOutcome.SALVAGE_WATCHING
-
-    def _salvage_lost_create(self, job: Job) -> SweepOutcome:
-        """Timed out with the create answer lost: find the task by our id where the dialect can;
-        otherwise only its callback can adopt it."""
-        provider = job.submitting_to
-        assert provider is not None
-        if not self._registry.adapter(provider).looks_up(job.kind):
-            self._watch_again(job)
-            return SweepOutcome.SALVAGE_AWAITING_CALLBACK
-        try:
-            report = self._registry.client(provider).query(job.job_id, job.kind)
-        except ProviderError as error:
-            if error.error_class is ProviderErrorClass.NOT_FOUND:
-                stop_watching(self._store, self._clock, job, Release(), "no task was created", by="sweeper")
-                return SweepOutcome.SALVAGE_RELEASED
-            self._watch_again(job, error.retry_after_s)
-            return SweepOutcome.SALVAGE_POLL_FAILED
-        assert report is not None
-        self._adopt_late(job, provider, report.task_id)
-        self._watch_again(job, 1)
-        return SweepOutcome.SALVAGE_FOUND
-
-    def _watch_again(self, job: Job, after_s: float | None = None) -> None:
-        self._store.reschedule(
-            job.job_id,
-            status_in=frozenset({JobStatus.TIMED_OUT}),
-            due_in_s=max(int(after_s or 0), self._config.salvage_poll_s if after_s is None else 1),
-            increments={"polls": 1},
-            extra_condition="attribute_exists(salvage_until)",
-        )
+        return self._salvager.time_out(job, _QUEUED, watch=True)
 
     def _lost_submission(self, job: Job, now: datetime) -> SweepOutcome:
         """A QUEUED job whose submitter vanished: look the task up, never resend blindly."""
@@ -389,7 +293,7 @@ class Sweeper:
             self._end(
                 job,
                 JobStatus.FAILED,
-                "SUBMIT_ABANDONED",
+                JobErrorCode.SUBMIT_ABANDONED,
                 "the submitter stopped before sending the job to any provider; nothing was charged",
                 _QUEUED,
                 money=Release(),
@@ -429,7 +333,7 @@ class Sweeper:
         self._end(
             job,
             JobStatus.FAILED,
-            "SUBMIT_OUTCOME_UNKNOWN",
+            JobErrorCode.SUBMIT_OUTCOME_UNKNOWN,
             f"the submission to {provider} never reported back and {provider} has no such task; "
             "not resent to avoid paying twice",
             _QUEUED,
@@ -447,11 +351,11 @@ def _why_not_archived(job: Job, *, refused: bool) -> tuple[str, str]:
         return problem.code, problem.message
     last = f" ({problem.message})" if problem else ""
     if job.invalid_downloads:
-        return OUTPUT_INVALID, (
+        return JobErrorCode.OUTPUT_INVALID, (
             f"no download of the outputs was a video before the archive deadline: {job.invalid_downloads} "
             f"were not, and their bytes are kept under quarantine/{job.job_id}/{last}"
         )
     return (
-        "ARCHIVE_FAILED",
+        JobErrorCode.ARCHIVE_FAILED,
         f"the provider finished but its outputs were not copied before the archive deadline{last}",
     )

@@ -43,6 +43,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from klingflow.core.clock import iso
+from klingflow.core.codes import JobErrorCode
 from klingflow.core.errors import KlingflowError, UnsafeUrl
 from klingflow.core.models import DetailType, Job, WebhookAttempt
 from klingflow.core.outcomes import Done, WebhookOutcome
@@ -50,6 +51,8 @@ from klingflow.core.states import JobStatus
 from klingflow.infra.events import SOURCE, detail_for
 from klingflow.infra.safehttp import DownloadFailed, SafeHttp
 from klingflow.jobs.store import JobStore
+
+from .configs import WEBHOOK_TIMEOUT_S
 
 logger = Logger(child=True)
 
@@ -60,8 +63,6 @@ TOLERANCE_S = 300
 FIRST_RETRY_S = 30
 MAX_RETRY_S = 3600
 MAX_ATTEMPTS = 60  # the webhook queue's maxReceiveCount (a test holds them equal)
-# One delivery's whole wall-clock limit (connect, send, the answer's headers) unless configured.
-DEADLINE_S = 10.0
 
 # The status each outcome claims its job is in now, or was in once.
 CLAIMS: Mapping[str, JobStatus] = {
@@ -80,7 +81,7 @@ class WebhookVerificationError(Exception):
 class DeliveryFailed(KlingflowError):
     """The receiver did not take the webhook; it is tried again in `retry_in_s`."""
 
-    code = "WEBHOOK_NOT_DELIVERED"
+    code = JobErrorCode.WEBHOOK_NOT_DELIVERED
 
     def __init__(self, message: str, *, retry_in_s: int = FIRST_RETRY_S) -> None:
         super().__init__(message)
@@ -193,7 +194,7 @@ class WebhookSender:
         http: SafeHttp,
         secret: Callable[[], str],
         clock: Callable[[], float] = time.time,
-        deadline_s: float = DEADLINE_S,
+        deadline_s: float = WEBHOOK_TIMEOUT_S,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._store = store

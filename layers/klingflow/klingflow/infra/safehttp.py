@@ -23,17 +23,30 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Final
 
 import httpx
 
 from klingflow.core.addresses import IPAddress, address_problem
+from klingflow.core.codes import JobErrorCode
 from klingflow.core.errors import KlingflowError, UnsafeUrl
+
+from .urlrules import (
+    ANY_HOST,
+    DEFAULT_PORTS,
+    Allowlist,
+    announced_length,
+    base_headers,
+    bracketed,
+    host_of,
+    ip_literal,
+    is_plain_loopback,
+    origin,
+    parse_url,
+)
+from .watchdog import LookupTooSlow, Watchdog
 
 __all__ = [
     "DownloadFailed",
@@ -49,7 +62,6 @@ __all__ = [
 Resolver = Callable[[str, int], list[str]]
 
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 # Headers that carry credentials meant for the first origin only.
 _CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -57,13 +69,13 @@ _CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", 
 class ResponseTooLarge(UnsafeUrl):
     """The body is (or announces itself as) larger than the caller's byte limit."""
 
-    code = "RESPONSE_TOO_LARGE"
+    code = JobErrorCode.RESPONSE_TOO_LARGE
 
 
 class TooManyRedirects(UnsafeUrl):
     """The redirect chain is longer than `max_redirects`."""
 
-    code = "TOO_MANY_REDIRECTS"
+    code = JobErrorCode.TOO_MANY_REDIRECTS
 
 
 class DownloadFailed(KlingflowError):
@@ -72,7 +84,7 @@ class DownloadFailed(KlingflowError):
     `status_code` is the final HTTP status, or None when no answer was received.
     """
 
-    code = "DOWNLOAD_FAILED"
+    code = JobErrorCode.DOWNLOAD_FAILED
     http_status = 502
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
@@ -111,7 +123,7 @@ class SafeResponse:
 
     @property
     def content_length(self) -> int | None:
-        return _content_length(self._response)
+        return announced_length(self._response)
 
     def iter_bytes(self, chunk_size: int = 64 * 1024) -> Iterator[bytes]:
         """Yield the (decoded) body; raise ResponseTooLarge before yielding past max_bytes.
@@ -194,15 +206,15 @@ class SafeHttp:
         Raises UnsafeUrl (or ResponseTooLarge / TooManyRedirects) for anything the rules
         refuse, DownloadFailed for a non-2xx answer or a network failure.
         """
-        rules = _Allowlist(allowed_hosts)
+        rules = Allowlist(allowed_hosts)
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
-        current = _parse(url)
-        original_origin = _origin(current)
-        request_headers = _base_headers(headers)
+        current = parse_url(url)
+        original_origin = origin(current)
+        request_headers = base_headers(headers)
         redirects = 0
         while True:
-            if _origin(current) != original_origin:
+            if origin(current) != original_origin:
                 # Credentials were meant for the first origin only.
                 request_headers = {
                     k: v for k, v in request_headers.items() if k.lower() not in _CREDENTIAL_HEADERS
@@ -214,20 +226,20 @@ class SafeHttp:
                     redirects += 1
                     if redirects > self._max_redirects:
                         raise TooManyRedirects(
-                            f"output URL host {_host_of(current)!r} redirected more than "
+                            f"output URL host {host_of(current)!r} redirected more than "
                             f"{self._max_redirects} times; refusing to follow further"
                         )
-                    current = _parse(location, base=current)
+                    current = parse_url(location, base=current)
                     continue
                 if not 200 <= response.status_code < 300:
                     raise DownloadFailed(
-                        f"output URL host {_host_of(current)!r} answered HTTP {response.status_code}",
+                        f"output URL host {host_of(current)!r} answered HTTP {response.status_code}",
                         status_code=response.status_code,
                     )
-                announced = _content_length(response)
+                announced = announced_length(response)
                 if announced is not None and announced > max_bytes:
                     raise ResponseTooLarge(
-                        f"output from host {_host_of(current)!r} announces {announced} bytes, "
+                        f"output from host {host_of(current)!r} announces {announced} bytes, "
                         f"over the limit of {max_bytes} bytes"
                     )
                 yield SafeResponse(response, url=str(current), max_bytes=max_bytes)
@@ -241,16 +253,16 @@ class SafeHttp:
         connect, send, the answer's status and headers; its body is never read) within
         `deadline_s` of wall-clock time. Returns the status code; raises UnsafeUrl for a refused URL and
         DownloadFailed when nothing answered in time."""
-        target = _parse(url)
-        watchdog = _Watchdog(deadline_s)
+        target = parse_url(url)
+        watchdog = Watchdog(deadline_s)
         try:
             response = self._send_checked(
-                target, _ANY_HOST, _base_headers(headers), method="POST", content=content, watchdog=watchdog
+                target, ANY_HOST, base_headers(headers), method="POST", content=content, watchdog=watchdog
             )
         except DownloadFailed:
             if watchdog.expired:
                 raise DownloadFailed(
-                    f"receiver host {_host_of(target)!r} did not answer within {deadline_s:g} s"
+                    f"receiver host {host_of(target)!r} did not answer within {deadline_s:g} s"
                 ) from None
             raise
         finally:
@@ -262,30 +274,30 @@ class SafeHttp:
     def _send_checked(
         self,
         url: httpx.URL,
-        rules: _Allowlist,
+        rules: Allowlist,
         headers: Mapping[str, str],
         *,
         method: str = "GET",
         content: bytes | None = None,
-        watchdog: _Watchdog | None = None,
+        watchdog: Watchdog | None = None,
     ) -> httpx.Response:
-        host = _host_of(url)
+        host = host_of(url)
         if url.userinfo:
             raise UnsafeUrl(f"output URL for host {host!r} carries credentials (userinfo); refused")
         if not rules.allows(host):
             raise UnsafeUrl(f"output URL host {host!r} is not in the allowlist for this provider")
-        if url.scheme not in _DEFAULT_PORTS:
+        if url.scheme not in DEFAULT_PORTS:
             raise UnsafeUrl(f"output URL host {host!r} uses scheme {url.scheme!r}; only https is allowed")
         if url.scheme == "http" and not self._allow_loopback_http:
             raise UnsafeUrl(f"output URL host {host!r} uses plain http; only https is allowed")
 
-        port = url.port or _DEFAULT_PORTS[url.scheme]
+        port = url.port or DEFAULT_PORTS[url.scheme]
         addresses = self._resolve(host, port, watchdog)
         for address in addresses:
             problem = self._address_problem(address)
             if problem is not None:
                 raise UnsafeUrl(f"output URL host {host!r} resolves to {address}, {problem}")
-        if url.scheme == "http" and not all(_is_plain_loopback(a) for a in addresses):
+        if url.scheme == "http" and not all(is_plain_loopback(a) for a in addresses):
             raise UnsafeUrl(
                 f"output URL host {host!r} uses plain http, which is only allowed to loopback "
                 "addresses in the sandbox"
@@ -293,12 +305,12 @@ class SafeHttp:
 
         pinned = addresses[0]
         pinned_url = url.copy_with(host=str(pinned), fragment=None)
-        host_header = _bracketed(host) if url.port is None else f"{_bracketed(host)}:{url.port}"
+        host_header = bracketed(host) if url.port is None else f"{bracketed(host)}:{url.port}"
         extensions: dict[str, object] = {"timeout": self._timeout.as_dict()}
         if watchdog is not None:
             extensions["timeout"] = watchdog.capped(self._timeout)
             extensions["trace"] = watchdog.trace
-        if url.scheme == "https" and _ip_literal(host) is None:
+        if url.scheme == "https" and ip_literal(host) is None:
             # The connection goes to the IP; TLS must still present and verify the real name.
             extensions["sni_hostname"] = host
         request = httpx.Request(
@@ -317,12 +329,14 @@ class SafeHttp:
                 f"fetching output from host {host!r} ({pinned}) failed: {type(error).__name__}: {error}"
             ) from error
 
-    def _resolve(self, host: str, port: int, watchdog: _Watchdog | None = None) -> list[IPAddress]:
-        literal = _ip_literal(host)
+    def _resolve(self, host: str, port: int, watchdog: Watchdog | None = None) -> list[IPAddress]:
+        literal = ip_literal(host)
         if literal is not None:
             return [literal]
         try:
             raw = self._resolver(host, port) if watchdog is None else watchdog.run(self._resolver, host, port)
+        except LookupTooSlow:
+            raise DownloadFailed(f"receiver host {host!r} did not resolve in time") from None
         except OSError as error:
             raise DownloadFailed(f"output URL host {host!r} does not resolve: {error}") from error
         if not raw:
@@ -338,194 +352,6 @@ class SafeHttp:
         return addresses
 
     def _address_problem(self, address: IPAddress) -> str | None:
-        if self._allow_loopback_http and _is_plain_loopback(address):
+        if self._allow_loopback_http and is_plain_loopback(address):
             return None
         return address_problem(address)
-
-
-class _Watchdog:
-    """One request's wall-clock limit. httpx's timeouts apply to each read or write, so a
-    receiver that trickles its answer a byte at a time never trips them; when this limit runs
-    out, a timer shuts the connection's socket down, which ends whatever read or write is
-    blocked on it (as an httpx TransportError)."""
-
-    def __init__(self, limit_s: float) -> None:
-        self._ends_at = time.monotonic() + limit_s
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._finished = False
-        self.expired = False
-        self._timer = threading.Timer(limit_s, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def run(self, lookup: Resolver, host: str, port: int) -> list[str]:
-        """The lookup's answer if it comes within what is left of the limit. No socket of ours
-        to cut: the system resolver blocks for as long as a slow authoritative server makes it,
-        so the lookup runs on a pool thread and only the wait for it is bounded."""
-        future = _lookups().submit(lookup, host, port)
-        try:
-            return future.result(timeout=max(0.0, self._ends_at - time.monotonic()))
-        except FutureTimeout:
-            future.cancel()  # still queued behind busy lookups: not run for no one
-            with self._lock:
-                self.expired = True
-            raise DownloadFailed(f"receiver host {host!r} did not resolve in time") from None
-
-    def capped(self, timeout: httpx.Timeout) -> dict[str, float | None]:
-        """Each operation's timeout, never past what is left of the limit."""
-        left = max(0.001, self._ends_at - time.monotonic())
-        return {
-            name: left if value is None else min(value, left) for name, value in timeout.as_dict().items()
-        }
-
-    def trace(self, name: str, info: Mapping[str, object]) -> None:
-        # httpcore's trace extension: the stream each connection step made (the TLS socket
-        # replaces the plain one, which TLS detaches from its descriptor).
-        if name in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            stream = info.get("return_value")
-            found = getattr(stream, "get_extra_info", lambda _: None)("socket")
-            if isinstance(found, socket.socket):
-                with self._lock:
-                    self._socket = found
-
-    def _cut(self) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            self.expired = True
-            if self._socket is not None:
-                # The plain socket's shutdown, not SSLSocket's (which would drop its TLS state
-                # under the reading thread); a closed socket answers EBADF and is left alone.
-                with suppress(OSError):
-                    socket.socket.shutdown(self._socket, socket.SHUT_RDWR)
-
-    def finish(self) -> None:
-        with self._lock:
-            self._finished = True
-        self._timer.cancel()
-
-
-# A lookup that outlives its delivery keeps its thread until the system resolver gives up on
-# its own (resolv.conf's timeout x attempts; the interpreter's exit waits for it too); the bound
-# caps how many one container holds, and a lookup queued behind them still fails at its own
-# deadline.
-_LOOKUP_THREADS: Final = 4
-_lookup_pool: ThreadPoolExecutor | None = None
-_lookup_pool_lock = threading.Lock()
-
-
-def _lookups() -> ThreadPoolExecutor:
-    global _lookup_pool  # noqa: PLW0603 - one pool per process, made on the first POST
-    with _lookup_pool_lock:
-        if _lookup_pool is None:
-            _lookup_pool = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="safehttp-dns")
-        return _lookup_pool
-
-
-class _Allowlist:
-    def __init__(self, entries: Sequence[str]) -> None:
-        if isinstance(entries, str):
-            # A lone string is a Sequence[str] of characters; almost certainly a mistake.
-            raise TypeError("allowed_hosts must be a sequence of host names, not a single string")
-        self._exact: set[str] = set()
-        self._ips: set[IPAddress] = set()
-        self._suffixes: list[str] = []
-        self._any = False
-        for entry in entries:
-            name = _normalise(entry.strip().removeprefix("[").removesuffix("]"))
-            if name.startswith("*."):
-                suffix = name[1:]
-                if "*" in suffix or len(suffix) < 2 or "." not in suffix[1:]:
-                    # "*.com" would admit a whole TLD; refuse rather than guess what was meant.
-                    raise ValueError(f"allowed_hosts entry {entry!r} is not a usable wildcard")
-                self._suffixes.append(suffix)
-            elif "*" in name or not name:
-                raise ValueError(f"allowed_hosts entry {entry!r} is not a host name or '*.domain' wildcard")
-            elif (ip := _ip_literal(name)) is not None:
-                self._ips.add(ip)
-            else:
-                self._exact.add(name)
-
-    def allows(self, host: str) -> bool:
-        if self._any:
-            return True
-        ip = _ip_literal(host)
-        if ip is not None:
-            # IP literals never match wildcards: "*.example.com" says nothing about addresses.
-            return ip in self._ips
-        return host in self._exact or any(host.endswith(s) for s in self._suffixes)
-
-
-def _any_host() -> _Allowlist:
-    """Every host name passes; the address checks still refuse anything but public unicast."""
-    rules = _Allowlist([])
-    rules._any = True
-    return rules
-
-
-_ANY_HOST: Final = _any_host()
-
-
-def _parse(text: str, *, base: httpx.URL | None = None) -> httpx.URL:
-    try:
-        url = base.join(text) if base is not None else httpx.URL(text)
-    except (httpx.InvalidURL, ValueError, TypeError) as error:
-        where = f" (redirect from host {base.host!r})" if base is not None else ""
-        raise UnsafeUrl(f"output URL{where} is not a valid URL: {error}") from None
-    if not url.is_absolute_url or not url.host:
-        where = f" (redirect from host {base.host!r})" if base is not None else ""
-        raise UnsafeUrl(f"output URL{where} is not an absolute URL with a host")
-    return url
-
-
-def _host_of(url: httpx.URL) -> str:
-    # raw_host is the IDNA (punycode) form, which is what DNS, SNI and allowlists compare.
-    return _normalise(url.raw_host.decode("ascii"))
-
-
-def _normalise(host: str) -> str:
-    return host.lower().rstrip(".")
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int]:
-    return (url.scheme, _host_of(url), url.port or _DEFAULT_PORTS.get(url.scheme, 0))
-
-
-def _ip_literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def _is_plain_loopback(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return False
-    return address.is_loopback
-
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _base_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
-    result = {"User-Agent": "klingflow-safehttp", "Accept-Encoding": "identity"}
-    for key, value in (headers or {}).items():
-        if key.lower() == "host":
-            continue  # always derived from the URL; a caller-set Host would defeat the allowlist
-        for existing in [k for k in result if k.lower() == key.lower()]:
-            del result[existing]
-        result[key] = value
-    return result
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None:
-        return None
-    try:
-        length = int(value)
-    except ValueError:
-        return None
-    return length if length >= 0 else None

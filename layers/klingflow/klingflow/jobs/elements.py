@@ -26,11 +26,11 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from klingflow.core.clock import Clock, iso
+from klingflow.core.codes import ProviderErrorClass
 from klingflow.core.errors import (
     ElementNotFound,
     FieldError,
     ProviderError,
-    ProviderErrorClass,
     QueryRejected,
     RequestRejected,
 )
@@ -38,7 +38,8 @@ from klingflow.core.models import Job
 from klingflow.core.params import whole_number
 from klingflow.infra.dynamo import key_fits
 
-from .store import ELEMENT_PREFIX, list_page
+from .items import ELEMENT_PREFIX
+from .listing import list_page
 
 if TYPE_CHECKING:
     from klingflow.core.kinds import AnyRequest
@@ -225,7 +226,9 @@ class ElementDirectory:
     def record(self, job: Job, element_id: str, storage: Storage) -> ElementRecord:
         """Record an element a job made, its reference media copied under elements/ (uploads
         under incoming/ expire with UploadRetentionDays; the element stays usable)."""
-        from klingflow.core.kinds import CustomElementRequest  # noqa: PLC0415 (the read API never records)
+        from klingflow.core.kind_element import (  # noqa: PLC0415 (the read API never records)
+            CustomElementRequest,
+        )
 
         request = job.parsed_request
         assert isinstance(request, CustomElementRequest) and job.provider is not None

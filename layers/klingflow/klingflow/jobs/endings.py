@@ -3,16 +3,15 @@ state changes through the job's outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from klingflow.core.clock import Clock, iso
+from klingflow.core.codes import Actor, JobErrorCode
 from klingflow.core.models import DetailType, HistoryEntry, Job, JobError, JobPatch
 from klingflow.core.states import JobStatus
 from klingflow.infra.events import EventPublisher
 from klingflow.money.settlement import Money
 
 from .store import JobStore
+from .writes import Condition, JobWrite
 
 _EVENT = {
     JobStatus.FAILED: DetailType.FAILED,
@@ -27,15 +26,14 @@ def end_job(
     job_id: str,
     target: JobStatus,
     *,
-    by: str,
-    code: str,
+    by: Actor,
+    code: JobErrorCode | str,
     message: str,
     money: Money,
     only_from: frozenset[JobStatus] | None = None,
     budget: dict[str, float] | None = None,
     fields: JobPatch | None = None,
-    extra_condition: str | None = None,
-    extra_values: Mapping[str, Any] | None = None,
+    guard: Condition | None = None,
     removes: tuple[str, ...] = (),
     due_in_s: int | None = None,
 ) -> Job | None:
@@ -53,8 +51,7 @@ def end_job(
         only_from=only_from,
         announce=detail_type.value,
         money=money,
-        extra_condition=extra_condition,
-        extra_values=extra_values,
+        guard=guard,
         removes=removes,
         due_in_s=due_in_s,
     )
@@ -73,7 +70,7 @@ def announce(store: JobStore, events: EventPublisher, job: Job, detail_type: Det
 
 
 def stop_watching(
-    store: JobStore, clock: Clock, job: Job, money: Money, why: str, *, by: str = "archive"
+    store: JobStore, clock: Clock, job: Job, money: Money, why: str, *, by: Actor = Actor.ARCHIVE
 ) -> Job | None:
     """A timed-out job's task is no longer watched for salvage: it failed at the provider (its
     reservation is released), or the window closed without an answer (it stays reserved). The
@@ -81,11 +78,13 @@ def stop_watching(
     now = clock.now()
     entry = HistoryEntry(at=iso(now), status=JobStatus.TIMED_OUT, by=by, note=f"stopped watching: {why}")
     removes = ("salvage_until",) if job.pending_event else ("salvage_until", "due_shard", "due_at")
-    return store.with_money(
+    return store.write(
         job.job_id,
-        money,
-        status_in=frozenset({JobStatus.TIMED_OUT}),
-        sets={"updated_at": iso(now)},
-        removes=removes,
-        appends={"history": [entry.model_dump(mode="json")]},
+        JobWrite(
+            status_in=frozenset({JobStatus.TIMED_OUT}),
+            sets={"updated_at": iso(now)},
+            removes=removes,
+            appends={"history": [entry.model_dump(mode="json")]},
+            money=money,
+        ),
     )

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools import Logger
 
 from klingflow.core.clock import Clock, epoch, iso
-from klingflow.core.errors import ELEMENT_DELETED, ProviderError, ProviderErrorClass
+from klingflow.core.codes import Actor, AttemptOutcome, JobErrorCode, ProviderErrorClass
+from klingflow.core.errors import ProviderError
 from klingflow.core.models import Attempt, Cost, DetailType, Job, JobPatch, progress_patch
 from klingflow.core.states import JobStatus
 from klingflow.infra.events import EventPublisher
@@ -23,7 +24,8 @@ from klingflow.providers.base import Submission
 from klingflow.providers.telemetry import ProviderMetrics
 
 from .endings import announce, end_job
-from .store import NoRoom
+from .items import NoRoom
+from .writes import Guard
 
 if TYPE_CHECKING:
     from klingflow.infra.queue import JobQueue
@@ -71,12 +73,14 @@ class SubmissionRecorder:
         try:
             report = client.query(job_id, job.kind)
         except ProviderError as error:
-            self.attempt(job_id, provider, f"lookup_{error.error_class.value}", None, error.message)
+            self.attempt(
+                job_id, provider, AttemptOutcome.lookup_failed(error.error_class), None, error.message
+            )
             if error.error_class is ProviderErrorClass.NOT_FOUND:
                 return None
             raise  # "could not ask" is not "not there"
         assert report is not None  # looks_up() promised a query for this kind
-        self.attempt(job_id, provider, "found_by_lookup", None, report.task_id)
+        self.attempt(job_id, provider, AttemptOutcome.FOUND_BY_LOOKUP, None, report.task_id)
         return self.submitted(job, provider, Submission(report.task_id))
 
     def submitted(self, job: Job, provider: str, submission: Submission) -> Job:
@@ -114,7 +118,7 @@ class SubmissionRecorder:
         moved = self._store.transition(
             job.job_id,
             JobStatus.SUBMITTED,
-            by="submit",
+            by=Actor.SUBMIT,
             note=f"{provider} task {task_id}",
             fields=fields,
             due_in_s=first_poll,
@@ -157,7 +161,7 @@ class SubmissionRecorder:
         """A job whose element was deleted while it waited ends here, never sent, released."""
         return self.fail(
             job_id,
-            ELEMENT_DELETED,
+            JobErrorCode.ELEMENT_DELETED,
             f"element {element_id} was deleted after the job was accepted; the job was not sent "
             "and nothing was charged: submit it again without that element",
         )
@@ -166,7 +170,7 @@ class SubmissionRecorder:
         """A timed-out job whose create answer was lost turns out to have a task (found by
         lookup, or calling back): record it, so the salvage watch follows that task."""
         adapter = self._registry.adapter(provider)
-        self.attempt(job.job_id, provider, "found_after_deadline", None, task_id)
+        self.attempt(job.job_id, provider, AttemptOutcome.FOUND_AFTER_DEADLINE, None, task_id)
         return self._store.touch(
             job.job_id,
             status_in=frozenset({JobStatus.TIMED_OUT}),
@@ -175,13 +179,13 @@ class SubmissionRecorder:
                 "provider_task_id": task_id,
                 "external_task_id": job.job_id if adapter.looks_up(job.kind) else None,
             },
-            extra_condition="attribute_not_exists(provider_task_id)",
+            guard=Guard.NO_TASK_YET,
         )
 
     def fail(
         self,
         job_id: str,
-        code: str,
+        code: JobErrorCode,
         message: str,
         *,
         money: Money | None = None,
@@ -194,7 +198,7 @@ class SubmissionRecorder:
             self._events,
             job_id,
             JobStatus.FAILED,
-            by="submit",
+            by=Actor.SUBMIT,
             code=code,
             message=message,
             only_from=_QUEUED,
@@ -208,7 +212,7 @@ class SubmissionRecorder:
         return failed
 
     def attempt(
-        self, job_id: str, provider: str, outcome: str, latency_ms: int | None, detail: str | None
+        self, job_id: str, provider: str, outcome: AttemptOutcome, latency_ms: int | None, detail: str | None
     ) -> None:
         self._metrics.call(provider, outcome, latency_ms)
         self._store.add_attempt(

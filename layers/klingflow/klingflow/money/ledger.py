@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 SPEND_PREFIX = "SPEND#"
+# How long finished jobs, idempotency keys and spend days are kept (their items' TTL).
+RETENTION_DAYS = 90
 # Money is kept to the micro-dollar: exact decimal sums, never float drift.
 _MICRO = Decimal("0.000001")
 RESERVED, SETTLED, COMMITTED = "reserved_usd", "settled_usd", "committed_usd"
@@ -117,7 +119,7 @@ class Ledger:
         clock: Clock,
         budget: Budget,
         *,
-        retention_days: int = 90,
+        retention_days: int = RETENTION_DAYS,
         metrics: SpendMetrics | None = None,
     ) -> None:
         self._table = table

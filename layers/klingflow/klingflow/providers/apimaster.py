@@ -10,21 +10,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from klingflow.core.errors import ProviderError, ProviderErrorClass
-from klingflow.core.kinds import JobKind, MotionControlRequest
+from klingflow.core.codes import JobErrorCode, ProviderErrorClass
+from klingflow.core.errors import ProviderError
+from klingflow.core.kind_motion import MotionControlRequest
+from klingflow.core.kinds import JobKind
 from klingflow.core.states import JobStatus
 
-from .base import (
-    Adapter,
-    Download,
-    HttpCall,
-    Submission,
-    TaskOutput,
-    TaskReport,
-    TaskSpec,
-    flat_motion_fields,
-    watermark_info,
-)
+from .base import Adapter, Download, HttpCall, Submission, TaskOutput, TaskReport, TaskSpec
+from .bodies import flat_motion_fields, watermark_info
 
 MODELS = {JobKind.MOTION_CONTROL: "kling-v3-motion-control"}
 
@@ -90,7 +83,7 @@ class ApimasterAdapter(Adapter):
             status=self.status_of(word),
             provider_status=word,
             outputs=outputs,
-            error_code="PROVIDER_FAILED" if word == "failed" else None,
+            error_code=JobErrorCode.PROVIDER_FAILED if word == "failed" else None,
             error_message=str(message) if message else None,
         )
 

@@ -1,8 +1,9 @@
-"""What every dialect adapter provides, and the HTTP plumbing they share.
+"""What every dialect adapter provides: the contract, and the tasks, answers and usage it speaks of.
 
 An adapter is pure translation: it builds requests and parses answers, so the seeds' example
-bodies can be round-tripped in unit tests without a network. `ProviderClient` does the I/O and
-turns transport failures into the shared error taxonomy.
+bodies can be round-tripped in unit tests without a network. `ProviderClient` (`client.py`)
+does the I/O and turns transport failures into the shared error taxonomy; the body pieces
+several dialects spell alike are in `bodies.py`.
 
 A dialect supports a job kind by defining `create_<kind>`: the set of kinds is derived from
 those methods, so what an adapter can build and what routing offers cannot drift apart.
@@ -10,26 +11,23 @@ those methods, so what an adapter can build and what routing offers cannot drift
 
 from __future__ import annotations
 
-import re
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlsplit
 
 from klingflow.core.clock import Clock, SystemClock
-from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
+from klingflow.core.codes import JobErrorCode, ProviderErrorClass
+from klingflow.core.errors import FieldError, ProviderError
 from klingflow.core.states import JobStatus
-from klingflow.core.vocab import Billing, JobKind, Mode
+from klingflow.core.vocab import Billing, JobKind
 
-# httpx is imported by the client that sends calls, and the request models by the adapters that
-# read them, not here: what a callback parses with needs neither.
+# The request models are loaded by the adapters that read them, not here: what a callback
+# parses with needs none.
 if TYPE_CHECKING:
-    import httpx
-
-    from klingflow.core.kinds import AnyRequest, CameraControl, MotionControlRequest
+    from klingflow.core.kinds import AnyRequest
 
 R = TypeVar("R")
 
@@ -103,7 +101,7 @@ class TaskReport:
     status: JobStatus | None
     provider_status: str
     outputs: tuple[TaskOutput, ...] = ()
-    error_code: str | None = None
+    error_code: JobErrorCode | str | None = None  # ours, or the provider's own (evolink)
     error_message: str | None = None
     usage: Usage | None = None  # the provider's own figure of what it charged, when it gives one
     external_task_id: str | None = None
@@ -300,82 +298,6 @@ class Adapter(ABC):
         return urlsplit(self.base_url).hostname or ""
 
 
-def watermark_info(request: MotionControlRequest) -> dict[str, bool]:
-    """apimaster's and Kling's watermark switch; off unless the request asks for it."""
-    return {"enabled": bool(request.watermark)}
-
-
-def multi_shot_fields(shots: Sequence[Any]) -> dict[str, Any]:
-    """Kling 3.0's custom shot sequence, the one place its body is built. Seed 002 names the
-    feature (per-shot prompt and duration) but shows no body (?): these are the field names of
-    Kling's own 3.0 API (multi_shot, shot_type "customize", multi_prompt [{index, prompt,
-    duration}]), which evolink is assumed to pass through in model_params."""
-    if not shots:
-        return {}
-    return {
-        "multi_shot": True,
-        "shot_type": "customize",
-        "multi_prompt": [
-            {"index": number, "prompt": shot.prompt, "duration": str(shot.duration_s)}
-            for number, shot in enumerate(shots, start=1)
-        ],
-    }
-
-
-def v2x_model(model: str) -> bool:
-    """A Kling 2.x model name (Kling-V2.6, kling-v2-6): seed 003 says these take no cfg_scale."""
-    return re.search(r"v2(?:[.-]|$)", model.lower()) is not None
-
-
-def flat_motion_fields(request: MotionControlRequest) -> dict[str, Any]:
-    """The motion-control fields three dialects name identically (PROVIDERS.md, common rules)."""
-    return {
-        "image_url": request.image,
-        "video_url": request.video,
-        "character_orientation": request.character_orientation.value,
-        "mode": request.mode.value,
-        "keep_original_sound": request.keep_original_sound,
-    }
-
-
-def with_optional(body: dict[str, Any], spec: TaskSpec, **optional: Any) -> dict[str, Any]:
-    """Adds the optional prompt, callback URL and any other fields given, omitting unset ones
-    (an absent field means the dialect's default; a null or empty value is not always accepted)."""
-    prompt = getattr(spec.request, "prompt", None)
-    for name, value in (("prompt", prompt), ("callback_url", spec.callback_url), *optional.items()):
-        if value not in (None, [], ""):
-            body[name] = value
-    return body
-
-
-def camera(control: CameraControl | None) -> dict[str, Any] | None:
-    """camera_control as gateway and Kling spell it (config only for type simple)."""
-    return None if control is None else control.model_dump(mode="json", exclude_none=True)
-
-
-def on_off(flag: bool) -> str:
-    return "on" if flag else "off"
-
-
-def mode_quality(mode: Mode) -> str:
-    return "1080p" if mode is Mode.PRO else "720p"
-
-
-def number(value: Any) -> float | None:
-    """A number from an answer that may spell it as a string ("5.1") or omit it."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """A JSON object from an answer, or an empty one: providers omit what they have not got."""
-    return value if isinstance(value, dict) else {}
-
-
 def _message(body: Any) -> str | None:
     if isinstance(body, dict):
         for key in ("message", "error", "msg", "detail"):
@@ -389,109 +311,9 @@ def _message(body: Any) -> str | None:
     return None
 
 
-def percent(value: Any) -> int | None:
-    """A progress figure as a whole percent in 0..100, or None when it is not one."""
-    found = number(value)
-    return None if found is None else max(0, min(100, round(found)))
-
-
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("retry-after") or headers.get("Retry-After")
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-class ProviderClient:
-    """Sends an adapter's calls over HTTP and maps every failure onto ProviderError."""
-
-    def __init__(
-        self,
-        adapter: Adapter,
-        credentials: Callable[[], Mapping[str, str]],
-        *,
-        client: httpx.Client | None = None,
-        timeout_s: float = 20.0,
-        connections: int | None = None,
-    ) -> None:
-        import httpx  # noqa: PLC0415 (see the module's imports)
-
-        self.adapter = adapter
-        # Read on every call (the secret is cached upstream), so a rotated key takes effect
-        # without recycling warm containers.
-        self._credentials = credentials
-        # `connections`: calls in flight at once (the sweeper's polls). All of them stay open
-        # between calls; httpx keeps only 20 by default, and a call past them would open a new
-        # connection (a TLS handshake) every time.
-        limits = (
-            httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-            if connections
-            else httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        )
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits)
-
-    @property
-    def name(self) -> str:
-        return self.adapter.dialect
-
-    def send(self, call: HttpCall) -> tuple[Any, int]:
-        """Returns (parsed JSON body, latency in ms); raises ProviderError on any failure."""
-        import httpx  # noqa: PLC0415 (loaded by __init__ already)
-
-        started = time.monotonic()
-        url = self.adapter.base_url + call.path
-        headers = {"Accept": "application/json", **self.adapter.auth_headers(self._credentials())}
-        try:
-            response = self._client.request(call.method, url, json=call.json, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            # Nothing reached the provider: safe to try elsewhere.
-            raise ProviderError(
-                self.name, ProviderErrorClass.PROVIDER_DOWN, f"cannot connect: {error}"
-            ) from error
-        except httpx.TransportError as error:
-            # The request may have been received: whether a task exists is unknown.
-            raise ProviderError(
-                self.name, ProviderErrorClass.UNKNOWN_OUTCOME, f"no answer after sending: {error!r}"
-            ) from error
-        latency_ms = int((time.monotonic() - started) * 1000)
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = response.text
-        if response.status_code >= 400:
-            raise self.adapter.classify(response.status_code, body, response.headers)
-        return body, latency_ms
-
-    def create(self, spec: TaskSpec) -> tuple[Submission, int]:
-        body, latency = self.send(self.adapter.create(spec))
-        return self.adapter.parse_create(body, spec.request.kind), latency
-
-    def elements(self, *, presets: bool, page_num: int, page_size: int) -> list[dict[str, Any]] | None:
-        """One page of the account's elements (or presets); None when the dialect lists none."""
-        call = self.adapter.list_elements(presets=presets, page_num=page_num, page_size=page_size)
-        if call is None:
-            return None
-        body, _ = self.send(call)
-        return self.adapter.parse_elements(body)
-
-    def delete_element(self, element_id: str) -> bool:
-        """Deleted at the provider (True), or the dialect documents no delete (False)."""
-        call = self.adapter.delete_element(element_id)
-        if call is None:
-            return False
-        body, _ = self.send(call)
-        self.adapter.parse_deleted(body)
-        return True
-
-    def query(
-        self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL, *, upstream: str | None = None
-    ) -> TaskReport | None:
-        """The provider's view of a task; None when the kind has no task to ask about."""
-        call = self.adapter.query(task_id, kind)
-        if call is None:
-            return None
-        if upstream is not None:
-            call = self.adapter.naming_upstream(call, upstream)
-        body, _ = self.send(call)
-        return self.adapter.parse_task(body, task_id=task_id)

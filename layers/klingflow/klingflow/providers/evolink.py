@@ -12,34 +12,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.core.kinds import (
-    AnyRequest,
-    CustomElementRequest,
-    ImageToVideoRequest,
-    JobKind,
-    MotionControlRequest,
-    TextToVideoRequest,
-)
+from klingflow.core.codes import ProviderErrorClass
+from klingflow.core.errors import FieldError, ProviderError
+from klingflow.core.kind_element import CustomElementRequest
+from klingflow.core.kind_motion import MotionControlRequest
+from klingflow.core.kind_video import ImageToVideoRequest, TextToVideoRequest
+from klingflow.core.kinds import AnyRequest, JobKind
 from klingflow.core.states import JobStatus
 
-from .base import (
-    Adapter,
-    HttpCall,
-    Submission,
-    TaskOutput,
-    TaskReport,
-    TaskSpec,
-    Usage,
-    UsageUnit,
-    as_dict,
-    mode_quality,
-    multi_shot_fields,
-    number,
-    on_off,
-    percent,
-    with_optional,
-)
+from .base import Adapter, HttpCall, Submission, TaskOutput, TaskReport, TaskSpec, Usage, UsageUnit
+from .bodies import as_dict, mode_quality, multi_shot_fields, number, on_off, percent, with_optional
 
 MODELS = {
     JobKind.MOTION_CONTROL: "kling-v3-motion-control",

@@ -12,35 +12,17 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.core.kinds import (
-    AnyRequest,
-    CustomElementRequest,
-    ImageToVideoRequest,
-    JobKind,
-    MotionControlRequest,
-    OmniVideoRequest,
-    TextToVideoRequest,
-)
+from klingflow.core.codes import JobErrorCode, ProviderErrorClass
+from klingflow.core.errors import FieldError, ProviderError
+from klingflow.core.kind_element import CustomElementRequest
+from klingflow.core.kind_motion import MotionControlRequest
+from klingflow.core.kind_omni import OmniVideoRequest
+from klingflow.core.kind_video import ImageToVideoRequest, TextToVideoRequest
+from klingflow.core.kinds import AnyRequest, JobKind
 from klingflow.core.states import JobStatus
 
-from .base import (
-    Adapter,
-    HttpCall,
-    Submission,
-    TaskOutput,
-    TaskReport,
-    TaskSpec,
-    Usage,
-    UsageUnit,
-    as_dict,
-    camera,
-    flat_motion_fields,
-    number,
-    on_off,
-    v2x_model,
-    with_optional,
-)
+from .base import Adapter, HttpCall, Submission, TaskOutput, TaskReport, TaskSpec, Usage, UsageUnit
+from .bodies import as_dict, camera, flat_motion_fields, number, on_off, v2x_model, with_optional
 from .klingfamily import (
     class_of_code,
     element_refusals,
@@ -237,7 +219,7 @@ class GatewayAdapter(Adapter):
             status=self.status_of(word),
             provider_status=word,
             outputs=outputs,
-            error_code="PROVIDER_FAILED" if error else None,
+            error_code=JobErrorCode.PROVIDER_FAILED if error else None,
             error_message=str(error) if error else None,
             usage=Usage(seconds, UsageUnit.SECONDS) if seconds is not None and word == "completed" else None,
         )
@@ -272,7 +254,7 @@ class GatewayAdapter(Adapter):
             status=self.status_of(word) if word else None,
             provider_status=word or "unified without data",
             outputs=outputs,
-            error_code="PROVIDER_FAILED" if error else None,
+            error_code=JobErrorCode.PROVIDER_FAILED if error else None,
             error_message=str(error) if error else None,
             usage=Usage(seconds, UsageUnit.SECONDS) if seconds is not None and entries else None,
             upstream=str(body["provider"]) if body.get("provider") else None,

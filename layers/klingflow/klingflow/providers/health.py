@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from klingflow.core.clock import Clock, epoch, iso
-from klingflow.core.errors import ProviderErrorClass
+from klingflow.core.codes import ProviderErrorClass
+
+from .defaults import BREAKER_COOL_DOWN_S, BREAKER_FAILURES
 
 if TYPE_CHECKING:
     from klingflow.infra.dynamo import Table
@@ -39,8 +41,8 @@ class Breakers:
         table: Table,
         clock: Clock,
         *,
-        failure_threshold: int = 3,
-        cool_down_s: int = 60,
+        failure_threshold: int = BREAKER_FAILURES,
+        cool_down_s: int = BREAKER_COOL_DOWN_S,
         probe_lease_s: int = 60,
     ) -> None:
         self._table = table

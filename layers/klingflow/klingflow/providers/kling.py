@@ -18,26 +18,16 @@ from urllib.parse import quote
 import jwt
 
 from klingflow.core.clock import Clock
-from klingflow.core.errors import FieldError, ProviderError, ProviderErrorClass
-from klingflow.core.kinds import (
-    AnyRequest,
-    ImageToVideoRequest,
-    JobKind,
-    MotionControlRequest,
-    OmniVideoRequest,
-    TextToVideoRequest,
-)
+from klingflow.core.codes import JobErrorCode, ProviderErrorClass
+from klingflow.core.errors import FieldError, ProviderError
+from klingflow.core.kind_motion import MotionControlRequest
+from klingflow.core.kind_omni import OmniVideoRequest
+from klingflow.core.kind_video import ImageToVideoRequest, TextToVideoRequest
+from klingflow.core.kinds import AnyRequest, JobKind
 from klingflow.core.states import JobStatus
 
-from .base import (
-    Adapter,
-    HttpCall,
-    Submission,
-    TaskOutput,
-    TaskReport,
-    TaskSpec,
-    Usage,
-    UsageUnit,
+from .base import Adapter, HttpCall, Submission, TaskOutput, TaskReport, TaskSpec, Usage, UsageUnit
+from .bodies import (
     as_dict,
     camera,
     flat_motion_fields,
@@ -246,7 +236,7 @@ class KlingAdapter(Adapter):
                 )
                 for v in videos
             ),
-            error_code="PROVIDER_FAILED" if status is JobStatus.FAILED else None,
+            error_code=JobErrorCode.PROVIDER_FAILED if status is JobStatus.FAILED else None,
             error_message=str(data.get("task_status_msg")) if status is JobStatus.FAILED else None,
             # What Kling deducted, in units of the account's resource pack (not the output's
             # duration: motion control bills the reference video whatever the model extracted).

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from klingflow.core.errors import FieldError, ProviderErrorClass
-from klingflow.core.kinds import (
-    AnyRequest,
-    CustomElementRequest,
-    ImageToVideoRequest,
-    OmniVideoRequest,
-    TextToVideoRequest,
-)
+from klingflow.core.codes import ProviderErrorClass
+from klingflow.core.errors import FieldError
+from klingflow.core.kind_element import CustomElementRequest
+from klingflow.core.kind_omni import OmniVideoRequest
+from klingflow.core.kind_video import ImageToVideoRequest, TextToVideoRequest
+from klingflow.core.kinds import AnyRequest
 
-from .base import camera
+from .bodies import camera
 
 ELEMENT_NAME_MAX = 10
 # Kling-V2.6 text- and image-to-video come in these lengths only (seed 003).

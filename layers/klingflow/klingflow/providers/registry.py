@@ -1,19 +1,16 @@
 """Which providers exist, how they are configured, and which ones a job may go to.
 
-Defaults come from the seeds; a deployment overrides any field per provider with the
-PROVIDER_OVERRIDES JSON (base URLs, prices, models, enabled) without a code change. Prices are
-per job kind and tier (`std`, `pro`, and `std_sound`/`pro_sound` where sound costs more), in
-the provider's currency; a kind a dialect can build but nobody has priced is not routed there,
-because "cheapest" cannot be decided on a guess. Every base
-URL is configuration, so the sandbox (or a user) can point any dialect at any HTTP server.
-A fifth dialect is one module in this package and one entry in ADAPTERS (plus its DEFAULTS).
+Defaults come from the seeds (their prices in `prices.py`); a deployment overrides any field per
+provider with the PROVIDER_OVERRIDES JSON (base URLs, prices, models, enabled) without a code
+change. Every base URL is configuration, so the sandbox (or a user) can point any dialect at any
+HTTP server. A fifth dialect is one module in this package, one entry in ADAPTERS (`dialects.py`),
+its DEFAULTS here and its prices in `prices.py`.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,79 +21,17 @@ from klingflow.core.errors import FieldError, NoProviderAvailable, RequestReject
 from klingflow.core.states import JobStatus
 from klingflow.core.vocab import Billing, JobKind, PriceTier
 
-from .base import Adapter, ProviderClient, TaskReport
+from .base import Adapter, TaskReport
+from .client import ProviderClient
+from .defaults import PROVIDER_TIMEOUT_S, USD_PER_CNY
+from .dialects import ADAPTERS
+from .prices import DEFAULT_PRICES
 
 if TYPE_CHECKING:
     import httpx
 
     from klingflow.core.kinds import AnyRequest
     from klingflow.core.models import Job
-
-
-class _Dialects(Mapping[str, type[Adapter]]):
-    """Dialect -> adapter class, each dialect's module imported the first time it is asked for:
-    a function that only parses the callbacks of one provider loads that provider's dialect,
-    not all four (nor what they import)."""
-
-    def __init__(self, classes: Mapping[str, str]) -> None:
-        self._classes = dict(classes)  # dialect -> "module.Class", relative to this package
-
-    def __getitem__(self, dialect: str) -> type[Adapter]:
-        module, _, name = self._classes[dialect].rpartition(".")
-        adapter: type[Adapter] = getattr(importlib.import_module(module, __package__), name)
-        return adapter
-
-    def __contains__(self, dialect: object) -> bool:
-        return dialect in self._classes
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._classes)
-
-    def __len__(self) -> int:
-        return len(self._classes)
-
-
-ADAPTERS = _Dialects(
-    {
-        "apimaster": ".apimaster.ApimasterAdapter",
-        "evolink": ".evolink.EvolinkAdapter",
-        "gateway": ".gateway.GatewayAdapter",
-        "kling": ".kling.KlingAdapter",
-    }
-)
-
-
-# Evolink's Kling 3.0 price factors (seed 002): 720p 1.0x, 720p+sound 1.5x, 1080p 1.333x,
-# 1080p+sound 2.0x.
-def _factored(base: float) -> dict[str, float]:
-    return {
-        "std": base,
-        "std_sound": round(base * 1.5, 5),
-        "pro": round(base * 1.333, 5),
-        "pro_sound": round(base * 2.0, 5),
-    }
-
-
-# Evolink charges credits, at $0.0139 a credit (seeds 000/001: "$0.0139 / request (1 Credits)");
-# its pages quote dollars rounded from them ("$0.075/second (5.4 Credits)"). Its prices here are
-# its credits at that price, unrounded, so an estimate is exactly what the credits it reports
-# settle to (a rounded dollar figure under-reserved: $0.567 for a clip charged $0.56712).
-EVOLINK_CREDIT_USD = 0.0139
-# Credits per second: Kling 3.0 5.4 at 720p (evolink's Kling 3.0 page), times the factors
-# above (8.1, 7.1982, 10.8 there); motion control 8.16, the "$0.1134/s" of seeds 000/001 in
-# credits, at 1080p times 1.333 (?).
-EVOLINK_CREDITS_PER_S = {
-    JobKind.MOTION_CONTROL: {"std": 8.16, "pro": 8.16 * 1.333},
-    JobKind.TEXT_TO_VIDEO: {"std": 5.4, "std_sound": 5.4 * 1.5, "pro": 5.4 * 1.333, "pro_sound": 5.4 * 2.0},
-    JobKind.IMAGE_TO_VIDEO: {"std": 5.4, "std_sound": 5.4 * 1.5, "pro": 5.4 * 1.333, "pro_sound": 5.4 * 2.0},
-}
-
-
-def _evolink_prices() -> dict[str, dict[str, float]]:
-    return {
-        kind.value: {tier: round(credits * EVOLINK_CREDIT_USD, 9) for tier, credits in tiers.items()}
-        for kind, tiers in EVOLINK_CREDITS_PER_S.items()
-    }
 
 
 class ProviderConfig(BaseModel):
@@ -184,48 +119,31 @@ def _without_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
-DEFAULTS: dict[str, dict[str, Any]] = {
+# Where each provider is and how it signs in; what it charges is merged in from prices.py.
+_ENDPOINTS: dict[str, dict[str, Any]] = {
     "apimaster": {  # seed 004
         "dialect": "apimaster",
         "base_url": "https://apimaster.ai/v1",
-        "currency": "USD",
-        "price_per_second": {"motion_control": {"std": 0.10288, "pro": 0.13712}},
         "download_hosts": ["*.apimaster.ai"],
     },
     "evolink": {  # seeds 000-002
         "dialect": "evolink",
         "base_url": "https://api.evolink.ai/v1",
-        "currency": "USD",
-        "price_per_second": _evolink_prices(),
-        # One credit per element (seeds 000-002).
-        "flat_prices": {"custom_element": EVOLINK_CREDIT_USD},
-        "unit_price": EVOLINK_CREDIT_USD,
         "download_hosts": ["*.evolink.ai"],
     },
     "gateway": {  # seed 003: paths but no host, so a deployment sets base_url to enable it
         "dialect": "gateway",
         "base_url": "",
-        "currency": "CNY",
-        # Seed 003 prices motion control only; its other kinds need prices from the deployment.
-        "price_per_second": {"motion_control": {"std": 0.5, "pro": 0.8}},
     },
-    "kling": {  # Kling's own API (PROVIDERS.md section 4), which gives no prices
+    "kling": {  # Kling's own API (PROVIDERS.md section 4)
         "dialect": "kling",
         "base_url": "https://api-singapore.klingai.com",
-        "currency": "USD",
-        "price_per_second": {
-            # (?) Seed 002 quotes the official Kling 3.0 API at $0.084/s; the other tiers use
-            # evolink's factors. Omni has no published price here: set one to route omni to Kling.
-            "motion_control": {"std": 0.084, "pro": 0.11197},
-            "text_to_video": _factored(0.084),
-            "image_to_video": _factored(0.084),
-        },
         "credential_fields": ("access_key", "secret_key"),
-        # (?) What one unit of a resource pack costs varies by pack; $0.14 makes 0.6 units per
-        # second of std motion control the $0.084/s above. Set it to your pack's price.
-        "unit_price": 0.14,
         "download_hosts": ["*.klingai.com"],
     },
+}
+DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {**endpoint, **DEFAULT_PRICES.get(name, {})} for name, endpoint in _ENDPOINTS.items()
 }
 
 
@@ -269,8 +187,8 @@ class Registry:
         configs: Mapping[str, ProviderConfig],
         credentials: Callable[[str], Mapping[str, str]],
         *,
-        usd_per_cny: float = 0.14,
-        timeout_s: float = 20.0,
+        usd_per_cny: float = USD_PER_CNY,
+        timeout_s: float = PROVIDER_TIMEOUT_S,
         http: httpx.Client | None = None,
         clock: Clock | None = None,
         connections: int | None = None,
