@@ -1,4 +1,4 @@
-"""Answers we could not read before: seed 003's unified completed format, the upstream named
+"""Answers we could not read before: the gateway's manual's unified completed format, the upstream named
 in later queries, and the extras providers make beside a clip (covers, watermarked copies)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from tests.integration.test_kinds import post
 
 
 def test_a_gateway_answering_in_the_unified_format_is_archived_with_its_cover(stack: Stack) -> None:
-    # Given gateway answering finished tasks in seed 003's unified format, its callbacks lost
+    # Given gateway answering finished tasks in the gateway's manual's unified format, its callbacks lost
     stack.emulator.set_faults("gateway", unified_answers=True, drop_callbacks=True)
     response = post(stack, "motion_control")
     assert response.status_code == 202, response.text

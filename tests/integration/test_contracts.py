@@ -1,6 +1,6 @@
 """Contract tests: each adapter against the emulator over real HTTP on loopback.
 
-The emulator follows PROVIDERS.md; if an adapter and the emulator disagree on a field name, a
+The emulator follows docs/providers.md; if an adapter and the emulator disagree on a field name, a
 status word or an error body, one of these fails.
 """
 

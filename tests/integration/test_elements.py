@@ -1,4 +1,4 @@
-"""Elements from creation to use to deletion: the registry, the provider's own lists (seed 003's
+"""Elements from creation to use to deletion: the registry, the provider's own lists (the gateway's manual's
 paging), and DELETE at the provider that holds them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from tests.unit.test_probe import webm
 
 
 def test_an_element_made_listed_used_and_deleted(stack: Stack) -> None:
-    # Given an element made on gateway (synchronously, seed 003's /v1/elements/custom)
+    # Given an element made on gateway (synchronously, the gateway's manual's /v1/elements/custom)
     made = run(stack, "custom_element", provider="gateway", name="Hero")
     element_id = made["element_id"]
 
@@ -85,7 +85,7 @@ def test_deleting_an_element_klingflow_does_not_know_needs_its_provider(stack: S
 
 
 def test_a_webm_element_video_is_probed_and_accepted_and_a_long_one_refused(stack: Stack) -> None:
-    # Given WebM element videos (seeds 000/001 take MP4, MOV or WebM), 6 s and 9 s at 1280x720
+    # Given WebM element videos (evolink's motion-control page take MP4, MOV or WebM), 6 s and 9 s at 1280x720
     for name, seconds in (("short", 6000.0), ("long", 9000.0)):
         stack.s3.put_object(Bucket=stack.bucket, Key=f"incoming/{name}.webm", Body=webm(1280, 720, seconds))
     request = {

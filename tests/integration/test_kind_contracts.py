@@ -1,6 +1,7 @@
 """Contract tests for every job kind: each dialect that builds a kind, against the emulator.
 
-The emulator checks create bodies with its own reading of the seeds (emulator/rules.py), so a
+The emulator checks create bodies with its own reading of the providers' documentation (emulator/rules.py),
+so a
 field an adapter names or shapes wrongly for any kind fails here, over real HTTP.
 """
 
@@ -42,7 +43,7 @@ def _provider_request(kind: JobKind, **changes: Any) -> AnyRequest:
 
 
 def test_each_dialect_builds_the_kinds_providers_md_gives_it() -> None:
-    """Given the adapters, when asked what they build, then it is PROVIDERS.md's list per dialect."""
+    """Given the adapters, when asked what they build, then it is docs/providers.md's list per dialect."""
     assert {name: set(adapter.kinds) for name, adapter in ADAPTERS.items()} == SUPPORTED
 
 

@@ -1,7 +1,7 @@
 """Every job kind through the pipeline: API -> validation -> cheapest provider -> archive.
 
-The sandbox prices the kinds the seeds leave unpriced (SANDBOX_PRICES), so routing among all
-four dialects can be seen for each kind.
+The sandbox prices the kinds the providers leave unpriced (SANDBOX_PRICES), so routing among
+all four dialects can be seen for each kind.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_a_custom_element_ends_with_its_element_id_in_the_job_the_result_and_the
     assert result["element_id"] == element_id
     [completed] = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Completed"]
     assert completed["detail"]["element_id"] == element_id
-    # And evolink was sent the element body of seed 002, with the images as fetchable links
+    # And evolink was sent the element body of evolink's Kling 3.0 pages, with the images as fetchable links
     [(_, _, _, sent)] = [r for r in stack.emulator.requests if r[0] == "evolink" and r[1] == "POST"]
     images = sent["model_params"]["element_image_list"]
     assert sent["model"] == "kling-custom-element"
@@ -282,7 +282,7 @@ def test_a_watermark_choice_goes_where_watermark_info_is_documented(stack: Stack
 
 
 def test_cfg_scale_goes_to_a_model_that_takes_it_and_v2x_refuses_it(stack: Stack) -> None:
-    # Given cfg_scale on text-to-video: gateway's Kling-V2.6 takes none (seed 003: "V2.x 不支持"),
+    # Given cfg_scale on text-to-video: gateway's Kling-V2.6 takes none (the gateway's manual: "V2.x 不支持"),
     # evolink documents none, Kling's kling-v3 does
     job = run(stack, "text_to_video", cfg_scale=0.3)
     assert (job["status"], job["provider"]) == ("ARCHIVED", "kling")
@@ -300,8 +300,8 @@ def test_cfg_scale_goes_to_a_model_that_takes_it_and_v2x_refuses_it(stack: Stack
 
 
 def test_a_multi_shot_clip_is_sent_as_kling_3s_shot_sequence_and_billed_for_its_length(stack: Stack) -> None:
-    # Given a 9 s text-to-video in three shots (seed 002's Kling 3.0 multi-shot; duration_s left
-    # to the shots). gateway's Kling-V2.6 makes none, kling makes 5 or 10 s: evolink takes it
+    # Given a 9 s text-to-video in three shots (evolink's Kling 3.0 pages' multi-shot; duration_s
+    # left to the shots). gateway's Kling-V2.6 makes none, kling makes 5 or 10 s: evolink takes it
     shots = [
         {"prompt": "a city at dawn", "duration_s": 3},
         {"prompt": "a runner crosses a bridge", "duration_s": 4},

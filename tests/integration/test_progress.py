@@ -41,7 +41,7 @@ def test_a_job_whose_provider_says_nothing_of_progress_shows_null(stack: Stack) 
 
 
 def test_an_element_job_shows_its_ten_minute_estimate_from_the_start(stack: Stack) -> None:
-    # Given an element request (evolink answers seed 002's estimated_time, 600 s)
+    # Given an element request (evolink answers evolink's Kling 3.0 pages' estimated_time, 600 s)
     response = post(stack, "custom_element")
     stack.sandbox.deliver_submissions()
 

@@ -310,7 +310,7 @@ def test_when_every_breaker_is_open_the_job_fails_without_calling_anyone(stack: 
 
 
 def test_a_dialect_pointed_at_another_server_works_with_no_code_change(aws_env: None) -> None:
-    # Given a second, independent server that speaks kling as PROVIDERS.md describes
+    # Given a second, independent server that speaks kling as docs/providers.md describes
     clock = ManualClock()
     keys = {"kling": "sandbox-kling-ak:sandbox-kling-secret-key-of-32-bytes!"}
     other = EmulatorServer(Emulator(keys=keys, clock=clock), dialects=("kling",))

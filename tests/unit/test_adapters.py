@@ -1,4 +1,4 @@
-"""The seeds' own example bodies round-trip through each adapter."""
+"""the providers' documented own example bodies round-trip through each adapter."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ def _spec(**changes: object) -> TaskSpec:
     )
 
 
-def test_gateway_motion_control_body_matches_seed_003() -> None:
+def test_gateway_motion_control_body_matches_gateway_manual() -> None:
     call = GatewayAdapter("https://gw.example").create(_spec())
     assert (call.method, call.path) == ("POST", "/v1/videos")
-    # seed 003, "带提示词的动作控制", plus the callback and our own task id
+    # the gateway's manual, "带提示词的动作控制", plus the callback and our own task id
     assert call.json == {
         "model": "Kling-V2.6",
         "action_control": True,
@@ -92,7 +92,7 @@ def test_gateway_parses_the_seed_responses() -> None:
     assert adapter.parse_task({"id": "t", "status": "pending"}).status is JobStatus.SUBMITTED
 
 
-def test_apimaster_body_and_responses_match_seed_004() -> None:
+def test_apimaster_body_and_responses_match_apimaster_page() -> None:
     adapter = ApimasterAdapter("https://apimaster.ai/v1")
     call = adapter.create(_spec(prompt=None, keep_original_sound="no"))
     assert (call.method, call.path) == ("POST", "/videos/generations")
@@ -324,15 +324,16 @@ def test_the_kling_token_is_hs256_with_the_documented_claims_and_is_refreshed_be
     assert adapter.token(keys) != token  # under five minutes left: a new one
 
 
-# ---- the other kinds: seed 003 (gateway), seed 002 (evolink elements) ----------------------------
+# ---- the other kinds: the gateway's manual (gateway), evolink's Kling 3.0 pages (evolink elements)
+# ----------------------------
 
 
 def _spec_of(data: dict[str, object], job_id: str = "01JOB") -> TaskSpec:
     return TaskSpec(job_id=job_id, request=parse_request(data), callback_url=None)
 
 
-def test_gateway_text_to_video_with_a_camera_move_is_seed_003s_example() -> None:
-    # seed 003, "带运镜控制的文生视频"
+def test_gateway_text_to_video_with_a_camera_move_is_gateway_manuals_example() -> None:
+    # the gateway's manual, "带运镜控制的文生视频"
     spec = _spec_of(
         {
             "kind": "text_to_video",
@@ -360,7 +361,7 @@ def test_gateway_text_to_video_with_a_camera_move_is_seed_003s_example() -> None
     }
 
 
-def test_gateway_image_to_video_examples_of_seed_003() -> None:
+def test_gateway_image_to_video_examples_of_gateway_manual() -> None:
     adapter = GatewayAdapter("https://gw.example")
     # "首尾帧控制"
     frames = adapter.create(
@@ -425,8 +426,8 @@ def test_gateway_image_to_video_examples_of_seed_003() -> None:
     ]
 
 
-def test_gateway_omni_reference_example_of_seed_003() -> None:
-    # seed 003, "图片/主体参考(混合格式)"
+def test_gateway_omni_reference_example_of_gateway_manual() -> None:
+    # the gateway's manual, "图片/主体参考(混合格式)"
     spec = _spec_of(
         {
             "kind": "omni_video",
@@ -453,7 +454,7 @@ def test_gateway_omni_reference_example_of_seed_003() -> None:
 
 
 def test_gateway_omni_edit_has_no_length_or_aspect_ratio() -> None:
-    # seed 003, "视频编辑(指令变换)": the edit keeps the input's length and shape
+    # the gateway's manual, "视频编辑(指令变换)": the edit keeps the input's length and shape
     spec = _spec_of(
         {
             "kind": "omni_video",
@@ -474,7 +475,7 @@ def test_gateway_omni_edit_has_no_length_or_aspect_ratio() -> None:
     assert "seconds" not in call.json and "aspect_ratio" not in call.json
 
 
-def test_gateway_makes_elements_at_once_from_seed_003s_body_and_answer() -> None:
+def test_gateway_makes_elements_at_once_from_gateway_manuals_body_and_answer() -> None:
     adapter = GatewayAdapter("https://gw.example")
     spec = _spec_of(
         {
@@ -511,7 +512,7 @@ def test_gateway_makes_elements_at_once_from_seed_003s_body_and_answer() -> None
     assert not adapter.calls_back(JobKind.CUSTOM_ELEMENT) and not adapter.looks_up(JobKind.CUSTOM_ELEMENT)
 
 
-def test_evolink_element_bodies_are_seed_002s_examples() -> None:
+def test_evolink_element_bodies_are_evolink_kling3_pages_examples() -> None:
     adapter = EvolinkAdapter("https://api.evolink.ai/v1")
     images = adapter.create(
         _spec_of(
@@ -561,7 +562,7 @@ def test_evolink_element_bodies_are_seed_002s_examples() -> None:
             "element_voice_id": "829826751244537879",
         },
     }
-    # seed 002's create answer, then a finished task carrying result_data.element_id
+    # evolink's Kling 3.0 pages' create answer, then a finished task carrying result_data.element_id
     created = {
         "created": 1739500000,
         "id": "task-video-xxxxxxxx",
@@ -617,7 +618,7 @@ def test_kling_uses_each_familys_path_and_native_omni_images() -> None:
 
 def test_evolink_progress_and_estimates_are_read_from_its_answers() -> None:
     adapter = EvolinkAdapter("https://api.evolink.ai/v1")
-    # Seed 000's create answer carries task_info.estimated_time
+    # evolink's motion-control page's create answer carries task_info.estimated_time
     created = adapter.parse_create(
         {
             "id": "task-1",
@@ -629,7 +630,7 @@ def test_evolink_progress_and_estimates_are_read_from_its_answers() -> None:
     assert created.eta_s == 600
     report = adapter.parse_task({"id": "task-1", "status": "processing", "progress": 140.4})
     assert (report.status, report.progress, report.eta_s) == (JobStatus.RUNNING, 100, None)
-    # Elements take about 10 minutes (seeds 000-002) when the answer gives no estimate
+    # Elements take about 10 minutes (evolink's pages) when the answer gives no estimate
     assert adapter.typical_eta_s(JobKind.CUSTOM_ELEMENT) == 600
     assert adapter.typical_eta_s(JobKind.MOTION_CONTROL) is None
 
@@ -642,7 +643,7 @@ def test_kling_keeps_its_own_words_on_the_task() -> None:
     assert (report.status, report.message) == (JobStatus.RUNNING, "rendering")
 
 
-def test_gateway_reads_seed_003s_unified_completed_answer() -> None:
+def test_gateway_reads_gateway_manuals_unified_completed_answer() -> None:
     adapter = GatewayAdapter("https://gw.example")
     unified = {
         "created": 1736758800,
@@ -674,7 +675,7 @@ def test_gateway_reads_seed_003s_unified_completed_answer() -> None:
     # hint, so the receiver has archive ask the gateway
     with pytest.raises(ValueError, match="names no gateway task id"):
         adapter.parse_callback(unified)
-    # And a known upstream is named in later queries (seed 003's optional `provider`)
+    # And a known upstream is named in later queries (the gateway's manual's optional `provider`)
     call = adapter.query("task_abc123")
     assert call is not None
     assert (

@@ -1,5 +1,5 @@
-"""Specification of the job kinds: the rules a request of each kind must follow (seed 003, seed
-002, PROVIDERS.md), each broken rule named by field and rule, all of them at once."""
+"""Specification of the job kinds: the rules a request of each kind must follow (the gateway's manual, seed
+002, docs/providers.md), each broken rule named by field and rule, all of them at once."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_masks_are_media_the_intake_probes() -> None:
 # ---- omni -------------------------------------------------------------------------------------
 
 
-def test_omni_rules_of_seed_003_are_each_named() -> None:
+def test_omni_rules_of_gateway_manual_are_each_named() -> None:
     data = sample(
         "omni_video",
         first_frame=None,
@@ -220,7 +220,8 @@ def test_plain_http_media_from_a_user_is_refused_wherever_it_sits() -> None:
 
 @pytest.mark.parametrize("kind", ["motion_control", "image_to_video", "omni_video"])
 def test_elements_are_taken_by_the_kinds_the_seeds_name_and_the_prompt_may_refer_to_them(kind: str) -> None:
-    # Given a request of a kind that takes elements (seeds 000-003: motion control, image-to-video, omni)
+    # Given a request of a kind that takes elements (the Kling pages of every provider: motion control,
+    # image-to-video, omni)
     body = sample(kind, elements=["146", "el_2"], prompt="<<<element_1>>> meets <<<element_2>>>")
     body.pop("reference_images", None)
     # Then it parses without a provider (the element registry finds the holder) ...

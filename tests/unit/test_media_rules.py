@@ -1,4 +1,4 @@
-"""Specification of the motion-control media rules (PROVIDERS.md, common table).
+"""Specification of the motion-control media rules (docs/providers.md, common table).
 
 | reference image | jpg / jpeg / png, <= 10 MB, each side 300..65536 px, aspect ratio 1:2.5 .. 2.5:1 |
 | reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, >= 3 s; <= 10 s (orientation image),
@@ -52,7 +52,7 @@ def rules_broken(
 
 
 def test_limits_are_the_documented_ones() -> None:
-    """The constants say what PROVIDERS.md says (a change to either must be deliberate)."""
+    """The constants say what docs/providers.md says (a change to either must be deliberate)."""
     actual = {
         "image formats": rules.IMAGE_FORMATS,
         "image bytes": rules.IMAGE_MAX_BYTES,
@@ -384,8 +384,8 @@ def _request(kind: str, **changes: object) -> AnyRequest:
 
 
 def test_other_kinds_limits_are_the_documented_ones() -> None:
-    """Seed 003's omni video (mp4/mov, <= 200 MB, 720..2160 px, 3..10 s) and the element video of
-    seeds 000-002 (mp4/mov/webm, <= 100 MB, 720..2160 px, at most 8 s)."""
+    """the gateway's manual's omni video (mp4/mov, <= 200 MB, 720..2160 px, 3..10 s) and the element video of
+    evolink's pages (mp4/mov/webm, <= 100 MB, 720..2160 px, at most 8 s)."""
     assert rules.VideoLimits(200 * rules.MB, 720, 2160, 3.0, 10.0) == rules.OMNI_VIDEO_LIMITS
     assert (
         rules.VideoLimits(100 * rules.MB, 720, 2160, None, 8.0, formats=frozenset({"mp4", "mov", "webm"}))
@@ -442,7 +442,7 @@ def test_masks_keep_the_frames_aspect_ratio_and_share_one_resolution() -> None:
 
 
 def test_a_trajectory_point_lies_within_the_probed_frame() -> None:
-    # Seed 003: points are pixels of image, from its bottom-left corner
+    # the gateway's manual: points are pixels of image, from its bottom-left corner
     points = [{"x": 0, "y": 0}, {"x": 1024, "y": 1536}, {"x": 1025, "y": 10}, {"x": 5, "y": 1537}]
     masks = [{"mask": "incoming/m.png", "trajectories": points}]
     request = _request("image_to_video", image_tail=None, camera_control=None, dynamic_masks=masks)

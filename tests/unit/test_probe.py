@@ -632,7 +632,8 @@ def test_the_sample_videos_are_consistent() -> None:
         probe_video(BytesReader(path.read_bytes()))
 
 
-# ---- WebM (seeds 000/001 take WebM element videos) -------------------------------------------
+# ---- WebM (evolink's motion-control page take WebM element videos)
+# -------------------------------------------
 
 
 def ebml(element_id: int, payload: bytes, *, unknown_size: bool = False) -> bytes:

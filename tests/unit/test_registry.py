@@ -36,7 +36,7 @@ def _motion(mode: str = "std", **changes: object) -> tuple[AnyRequest, Billing]:
 
 
 def test_out_of_the_box_every_provider_with_a_documented_host_is_usable_cheapest_first() -> None:
-    # Seed 003 gives the gateway's paths but no host: it needs a base_url before it can be used.
+    # the gateway's manual gives the gateway's paths but no host: it needs a base_url before it can be used.
     assert _registry().candidates(*_motion("std")) == ["kling", "apimaster", "evolink"]
 
 

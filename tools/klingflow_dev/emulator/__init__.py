@@ -1,4 +1,4 @@
-"""A provider emulator: real HTTP on loopback, speaking each dialect as PROVIDERS.md documents."""
+"""A provider emulator: real HTTP on loopback, speaking each dialect as docs/providers.md documents."""
 
 from .core import Emulator, Faults, Task
 from .server import EmulatorServer

@@ -66,7 +66,7 @@ class Faults:
     # Charge this fraction more than the task's price when it completes (gateway `usage.seconds`,
     # kling `final_unit_deduction`, evolink `credits_used`), beyond what its create reserved.
     overcharge: float = 0.0
-    unified_answers: bool = False  # gateway: answer finished tasks in seed 003's unified format
+    unified_answers: bool = False  # gateway: answer finished tasks in the gateway's manual's unified format
     extra_host: str | None = None  # serve covers and watermarked copies under this host name
     # A clip that is not one, as a whole 200 answer: "html" (a page, text/html), "truncated"
     # (the first half of the MP4, as video/mp4) or "empty"; for `bad_downloads` downloads of
@@ -131,7 +131,7 @@ class Task:
 class Emulator:
     """State shared by every dialect server: tasks, faults, callbacks, output files."""
 
-    # Callback policy the seeds document: 10 s timeout, 3 retries about 1, 2, 4 s apart.
+    # Callback policy the providers document: 10 s timeout, 3 retries about 1, 2, 4 s apart.
     CALLBACK_TIMEOUT_S = 10.0
     CALLBACK_RETRY_DELAYS_S = (1.0, 2.0, 4.0)
 

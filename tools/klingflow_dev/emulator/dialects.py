@@ -1,7 +1,7 @@
 """What each dialect says over the wire: routes, validation, bodies, errors, callbacks.
 
-Field names and shapes follow shared/PROVIDERS.md and the seeds exactly; a dialect added later
-is one more class here and one entry in DIALECTS.
+Field names and shapes follow docs/providers.md and the providers' documentation exactly; a dialect
+added later is one more class here and one entry in DIALECTS.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Dialect:
     def reset(self) -> None:
         """Forget what this dialect keeps of its own (gateway's elements)."""
 
-    # The phases a dialect calls back on (PROVIDERS.md); none by default.
+    # The phases a dialect calls back on (docs/providers.md); none by default.
     callback_phases: ClassVar[frozenset[str]] = frozenset()
 
     def view(self, task: Task, now: datetime, base: str) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def _motion_errors(body: dict[str, Any], *, image: str = "image_url", video: str
 def _omni(body: dict[str, Any], *, flat: bool) -> tuple[list[str], str | None, float | None]:
     """(problems, the video to measure when editing, the clip length asked for) of an omni body.
 
-    gateway takes seed 003's flat form (first_frame_url, last_frame_url, reference_images);
+    gateway takes the gateway's manual's flat form (first_frame_url, last_frame_url, reference_images);
     Kling its native image_list with frames marked by type.
     """
     if flat:
@@ -199,7 +199,7 @@ def _video_too_long(task: Task, orientation: str) -> str | None:
     return None
 
 
-# Official elements every Kling-family account may use (seed 003's example names 145 and 146).
+# Official elements every Kling-family account may use (the gateway's manual's example names 145 and 146).
 KLING_PRESETS: tuple[dict[str, Any], ...] = tuple(
     {
         "element_id": number,
@@ -214,12 +214,12 @@ KLING_PRESETS: tuple[dict[str, Any], ...] = tuple(
 )
 
 
-# The upstream seed 003's unified answers name ("可灵AI", Kling AI).
+# The upstream the gateway's manual's unified answers name ("可灵AI", Kling AI).
 UPSTREAM = "可灵AI"
 
 
 class Gateway(Dialect):
-    """Seed 003: POST /v1/videos routed by model and fields; callbacks on completion."""
+    """the gateway's manual: POST /v1/videos routed by model and fields; callbacks on completion."""
 
     name = "gateway"
     presets = KLING_PRESETS
@@ -258,7 +258,7 @@ class Gateway(Dialect):
             return fault
         if not isinstance(body, dict):
             return Reply(400, {"error": "body must be a JSON object"})
-        # Seed 003's routing: the omni model, then action_control, then any image, then text.
+        # the gateway's manual's routing: the omni model, then action_control, then any image, then text.
         model = body.get("model")
         input_url: str | None = None
         seconds: float | None = None
@@ -332,7 +332,7 @@ class Gateway(Dialect):
 
     @staticmethod
     def _page(items: list[dict[str, Any]], query: Any) -> Reply:
-        """Seed 003's paging: page_num 1..1000 (default 1), page_size 1..500 (default 30)."""
+        """the gateway's manual's paging: page_num 1..1000 (default 1), page_size 1..500 (default 30)."""
         query = query if isinstance(query, dict) else {}
         try:
             number, size = int(query.get("page_num", 1)), int(query.get("page_size", 30))
@@ -385,7 +385,7 @@ class Gateway(Dialect):
         return answer
 
     def _unified(self, task: Task, base: str) -> dict[str, Any]:
-        """Seed 003's unified completed answer: no id, no status; data[], usage, provider."""
+        """the gateway's manual's unified completed answer: no id, no status; data[], usage, provider."""
         seconds = (
             self.charged(self.billed_seconds(task)) + self.emulator.faults_for(self.name).output_seconds_over
         )
@@ -409,7 +409,7 @@ class Gateway(Dialect):
 
 
 class Apimaster(Dialect):
-    """Seed 004: kling-v3-motion-control; no callbacks; a proxy URL and a /content endpoint."""
+    """apimaster's page: kling-v3-motion-control; no callbacks; a proxy URL and a /content endpoint."""
 
     name = "apimaster"
     link_ttl_s = 30 * DAY
@@ -485,7 +485,7 @@ ELEMENT_ESTIMATE_S = 600.0
 
 
 class Evolink(Dialect):
-    """Seeds 000-002 (+ PROVIDERS.md's (?) facts): OpenAI-style tasks, callbacks on the end."""
+    """evolink's pages (+ docs/providers.md's (?) facts): OpenAI-style tasks, callbacks on the end."""
 
     name = "evolink"
     callback_phases = frozenset({"completed", "failed", "cancelled"})
@@ -579,13 +579,15 @@ class Evolink(Dialect):
 
     @staticmethod
     def estimate(task: Task) -> float:
-        """The provider's estimate of a task's length: seed 002's 600 s for an element (its
+        """The provider's estimate of a task's length: evolink's Kling 3.0 pages' 600 s for an element (its
         documented ~10 minutes, however fast the emulator is), the emulated latency otherwise."""
         return ELEMENT_ESTIMATE_S if task.kind == "custom_element" else task.latency_s
 
     def credits(self, task: Task) -> float:
-        """What a task costs in credits ($0.0139 each, seeds 000/001): 1 per element; per second,
-        5.4 for Kling 3.0 (seed 002) and 8.16 for motion control ($0.1134/s), times seed 002's
+        """What a task costs in credits ($0.0139 each, evolink's motion-control page): 1 per element; per
+        second,
+        5.4 for Kling 3.0 (evolink's Kling 3.0 pages) and 8.16 for motion control ($0.1134/s), times
+        evolink's Kling 3.0 pages'
         quality and sound factors."""
         if task.kind == "custom_element":
             return 1.0
@@ -622,7 +624,8 @@ class Evolink(Dialect):
                 "can_cancel": True,
             }
         if status == "completed":
-            # What was charged, in credits (?): seed 002 shows `usage` on the create answer only.
+            # What was charged, in credits (?): evolink's Kling 3.0 pages shows `usage` on the create
+            # answer only.
             answer["usage"] = {
                 "billing_rule": self._billing_rule(task),
                 "credits_reserved": self.credits(task),
@@ -680,7 +683,8 @@ class Kling(Dialect):
 
     def units(self, task: Task) -> float:
         """Resource-pack units a task deducts (?): 0.6 per second at std, 0.8 at pro, 1.5x with
-        sound; at $0.14 a unit that is the $0.084/s the official API is quoted at (seed 002)."""
+        sound; at $0.14 a unit that is the $0.084/s the official API is quoted at (evolink's Kling 3.0
+        pages)."""
         per_second = 0.8 if task.body.get("mode") == "pro" else 0.6
         if task.body.get("sound") == "on":
             per_second *= 1.5
@@ -771,7 +775,7 @@ class Kling(Dialect):
         if status == "succeed":
             url = self.output_url(base, task)
             # Motion control may use fewer seconds than the reference has; billing follows the
-            # reference (PROVIDERS.md), so that output is deliberately shorter here.
+            # reference (docs/providers.md), so that output is deliberately shorter here.
             shorter = 1.0 if task.kind == "motion_control" else 0.0
             seconds = f"{max(1.0, self.billed_seconds(task) - shorter):.1f}"
             data["task_result"] = {

@@ -1,4 +1,5 @@
-"""What each provider checks on a create request, written from the seeds on their own terms.
+"""What each provider checks on a create request, written from the providers' documentation on their own
+terms.
 
 Deliberately independent of `klingflow.core.kinds`: the contract tests send our adapters' bodies here,
 so a field our side names or shapes wrongly is refused the way the provider would refuse it.
@@ -31,7 +32,8 @@ def _one_of(body: dict[str, Any], name: str, allowed: tuple[Any, ...], *, defaul
 
 
 def camera_errors(control: Any) -> list[str]:
-    """Seed 003: a type; `config` only (and always) for simple, exactly one non-zero axis in [-10, 10]."""
+    """the gateway's manual: a type; `config` only (and always) for simple, exactly one non-zero axis in
+    [-10, 10]."""
     if control is None:
         return []
     if not isinstance(control, dict) or control.get("type") not in CAMERA_TYPES:
@@ -50,7 +52,7 @@ def camera_errors(control: Any) -> list[str]:
 
 
 def cfg_scale_errors(body: dict[str, Any], model: Any) -> list[str]:
-    """Seed 003: cfg_scale is a float in [0, 1], and V2.x models do not take it."""
+    """the gateway's manual: cfg_scale is a float in [0, 1], and V2.x models do not take it."""
     if "cfg_scale" not in body:
         return []
     value = body["cfg_scale"]
@@ -101,7 +103,7 @@ def watermark_errors(body: dict[str, Any]) -> list[str]:
 def generated_errors(
     body: dict[str, Any], *, seconds_field: str, seconds: tuple[str, ...], prompt_required: bool
 ) -> list[str]:
-    """Kling-V2.6 text/image-to-video fields (seed 003), as gateway and Kling take them."""
+    """Kling-V2.6 text/image-to-video fields (the gateway's manual), as gateway and Kling take them."""
     problems = _text(body, "prompt", required=prompt_required)
     problems += _text(body, "negative_prompt", required=False)
     problems += _one_of(body, "sound", ("on", "off"))
@@ -142,7 +144,7 @@ def image_to_video_errors(body: dict[str, Any]) -> list[str]:
 
 
 def omni_errors(body: dict[str, Any], *, first: int, last: int, images: int, seconds_field: str) -> list[str]:
-    """Kling-Video-O1's rules (seed 003), given how many frames and images the body carries."""
+    """Kling-Video-O1's rules (the gateway's manual), given how many frames and images the body carries."""
     problems = _text(body, "prompt", required=True)
     problems += _one_of(body, "mode", ("std", "pro"))
     problems += _one_of(body, "aspect_ratio", ("16:9", "9:16", "1:1"))
@@ -173,7 +175,7 @@ def omni_errors(body: dict[str, Any], *, first: int, last: int, images: int, sec
 
 
 def kling_element_errors(body: dict[str, Any]) -> list[str]:
-    """POST /v1/elements/custom (seed 003)."""
+    """POST /v1/elements/custom (the gateway's manual)."""
     problems = _text(body, "element_name", required=True, limit=10)
     problems += _text(body, "element_description", required=True, limit=100)
     if not body.get("element_frontal_image"):
@@ -185,7 +187,7 @@ def kling_element_errors(body: dict[str, Any]) -> list[str]:
 
 
 def evolink_element_errors(params: dict[str, Any]) -> list[str]:
-    """kling-custom-element's model_params (seed 002)."""
+    """kling-custom-element's model_params (evolink's Kling 3.0 pages)."""
     problems = _text(params, "element_name", required=True, limit=20)
     problems += _text(params, "element_description", required=True, limit=100)
     kind = params.get("reference_type")
@@ -205,7 +207,7 @@ def evolink_element_errors(params: dict[str, Any]) -> list[str]:
 
 
 def evolink_generated_errors(body: dict[str, Any], params: dict[str, Any], *, image: bool) -> list[str]:
-    """Kling 3.0 on evolink (seed 002): 3..15 s, 720p or 1080p, sound on or off."""
+    """Kling 3.0 on evolink (evolink's Kling 3.0 pages): 3..15 s, 720p or 1080p, sound on or off."""
     problems = multi_shot_errors(params, body.get("duration"))
     if not image and not body.get("prompt") and not params.get("multi_shot"):
         problems.append("prompt is required")

@@ -17,7 +17,7 @@ from .core import Emulator, Task
 from .dialects import DIALECTS, Dialect, Reply
 
 CONTROL = "/_emulator"
-# The still a provider makes of a clip (seed 003's cover_url): any real PNG will do.
+# The still a provider makes of a clip (the gateway's manual's cover_url): any real PNG will do.
 COVER = (ASSETS / "character.png").read_bytes()
 
 

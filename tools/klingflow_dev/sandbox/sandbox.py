@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[3]
 FUNCTION = "AWS::Serverless::Function"
 
 
-# Illustrative prices for the kinds the seeds leave unpriced (gateway's text/image-to-video, omni
+# Illustrative prices for the kinds the providers leave unpriced (gateway's
+# text/image-to-video, omni
 # and elements; Kling's omni), so every kind can be tried here. A deployment sets real ones in
 # ProviderOverrides; without a price a kind is not routed to that provider.
 SANDBOX_PRICES: dict[str, dict[str, Any]] = {

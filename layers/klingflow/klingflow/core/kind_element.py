@@ -13,7 +13,7 @@ from .vocab import Billing, JobKind, MediaRef, MediaRole, PriceTier
 ELEMENT_NAME_MAX = 20  # evolink; gateway allows 10 (its adapter refuses longer)
 ELEMENT_DESCRIPTION_MAX = 100
 ELEMENT_REFER_IMAGES_MAX = 3
-TAGS_MAX = 20  # (?) the seeds give no count
+TAGS_MAX = 20  # (?) the providers give no count
 
 
 class CustomElementRequest(BaseRequest):

@@ -122,8 +122,8 @@ OptionalPrompt = Annotated[str | None, Field(default=None, max_length=PROMPT_MAX
 
 
 # Element ids (from a custom_element job or a provider's presets), sent as the dialect's
-# element_list. The seeds give no count for motion control or image-to-video (?): the most any
-# kind takes (omni without a video) bounds them.
+# element_list. The providers give no count for motion control or image-to-video (?): the
+# most any kind takes (omni without a video) bounds them.
 ELEMENTS_MAX = 7
 ElementIds = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]],

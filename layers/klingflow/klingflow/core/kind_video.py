@@ -31,7 +31,7 @@ TRAJECTORY_POINTS = (2, 77)
 _VOICE_REF = re.compile(r"<<<voice_(\d+)>>>")
 
 
-# Seed 003: each camera axis in [-10, 10].
+# the gateway's manual: each camera axis in [-10, 10].
 CameraAxis = Annotated[float, Field(ge=-10, le=10), between(-10, 10)]
 
 
@@ -68,8 +68,8 @@ class CameraControl(StrictModel):
         return self
 
 
-# Kling 3.0's multi-shot (seed 002: "custom shot sequence, per-shot prompt and duration"). The
-# seeds give no count or per-shot minimum (?): Kling 3.0 documents up to 6 shots of >= 1 s.
+# Kling 3.0's multi-shot (evolink's Kling 3.0 pages: "custom shot sequence, per-shot prompt and duration").
+# The providers publish no count or per-shot minimum (?): Kling 3.0 documents up to 6 shots of >= 1 s.
 SHOTS_MAX = 6
 
 
@@ -92,7 +92,7 @@ class _Generated(BaseRequest):
     sound: OnOff = False
     camera_control: CameraControl | None = None
     cfg_scale: Annotated[float | None, Field(ge=0, le=1), between(0, 1)] = Field(
-        default=None, description="freedom of generation, 0..1 (seed 003; not on V2.x models)"
+        default=None, description="freedom of generation, 0..1 (the gateway's manual; not on V2.x models)"
     )
     shots: list[Shot] = Field(
         default_factory=list,
@@ -167,7 +167,7 @@ class Voice(StrictModel):
     voice_id: str = Field(min_length=1, max_length=64)
 
 
-# Seed 003: a point is a pixel of the input image, from its bottom-left corner; an image's
+# the gateway's manual: a point is a pixel of the input image, from its bottom-left corner; an image's
 # side is at most 65536 px (media_rules.IMAGE_MAX_SIDE_PX), and the probed image narrows it.
 TRAJECTORY_MAX_PX = 65536
 Pixel = Annotated[int, Field(ge=0, le=TRAJECTORY_MAX_PX), between(0, TRAJECTORY_MAX_PX, " px")]
@@ -198,7 +198,7 @@ class ImageToVideoRequest(_Generated):
     elements: ElementIds
 
     def billing(self, measured_seconds: dict[str, float | None]) -> Billing:
-        # Seed 003: naming a voice of voice_list in the prompt is billed "with specified voice".
+        # the gateway's manual: naming a voice of voice_list in the prompt is billed "with specified voice".
         voiced = bool(self.voice_list) and _VOICE_REF.search(self.prompt or "") is not None
         return Billing(PriceTier.of(self.mode, sound=self.sound, voice=voiced), self.duration_s)
 

@@ -1,7 +1,7 @@
 """The job kinds as one request: the union of every kind's model, and how a request is parsed.
 
-Rules come from shared/PROVIDERS.md and the seeds. A rule that only some dialects impose (gateway
-takes 5 or 10 s, evolink 3..15 s) is not here: the request takes the union of what any dialect
+Rules come from the providers' documentation (docs/providers.md). A rule that only some dialects
+impose (gateway takes 5 or 10 s, evolink 3..15 s) is not here: the request takes the union of what any dialect
 accepts, and each adapter's `refusals` narrows it, so routing can pick a provider that fits.
 Each family of kinds has its module (`kind_motion`, `kind_video`, `kind_omni`, `kind_element`),
 on the field types and base model they share (`kind_fields`). Rules that need the media itself

@@ -1,12 +1,12 @@
-"""The input rules from PROVIDERS.md and the seeds that need the media itself.
+"""The input rules from docs/providers.md and the providers' documentation that need the media itself.
 
 | any image (frames, references, masks) | jpg / jpeg / png, <= 10 MB, each side 300..65536 px,
 |                                       | aspect ratio 1:2.5 .. 2.5:1                        |
 | motion-control reference video | mp4 / mov, <= 100 MB, each side 340..3850 px, 3 s .. 10 s
 |                                | (orientation image) or 3 s .. 30 s (orientation video)  |
-| omni reference video (seed 003) | mp4 / mov, <= 200 MB, each side 720..2160 px, 3 s .. 10 s |
-| element video (seeds 000/001)   | mp4 / mov / webm, <= 100 MB, each side 720..2160 px, <= 8 s |
-| motion-brush masks (seed 003)   | the frame image's aspect ratio; all masks one resolution  |
+| omni reference video (the gateway's manual) | mp4 / mov, <= 200 MB, each side 720..2160 px, 3 s .. 10 s |
+| element video (evolink motion control) | mp4 / mov / webm, <= 100 MB, each side 720..2160 px, <= 8 s |
+| motion-brush masks (the gateway's manual)   | the frame image's aspect ratio; all masks one resolution  |
 | motion-brush trajectories        | each point a pixel of the frame image (from its bottom-left) |
 
 Each limit is one constant below. A rule is checked only when the fact is known: an https input
@@ -63,7 +63,7 @@ class VideoLimits:
 
 
 OMNI_VIDEO_LIMITS: Final = VideoLimits(200 * MB, 720, 2160, 3.0, 10.0)
-# Seeds 000/001: element videos may be MP4, MOV or WebM.
+# evolink's motion-control page: element videos may be MP4, MOV or WebM.
 ELEMENT_VIDEO_LIMITS: Final = VideoLimits(
     100 * MB, 720, 2160, None, 8.0, formats=frozenset({"mp4", "mov", "webm"})
 )
@@ -161,7 +161,7 @@ def check_media(request: AnyRequest, facts: dict[str, MediaFacts]) -> list[Field
 
 
 def _check_trajectories(request: ImageToVideoRequest, frame: MediaFacts | None) -> list[FieldError]:
-    """Seed 003: a trajectory point is a pixel of the frame image; one outside it moves nothing
+    """the gateway's manual: a trajectory point is a pixel of the frame image; one outside it moves nothing
     the provider can place (known only once the frame is probed)."""
     if frame is None or not frame.width or not frame.height:
         return []
@@ -179,7 +179,7 @@ def _check_trajectories(request: ImageToVideoRequest, frame: MediaFacts | None) 
 
 
 def _check_masks(frame: MediaFacts | None, masks: list[tuple[str, MediaFacts]]) -> list[FieldError]:
-    """Seed 003: a mask has the frame's aspect ratio, and every mask has one resolution; the
+    """the gateway's manual: a mask has the frame's aspect ratio, and every mask has one resolution; the
     provider fails such a task only after it has been queued (and charged)."""
     errors: list[FieldError] = []
     sized = [(name, mask) for name, mask in masks if mask.width and mask.height]

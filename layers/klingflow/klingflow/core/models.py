@@ -53,7 +53,7 @@ class MediaFacts(_Record):
 
 class OutputRole(StrEnum):
     VIDEO = "video"
-    COVER = "cover"  # a still the provider made of the clip (seed 003's cover_url)
+    COVER = "cover"  # a still the provider made of the clip (the gateway's manual's cover_url)
     WATERMARKED = "watermarked"  # the clip with the provider's watermark (Kling's watermark_url)
 
 

@@ -1,6 +1,6 @@
 """WebM (Matroska): the container, display size and duration, from the element headers.
 
-Seeds 000/001 take WebM element videos. A WebM is a tree of EBML elements: the header's
+evolink's motion-control page take WebM element videos. A WebM is a tree of EBML elements: the header's
 DocType, then one Segment whose Info holds the duration (in TimestampScale units) and whose
 Tracks hold each video track's pixel size. Only element headers are read on the way; Clusters
 (the media) are stepped over by their declared sizes.
@@ -105,7 +105,8 @@ def probe_webm(window: Window) -> VideoInfo:
     if dimensions is None:
         raise ProbeError("WebM without a video track (no Tracks with PixelWidth/PixelHeight)")
     # A recording written live (a browser's MediaRecorder) declares no Duration: the length
-    # stays unknown, as for an input given by URL, rather than refusing what the seeds allow.
+    # stays unknown, as for an input given by URL, rather than refusing what the providers
+    # allow.
     return VideoInfo(
         format="webm" if doc_type == b"webm" else "mkv",
         width=dimensions[0],

@@ -294,7 +294,7 @@ class ElementDirectory:
         self._store.bury(tombstone)
 
 
-# Seed 003's paging of the provider's element lists.
+# the gateway's manual's paging of the provider's element lists.
 PAGE_NUM = (1, 1000)
 PAGE_SIZE = (1, 500)
 

@@ -3,7 +3,7 @@
 - `Settle`: the provider charged; the reservation is replaced by the charge (a charge beyond
   the reservation is settled all the same, and recorded as the day's overrun).
 - `Release`: nothing was charged (never sent, the task failed or was cancelled: "full refund on
-  failure" in the seeds); the reservation is given back to the day.
+  failure" in the providers' documentation); the reservation is given back to the day.
 - `Keep`: the provider may have charged and we cannot tell; the reservation stays and the job
   says `possibly_billed`.
 

@@ -1,4 +1,4 @@
-"""`apimaster` dialect (seed 004): `kling-v3-motion-control` behind an OpenAI-style path.
+"""`apimaster` dialect (apimaster's page): `kling-v3-motion-control` behind an OpenAI-style path.
 
 No callback is documented: the sweeper alone finishes these tasks. A completed task's `url` may
 be APIMaster's own proxy, in which case `GET /videos/{task_id}/content` streams the MP4 with the
@@ -27,7 +27,7 @@ class ApimasterAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = False
     supports_external_id = False
-    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # seed 004
+    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # apimaster's page
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
         "pending": JobStatus.SUBMITTED,

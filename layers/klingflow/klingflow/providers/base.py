@@ -1,6 +1,6 @@
 """What every dialect adapter provides: the contract, and the tasks, answers and usage it speaks of.
 
-An adapter is pure translation: it builds requests and parses answers, so the seeds' example
+An adapter is pure translation: it builds requests and parses answers, so the providers' documented example
 bodies can be round-tripped in unit tests without a network. `ProviderClient` (`client.py`)
 does the I/O and turns transport failures into the shared error taxonomy; the body pieces
 several dialects spell alike are in `bodies.py`.
@@ -74,7 +74,7 @@ class Submission:
 class TaskOutput:
     url: str
     duration_s: float | None = None
-    # Extras some providers make beside the clip (seed 003's cover_url, Kling's watermark_url):
+    # Extras some providers make beside the clip (the gateway's manual's cover_url, Kling's watermark_url):
     # kept as further outputs when they can be fetched; the clip never waits on them.
     cover_url: str | None = None
     watermarked_url: str | None = None
@@ -111,7 +111,7 @@ class TaskReport:
     progress: int | None = None
     eta_s: float | None = None
     message: str | None = None
-    # The upstream a gateway routed the task to (seed 003's `provider`), to name in later queries.
+    # The upstream a gateway routed the task to (the gateway's manual's `provider`), to name in later queries.
     upstream: str | None = None
 
 
@@ -210,7 +210,7 @@ class Adapter(ABC):
         """Whether this dialect's model for the kind makes multi-shot clips (Kling 3.0)."""
         return False
 
-    # element management (seed 003); a dialect that documents none keeps these defaults
+    # element management (the gateway's manual); a dialect that documents none keeps these defaults
     def list_elements(self, *, presets: bool, page_num: int, page_size: int) -> HttpCall | None:
         """How to list the account's own elements (or the provider's presets), one page."""
         return None

@@ -22,7 +22,7 @@ def watermark_info(request: MotionControlRequest) -> dict[str, bool]:
 
 
 def multi_shot_fields(shots: Sequence[Any]) -> dict[str, Any]:
-    """Kling 3.0's custom shot sequence, the one place its body is built. Seed 002 names the
+    """Kling 3.0's custom shot sequence, the one place its body is built. evolink's Kling 3.0 pages names the
     feature (per-shot prompt and duration) but shows no body (?): these are the field names of
     Kling's own 3.0 API (multi_shot, shot_type "customize", multi_prompt [{index, prompt,
     duration}]), which evolink is assumed to pass through in model_params."""
@@ -39,12 +39,12 @@ def multi_shot_fields(shots: Sequence[Any]) -> dict[str, Any]:
 
 
 def v2x_model(model: str) -> bool:
-    """A Kling 2.x model name (Kling-V2.6, kling-v2-6): seed 003 says these take no cfg_scale."""
+    """A Kling 2.x model name (Kling-V2.6, kling-v2-6): the gateway's manual says these take no cfg_scale."""
     return re.search(r"v2(?:[.-]|$)", model.lower()) is not None
 
 
 def flat_motion_fields(request: MotionControlRequest) -> dict[str, Any]:
-    """The motion-control fields three dialects name identically (PROVIDERS.md, common rules)."""
+    """The motion-control fields three dialects name identically (docs/providers.md, common rules)."""
     return {
         "image_url": request.image,
         "video_url": request.video,

@@ -1,6 +1,6 @@
-"""`evolink` dialect (seeds 000, 001, 002): an aggregator with an OpenAI-style task API.
+"""`evolink` dialect (evolink's motion-control page): an aggregator with an OpenAI-style task API.
 
-One endpoint for everything; the model name picks the job. Facts marked (?) in PROVIDERS.md
+One endpoint for everything; the model name picks the job. Facts marked (?) in docs/providers.md
 (the motion-control and Kling 3.0 text/image-to-video bodies, the query path) are confined to the
 constants and builders below, so a correction is a one-line change. Custom elements follow seed
 002's documented body. Callbacks come on completed, failed or cancelled; output links live about
@@ -27,19 +27,19 @@ MODELS = {
     JobKind.MOTION_CONTROL: "kling-v3-motion-control",
     JobKind.TEXT_TO_VIDEO: "kling-v3-text-to-video",  # (?) "only the model parameter differs"
     JobKind.IMAGE_TO_VIDEO: "kling-v3-image-to-video",  # (?)
-    JobKind.CUSTOM_ELEMENT: "kling-custom-element",  # seed 002
+    JobKind.CUSTOM_ELEMENT: "kling-custom-element",  # evolink's Kling 3.0 pages
 }
 CREATE_PATH = "/videos/generations"
-QUERY_PATH = "/tasks/{task_id}"  # (?) PROVIDERS.md
-# A finished task's `usage` (?): seed 002 shows only the create answer's `credits_reserved`; a
-# final figure under another name is preferred where the answer carries one.
+QUERY_PATH = "/tasks/{task_id}"  # (?) docs/providers.md
+# A finished task's `usage` (?): evolink's Kling 3.0 pages shows only the create answer's
+# `credits_reserved`; a final figure under another name is preferred where the answer carries one.
 CREDIT_FIELDS = ("credits_used", "credits_charged", "credits", "credits_reserved")
-# Kling 3.0 on evolink takes none of Kling-V2.6's extra controls (seed 002 lists prompt, image,
-# 3..15 s, quality and sound); a request that needs them is routed to a dialect that has them.
+# Kling 3.0 on evolink takes none of Kling-V2.6's extra controls (evolink's Kling 3.0 pages lists prompt,
+# image, 3..15 s, quality and sound); a request that needs them is routed to a dialect that has them.
 _UNSUPPORTED_CONTROLS = ("camera_control", "image_tail", "voice_list", "static_mask", "dynamic_masks")
-# Seeds 000-002: elements are used "in Kling V3 Motion Control, the O3 series and V3
+# evolink's pages: elements are used "in Kling V3 Motion Control, the O3 series and V3
 # Image-to-Video via element_list"; where it sits in the body is not shown (?): beside the other
-# Kling parameters, in model_params, as [{"element_id": ...}] like seed 003's.
+# Kling parameters, in model_params, as [{"element_id": ...}] like the gateway's manual's.
 ELEMENT_LIST = "element_list"
 ELEMENT_ETA_S = 600.0
 
@@ -136,10 +136,13 @@ class EvolinkAdapter(Adapter):
         return []
 
     def takes_shots(self, kind: JobKind) -> bool:
-        return kind in (JobKind.TEXT_TO_VIDEO, JobKind.IMAGE_TO_VIDEO)  # Kling 3.0 (seed 002)
+        return kind in (
+            JobKind.TEXT_TO_VIDEO,
+            JobKind.IMAGE_TO_VIDEO,
+        )  # Kling 3.0 (evolink's Kling 3.0 pages)
 
     def typical_eta_s(self, kind: JobKind) -> float | None:
-        # Seeds 000-002: "Estimated processing time: approximately 10 minutes" for elements.
+        # evolink's pages: "Estimated processing time: approximately 10 minutes" for elements.
         return ELEMENT_ETA_S if kind is JobKind.CUSTOM_ELEMENT else None
 
     def query(self, task_id: str, kind: JobKind = JobKind.MOTION_CONTROL) -> HttpCall:
@@ -161,7 +164,7 @@ class EvolinkAdapter(Adapter):
         )
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
-        # PROVIDERS.md's (?) query answer does not promise an `id`: fall back to what was asked.
+        # docs/providers.md's (?) query answer does not promise an `id`: fall back to what was asked.
         if not isinstance(body, dict) or not isinstance(body.get("id") or task_id, str):
             raise ProviderError(
                 self.dialect, ProviderErrorClass.PROVIDER_DOWN, f"task answer without id: {body!r}"
@@ -174,7 +177,8 @@ class EvolinkAdapter(Adapter):
         status = self.status_of(word)
         credits = _credits(as_dict(body.get("usage"))) if status is JobStatus.SUCCEEDED else None
         return TaskReport(
-            # The estimate is taken from the create answer only (seed 002 shows it there, as the
+            # The estimate is taken from the create answer only (evolink's Kling 3.0 pages shows it there,
+            # as the
             # whole task's length): a later answer repeating it must not restart the countdown.
             progress=percent(body.get("progress")),
             task_id=body["id"],

@@ -1,4 +1,4 @@
-"""`gateway` dialect (seed 003): one `/v1/videos` endpoint, routed by model and fields.
+"""`gateway` dialect (the gateway's manual): one `/v1/videos` endpoint, routed by model and fields.
 
 `model="Kling-V2.6"` routes by priority: `action_control: true` is motion control, `image` or
 `image_tail` is image-to-video, otherwise text-to-video; `model="Kling-Video-O1"` is omni. Tasks
@@ -49,7 +49,7 @@ class GatewayAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
-    element_kinds = frozenset({JobKind.OMNI_VIDEO})  # seed 003: element_list on the omni model
+    element_kinds = frozenset({JobKind.OMNI_VIDEO})  # the gateway's manual: element_list on the omni model
     status_words: ClassVar[dict[str, JobStatus]] = {
         "pending": JobStatus.SUBMITTED,
         "processing": JobStatus.RUNNING,
@@ -88,7 +88,7 @@ class GatewayAdapter(Adapter):
         )
 
     def takes_cfg_scale(self, kind: JobKind) -> bool:
-        # Seed 003 documents cfg_scale on image-to-video only, and "V2.x 不支持" (Kling-V2.6 is).
+        # the gateway's manual documents cfg_scale on image-to-video only, and "V2.x 不支持" (Kling-V2.6 is).
         return kind is JobKind.IMAGE_TO_VIDEO and not v2x_model(self.model_for(kind))
 
     def _generated(self, request: TextToVideoRequest | ImageToVideoRequest, spec: TaskSpec) -> dict[str, Any]:
@@ -150,7 +150,7 @@ class GatewayAdapter(Adapter):
         return HttpCall("POST", ELEMENT_DELETE, {"element_id": element_id})
 
     def parse_elements(self, body: Any) -> list[dict[str, Any]]:
-        """Seed 003's element list."""
+        """the gateway's manual's element list."""
         self.parse_deleted(body)
         data = as_dict(body).get("data")
         # Element ids are 64-bit integers in JSON: kept as text so nothing rounds them.
@@ -195,12 +195,12 @@ class GatewayAdapter(Adapter):
         return Submission(task_id=str(element), raw=body, element_id=str(element))
 
     def naming_upstream(self, call: HttpCall, upstream: str) -> HttpCall:
-        # Seed 003: "provider" speeds up the query of a task no longer in the gateway's cache.
+        # the gateway's manual: "provider" speeds up the query of a task no longer in the gateway's cache.
         return HttpCall(call.method, f"{call.path}?provider={quote(upstream, safe='')}", call.json)
 
     def parse_task(self, body: Any, *, task_id: str | None = None) -> TaskReport:
         if isinstance(body, dict) and isinstance(body.get("data"), list):
-            # Seed 003's unified format, whatever else the answer carries beside data[].
+            # the gateway's manual's unified format, whatever else the answer carries beside data[].
             return self._parse_unified(body, task_id)
         if not isinstance(body, dict) or not isinstance(body.get("id"), str):
             raise ProviderError(
@@ -208,7 +208,7 @@ class GatewayAdapter(Adapter):
             )
         word = str(body.get("status", ""))
         usage = as_dict(body.get("usage"))
-        # Seed 003 names it `seconds`; its unified answer format says `duration_seconds`.
+        # the gateway's manual names it `seconds`; its unified answer format says `duration_seconds`.
         seconds = number(usage.get("seconds", usage.get("duration_seconds")))
         outputs: tuple[TaskOutput, ...] = ()
         if isinstance(body.get("video_url"), str):
@@ -225,7 +225,7 @@ class GatewayAdapter(Adapter):
         )
 
     def _parse_unified(self, body: dict[str, Any], task_id: str | None) -> TaskReport:
-        """Seed 003's unified completed answer: `data[] {url, duration, width, height,
+        """the gateway's manual's unified completed answer: `data[] {url, duration, width, height,
         cover_url}`, `usage.duration_seconds`, `provider`, `origin_data`. It carries no id or
         status: it only ever describes a finished task, the one that was asked about. As a
         callback it names no task of the gateway's (`origin_data` is the upstream's own answer,

@@ -63,10 +63,10 @@ class KlingAdapter(Adapter):
     default_models = MODELS
     sends_callbacks = True
     supports_external_id = True
-    # Seed 003: element_list on the omni model; seeds 000-002: Kling V3 motion control and
+    # the gateway's manual: element_list on the omni model; evolink's pages: Kling V3 motion control and
     # image-to-video take it too (?: their body on Kling's own API is not shown).
     element_kinds = frozenset({JobKind.OMNI_VIDEO, JobKind.MOTION_CONTROL, JobKind.IMAGE_TO_VIDEO})
-    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # PROVIDERS.md
+    watermark_kinds = frozenset({JobKind.MOTION_CONTROL})  # docs/providers.md
     status_words: ClassVar[dict[str, JobStatus]] = {
         "submitted": JobStatus.SUBMITTED,
         "processing": JobStatus.RUNNING,

@@ -18,11 +18,11 @@ from klingflow.core.kinds import AnyRequest
 from .bodies import camera
 
 ELEMENT_NAME_MAX = 10
-# Kling-V2.6 text- and image-to-video come in these lengths only (seed 003).
+# Kling-V2.6 text- and image-to-video come in these lengths only (the gateway's manual).
 GENERATED_SECONDS = (5, 10)
 ELEMENT_REFER_IMAGES = (1, 3)
 
-# Kling's business codes (PROVIDERS.md section 4), by range.
+# Kling's business codes (Kling's API reference, docs/providers.md), by range.
 _CODES: tuple[tuple[range, ProviderErrorClass], ...] = (
     (range(1000, 1005), ProviderErrorClass.AUTH),
     (range(1100, 1103), ProviderErrorClass.INSUFFICIENT_BALANCE),
@@ -46,7 +46,7 @@ def class_of_code(code: int) -> ProviderErrorClass | None:
 
 
 def image_to_video_fields(request: ImageToVideoRequest) -> dict[str, Any]:
-    """Image-to-video's optional fields, named alike by gateway and Kling (seed 003)."""
+    """Image-to-video's optional fields, named alike by gateway and Kling (the gateway's manual)."""
     return {
         "image": request.image,
         "image_tail": request.image_tail,

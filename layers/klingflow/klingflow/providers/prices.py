@@ -1,4 +1,4 @@
-"""What each provider charges by default, in its currency, from the seeds.
+"""What each provider charges by default, in its currency, from the providers' documentation.
 
 Prices are per job kind and tier (`std`, `pro`, and `std_sound`/`pro_sound` where sound costs
 more): per second of billed video (`price_per_second`), per request for flat-priced work
@@ -15,7 +15,7 @@ from typing import Any
 from klingflow.core.vocab import JobKind
 
 
-# Evolink's Kling 3.0 price factors (seed 002): 720p 1.0x, 720p+sound 1.5x, 1080p 1.333x,
+# Evolink's Kling 3.0 price factors (evolink's Kling 3.0 pages): 720p 1.0x, 720p+sound 1.5x, 1080p 1.333x,
 # 1080p+sound 2.0x.
 def _factored(base: float) -> dict[str, float]:
     return {
@@ -26,13 +26,14 @@ def _factored(base: float) -> dict[str, float]:
     }
 
 
-# Evolink charges credits, at $0.0139 a credit (seeds 000/001: "$0.0139 / request (1 Credits)");
+# Evolink charges credits, at $0.0139 a credit (evolink's motion-control page:
+# "$0.0139 / request (1 Credits)");
 # its pages quote dollars rounded from them ("$0.075/second (5.4 Credits)"). Its prices here are
 # its credits at that price, unrounded, so an estimate is exactly what the credits it reports
 # settle to (a rounded dollar figure under-reserved: $0.567 for a clip charged $0.56712).
 EVOLINK_CREDIT_USD = 0.0139
 # Credits per second: Kling 3.0 5.4 at 720p (evolink's Kling 3.0 page), times the factors
-# above (8.1, 7.1982, 10.8 there); motion control 8.16, the "$0.1134/s" of seeds 000/001 in
+# above (8.1, 7.1982, 10.8 there); motion control 8.16, the "$0.1134/s" of evolink's motion-control page in
 # credits, at 1080p times 1.333 (?).
 EVOLINK_CREDITS_PER_S = {
     JobKind.MOTION_CONTROL: {"std": 8.16, "pro": 8.16 * 1.333},
@@ -49,26 +50,26 @@ def _evolink_prices() -> dict[str, dict[str, float]]:
 
 
 DEFAULT_PRICES: dict[str, dict[str, Any]] = {
-    "apimaster": {  # seed 004
+    "apimaster": {  # apimaster's page
         "currency": "USD",
         "price_per_second": {"motion_control": {"std": 0.10288, "pro": 0.13712}},
     },
-    "evolink": {  # seeds 000-002
+    "evolink": {  # evolink's pages
         "currency": "USD",
         "price_per_second": _evolink_prices(),
-        # One credit per element (seeds 000-002).
+        # One credit per element (evolink's pages).
         "flat_prices": {"custom_element": EVOLINK_CREDIT_USD},
         "unit_price": EVOLINK_CREDIT_USD,
     },
-    "gateway": {  # seed 003
+    "gateway": {  # the gateway's manual
         "currency": "CNY",
-        # Seed 003 prices motion control only; its other kinds need prices from the deployment.
+        # the gateway's manual prices motion control only; its other kinds need prices from the deployment.
         "price_per_second": {"motion_control": {"std": 0.5, "pro": 0.8}},
     },
-    "kling": {  # Kling's own API (PROVIDERS.md section 4), which gives no prices
+    "kling": {  # Kling's own API (Kling's API reference, docs/providers.md), which gives no prices
         "currency": "USD",
         "price_per_second": {
-            # (?) Seed 002 quotes the official Kling 3.0 API at $0.084/s; the other tiers use
+            # (?) evolink's Kling 3.0 pages quotes the official Kling 3.0 API at $0.084/s; the other tiers use
             # evolink's factors. Omni has no published price here: set one to route omni to Kling.
             "motion_control": {"std": 0.084, "pro": 0.11197},
             "text_to_video": _factored(0.084),

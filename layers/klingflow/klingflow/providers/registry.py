@@ -1,6 +1,7 @@
 """Which providers exist, how they are configured, and which ones a job may go to.
 
-Defaults come from the seeds (their prices in `prices.py`); a deployment overrides any field per
+Defaults come from the providers' documentation (their prices in `prices.py`); a deployment overrides any
+field per
 provider with the PROVIDER_OVERRIDES JSON (base URLs, prices, models, enabled) without a code
 change. Every base URL is configuration, so the sandbox (or a user) can point any dialect at any
 HTTP server. A fifth dialect is one module in this package, one entry in ADAPTERS (`dialects.py`),
@@ -121,21 +122,21 @@ def _without_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
 
 # Where each provider is and how it signs in; what it charges is merged in from prices.py.
 _ENDPOINTS: dict[str, dict[str, Any]] = {
-    "apimaster": {  # seed 004
+    "apimaster": {  # apimaster's page
         "dialect": "apimaster",
         "base_url": "https://apimaster.ai/v1",
         "download_hosts": ["*.apimaster.ai"],
     },
-    "evolink": {  # seeds 000-002
+    "evolink": {  # evolink's pages
         "dialect": "evolink",
         "base_url": "https://api.evolink.ai/v1",
         "download_hosts": ["*.evolink.ai"],
     },
-    "gateway": {  # seed 003: paths but no host, so a deployment sets base_url to enable it
+    "gateway": {  # the gateway's manual: paths but no host, so a deployment sets base_url to enable it
         "dialect": "gateway",
         "base_url": "",
     },
-    "kling": {  # Kling's own API (PROVIDERS.md section 4)
+    "kling": {  # Kling's own API (Kling's API reference, docs/providers.md)
         "dialect": "kling",
         "base_url": "https://api-singapore.klingai.com",
         "credential_fields": ("access_key", "secret_key"),
