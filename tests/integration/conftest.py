@@ -14,9 +14,10 @@ from klingflow.infra.dynamo import Table
 from klingflow_dev import ASSETS
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
-from klingflow_dev.sandbox import Sandbox, SandboxOptions
+from klingflow_dev.sandbox import Sandbox
 from klingflow_dev.sandbox.client import ApiClient
 from tests.conftest import TEST_CREDENTIALS
+from tests.fixtures.prices import sandbox_options, with_prices
 
 from .emulated import KEYS, Providers
 
@@ -145,19 +146,19 @@ class Stack:
 
 @contextmanager
 def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[Stack]:
-    """A sandbox on a manual clock, with the stack parameters a deployment would pass.
+    """A sandbox on a manual clock, with the stack parameters a deployment would pass, priced
+    from tests/fixtures/prices.py.
 
     Only one sandbox runs per process, so the shared one stops first (the next test that asks
     for `stack` starts it again)."""
     SHARED.stop()
     clock = ManualClock()
-    sandbox = Sandbox(
-        SandboxOptions(
-            clock=clock,
-            environment={**SandboxOptions().environment, "PROVIDER_TIMEOUT_S": "1"},
-            parameters=parameters or {},
-        )
-    )
+    parameters = dict(parameters or {})
+    if "ProviderOverrides" in parameters:
+        # A test's own prices over the fixture's, per kind and tier, never over production's
+        parameters["ProviderOverrides"] = json.dumps(with_prices(json.loads(parameters["ProviderOverrides"])))
+    options = sandbox_options(clock=clock, environment={"PROVIDER_TIMEOUT_S": "1"}, parameters=parameters)
+    sandbox = Sandbox(options)
     sandbox.start()
     try:
         yield Stack(sandbox, clock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from klingflow.providers.registry import Registry, load_configs
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import EmulatorServer
+from tests.fixtures.prices import PRICES, USD_PER_CNY
 
 KEYS = {
     "apimaster": {"api_key": "a-key"},
@@ -21,7 +22,14 @@ class Providers:
         self.emulator = server.emulator
 
     def registry(self, *, keys: dict[str, dict[str, str]] = KEYS, timeout_s: float = 5.0) -> Registry:
-        overrides = {name: {"base_url": url} for name, url in self.server.base_urls.items()}
+        # Priced as the sandbox-tier tests are (tests/fixtures/prices.py), not as production is.
+        overrides = {
+            name: {**PRICES.get(name, {}), "base_url": url} for name, url in self.server.base_urls.items()
+        }
         return Registry(
-            load_configs(overrides), lambda name: keys[name], timeout_s=timeout_s, clock=self.clock
+            load_configs(overrides),
+            lambda name: keys[name],
+            timeout_s=timeout_s,
+            clock=self.clock,
+            usd_per_cny=USD_PER_CNY,
         )

@@ -1,7 +1,7 @@
 """Every job kind through the pipeline: API -> validation -> cheapest provider -> archive.
 
-The sandbox prices the kinds the providers leave unpriced (SANDBOX_PRICES), so routing among
-all four dialects can be seen for each kind.
+The tests price every kind at every provider (tests/fixtures/prices.py), so routing among all
+four dialects can be seen for each kind.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from klingflow_dev import ASSETS
 from tests.conftest import sample_event
+from tests.fixtures.prices import amount, evolink_credits, flat_usd, units_amount
 from tests.integration.conftest import Stack
 from tests.unit.test_probe import png
 
@@ -45,13 +46,19 @@ UNPINNED_OMNI = {"provider": None, "elements": None, "prompt": "<<<image_1>>> wa
 @pytest.mark.parametrize(
     ("kind", "changes", "cheapest", "seconds", "amount"),
     [
-        # 5 s at 720p with sound: gateway 0.75 CNY/s ($0.105) < evolink $0.11259 < kling $0.126
-        ("text_to_video", {}, "gateway", 5, 3.75),
-        # 5 s at 1080p: evolink $0.10005 < kling $0.11197 < gateway 0.8 CNY/s ($0.112); evolink
-        # settles on its own figure, 5.4 credits/s x 1.333 x 5 s at $0.0139 a credit
-        ("image_to_video", {}, "evolink", 5, 0.50027),
-        # 5 s at pro: gateway 0.9 CNY/s ($0.126) < kling $0.13
-        ("omni_video", UNPINNED_OMNI, "gateway", 5, 4.5),
+        # 5 s at 720p with sound: gateway < evolink < kling; gateway's usage.seconds at its price
+        ("text_to_video", {}, "gateway", 5, amount("gateway", "text_to_video", "std_sound", 5)),
+        # 5 s at 1080p: evolink < kling < gateway; evolink settles on its own figure, its
+        # credits at the credit's price
+        (
+            "image_to_video",
+            {},
+            "evolink",
+            5,
+            units_amount("evolink", evolink_credits("image_to_video", "pro", 5)),
+        ),
+        # 5 s at pro: gateway < kling
+        ("omni_video", UNPINNED_OMNI, "gateway", 5, amount("gateway", "omni_video", "pro", 5)),
     ],
 )
 def test_each_video_kind_lands_on_its_cheapest_provider_and_is_archived(
@@ -75,7 +82,7 @@ def test_each_video_kind_lands_on_its_cheapest_provider_and_is_archived(
 
 
 def test_a_custom_element_ends_with_its_element_id_in_the_job_the_result_and_the_event(stack: Stack) -> None:
-    # Given an element request (evolink: 1 credit, $0.0139, the cheapest), when it runs
+    # Given an element request (evolink: 1 credit, the cheapest), when it runs
     job = run(stack, "custom_element")
 
     # Then the job holds the element id the provider made, with no video, at the flat price
@@ -83,7 +90,8 @@ def test_a_custom_element_ends_with_its_element_id_in_the_job_the_result_and_the
     element_id = job["element_id"]
     task = stack.emulator.tasks[job["provider_task_id"]]
     assert element_id == task.element_id and job["outputs"] == []
-    assert job["cost"]["billed_usd"] == 0.0139 and job["cost"].get("billed_seconds") is None
+    assert job["cost"]["billed_usd"] == flat_usd("evolink", "custom_element")
+    assert job["cost"].get("billed_seconds") is None
     result = json.loads(
         stack.s3.get_object(Bucket=stack.bucket, Key=f"outputs/{job['job_id']}/result.json")["Body"].read()
     )
@@ -121,7 +129,7 @@ def test_a_clip_length_only_one_dialect_makes_routes_there(stack: Stack) -> None
     assert (job["status"], job["provider"]) == ("ARCHIVED", "evolink")
     assert (job["cost"]["billed_seconds"], job["cost"]["provider_amount"]) == (
         7,
-        round(5.4 * 1.5 * 7 * 0.0139, 5),
+        units_amount("evolink", evolink_credits("text_to_video", "std_sound", 7)),
     )
 
 

@@ -1,8 +1,8 @@
 """Money through the real handlers: the daily budget, settlement from what each provider charged,
 refunds, and never paying for an output that is then thrown away.
 
-The sample motion-control job is 5 s of reference video at std: $0.35 on gateway (0.5 CNY/s),
-$0.42 on kling, $0.5144 on apimaster, $0.56712 on evolink (40.8 credits at $0.0139).
+The sample motion-control job is 5 s of reference video at std, priced from
+tests/fixtures/prices.py: gateway cheapest, then kling, apimaster, evolink.
 """
 
 from __future__ import annotations
@@ -24,10 +24,16 @@ from klingflow.jobs.reservations import Claim
 from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Budget, Ledger
 from klingflow.money.settlement import Charge, Settle
+from tests.fixtures.prices import evolink_credits, job_usd, kling_units, units_usd
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.unit.test_store import _job
 
-GATEWAY_JOB_USD = 0.35
+GATEWAY_JOB_USD = job_usd("gateway", "motion_control", "std", 5)
+KLING_JOB_USD = job_usd("kling", "motion_control", "std", 5)
+# What a $5 day holds of the sample job on gateway, and what is left once they are reserved.
+FITS = int(5 // GATEWAY_JOB_USD)
+LEFT_USD = 5 - FITS * GATEWAY_JOB_USD
+OVERCHARGED_USD = round(GATEWAY_JOB_USD * 1.2, 5)
 
 
 @pytest.fixture
@@ -44,7 +50,7 @@ def test_jobs_past_the_days_budget_are_refused_and_spend_agrees_with_what_was_bi
     five_dollar_day: Stack,
 ) -> None:
     stack = five_dollar_day
-    # Given a $5 day and 20 jobs of $0.35 accepted at once (nothing is reserved before sending)
+    # Given a $5 day and 20 jobs on gateway accepted at once (nothing is reserved before sending)
     accepted = [stack.post("incoming/b1") for _ in range(20)]
     assert {response.status_code for response in accepted} == {202}
     ids = [response.json()["job_id"] for response in accepted]
@@ -52,20 +58,20 @@ def test_jobs_past_the_days_budget_are_refused_and_spend_agrees_with_what_was_bi
     # When the submit queue sends them
     stack.send_all(len(ids))
 
-    # Then 14 ($4.90) went to a provider and 6 failed, each naming the budget, without a call
+    # Then as many as fit went to a provider and the rest failed, each naming the budget, without a call
     jobs = [stack.job(job_id) for job_id in ids]
     sent = [job for job in jobs if job["status"] == "SUBMITTED"]
     refused = [job for job in jobs if job["status"] == "FAILED"]
-    assert (len(sent), len(refused)) == (14, 6)
-    assert _creates(stack) == 14
+    assert (len(sent), len(refused)) == (FITS, 20 - FITS)
+    assert _creates(stack) == FITS
     for job in refused:
         assert job["error"]["code"] == "BUDGET_EXCEEDED"
         assert job["error"]["budget"]["daily_budget_usd"] == 5
         assert job["error"]["budget"]["estimate_usd"] == GATEWAY_JOB_USD
-        assert job["error"]["budget"]["remaining_usd"] == pytest.approx(0.10)
+        assert job["error"]["budget"]["remaining_usd"] == pytest.approx(LEFT_USD)
         assert stack.events_for(job["job_id"]) == ["Job Failed"]
     spend = stack.spend()
-    assert (spend["reserved_usd"], spend["settled_usd"]) == (4.9, 0.0)
+    assert (spend["reserved_usd"], spend["settled_usd"]) == (pytest.approx(5 - LEFT_USD), 0.0)
 
     # When they finish and are archived
     stack.finish_at_provider()
@@ -74,11 +80,12 @@ def test_jobs_past_the_days_budget_are_refused_and_spend_agrees_with_what_was_bi
     # Then GET /spend settles to the sum of what the jobs were billed, nothing left reserved
     billed = [stack.job(job["job_id"])["cost"]["billed_usd"] for job in sent]
     spend = stack.spend()
-    assert spend["settled_usd"] == pytest.approx(sum(billed)) == 4.9
+    assert spend["settled_usd"] == pytest.approx(sum(billed)) == pytest.approx(5 - LEFT_USD)
     assert spend["reserved_usd"] == 0.0
-    assert spend["remaining_usd"] == pytest.approx(0.1)
-    assert spend["by_provider"] == {"gateway": {"reserved_usd": 0.0, "settled_usd": 4.9}}
-    assert spend["by_kind"] == {"motion_control": {"reserved_usd": 0.0, "settled_usd": 4.9}}
+    assert spend["remaining_usd"] == pytest.approx(LEFT_USD)
+    settled = {"reserved_usd": 0.0, "settled_usd": pytest.approx(5 - LEFT_USD)}
+    assert spend["by_provider"] == {"gateway": settled}
+    assert spend["by_kind"] == {"motion_control": settled}
 
     # And a request that cannot fit what is left is refused at once, naming the figures
     response = stack.post("incoming/b1")
@@ -87,20 +94,21 @@ def test_jobs_past_the_days_budget_are_refused_and_spend_agrees_with_what_was_bi
     assert error["code"] == "BUDGET_EXCEEDED"
     assert error["budget"] == {
         "daily_budget_usd": 5,
-        "remaining_usd": pytest.approx(0.1),
+        "remaining_usd": pytest.approx(LEFT_USD),
         "estimate_usd": GATEWAY_JOB_USD,
         "max_job_cost_usd": 25,
     }
 
 
 def test_a_job_dearer_than_max_job_cost_is_refused_before_it_is_stored(aws_env: None) -> None:
-    with deterministic_stack({"MaxJobCostUsd": "0.3"}) as stack:
+    cap = round(GATEWAY_JOB_USD * 0.8, 2)  # under even the cheapest provider's price
+    with deterministic_stack({"MaxJobCostUsd": str(cap)}) as stack:
         response = stack.post("incoming/max")
 
         assert response.status_code == 402
         error = response.json()["error"]
         assert error["code"] == "BUDGET_EXCEEDED"
-        assert "MaxJobCostUsd $0.3" in error["message"]
+        assert f"MaxJobCostUsd ${cap}" in error["message"]
         assert error["budget"]["estimate_usd"] == GATEWAY_JOB_USD
         assert stack.api.get_json("/jobs")["jobs"] == []
         rejected = [e for e in stack.sandbox.collect_events() if e["detail-type"] == "Job Rejected"]
@@ -108,7 +116,8 @@ def test_a_job_dearer_than_max_job_cost_is_refused_before_it_is_stored(aws_env: 
 
 
 def test_a_manifest_over_the_budget_gets_its_rejected_report(aws_env: None) -> None:
-    with deterministic_stack({"DailyBudgetUsd": "0.3"}) as stack:
+    budget = round(GATEWAY_JOB_USD * 0.8, 2)  # the day cannot hold the cheapest provider's price
+    with deterministic_stack({"DailyBudgetUsd": str(budget)}) as stack:
         stack.put_media("incoming/m-budget")
         manifest = {
             "image": "character.png",
@@ -125,17 +134,18 @@ def test_a_manifest_over_the_budget_gets_its_rejected_report(aws_env: None) -> N
             stack.s3.get_object(Bucket=stack.bucket, Key="rejected/m-budget/job.error.json")["Body"].read()
         )
         assert report["error"]["code"] == "BUDGET_EXCEEDED"
-        assert report["error"]["budget"]["remaining_usd"] == 0.3
+        assert report["error"]["budget"]["remaining_usd"] == budget
         assert _creates(stack) == 0
 
 
 @pytest.mark.parametrize(
     ("provider", "source", "billed_usd"),
     [
-        ("gateway", "provider", 0.35),  # usage.seconds 5 x 0.5 CNY x 0.14
-        ("kling", "provider", 0.42),  # final_unit_deduction 3 units x $0.14
-        ("evolink", "provider", round(8.16 * 5 * 0.0139, 5)),  # usage credits x $0.0139
-        ("apimaster", "rule", 0.5144),  # no figure of its own: 5 s x $0.10288
+        ("gateway", "provider", GATEWAY_JOB_USD),  # usage.seconds 5 at its price a second
+        ("kling", "provider", units_usd("kling", kling_units("std", 5))),  # final_unit_deduction
+        # usage credits at the credit's price
+        ("evolink", "provider", units_usd("evolink", evolink_credits("motion_control", "std", 5))),
+        ("apimaster", "rule", job_usd("apimaster", "motion_control", "std", 5)),  # no figure of its own
     ],
 )
 def test_each_job_settles_to_what_its_provider_charged(
@@ -184,7 +194,7 @@ def test_a_submission_whose_outcome_cannot_be_learned_stays_reserved_as_possibly
     assert (job["status"], job["error"]["code"]) == ("FAILED", "SUBMIT_OUTCOME_UNKNOWN")
     assert job["cost"]["possibly_billed"] is True
     assert job["reservation"]["state"] == "reserved"
-    assert stack.spend()["reserved_usd"] == 0.5144
+    assert stack.spend()["reserved_usd"] == job_usd("apimaster", "motion_control", "std", 5)
 
 
 def test_a_task_that_completes_after_the_deadline_is_archived_late(stack: Stack) -> None:
@@ -285,7 +295,7 @@ def test_a_pinned_job_waiting_on_its_provider_can_be_cancelled_and_its_reservati
     stack.emulator.set_faults("kling", create_status=429, create_code=1303)
     job = stack.post_job("incoming/c2", provider="kling")
     assert job["status"] == "QUEUED"
-    assert stack.spend()["reserved_usd"] == 0.42
+    assert stack.spend()["reserved_usd"] == KLING_JOB_USD
 
     response = stack.api.request("POST", f"/jobs/{job['job_id']}/cancel")
 
@@ -356,7 +366,7 @@ def test_a_pinned_job_waits_for_its_provider_instead_of_failing(stack: Stack, fa
     # Then it is sent, and the day holds one reservation for it
     sent = stack.job(job["job_id"])
     assert (sent["status"], sent["provider"]) == ("SUBMITTED", "kling")
-    assert stack.spend()["reserved_usd"] == 0.42
+    assert stack.spend()["reserved_usd"] == KLING_JOB_USD
     assert _creates(stack) == 2
 
 
@@ -411,13 +421,13 @@ def test_many_submitters_at_once_never_overspend_the_day(five_dollar_day: Stack)
         outcomes = list(pool.map(claim, range(len(jobs))))
 
     # Then exactly as many as fit were claimed, and the day holds exactly their reservations
-    assert outcomes.count(Claim.CLAIMED) == 14
-    assert outcomes.count(Claim.NO_ROOM) == 26
+    assert outcomes.count(Claim.CLAIMED) == FITS
+    assert outcomes.count(Claim.NO_ROOM) == 40 - FITS
     spend = stack.spend()
-    assert spend["reserved_usd"] == pytest.approx(14 * GATEWAY_JOB_USD)
-    assert spend["remaining_usd"] == pytest.approx(5 - 14 * GATEWAY_JOB_USD)
+    assert spend["reserved_usd"] == pytest.approx(FITS * GATEWAY_JOB_USD)
+    assert spend["remaining_usd"] == pytest.approx(5 - FITS * GATEWAY_JOB_USD)
     held = [stores[0].get(job.job_id) for job in jobs]
-    assert sum(1 for job in held if job is not None and job.reservation is not None) == 14
+    assert sum(1 for job in held if job is not None and job.reservation is not None) == FITS
 
 
 def test_a_pinned_job_waits_out_its_providers_open_breaker_without_calling_it(stack: Stack) -> None:
@@ -447,7 +457,7 @@ def test_a_pinned_job_waits_out_its_providers_open_breaker_without_calling_it(st
     stack.sandbox.sweep()
     stack.send_all(1)
     assert stack.job(job["job_id"])["status"] == "SUBMITTED"
-    assert stack.spend()["reserved_usd"] == 0.42
+    assert stack.spend()["reserved_usd"] == KLING_JOB_USD
 
 
 def test_a_late_task_is_salvaged_though_the_query_endpoint_was_down_at_the_deadline(stack: Stack) -> None:
@@ -521,12 +531,13 @@ def test_a_task_whose_create_answer_was_lost_is_found_by_lookup_after_the_deadli
     assert _creates(stack) == 1
 
 
-EVOLINK_RESERVED_USD = round(8.16 * 5 * 0.0139, 5)  # the 40.8 credits evolink reserves, priced
+# The 40.8 credits evolink reserves for the sample job, priced (more than the $0.50 below).
+EVOLINK_RESERVED_USD = units_usd("evolink", evolink_credits("motion_control", "std", 5))
 
 
 def _cheap_evolink(budget: str) -> dict[str, str]:
     """A deployment whose evolink price is out of date: $0.10/s, so $0.50 for the sample job,
-    while evolink reserves (and charges) 40.8 credits, $0.56712."""
+    while evolink reserves (and charges) its 40.8 credits, EVOLINK_RESERVED_USD."""
     overrides = {"evolink": {"price_per_second": {"motion_control": {"std": 0.1}}}}
     return {"DailyBudgetUsd": budget, "ProviderOverrides": json.dumps(overrides)}
 
@@ -550,7 +561,8 @@ def test_a_reservation_rises_to_what_the_provider_reserved_and_settles_without_o
 
 
 def test_an_overcharge_is_settled_counted_and_refuses_new_jobs_while_the_day_is_over(aws_env: None) -> None:
-    # Given a $0.52 day: the $0.50 estimate fits, evolink's $0.56712 reservation does not
+    # Given a $0.52 day: the $0.50 estimate fits, evolink's reservation does not
+    assert EVOLINK_RESERVED_USD > 0.52
     with deterministic_stack(_cheap_evolink("0.52")) as stack:
         job = stack.post_job("incoming/over", provider="evolink")
         assert (job["status"], job["reservation"]["usd"]) == ("SUBMITTED", 0.5)
@@ -564,8 +576,9 @@ def test_an_overcharge_is_settled_counted_and_refuses_new_jobs_while_the_day_is_
         assert (done["status"], done["cost"]["billed_usd"]) == ("ARCHIVED", EVOLINK_RESERVED_USD)
         spend = stack.spend()
         assert spend["settled_usd"] == EVOLINK_RESERVED_USD
-        assert (spend["overrun_usd"], spend["overruns"]) == (pytest.approx(0.06712), 1)
-        assert (spend["remaining_usd"], spend["over_budget_usd"]) == (0.0, pytest.approx(0.04712))
+        assert (spend["overrun_usd"], spend["overruns"]) == (pytest.approx(EVOLINK_RESERVED_USD - 0.5), 1)
+        over = pytest.approx(EVOLINK_RESERVED_USD - 0.52)
+        assert (spend["remaining_usd"], spend["over_budget_usd"]) == (0.0, over)
 
         # And a new job is refused at once, the answer saying why the day is full
         response = stack.post("incoming/over2", provider="gateway")
@@ -578,8 +591,8 @@ def test_an_overcharge_is_settled_counted_and_refuses_new_jobs_while_the_day_is_
 def test_concurrent_overcharged_jobs_pass_the_budget_only_by_the_recorded_overrun(
     five_dollar_day: Stack,
 ) -> None:
-    """40 submitters on their own connections each claim a $0.35 job and settle it at once at
-    $0.42 (a provider charging 20 % over), all racing, against a $5 day."""
+    """40 submitters on their own connections each claim a job at gateway's price and settle it
+    at once 20 % over (a provider overcharging), all racing, against a $5 day."""
     stack = five_dollar_day
     endpoint = stack.sandbox.endpoint
     stores = []
@@ -599,7 +612,7 @@ def test_concurrent_overcharged_jobs_pass_the_budget_only_by_the_recorded_overru
             job_id = jobs[index].job_id
             store.transition(job_id, JobStatus.SUBMITTED, by=Actor.ARCHIVE, fields={"provider": "gateway"})
             store.transition(job_id, JobStatus.SUCCEEDED, by=Actor.ARCHIVE)
-            charge = Charge(usd=0.42, source=BilledSource.PROVIDER)
+            charge = Charge(usd=OVERCHARGED_USD, source=BilledSource.PROVIDER)
             assert (
                 store.transition(job_id, JobStatus.ARCHIVED, by=Actor.ARCHIVE, money=Settle(charge))
                 is not None
@@ -611,12 +624,12 @@ def test_concurrent_overcharged_jobs_pass_the_budget_only_by_the_recorded_overru
 
     # Then every charge is settled and counted, and the day passes $5 by no more than the overruns
     claimed = outcomes.count(Claim.CLAIMED)
-    assert 0 < claimed <= 14 and outcomes.count(Claim.NO_ROOM) == 40 - claimed
+    assert 0 < claimed <= FITS and outcomes.count(Claim.NO_ROOM) == 40 - claimed
     spend = stack.spend()
     assert spend["reserved_usd"] == 0.0
-    assert spend["settled_usd"] == pytest.approx(0.42 * claimed)
+    assert spend["settled_usd"] == pytest.approx(OVERCHARGED_USD * claimed)
     assert spend["overruns"] == claimed
-    assert spend["overrun_usd"] == pytest.approx(0.07 * claimed)
+    assert spend["overrun_usd"] == pytest.approx((OVERCHARGED_USD - GATEWAY_JOB_USD) * claimed)
     assert spend["committed_usd"] - spend["overrun_usd"] <= 5 + 1e-9
     # And with less than a job's estimate left, no further claim fits
     late, _ = stores[0].create(_job("01OVERLATE"))

@@ -16,6 +16,7 @@ from klingflow.flows import archive as archiving
 from klingflow.jobs import endings
 from klingflow.jobs.store import JobStore
 from klingflow_dev.emulator.core import HTML_PAGE
+from tests.fixtures.prices import job_usd
 from tests.integration.conftest import Stack
 
 ARCHIVE_STALL_S = 30  # the sandbox's: how soon the sweeper brings back a copy that did not finish
@@ -77,9 +78,10 @@ def test_an_html_output_is_retried_then_fails_output_invalid_settled_and_quarant
     assert f"s3://{stack.bucket}/quarantine/{job_id}/" in message and "3 downloads" in message
     assert job["outputs"] == [] and "ARCHIVED" not in [h["status"] for h in job["history"]]
     # And the provider's charge is recorded: settled, not released
-    assert job["cost"]["billed_usd"] == 0.35 and job["reservation"]["state"] == "settled"
+    gateway_job_usd = job_usd("gateway", "motion_control", "std", 5)
+    assert job["cost"]["billed_usd"] == gateway_job_usd and job["reservation"]["state"] == "settled"
     spend = stack.spend()
-    assert (spend["settled_usd"], spend["reserved_usd"]) == (0.35, 0)
+    assert (spend["settled_usd"], spend["reserved_usd"]) == (gateway_job_usd, 0)
     # And each download's bytes are kept under quarantine/, never under outputs/, as opaque bytes
     assert _keys(stack, f"outputs/{job_id}/") == []
     kept = [f"quarantine/{job_id}/download-{n}/output-1.mp4" for n in (1, 2, 3)]

@@ -7,7 +7,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from klingflow_dev import ASSETS
+from tests.fixtures.prices import amount, job_usd
 from tests.integration.conftest import Stack
+
+GATEWAY_JOB_USD = job_usd("gateway", "motion_control", "std", 5)
 
 
 def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) -> None:
@@ -26,7 +29,7 @@ def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) 
     [summary] = stack.api.get_json("/jobs")["jobs"]
     job_id = summary["job_id"]
     assert summary["status"] == "SUBMITTED"
-    assert summary["provider"] == "gateway"  # the cheapest: 0.5 CNY/s against $0.10288/s
+    assert summary["provider"] == "gateway"  # the cheapest for motion control at std
     stack.finish_at_provider()
     stack.sandbox.drain_archive()
 
@@ -44,8 +47,9 @@ def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) 
     )
     assert result["outputs"][0]["sha256"] == output["sha256"]
     assert job["cost"]["billed_seconds"] == 5
-    assert (job["cost"]["provider_amount"], job["cost"]["currency"]) == (2.5, "CNY")  # 0.5 CNY/s x 5 s
-    assert job["cost"]["billed_usd"] == 0.35
+    gateway_amount = amount("gateway", "motion_control", "std", 5)  # its yuan a second x 5 s
+    assert (job["cost"]["provider_amount"], job["cost"]["currency"]) == (gateway_amount, "CNY")
+    assert job["cost"]["billed_usd"] == GATEWAY_JOB_USD
     assert [h["status"] for h in job["history"]] == ["QUEUED", "SUBMITTED", "SUCCEEDED", "ARCHIVED"]
     # And exactly one event per outcome went to the bus
     assert stack.events_for(job_id) == ["Job Submitted", "Job Completed"]
@@ -281,7 +285,7 @@ def test_an_output_link_on_a_host_not_allowed_is_not_fetched_and_the_job_keeps_i
     # Then it fails then, naming the host (not a day later), settled as paid, nothing dead-lettered
     done = stack.job(job["job_id"])
     assert (done["status"], done["error"]["code"]) == ("FAILED", "OUTPUT_HOST_NOT_ALLOWED")
-    assert done["cost"]["billed_usd"] == 0.35
+    assert done["cost"]["billed_usd"] == GATEWAY_JOB_USD
     dlq = stack.sandbox.client("sqs").get_queue_attributes(
         QueueUrl=stack.sandbox.names["ArchiveDLQ"], AttributeNames=["ApproximateNumberOfMessages"]
     )

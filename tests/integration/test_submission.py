@@ -8,7 +8,8 @@ import pytest
 
 from klingflow_dev.clock import ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
-from klingflow_dev.sandbox import Sandbox, SandboxOptions
+from klingflow_dev.sandbox import Sandbox
+from tests.fixtures.prices import amount, job_usd, sandbox_options
 from tests.integration.conftest import SHARED, Stack
 
 
@@ -316,7 +317,7 @@ def test_a_dialect_pointed_at_another_server_works_with_no_code_change(aws_env: 
     other = EmulatorServer(Emulator(keys=keys, clock=clock), dialects=("kling",))
     other_urls = other.start(drive=False)
     # When the deployment's ProviderOverrides points kling there (configuration only)
-    options = SandboxOptions(clock=clock, provider_overrides={"kling": {"base_url": other_urls["kling"]}})
+    options = sandbox_options(clock=clock, provider_overrides={"kling": {"base_url": other_urls["kling"]}})
     SHARED.stop()  # one sandbox per process
     sandbox = Sandbox(options).start()
     try:
@@ -376,7 +377,7 @@ def test_post_jobs_answers_before_any_provider_is_called(stack: Stack) -> None:
     # Then it is accepted, priced and queued, and no provider has been called yet
     assert answer.status_code == 202
     assert answer.json()["status"] == "QUEUED"
-    assert answer.json()["job"]["cost"]["estimated_usd"] == 0.35
+    assert answer.json()["job"]["cost"]["estimated_usd"] == job_usd("gateway", "motion_control", "std", 5)
     assert sum(1 for r in stack.emulator.requests if r[1] == "POST") == 0
     stack.sandbox.deliver_submissions()
     assert _creates(stack, "gateway") == 1
@@ -396,7 +397,8 @@ def test_a_quote_prices_the_job_at_every_provider_and_creates_nothing(stack: Sta
     quote = response.json()
     assert quote["billing"] == {"tier": "std", "seconds": 5, "upper_bound": False}
     assert [q["provider"] for q in quote["quotes"]] == ["gateway", "kling", "apimaster", "evolink"]
-    assert quote["quotes"][0]["currency"] == "CNY" and quote["quotes"][0]["amount"] == 2.5
+    gateway_amount = amount("gateway", "motion_control", "std", 5)
+    assert quote["quotes"][0]["currency"] == "CNY" and quote["quotes"][0]["amount"] == gateway_amount
     assert quote["refusing"] == []
     assert quote["inputs"]["video"]["duration_s"] == 5.0
     assert stack.api.get_json("/jobs")["jobs"] == []

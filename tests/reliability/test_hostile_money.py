@@ -38,6 +38,7 @@ from klingflow.jobs.reservations import Claim
 from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Budget, Ledger
 from klingflow.money.settlement import Charge, Release, Settle
+from tests.fixtures.prices import job_usd
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.integration.test_kinds import post, run
 from tests.reliability.conftest import CHAOS
@@ -46,19 +47,20 @@ from tests.unit.test_store import _job
 ROUNDS = 4 if CHAOS else 1
 PIPELINE_JOBS = 12 if CHAOS else 4  # through the API and the submit queue
 LATE_JOBS = 6 if CHAOS else 2  # accepted while the day had room, sent once it is over
-RACERS = 24 if CHAOS else 12  # direct claims of $0.35, settled at $0.42
+RACERS = 24 if CHAOS else 12  # direct claims of the sample job at gateway, settled 20 % over
 ELEMENT_JOBS = 8 if CHAOS else 2
 # Pinned jobs that reserve, meet a 429 and wait: fewer than the three that open the breaker.
 WAITING_JOBS = 2
 BUDGET = 3.0
-RACER_USD, RACER_CHARGE = 0.35, 0.42
+RACER_USD = job_usd("gateway", "motion_control", "std", 5)
+RACER_CHARGE = round(RACER_USD * 1.2, 5)
 DIALECTS = ("gateway", "kling", "evolink", "apimaster")
 DAY_S = 86400
 
 
 @pytest.fixture
 def money_stack(aws_env: None) -> Iterator[Stack]:
-    # evolink priced at $0.10/s here, while it reserves (and charges) its 8.16 credits/s
+    # evolink priced at $0.10/s here, while it reserves (and charges) its 8.16 credits/s, dearer
     overrides = {"evolink": {"price_per_second": {"motion_control": {"std": 0.1}}}}
     parameters = {"DailyBudgetUsd": str(BUDGET), "ProviderOverrides": json.dumps(overrides)}
     with deterministic_stack(parameters) as stack:
@@ -80,7 +82,8 @@ def _stores(stack: Stack, count: int) -> list[JobStore]:
 
 
 def _race(store: JobStore, job_id: str, start: threading.Barrier) -> Claim:
-    """Claim a $0.35 job and, if it fits, settle it at $0.42; a refused one ends released."""
+    """Claim a job at RACER_USD and, if it fits, settle it at RACER_CHARGE; a refused one ends
+    released."""
     job, _ = store.create(_job(job_id))
     start.wait()
     outcome = store.reserve_and_claim(job, f"claim-{job_id}", "gateway", RACER_USD)[0]

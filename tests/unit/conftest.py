@@ -26,6 +26,13 @@ def _template() -> dict[str, Any]:
     return template.load(REPO / "template.yaml")
 
 
+@functools.cache
+def _session() -> boto3.Session:
+    """One session per process: its loader keeps the models it has read (a new session reads
+    DynamoDB's again, longer than the test it serves)."""
+    return boto3.Session(region_name=REGION)
+
+
 @pytest.fixture
 def table(aws_env: None) -> Iterator[Table]:
     """The jobs table as template.yaml defines it (keys, indexes, TTL), in moto."""
@@ -35,7 +42,7 @@ def table(aws_env: None) -> Iterator[Table]:
             parameters={k: v.get("Default") for k, v in document["Parameters"].items()},
             pseudo=PSEUDO,
         )
-        session = boto3.Session(region_name=REGION)
+        session = _session()
         builder = ResourceBuilder(session, None, resolver)  # type: ignore[arg-type]
         builder._table("JobsTable", document["Resources"]["JobsTable"]["Properties"])
         # Through the same wrapper production uses (runtime.table), over the low-level client.

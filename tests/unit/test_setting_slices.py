@@ -17,6 +17,7 @@ from klingflow.flows import configs
 from klingflow.flows.accept import Acceptor
 from klingflow.flows.archive import Archiver
 from klingflow.flows.dispatch import Dispatcher
+from klingflow.flows.jobs import JobQueries
 from klingflow.flows.manifests import Manifests
 from klingflow.flows.sweep import Sweeper
 from klingflow.flows.webhook import WebhookSender
@@ -25,6 +26,7 @@ from klingflow.money import ledger
 from klingflow.providers import client, defaults, health, registry
 from klingflow.settings import (
     ArchiveSettings,
+    JobsSettings,
     SubmitSettings,
     SweeperSettings,
     WebhookSettings,
@@ -41,6 +43,7 @@ from klingflow.settings import (
         (SubmitSettings, Dispatcher, configs.DispatchConfig),
         (ArchiveSettings, Archiver, configs.ArchiveConfig),
         (SweeperSettings, Sweeper, configs.SweepConfig),
+        (JobsSettings, JobQueries, configs.QueriesConfig),
     ],
 )
 def test_a_functions_settings_are_the_slice_its_flow_takes(
@@ -48,6 +51,12 @@ def test_a_functions_settings_are_the_slice_its_flow_takes(
 ) -> None:
     assert inspect.signature(flow).parameters["config"].annotation in (slice_, slice_.__name__)
     assert issubclass(settings, slice_)
+
+
+def test_the_webhook_sender_takes_its_functions_slice_and_its_default() -> None:
+    assert inspect.signature(WebhookSender).parameters["config"].annotation == "WebhookConfig | None"
+    assert issubclass(WebhookSettings, configs.WebhookConfig)
+    assert configs.WebhookConfig().webhook_timeout_s == configs.WEBHOOK_TIMEOUT_S
 
 
 def _declared_default(owner: type[Any], name: str) -> str:
@@ -105,7 +114,7 @@ SHARED: dict[tuple[ModuleType, str], list[tuple[type[Any], str]]] = {
         (Manifests, "max_manifest_bytes"),
         (SubmitSettings, "max_manifest_bytes"),
     ],
-    (configs, "WEBHOOK_TIMEOUT_S"): [(WebhookSender, "deadline_s"), (WebhookSettings, "webhook_timeout_s")],
+    (configs, "WEBHOOK_TIMEOUT_S"): [(WebhookSettings, "webhook_timeout_s")],
 }
 
 

@@ -27,6 +27,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from klingflow.infra import tls
+
 TERMINAL = frozenset({"ARCHIVED", "FAILED", "TIMED_OUT", "CANCELLED"})
 # Request fields that may name a local file (uploaded under incoming/ before the job is posted).
 MEDIA_FIELDS = ("image", "image_tail", "video", "first_frame", "last_frame", "frontal_image", "static_mask")
@@ -117,7 +119,7 @@ class Client:
 
     def __init__(self, target: Target, *, timeout_s: float = 60.0) -> None:
         self.target = target
-        self._http = httpx.Client(timeout=timeout_s)
+        self._http = httpx.Client(timeout=timeout_s, verify=tls.context())
         self._region = _region_of(target.api_url) or target.session.region_name or "us-east-1"
 
     def close(self) -> None:

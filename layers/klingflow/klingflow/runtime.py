@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import botocore.session
 from botocore.config import Config
+from botocore.loaders import Loader, create_loader
 
 from .core.clock import Clock
 from .flows.configs import MAX_POLL_CONCURRENCY
@@ -85,14 +86,21 @@ def client(service: str) -> Any:
 
 @cache
 def _session() -> botocore.session.Session:
-    # One session for every client: its loader keeps the endpoint data and models it has read.
+    # One session for every client, and one loader for every session: the loader keeps the
+    # endpoint data and models it has read, so a reset (a new sandbox) does not read them again.
     session = botocore.session.get_session()
     if awsmodels.MODELS.is_dir():
         # The models trimmed to klingflow's operations first, botocore's own after them (and
         # after any data path the environment gives).
         paths = [str(awsmodels.MODELS), session.get_config_variable("data_path")]
         session.set_config_variable("data_path", os.pathsep.join(filter(None, paths)))
+    session.register_component("data_loader", _loader(session.get_config_variable("data_path")))
     return session
+
+
+@cache
+def _loader(data_path: str | None) -> Loader:
+    return create_loader(data_path)
 
 
 @cache

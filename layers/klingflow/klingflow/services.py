@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .flows.archive import Archiver
     from .flows.callback import CallbackReceiver
     from .flows.cancel import Canceller
+    from .flows.configs import Polling
     from .flows.dispatch import Dispatcher
     from .flows.inputs import Inputs
     from .flows.jobs import JobQueries
@@ -47,8 +48,10 @@ if TYPE_CHECKING:
     from .flows.sweep import Sweeper
     from .flows.webhook import WebhookSender
     from .jobs.elements import ElementAdmin
+    from .jobs.submissions import SubmissionRecorder
     from .money.ledger import Ledger
     from .providers.registry import Registry
+    from .providers.telemetry import ProviderMetrics
 
 
 def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake:
@@ -102,7 +105,6 @@ def _dispatcher(
     inputs: Inputs,
 ) -> Dispatcher:
     from .flows.dispatch import Dispatcher
-    from .jobs.submissions import SubmissionRecorder
     from .providers.health import Breakers
 
     return Dispatcher(
@@ -115,13 +117,12 @@ def _dispatcher(
             failure_threshold=settings.breaker_failures,
             cool_down_s=settings.breaker_cool_down_s,
         ),
-        recorder=SubmissionRecorder(
-            store=jobs,
+        recorder=_recorder(
+            settings,
+            clock,
+            jobs=jobs,
             events=events,
-            registry=providers,
-            clock=clock,
-            first_poll_with_callback_s=settings.first_poll_with_callback_s,
-            first_poll_without_callback_s=settings.first_poll_without_callback_s,
+            providers=providers,
             metrics=provider_metrics(settings),
             archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
         ),
@@ -130,6 +131,31 @@ def _dispatcher(
         api_url=lambda: parameter_text(settings.api_url_parameter),
         clock=clock,
         config=settings,
+    )
+
+
+def _recorder(
+    settings: Polling,
+    clock: Clock,
+    *,
+    jobs: JobStore,
+    events: EventPublisher,
+    providers: Registry,
+    metrics: ProviderMetrics | None = None,
+    archive_queue: JobQueue | None = None,
+) -> SubmissionRecorder:
+    """What submit, the sweeper and the callback each record a submission with."""
+    from .jobs.submissions import SubmissionRecorder
+
+    return SubmissionRecorder(
+        store=jobs,
+        events=events,
+        registry=providers,
+        clock=clock,
+        first_poll_with_callback_s=settings.first_poll_with_callback_s,
+        first_poll_without_callback_s=settings.first_poll_without_callback_s,
+        metrics=metrics,
+        archive_queue=archive_queue,
     )
 
 
@@ -152,7 +178,6 @@ def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Can
 
 def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> CallbackReceiver:
     from .flows.callback import CallbackReceiver
-    from .jobs.submissions import SubmissionRecorder
     from .providers.base import Submission
     from .providers.registry import Registry, load_configs
 
@@ -160,14 +185,8 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
     jobs = store(settings, clock)
     # Parsing callbacks and pricing an adopted task need the adapters and prices, never keys.
     providers = Registry(load_configs(settings.provider_overrides), lambda _: {}, clock=clock)
-    recorder = SubmissionRecorder(
-        store=jobs,
-        events=EventPublisher(client("events"), settings.event_bus),
-        registry=providers,
-        clock=clock,
-        first_poll_with_callback_s=settings.first_poll_with_callback_s,
-        first_poll_without_callback_s=settings.first_poll_without_callback_s,
-    )
+    events = EventPublisher(client("events"), settings.event_bus)
+    recorder = _recorder(settings, clock, jobs=jobs, events=events, providers=providers)
     return CallbackReceiver(
         store=jobs,
         queue=JobQueue(client("sqs"), settings.archive_queue_url),
@@ -201,21 +220,14 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
     from .flows.sweep import Sweeper
-    from .jobs.submissions import SubmissionRecorder
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
     jobs = store(settings, clock, ledger(settings, clock))
     events = EventPublisher(client("events"), settings.event_bus)
     providers = registry(settings, clock, connections=settings.poll_concurrency)
-    recorder = SubmissionRecorder(
-        store=jobs,
-        events=events,
-        registry=providers,
-        clock=clock,
-        first_poll_with_callback_s=settings.first_poll_with_callback_s,
-        first_poll_without_callback_s=settings.first_poll_without_callback_s,
-        metrics=provider_metrics(settings),
+    recorder = _recorder(
+        settings, clock, jobs=jobs, events=events, providers=providers, metrics=provider_metrics(settings)
     )
     return Sweeper(
         store=jobs,
@@ -241,8 +253,7 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
         ledger=ledger(settings, clock),
         elements=element_directory(settings, clock),
         clock=clock,
-        link_ttl_s=settings.output_link_ttl_s,
-        max_page_size=settings.max_page_size,
+        config=settings,
     )
 
 
@@ -259,5 +270,5 @@ def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> Web
         ),
         secret=lambda: secret_text(settings.webhook_secret_arn),
         clock=lambda: clock.now().timestamp(),
-        deadline_s=settings.webhook_timeout_s,
+        config=settings,
     )

@@ -17,14 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from klingflow.flows.configs import (
     MAX_MANIFEST_BYTES,
-    WEBHOOK_TIMEOUT_S,
     AcceptConfig,
     ArchiveConfig,
     Deadlines,
     DispatchConfig,
     Polling,
     ProviderCalls,
+    QueriesConfig,
     SweepConfig,
+    WebhookConfig,
 )
 from klingflow.jobs.store import DUE_SHARDS
 from klingflow.money.ledger import RETENTION_DAYS
@@ -117,17 +118,10 @@ class SweeperSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, Swe
     event_bus: str = Field(min_length=1)
 
 
-class JobsSettings(_BudgetSettings):
+class JobsSettings(_BudgetSettings, QueriesConfig):
     bucket: str = Field(min_length=1)
-    output_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
-    max_page_size: int = Field(default=100, ge=1, le=1000)
 
 
-class WebhookSettings(_Settings):
+class WebhookSettings(_Settings, WebhookConfig):
     webhook_secret_arn: str = Field(min_length=1)
     webhook_queue_url: str = Field(min_length=1)
-    # Sandbox only: a webhook to a loopback receiver over plain http.
-    allow_loopback_http: bool = False
-    # One delivery's whole wall-clock limit (connect, send, the answer): under the function's
-    # Timeout, which must also cover reading the job and recording the try.
-    webhook_timeout_s: float = Field(default=WEBHOOK_TIMEOUT_S, gt=0, le=20)

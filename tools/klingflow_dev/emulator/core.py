@@ -24,6 +24,7 @@ import httpx
 from klingflow.core.clock import Clock, SystemClock
 from klingflow.core.probe import probe_video
 from klingflow.core.probe_reader import BytesReader, ProbeError
+from klingflow.infra import tls
 from klingflow_dev import ASSETS
 
 PHASES = ("queued", "processing", "completed", "failed", "cancelled")
@@ -151,7 +152,7 @@ class Emulator:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-callback")
-        self._http = httpx.Client(timeout=self.CALLBACK_TIMEOUT_S)
+        self._http = httpx.Client(timeout=self.CALLBACK_TIMEOUT_S, verify=tls.context())
         self._output = (ASSETS / "output-std.mp4").read_bytes()
         self._bad_served: dict[str, int] = {}  # per dialect: clips served as `output_body`
 

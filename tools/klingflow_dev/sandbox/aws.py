@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -31,6 +32,14 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 STACK = "klingflow-sandbox"
 STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{STACK}/5f0c2c7e-8d7a-4f4e-9a55-0a1b2c3d4e5f"
+
+
+@functools.cache
+def session() -> boto3.Session:
+    """The sandbox's own boto3 session, one per process: its loader keeps the models it has read,
+    so a new sandbox (one per test module) does not parse them again. Its credentials are the
+    sandbox's, which every sandbox sets alike."""
+    return boto3.Session(region_name=REGION)
 
 
 def function_role_arn(function: str) -> str:
@@ -100,7 +109,8 @@ class MotoServer(ThreadedMotoServer):
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
         self._server_ready_event.set()
-        self._server.serve_forever()
+        # A short poll interval: stopping waits for it, and tests start and stop sandboxes often.
+        self._server.serve_forever(poll_interval=0.05)
 
 
 @dataclass
@@ -121,9 +131,12 @@ class ResourceBuilder:
         self._endpoint = endpoint
         self._resolve = resolver
         self.created = Created()
+        self._clients: dict[str, Any] = {}
 
     def client(self, service: str) -> Any:
-        return self._session.client(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service, endpoint_url=self._endpoint)  # type: ignore[call-overload]
+        return self._clients[service]
 
     def build(self, resources: dict[str, Any], *, api_url: str) -> Created:
         order = [

@@ -11,6 +11,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from klingflow.infra import tls
+
 from .aws import REGION
 
 
@@ -18,7 +20,7 @@ class ApiClient:
     def __init__(self, base_url: str, *, credentials: Credentials | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials or Credentials("sandbox", "sandbox", "sandbox")
-        self._http = httpx.Client(timeout=30)
+        self._http = httpx.Client(timeout=30, verify=tls.context())
 
     def request(
         self,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import boto3
 import httpx
 
 from klingflow import runtime, services
@@ -21,7 +20,7 @@ from klingflow.core.clock import Clock
 from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 
-from . import buspolicy, iam, template
+from . import aws, buspolicy, iam, template
 from .apiserver import ApiServer, Route
 from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder, ensure_aws_models
 from .lambdas import Function, Invoker
@@ -108,6 +107,8 @@ class Sandbox:
         self.invoker: Invoker | None = None
         self.names: dict[str, str] = {}
         self._saved_env: dict[str, str | None] = {}
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -155,7 +156,7 @@ class Sandbox:
                 "MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR": "false",
             }
         )
-        self.session = boto3.Session(region_name=REGION)
+        self.session = aws.session()
         runtime.reset()
 
         # The provider secret a user fills in after deploying, and what the emulator expects.
@@ -239,6 +240,7 @@ class Sandbox:
             else:
                 os.environ[name] = value
         runtime.reset()  # no cached client may outlive the endpoint it points at
+        self._clients.clear()
         if Sandbox._running is self:
             Sandbox._running = None
 
@@ -251,7 +253,11 @@ class Sandbox:
     # ---- helpers for users of the sandbox ------------------------------------------------------
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+        """A client of this sandbox's moto endpoint, made once (clients are thread-safe)."""
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self.session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
+            return self._clients[service]
 
     @property
     def bucket(self) -> str:

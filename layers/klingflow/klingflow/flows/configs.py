@@ -99,6 +99,20 @@ class ArchiveConfig(Polling, Deadlines):
         return self.first_poll_without_callback_s
 
 
+class QueriesConfig(_Slice):
+    # How long a job's output and result links stay valid, and the largest page a list returns.
+    output_link_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    max_page_size: int = Field(default=100, ge=1, le=1000)
+
+
+class WebhookConfig(_Slice):
+    # Sandbox only: a webhook to a loopback receiver over plain http.
+    allow_loopback_http: bool = False
+    # One delivery's whole wall-clock limit (connect, send, the answer): under the function's
+    # Timeout, which must also cover reading the job and recording the try.
+    webhook_timeout_s: float = Field(default=WEBHOOK_TIMEOUT_S, gt=0, le=20)
+
+
 class SweepConfig(Polling, Deadlines, ProviderCalls):
     # The most visits (provider polls and their writes) in flight at once; the clients' HTTP
     # connection pools hold as many, or each visit past them would open a connection of its own

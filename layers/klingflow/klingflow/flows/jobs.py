@@ -15,6 +15,8 @@ from klingflow.jobs.elements import ElementDirectory
 from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Ledger
 
+from .configs import QueriesConfig
+
 if TYPE_CHECKING:
     from klingflow.infra.storage import Storage
 
@@ -28,8 +30,7 @@ class JobQueries:
         ledger: Ledger,
         elements: ElementDirectory,
         clock: Clock,
-        link_ttl_s: int,
-        max_page_size: int,
+        config: QueriesConfig,
     ) -> None:
         self._clock = clock
         self._elements = elements
@@ -39,8 +40,8 @@ class JobQueries:
         # listing, spend, elements and live jobs never need it (S3's model costs a cold start
         # 45-100 ms).
         self._storage = storage
-        self._link_ttl_s = link_ttl_s
-        self._max_page_size = max_page_size
+        self._link_ttl_s = config.output_link_ttl_s
+        self._max_page_size = config.max_page_size
 
     def get(self, job_id: str) -> dict[str, Any]:
         job = self._store.get(job_id)

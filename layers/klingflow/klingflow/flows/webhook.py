@@ -52,7 +52,7 @@ from klingflow.infra.events import SOURCE, detail_for
 from klingflow.infra.safehttp import DownloadFailed, SafeHttp
 from klingflow.jobs.store import JobStore
 
-from .configs import WEBHOOK_TIMEOUT_S
+from .configs import WebhookConfig
 
 logger = Logger(child=True)
 
@@ -194,14 +194,14 @@ class WebhookSender:
         http: SafeHttp,
         secret: Callable[[], str],
         clock: Callable[[], float] = time.time,
-        deadline_s: float = WEBHOOK_TIMEOUT_S,
+        config: WebhookConfig | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
         self._http = http
         self._secret = secret
         self._clock = clock
-        self._deadline_s = deadline_s
+        self._deadline_s = (config or WebhookConfig()).webhook_timeout_s
         self._rand = rand
 
     def deliver(self, event: Mapping[str, Any], *, attempt: int = 1) -> Done[WebhookOutcome]:

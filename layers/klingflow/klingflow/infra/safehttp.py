@@ -33,6 +33,7 @@ from klingflow.core.addresses import IPAddress, address_problem
 from klingflow.core.codes import JobErrorCode
 from klingflow.core.errors import KlingflowError, UnsafeUrl
 
+from . import tls
 from .urlrules import (
     ANY_HOST,
     DEFAULT_PORTS,
@@ -178,6 +179,7 @@ class SafeHttp:
                     follow_redirects=False,
                     # A proxy from the environment would connect by name and undo the pinning.
                     trust_env=False,
+                    verify=tls.context(trust_env=False),
                     # Pooled connections are keyed by IP, so a kept-alive connection could be
                     # reused for another allowlisted name on that IP whose certificate was
                     # never checked. Downloads are few and large; reconnecting is cheap.

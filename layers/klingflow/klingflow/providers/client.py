@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from klingflow.core.codes import ProviderErrorClass
 from klingflow.core.errors import ProviderError
 from klingflow.core.vocab import JobKind
+from klingflow.infra import tls
 
 from .base import Adapter, HttpCall, Submission, TaskReport, TaskSpec
 from .defaults import PROVIDER_TIMEOUT_S
@@ -45,7 +46,9 @@ class ProviderClient:
             if connections
             else httpx.Limits(max_connections=100, max_keepalive_connections=20)
         )
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits)
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=5.0), limits=limits, verify=tls.context()
+        )
 
     @property
     def name(self) -> str:
