@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: demo test test-fast lint typecheck pytest validate policy chaos bench build clean
+.PHONY: demo test test-fast lint typecheck pytest validate policy chaos bench scale build clean botocore-check
 
 $(VENV)/.installed: pyproject.toml layers/klingflow/requirements.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -64,6 +64,13 @@ chaos: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python -m klingflow_dev.bench
 
+# DynamoDB writes and reads per partition key (table and each index), the jobs/s at which the
+# hottest shared key meets DynamoDB's per-partition limit, Lambda concurrency and AWS cost per
+# 1,000 jobs, from a sandbox run of every kind; writes docs/scale.md (a few minutes; make test
+# runs its quick form, tests/integration/test_scale.py).
+scale: $(VENV)/.installed
+	$(BIN)/python -m klingflow_dev.scale
+
 # checkov pins its own (older) boto3 and packaging: it gets a virtual environment of its own.
 $(CHECKOV)/.installed:
 	@test -n "$(PYTHON)" || { echo "Python 3.13 is required (python3.13 on PATH or pyenv 3.13.x)"; exit 1; }
@@ -75,6 +82,11 @@ $(CHECKOV)/.installed:
 # Every skipped check is justified in a comment beside its resource in template.yaml.
 policy: $(CHECKOV)/.installed
 	$(CHECKOV)/bin/checkov --file template.yaml --framework cloudformation --skip-download --compact --quiet
+
+# The layers bundle botocore at one exact version (layers/klingflow/botocore.txt): asks PyPI
+# whether a newer one exists and says how to take it (exit 1 when one does).
+botocore-check: $(VENV)/.installed
+	$(BIN)/python -m klingflow_dev.botocorecheck
 
 build: $(VENV)/.installed
 	$(BIN)/sam build

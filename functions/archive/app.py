@@ -7,11 +7,11 @@ import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime, services
 from klingflow.flows.archive import Archiver
+from klingflow.infra.outcomemetrics import OutcomeMetrics
 from klingflow.infra.queue import JobMessage, Received, handle_batch
 from klingflow.settings import ArchiveSettings
 
@@ -19,6 +19,12 @@ settings = ArchiveSettings.from_env()
 service: runtime.Lazy[Archiver] = runtime.Lazy(lambda: services.build_archiver(settings))
 logger = Logger()
 metrics = Metrics()
+# What it did with each piece of work: the Outcomes metric, by function and outcome.
+counted = OutcomeMetrics(
+    "archive",
+    namespace=settings.powertools_metrics_namespace,
+    enabled=not settings.powertools_metrics_disabled,
+)
 
 
 def archive_one(record: Received) -> str:
@@ -26,7 +32,7 @@ def archive_one(record: Received) -> str:
     logger.append_keys(job_id=message.job_id)
     done = service.get().archive(message.job_id)
     logger.info("archive", extra={"outcome": done.outcome, "detail": done.detail, "reason": message.reason})
-    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    counted.count(done.outcome)
     return str(done)
 
 

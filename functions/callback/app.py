@@ -10,19 +10,25 @@ import klingflow.infra.coldstart  # noqa: F401 (first: the collector waits while
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime, services
 from klingflow.core.errors import RequestRejected
 from klingflow.flows.callback import CallbackReceiver
 from klingflow.infra.http import json_body, json_response, resolver
+from klingflow.infra.outcomemetrics import OutcomeMetrics
 from klingflow.settings import CallbackSettings
 
 settings = CallbackSettings.from_env()
 service: runtime.Lazy[CallbackReceiver] = runtime.Lazy(lambda: services.build_receiver(settings))
 logger = Logger()
 metrics = Metrics()
+# What it did with each piece of work: the Outcomes metric, by function and outcome.
+counted = OutcomeMetrics(
+    "callback",
+    namespace=settings.powertools_metrics_namespace,
+    enabled=not settings.powertools_metrics_disabled,
+)
 api = resolver()
 
 
@@ -31,7 +37,7 @@ def provider_callback(job_id: str, token: str) -> Any:
     logger.append_keys(job_id=job_id)
     done = service.get().receive(job_id, token, _body)
     logger.info("callback", extra={"outcome": done.outcome, "detail": done.detail})
-    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    counted.count(done.outcome)
     return json_response(200, {"ok": True})
 
 

@@ -1,5 +1,6 @@
-"""submit: POST /jobs (then its submit queue), S3 manifests under incoming/, EventBridge
-`Job Requested`, POST /jobs/quote, POST /jobs/{job_id}/cancel, and the element routes that reach a provider
+"""submit: POST /jobs, S3 manifests under incoming/ and EventBridge `Job Requested` (each
+accepted job handed to the submit queue, whose consumer alone calls providers), POST
+/jobs/quote, POST /jobs/{job_id}/cancel, and the element routes that reach a provider
 (GET /elements/presets, GET /elements/custom, DELETE /elements/{element_id}).
 
 Parse the trigger, hand it to `Intake` (or `Canceller`), shape the answer.
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime, services
@@ -21,6 +21,7 @@ from klingflow.core.errors import Refused
 from klingflow.core.models import Source
 from klingflow.flows.submit import Intake
 from klingflow.infra.http import json_body, json_response, resolver
+from klingflow.infra.outcomemetrics import OutcomeMetrics
 from klingflow.infra.queue import JobMessage, Received, handle_batch
 from klingflow.settings import SubmitSettings
 
@@ -34,6 +35,12 @@ canceller: runtime.Lazy[Canceller] = runtime.Lazy(lambda: services.build_cancell
 element_admin: runtime.Lazy[ElementAdmin] = runtime.Lazy(lambda: services.build_element_admin(settings))
 logger = Logger()
 metrics = Metrics()
+# What it did with each piece of work: the Outcomes metric, by function and outcome.
+counted = OutcomeMetrics(
+    "submit",
+    namespace=settings.powertools_metrics_namespace,
+    enabled=not settings.powertools_metrics_disabled,
+)
 api = resolver()
 
 
@@ -45,9 +52,8 @@ def post_job() -> Any:
         json_body(request),
         Source(type="api", ref=request.request_id),
         idempotency_key=request.headers.get("idempotency-key"),
-        defer=True,
     )
-    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
+    counted.count("JobsAccepted")
     return json_response(
         202, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
@@ -62,7 +68,7 @@ def quote_job() -> Any:
 @api.post("/jobs/{job_id}/cancel")
 def cancel_job(job_id: str) -> Any:
     job = canceller.get().cancel(job_id)
-    metrics.add_metric(name="JobsCancelled", unit=MetricUnit.Count, value=1)
+    counted.count("JobsCancelled")
     return json_response(
         200, {"job_id": job.job_id, "status": job.status.value, "job": job.model_dump(mode="json")}
     )
@@ -103,9 +109,7 @@ def _from_s3(event: dict[str, Any]) -> dict[str, Any]:
         delivery = s3.get("versionId") or s3.get("sequencer") or s3.get("eTag")
         job = service.get().accept_manifest(key, delivery=str(delivery))
         accepted.append({"key": key, "job_id": job.job_id if job else None})
-        metrics.add_metric(
-            name="JobsAccepted" if job else "ManifestsRejected", unit=MetricUnit.Count, value=1
-        )
+        counted.count("JobsAccepted" if job else "ManifestsRejected")
     return {"manifests": accepted}
 
 
@@ -117,9 +121,9 @@ def _from_eventbridge(event: dict[str, Any]) -> dict[str, Any]:
         )
     except Refused as rejection:
         # Announced once as `Job Rejected`; raising would only make Lambda retry it twice more.
-        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=1)
+        counted.count("EventsRejected")
         return {"rejected": rejection.body()}
-    metrics.add_metric(name="JobsAccepted", unit=MetricUnit.Count, value=1)
+    counted.count("JobsAccepted")
     return {"job_id": job.job_id, "status": job.status.value}
 
 
@@ -128,7 +132,7 @@ def submit_one(record: Received) -> str:
     logger.append_keys(job_id=message.job_id)
     done = service.get().submit_queued(message.job_id)
     logger.info("submitted from queue", extra={"outcome": done.outcome, "detail": done.detail})
-    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    counted.count(done.outcome)
     return str(done)
 
 

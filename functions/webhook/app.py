@@ -16,12 +16,12 @@ import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klingflow import runtime, services
 from klingflow.core.outcomes import WebhookOutcome
 from klingflow.flows.webhook import DeliveryFailed, WebhookSender
+from klingflow.infra.outcomemetrics import OutcomeMetrics
 from klingflow.infra.queue import Received, RetryLater, handle_batch
 from klingflow.settings import WebhookSettings
 
@@ -29,6 +29,12 @@ settings = WebhookSettings.from_env()  # cold start fails fast on missing config
 service: runtime.Lazy[WebhookSender] = runtime.Lazy(lambda: services.build_webhooks(settings))
 logger = Logger()
 metrics = Metrics()
+# What it did with each piece of work: the Outcomes metric, by function and outcome.
+counted = OutcomeMetrics(
+    "webhook",
+    namespace=settings.powertools_metrics_namespace,
+    enabled=not settings.powertools_metrics_disabled,
+)
 
 
 def deliver_one(record: Received) -> str:
@@ -46,11 +52,11 @@ def deliver_one(record: Received) -> str:
         logger.warning(
             "webhook not delivered", extra={"attempt": record.receive_count, "next_in_s": failed.retry_in_s}
         )
-        metrics.add_metric(name=WebhookOutcome.RETRYING.value, unit=MetricUnit.Count, value=1)
+        counted.count(WebhookOutcome.RETRYING)
         # A receiver's failure is the receiver's: handed back, not an error of this function.
         raise RetryLater(failed.message) from failed
     logger.info("webhook", extra={"outcome": done.outcome, "detail": done.detail})
-    metrics.add_metric(name=done.outcome.value, unit=MetricUnit.Count, value=1)
+    counted.count(done.outcome)
     return str(done)
 
 

@@ -66,6 +66,13 @@ class Stack:
         self.sandbox.deliver_submissions()
         return self.job(response.json()["job_id"])
 
+    def deliver_manifests(self) -> None:
+        """S3 notifies submit of the manifests dropped under incoming/ (each becomes a QUEUED
+        job or a report under rejected/), then the submit queue sends the jobs accepted, as it
+        does for POST /jobs: only its consumer calls providers."""
+        self.sandbox.deliver_s3()
+        self.sandbox.deliver_submissions()
+
     def job(self, job_id: str) -> dict[str, Any]:
         response = self.api.request("GET", f"/jobs/{job_id}")
         assert response.status_code == 200, response.text
@@ -111,7 +118,8 @@ class Stack:
                 return jobs
 
     def request_event(self, detail: dict[str, Any], *, source: str = "com.example.orders") -> None:
-        """A partner puts `Job Requested` on the request bus; its rule delivers it to submit."""
+        """A partner puts `Job Requested` on the request bus; its rule delivers it to submit,
+        which stores the job QUEUED (or rejects it), and the submit queue sends it on."""
         self.sandbox.client("events").put_events(
             Entries=[
                 {
@@ -125,6 +133,7 @@ class Stack:
         self.sandbox.step("rule")
         assert self.sandbox.invoker is not None
         self.sandbox.invoker.wait_idle()
+        self.sandbox.deliver_submissions()
 
     def spend(self, day: str | None = None) -> dict[str, Any]:
         return dict(self.api.get_json("/spend" + (f"?day={day}" if day else "")))
@@ -145,9 +154,12 @@ class Stack:
 
 
 @contextmanager
-def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[Stack]:
+def deterministic_stack(
+    parameters: dict[str, Any] | None = None, *, aws_faults: dict[str, float] | None = None
+) -> Iterator[Stack]:
     """A sandbox on a manual clock, with the stack parameters a deployment would pass, priced
-    from tests/fixtures/prices.py.
+    from tests/fixtures/prices.py; `aws_faults`: DynamoDB's conflicts and throttling
+    (`SandboxOptions.aws_faults`).
 
     Only one sandbox runs per process, so the shared one stops first (the next test that asks
     for `stack` starts it again)."""
@@ -157,7 +169,12 @@ def deterministic_stack(parameters: dict[str, Any] | None = None) -> Iterator[St
     if "ProviderOverrides" in parameters:
         # A test's own prices over the fixture's, per kind and tier, never over production's
         parameters["ProviderOverrides"] = json.dumps(with_prices(json.loads(parameters["ProviderOverrides"])))
-    options = sandbox_options(clock=clock, environment={"PROVIDER_TIMEOUT_S": "1"}, parameters=parameters)
+    options = sandbox_options(
+        clock=clock,
+        environment={"PROVIDER_TIMEOUT_S": "1"},
+        parameters=parameters,
+        aws_faults=aws_faults or {},
+    )
     sandbox = Sandbox(options)
     sandbox.start()
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from klingflow.core.payload import BASE64_MAX_BYTES, BASE64_MAX_CHARS
 from klingflow.infra.storage import Storage
 from klingflow_dev import ASSETS
 from klingflow_dev.sandbox.client import ApiClient
@@ -310,6 +311,27 @@ def test_an_unstorable_number_in_a_job_requested_event_is_rejected_never_dead_le
     assert _dead_letters(stack) == 0
     assert stack.api.get_json("/jobs")["jobs"] == []
     assert _objects(stack) == set()
+
+
+def test_a_base64_image_too_large_to_reach_the_function_whole_is_a_413_pointing_to_s3(stack: Stack) -> None:
+    # Given a request whose base64 image passes what one invocation can carry by one character
+    # (the figures: core/payload.py)
+    stack.put_media("incoming/big")
+    image = "data:image/png;base64," + "A" * (BASE64_MAX_CHARS - len("data:image/png;base64,") + 1)
+    before = _objects(stack)
+
+    response = stack.api.request("POST", "/jobs", stack.request("incoming/big", image=image))
+
+    # Then it is refused before anything is stored, naming the field, the limit and the S3 route
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "REQUEST_TOO_LARGE"
+    [detail] = error["details"]
+    assert (detail["field"], detail["rule"]) == ("image", "base64_max_bytes")
+    assert f"{BASE64_MAX_BYTES:,} bytes" in detail["message"] and "under incoming/" in detail["message"]
+    assert stack.api.get_json("/jobs")["jobs"] == []
+    assert _objects(stack) == before
+    assert [e["detail"]["error"]["code"] for e in _rejected_events(stack)] == ["REQUEST_TOO_LARGE"]
 
 
 # ---- nothing stored for a request that is not stored -------------------------------------------

@@ -138,6 +138,46 @@ def test_a_manifest_over_the_budget_gets_its_rejected_report(aws_env: None) -> N
         assert _creates(stack) == 0
 
 
+def test_a_manifest_accepted_and_then_refused_by_the_budget_when_sent_gets_its_report(
+    aws_env: None,
+) -> None:
+    budget = round(GATEWAY_JOB_USD * 1.5, 2)  # the day holds one job, not two
+    with deterministic_stack({"DailyBudgetUsd": str(budget)}) as stack:
+        # Given two manifests each of which fits the day alone, both accepted (nothing is
+        # reserved before a job is sent)
+        stack.put_media("incoming/m-two")
+        for name in ("first", "second"):
+            stack.s3.put_object(
+                Bucket=stack.bucket,
+                Key=f"incoming/m-two/{name}.json",
+                Body=json.dumps(
+                    {
+                        "image": "character.png",
+                        "video": "dance.mp4",
+                        "character_orientation": "image",
+                        "mode": "std",
+                    }
+                ).encode(),
+            )
+        stack.sandbox.deliver_s3()
+        assert [job["status"] for job in stack.all_jobs()] == ["QUEUED", "QUEUED"]
+
+        # When the submit queue sends them
+        stack.send_all(2)
+
+        # Then one was sent, the other failed on the budget at its claim, and its manifest's
+        # report under rejected/ says so
+        [failed] = [job for job in stack.all_jobs() if job["status"] == "FAILED"]
+        assert failed["error"]["code"] == "BUDGET_EXCEEDED"
+        name = failed["source"]["ref"].rsplit("/", 1)[-1].removesuffix(".json")
+        listed = stack.s3.list_objects_v2(Bucket=stack.bucket, Prefix="rejected/")["Contents"]
+        assert [entry["Key"] for entry in listed] == [f"rejected/m-two/{name}.error.json"]
+        report = json.loads(stack.s3.get_object(Bucket=stack.bucket, Key=listed[0]["Key"])["Body"].read())
+        assert report["job_id"] == failed["job_id"]
+        assert report["error"]["code"] == "BUDGET_EXCEEDED"
+        assert _creates(stack) == 1
+
+
 @pytest.mark.parametrize(
     ("provider", "source", "billed_usd"),
     [

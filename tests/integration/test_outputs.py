@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aws_lambda_powertools import Metrics
 
 from klingflow.flows import archive as archiving
+from klingflow.infra.outcomemetrics import OutcomeMetrics
 from klingflow.jobs import endings
 from klingflow.jobs.store import JobStore
 from klingflow_dev.emulator.core import HTML_PAGE
@@ -24,15 +24,15 @@ ARCHIVE_STALL_S = 30  # the sandbox's: how soon the sweeper brings back a copy t
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Every metric the handlers add, by name (the sandbox publishes none)."""
+    """Every outcome the handlers count, by outcome (the sandbox publishes no metrics)."""
     counts: Counter[str] = Counter()
-    add_metric = Metrics.add_metric
+    count = OutcomeMetrics.count
 
-    def counting(self: Metrics, name: str, *args: Any, **kwargs: Any) -> None:
-        counts[name] += int(kwargs.get("value", args[1] if len(args) > 1 else 1))
-        add_metric(self, name, *args, **kwargs)
+    def counting(self: OutcomeMetrics, outcome: str, value: int = 1) -> None:
+        counts[str(outcome)] += value
+        count(self, outcome, value)
 
-    monkeypatch.setattr(Metrics, "add_metric", counting)
+    monkeypatch.setattr(OutcomeMetrics, "count", counting)
     return counts
 
 

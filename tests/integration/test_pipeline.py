@@ -24,10 +24,16 @@ def test_a_manifest_dropped_in_s3_ends_archived_with_its_checksum(stack: Stack) 
     }
     stack.s3.put_object(Bucket=stack.bucket, Key="incoming/m1/job.json", Body=json.dumps(manifest).encode())
 
-    # When S3 notifies submit, the provider finishes and its callback arrives
+    # When S3 notifies submit, the job is stored and queued: no provider has been called yet
     stack.sandbox.deliver_s3()
     [summary] = stack.api.get_json("/jobs")["jobs"]
     job_id = summary["job_id"]
+    assert summary["status"] == "QUEUED"
+    assert stack.emulator.requests == []
+
+    # When the submit queue sends it, the provider finishes and its callback arrives
+    stack.sandbox.deliver_submissions()
+    summary = stack.job(job_id)
     assert summary["status"] == "SUBMITTED"
     assert summary["provider"] == "gateway"  # the cheapest for motion control at std
     stack.finish_at_provider()
@@ -236,7 +242,7 @@ def test_a_manifest_whose_key_needs_url_encoding_is_found(stack: Stack) -> None:
         Bucket=stack.bucket, Key="incoming/my run/the job.json", Body=json.dumps(manifest).encode()
     )
 
-    stack.sandbox.deliver_s3()
+    stack.deliver_manifests()
 
     [job] = stack.api.get_json("/jobs")["jobs"]
     assert job["status"] == "SUBMITTED"

@@ -6,9 +6,9 @@ from tests.integration.conftest import Stack
 from tests.integration.test_kinds import post
 
 
-def test_a_jobs_progress_and_eta_follow_what_its_provider_reports(stack: Stack) -> None:
-    # Given evolink (the cheapest for image-to-video) taking 100 s over a task
-    stack.emulator.set_faults("evolink", latency_s=100)
+def test_a_jobs_estimate_shows_at_once_and_it_is_first_polled_when_expected_done(stack: Stack) -> None:
+    # Given evolink (the cheapest for image-to-video) taking 100 s over a task, its callback lost
+    stack.emulator.set_faults("evolink", latency_s=100, drop_callbacks=True)
     response = post(stack, "image_to_video")
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
@@ -18,17 +18,22 @@ def test_a_jobs_progress_and_eta_follow_what_its_provider_reports(stack: Stack) 
     sent = stack.job(job_id)
     assert (sent["status"], sent["provider"], sent["eta_s"]) == ("SUBMITTED", "evolink", 100)
 
-    # And half-way, a poll brings its progress and what it expects still to take
+    def queries() -> int:
+        return sum(1 for r in stack.emulator.requests if r[0] == "evolink" and r[1] == "GET")
+
+    # And half-way nobody asks the provider: its callback is the news until it expects to be done
+    asked = queries()
     stack.clock.advance(50)
     stack.sandbox.sweep()
-    running = stack.job(job_id)
-    assert (running["status"], running["progress"], running["eta_s"]) == ("RUNNING", 50, 50)
+    assert (stack.job(job_id)["status"], queries()) == ("SUBMITTED", asked)
 
-    # Then once done the job says 100 and nothing left
-    stack.clock.advance(60)
-    stack.sandbox.tick_providers()
+    # Then past the expected finish (and the callback's retries) one poll finds it done, and
+    # the job says 100 and nothing left
+    stack.clock.advance(111)
+    stack.sandbox.sweep()
     stack.sandbox.drain_archive()
     done = stack.job(job_id)
+    assert queries() > asked
     assert (done["status"], done["progress"], done["eta_s"]) == ("ARCHIVED", 100, 0)
 
 

@@ -7,8 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from klingflow.settings import SweeperSettings
+from klingflow_dev.sandbox import template
 from klingflow_dev.sandbox.client import ApiClient
+from tests.conftest import REPO
 from tests.integration.conftest import Stack, deterministic_stack
+
+DECLARED = template.load(REPO / "template.yaml")["Parameters"]
 
 
 def test_the_api_takes_a_hundred_requests_at_once_without_resetting_one(stack: Stack) -> None:
@@ -53,6 +58,10 @@ def test_the_bucket_keeps_versions_and_expires_uploads_as_the_parameters_say(aws
         assert rules["ExpireRejected"]["Expiration"] == {"Days": 7}
         assert rules["ExpireOutputs"]["Status"] == "Disabled"  # 0: outputs are kept
         assert rules["ExpireOldVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+        # an upload's replaced or expired versions go a day later, then the marker left behind
+        assert rules["ExpireUploads"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+        assert rules["RemoveExpiredDeleteMarkers"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+        assert rules["RemoveExpiredDeleteMarkers"]["Filter"] == {"Prefix": ""}
         table = stack.sandbox.client("dynamodb").describe_table(TableName=stack.sandbox.names["JobsTable"])
         assert table["Table"]["DeletionProtectionEnabled"] is True
 
@@ -62,3 +71,19 @@ def test_outputs_expire_when_a_retention_is_set(aws_env: None) -> None:
         rules = stack.s3.get_bucket_lifecycle_configuration(Bucket=stack.bucket)["Rules"]
         [outputs] = [rule for rule in rules if rule["ID"] == "ExpireOutputs"]
         assert (outputs["Status"], outputs["Expiration"]) == ("Enabled", {"Days": 365})
+
+
+def test_the_scale_knobs_are_stack_parameters_the_functions_get(aws_env: None) -> None:
+    given = {"SweepMaxJobsPerRun": "40", "SweeperMemorySize": "1024", "ArchiveConcurrency": "20"}
+    with deterministic_stack(given) as stack:
+        assert stack.sandbox.invoker is not None
+        sweeper = stack.sandbox.invoker.functions["SweeperFunction"]
+        assert SweeperSettings.from_env(sweeper.environment).max_jobs_per_run == 40
+        assert sweeper.memory_mb == 1024
+        # What the sandbox has no counterpart for is left to AWS, by name
+        assert stack.sandbox.skipped["Dashboard"] == "AWS::CloudWatch::Dashboard"
+        assert stack.sandbox.skipped["SweeperStoppedAlarm"] == "AWS::CloudWatch::Alarm"
+    with pytest.raises(ValueError, match=r"ArchiveConcurrency='1': must be at least 2"):
+        template.parameter_values(DECLARED, {"ArchiveConcurrency": "1"})
+    with pytest.raises(ValueError, match=r"SweeperMemorySize='64': must be at least 128"):
+        template.parameter_values(DECLARED, {"SweeperMemorySize": "64"})

@@ -199,9 +199,15 @@ def test_a_job_requested_event_on_the_bus_becomes_a_job(stack: Stack) -> None:
     stack.sandbox.step("rule")
     assert stack.sandbox.invoker is not None
     stack.sandbox.invoker.wait_idle()
+
+    # Then it is stored and queued, and no provider is called until the submit queue sends it
     [job] = stack.api.get_json("/jobs")["jobs"]
-    assert job["status"] == "SUBMITTED"
+    assert job["status"] == "QUEUED"
     assert job["source"]["type"] == "event"
+    assert _creates(stack, "gateway") == 0
+    stack.sandbox.deliver_submissions()
+    assert stack.job(job["job_id"])["status"] == "SUBMITTED"
+    assert _creates(stack, "gateway") == 1
 
 
 def test_a_task_not_yet_visible_after_a_timeout_is_looked_up_again_by_the_sweeper(stack: Stack) -> None:

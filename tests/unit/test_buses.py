@@ -63,8 +63,17 @@ def test_requests_come_in_on_the_request_bus_and_webhooks_read_only_the_outcome_
     rule = RESOURCES["WebhookRule"]["Properties"]
     assert rule["EventBusName"] == {"Ref": "OutcomeBus"}
     assert "Job Requested" not in rule["EventPattern"]["detail-type"]
-    # the request bus keeps the name a deployment gave it; the outcome bus is named by its stack
-    assert RESOURCES["EventBus"]["Properties"]["Name"] == {"Ref": "EventBusName"}
+    # the request bus is named by its stack unless a deployment names it; the outcome bus is
+    # named by its stack
+    assert DOCUMENT["Parameters"]["EventBusName"]["Default"] == ""
+    assert DOCUMENT["Conditions"]["NameRequestBusAfterStack"] == {"Fn::Equals": [{"Ref": "EventBusName"}, ""]}
+    assert RESOURCES["EventBus"]["Properties"]["Name"] == {
+        "Fn::If": [
+            "NameRequestBusAfterStack",
+            {"Fn::Sub": "${AWS::StackName}-requests"},
+            {"Ref": "EventBusName"},
+        ]
+    }
     assert RESOURCES["OutcomeBus"]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-outcomes"}
     outputs = DOCUMENT["Outputs"]
     assert outputs["RequestBusName"]["Value"] == {"Ref": "EventBus"}

@@ -34,11 +34,14 @@ WRITERS = {
     "jobs/store.py",  # clearing an owed event, reading a submission's state
     "jobs/creation.py",  # the conditional create and its idempotency key
     "jobs/attempts.py",  # the webhook map's document paths, the attempts list
-    "jobs/listing.py",  # the due and list indexes' queries
+    "jobs/listing.py",  # the due index's queries
+    "jobs/pages.py",  # the list index's queries
     "jobs/elements.py",  # ELEMENT# items
+    "jobs/leases.py",  # LEASE# items (a run one holder at a time)
     "money/ledger.py",  # SPEND# items
     "providers/health.py",  # HEALTH# items
     "infra/dynamo.py",  # the table itself
+    "infra/dynamoretry.py",  # reads a refused write's expressions: may it be made again?
 }
 
 

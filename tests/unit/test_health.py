@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from klingflow.core.codes import ProviderErrorClass
 from klingflow.providers.health import Breakers
+from klingflow.providers.telemetry import ProviderMetrics
 from klingflow_dev.clock import ManualClock
 
 DOWN = ProviderErrorClass.PROVIDER_DOWN
@@ -63,3 +65,33 @@ def test_a_successful_probe_closes_it_and_a_failed_one_cools_down_again(
     assert not breakers.allows("apimaster")
     clock.advance(61)
     assert breakers.allows("apimaster")
+
+
+def _emitted(out: str) -> list[dict[str, Any]]:
+    """The EMF documents Powertools printed (CloudWatch reads them from the function's log)."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_a_breaker_that_opens_is_counted_per_provider_and_in_all(
+    table: Any, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given breakers that publish metrics
+    breakers = Breakers(
+        table, clock, failure_threshold=3, cool_down_s=60, metrics=ProviderMetrics(namespace="klingflow")
+    )
+    # When two failures leave it closed, and the third opens it
+    breakers.record_failure("kling", DOWN)
+    breakers.record_failure("kling", DOWN)
+    assert _emitted(capsys.readouterr().out) == []
+    breakers.record_failure("kling", DOWN)
+    # Then BreakersOpened is counted once for the provider and once for the alarm (service only)
+    opened = _emitted(capsys.readouterr().out)
+    assert [m["BreakersOpened"] for m in opened] == [[1.0], [1.0]]
+    dimensions = [set(m["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) for m in opened]
+    assert dimensions == [{"provider", "service"}, {"service"}]
+    assert (opened[0]["provider"], opened[1]["service"]) == ("kling", "klingflow")
+    # And a probe that fails after the cool-down opens it, and counts it, again
+    clock.advance(61)
+    assert breakers.allows("kling")
+    breakers.record_failure("kling", DOWN)
+    assert len(_emitted(capsys.readouterr().out)) == 2

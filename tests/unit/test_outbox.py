@@ -12,6 +12,7 @@ from klingflow.flows.configs import SweepConfig
 from klingflow.flows.sweep import Sweeper
 from klingflow.infra.events import EventPublisher
 from klingflow.jobs.endings import announce, end_job
+from klingflow.jobs.leases import RunLease
 from klingflow.jobs.store import JobStore
 from klingflow.money.settlement import Release
 from klingflow.providers.registry import Registry, load_configs
@@ -46,8 +47,10 @@ def sweeper(
     registry: Any = None,
     ceiling: int = 2,
     max_jobs: int = 10,
+    lease: RunLease | None = None,
 ) -> Sweeper:
-    """A sweeper with nothing to archive or resubmit: for tests of what it polls and publishes."""
+    """A sweeper with nothing to archive or resubmit: for tests of what it polls and publishes.
+    Its run lease is the one item every sweeper on the store's table shares, as in the stack."""
     return Sweeper(
         store=store,
         queue=NoQueue(),  # type: ignore[arg-type]
@@ -58,6 +61,7 @@ def sweeper(
         resolve_unknown=lambda job_id, provider: None,
         adopt_late=lambda job, provider, task_id: None,
         submit_queue=NoQueue(),  # type: ignore[arg-type]
+        lease=lease or RunLease(store._items.table, clock, "sweeper", hold_s=SweepConfig.lease_s),
     )
 
 

@@ -226,6 +226,10 @@ def test_quarantined_bytes_are_kept_as_long_as_rejected_reports() -> None:
 
 def test_the_alarm_watches_the_metric_archive_counts() -> None:
     alarm = TEMPLATE["Resources"]["OutputsInvalidAlarm"]["Properties"]
-    assert (alarm["Namespace"], alarm["MetricName"]) == ("klingflow", ArchiveOutcome.OUTPUT_INVALID.value)
-    assert alarm["Dimensions"] == [{"Name": "service", "Value": "klingflow"}]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("klingflow", "Outcomes")
+    assert alarm["Dimensions"] == [
+        {"Name": "service", "Value": "klingflow"},
+        {"Name": "function", "Value": "archive"},
+        {"Name": "outcome", "Value": ArchiveOutcome.OUTPUT_INVALID.value},
+    ]
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")

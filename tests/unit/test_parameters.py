@@ -70,3 +70,28 @@ def test_the_readmes_provider_overrides_example_survives_sam_deploys_quoting() -
     parsed = CfnParameterOverridesType().convert((line.strip("'"),), None, None)
     overrides = json.loads(parsed["ProviderOverrides"])
     assert load_configs(overrides)["gateway"].base_url == "https://gw.example.com"
+
+
+def test_the_scale_knobs_are_parameters_wired_to_what_they_bound() -> None:
+    resources = template.load(REPO / "template.yaml")["Resources"]
+    (archive,) = resources["ArchiveFunction"]["Properties"]["Events"].values()
+    assert archive["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "ArchiveConcurrency"}
+    (queued,) = [
+        e for e in resources["SubmitFunction"]["Properties"]["Events"].values() if e["Type"] == "SQS"
+    ]
+    assert queued["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "SubmitConcurrency"}
+    sweeper = resources["SweeperFunction"]["Properties"]
+    assert sweeper["MemorySize"] == {"Ref": "SweeperMemorySize"}
+    assert sweeper["Environment"]["Variables"]["MAX_JOBS_PER_RUN"] == {"Ref": "SweepMaxJobsPerRun"}
+    defaults = template.parameter_values(DECLARED, {})
+    assert (
+        defaults["ArchiveConcurrency"],
+        defaults["SweepMaxJobsPerRun"],
+        defaults["SweeperMemorySize"],
+    ) == (
+        "10",
+        "500",
+        "512",
+    )
+    for name in ("SubmitConcurrency", "ArchiveConcurrency", "SweepMaxJobsPerRun", "SweeperMemorySize"):
+        assert {"MinValue", "MaxValue", "Description"} <= set(DECLARED[name]), name

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
-from klingflow.core.codes import Actor
+from klingflow.core.codes import Actor, AttemptOutcome
 from klingflow.core.errors import RequestRejected
-from klingflow.core.models import Job, Source
+from klingflow.core.models import Attempt, Job, Source
 from klingflow.core.states import JobStatus
 from klingflow.infra.dynamo import Table
+from klingflow.jobs.attempts import MAX_ATTEMPTS
 from klingflow.jobs.reservations import Claim
 from klingflow.jobs.store import JobStore
 from klingflow.money.ledger import Ledger
@@ -173,3 +175,29 @@ def test_an_id_too_long_to_be_a_key_is_simply_not_found(
     assert store.get("é" * 1100) is None
     assert counting.calls["get_item"] == 0
     assert store.get("01JEXAMPLE") is None and counting.calls["get_item"] == 1
+
+
+def test_a_job_keeps_its_first_attempts_and_the_newest_and_counts_the_rest(store: JobStore) -> None:
+    # Given a pinned job told "not now" twenty times
+    store.create(_job())
+    for n in range(20):
+        store.add_attempt(
+            "01JOB",
+            Attempt(provider="kling", outcome=AttemptOutcome.WAITING, at=f"2026-11-21T12:{n:02d}:00Z"),
+        )
+
+    job = store.get("01JOB")
+
+    # Then its record holds MAX_ATTEMPTS of them, the last one the newest, and says how many it let go
+    assert job is not None and len(job.attempts) == MAX_ATTEMPTS
+    assert job.attempts[-2].at == f"2026-11-21T12:{MAX_ATTEMPTS - 2:02d}:00Z"
+    assert job.attempts[-1].at == "2026-11-21T12:19:00Z"
+    assert job.attempts_omitted == 20 - MAX_ATTEMPTS
+
+
+def test_an_attempt_for_a_job_that_does_not_exist_writes_nothing(store: JobStore, table: Table) -> None:
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        store.add_attempt(
+            "01NONE", Attempt(provider="kling", outcome=AttemptOutcome.WAITING, at="2026-11-21T12:00:00Z")
+        )
+    assert store.get("01NONE") is None

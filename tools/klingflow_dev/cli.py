@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from klingflow_dev import demo, openapi, schemas
 from klingflow_dev.emulator import EmulatorServer
-from klingflow_dev.sandbox import Sandbox, SandboxOptions, template
+from klingflow_dev.sandbox import Sandbox, SandboxOptions, faults, template
 from klingflow_dev.sandbox.client import ApiClient
 from klingflow_dev.userclient import ApiError, Client, TargetError, find_target, state_file
 
@@ -477,13 +477,20 @@ def _watch(running: Sandbox, stop: threading.Event, every_s: float = 0.5) -> Non
     metavar="Key=Value",
     help="stack parameters, as `sam deploy` takes them (DailyBudgetUsd=5 JobDeadlineSeconds=600)",
 )
+@click.option(
+    "--aws-faults",
+    default="",
+    metavar="name=share,...",
+    help="DynamoDB refusing that share of the functions' calls as AWS does when busy: "
+    "transaction_conflict=0.2,throttling=0.1 (and seed=N); see docs/sandbox.md",
+)
 @click.argument("more_overrides", nargs=-1)
-def up(parameter_overrides: tuple[str, ...], more_overrides: tuple[str, ...]) -> None:
+def up(parameter_overrides: tuple[str, ...], aws_faults: str, more_overrides: tuple[str, ...]) -> None:
     """Run the sandbox until interrupted; its first line is its endpoints as JSON, and the
     `klingflow` commands find it without flags."""
     try:
         parameters = template.parse_overrides([*parameter_overrides, *more_overrides])
-        running = Sandbox(SandboxOptions(parameters=parameters))
+        running = Sandbox(SandboxOptions(parameters=parameters, aws_faults=faults.parse(aws_faults)))
         running.start()
     except (ValueError, RuntimeError) as error:
         click.echo(f"klingflow sandbox up: {error}", err=True)

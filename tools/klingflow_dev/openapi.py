@@ -13,8 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from klingflow.core.codes import JobErrorCode
 from klingflow.core.kinds import REQUEST_ADAPTER
 from klingflow.core.models import Job
+from klingflow.core.payload import BASE64_MAX_BYTES, BODY_MAX_BYTES
 from klingflow.jobs.elements import ElementPage
 
 from .sandbox import template
@@ -59,6 +61,14 @@ ACCEPTED = {
     },
 }
 OBJECT: dict[str, Any] = {"type": "object"}
+# Lambda's 6 MB synchronous payload bounds every body (core/payload.py has the figures).
+TOO_LARGE = {
+    "description": f"too large to reach the function whole: a body of at most {BODY_MAX_BYTES:,} bytes "
+    f"as the event carries it, base64 images of at most {BASE64_MAX_BYTES:,} bytes together "
+    f"(code {JobErrorCode.REQUEST_TOO_LARGE}, naming the field); upload images under incoming/ "
+    "and pass their keys",
+    "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+}
 
 # What each route is for, what it answers and the query it takes, by the template's event name.
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -181,6 +191,7 @@ def document() -> dict[str, Any]:
         if "body" in spec:
             schema = OBJECT if spec["body"] == "any" else {"$ref": REF.format(model=spec["body"])}
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            operation["responses"]["413"] = TOO_LARGE
         operation["security"] = [{"sigv4": []}] if signed else []
         paths.setdefault(path, {})[method] = operation
     return {

@@ -28,6 +28,7 @@ from .infra.parameters import CachedValues, parameter_value, secret_string
 from .jobs.store import DUE_SHARDS, JobStore
 from .money.ledger import Budget, Ledger, SpendMetrics
 from .settings import (
+    AwsCalls,
     _BudgetSettings,
     _ProviderSettings,
     _ScheduleSettings,
@@ -71,17 +72,36 @@ class Lazy(Generic[T]):
 # once): botocore keeps 10 connections by default, and every request past them opens a new one
 # (a TLS handshake) and throws it away after ("Connection pool is full"). Unused room costs nothing.
 _POOLED = Config(max_pool_connections=MAX_POLL_CONCURRENCY)
+_CALLS = AwsCalls()
+
+
+def client_config(service: str, calls: AwsCalls = _CALLS) -> Config:
+    """A function's clients as Lambda needs them: botocore's standard retry mode (not legacy's
+    up to 10 tries for DynamoDB) with the function's tries and timeouts (settings.AwsCalls), so a
+    call fails well inside the function's own timeout instead of outliving it."""
+    config = _POOLED.merge(
+        Config(
+            retries={"mode": "standard", "total_max_attempts": calls.attempts},
+            connect_timeout=calls.connect_timeout_s,
+            read_timeout=calls.read_timeout_s,
+        )
+    )
+    # Presigned links must be SigV4: S3 URLs are still signed with SigV2 in some regions.
+    return config.merge(Config(signature_version="s3v4")) if service == "s3" else config
+
+
+def client(service: str, calls: AwsCalls = _CALLS) -> Any:
+    """The service's client for a function's AwsCalls, made once (the default: AwsCalls())."""
+    return _client(service, calls)
 
 
 @cache
-def client(service: str) -> Any:
+def _client(service: str, calls: AwsCalls) -> Any:
     # botocore's own clients: `import boto3` adds s3transfer and its S3 client injections to
     # every cold start (40-90 ms) and klingflow uses none of what it adds (dynamo.py, storage.py).
     if service not in awsmodels.OPERATIONS:
         raise ValueError(f"klingflow makes no {service} client: list its operations in awsmodels.py")
-    # Presigned links must be SigV4: S3 URLs are still signed with SigV2 in some regions.
-    config = _POOLED.merge(Config(signature_version="s3v4")) if service == "s3" else _POOLED
-    return _session().create_client(service, config=config)
+    return _session().create_client(service, config=client_config(service, calls))
 
 
 @cache
@@ -103,35 +123,39 @@ def _loader(data_path: str | None) -> Loader:
     return create_loader(data_path)
 
 
+def table(name: str, calls: AwsCalls = _CALLS) -> Table:
+    return _table(name, calls)
+
+
 @cache
-def table(name: str) -> Table:
+def _table(name: str, calls: AwsCalls) -> Table:
     # The low-level client under a thin wrapper: a DynamoDB resource costs a cold start ~100 ms.
-    return Table(client("dynamodb"), name)
+    return Table(client("dynamodb", calls), name)
 
 
 @cache
-def _secrets() -> CachedValues:
-    return CachedValues(secret_string(client("secretsmanager")), max_age_s=SECRET_MAX_AGE_S)
+def _secrets(calls: AwsCalls) -> CachedValues:
+    return CachedValues(secret_string(client("secretsmanager", calls)), max_age_s=SECRET_MAX_AGE_S)
 
 
 @cache
-def _ssm() -> CachedValues:
-    return CachedValues(parameter_value(client("ssm")), max_age_s=SECRET_MAX_AGE_S)
+def _ssm(calls: AwsCalls) -> CachedValues:
+    return CachedValues(parameter_value(client("ssm", calls)), max_age_s=SECRET_MAX_AGE_S)
 
 
-def storage(bucket: str) -> Storage:
+def storage(bucket: str, calls: AwsCalls = _CALLS) -> Storage:
     """The bucket, for the functions that read or write it (not the callback, sweeper, webhook)."""
     from .infra.storage import Storage
 
-    return Storage(client("s3"), bucket)
+    return Storage(client("s3", calls), bucket)
 
 
-def parameter_text(name: str) -> str:
-    return _ssm().get(name)
+def parameter_text(name: str, calls: AwsCalls = _CALLS) -> str:
+    return _ssm(calls).get(name)
 
 
-def secret_text(arn: str) -> str:
-    return _secrets().get(arn)
+def secret_text(arn: str, calls: AwsCalls = _CALLS) -> str:
+    return _secrets(calls).get(arn)
 
 
 def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping[str, str]]:
@@ -146,7 +170,7 @@ def provider_credentials(settings: _ProviderSettings) -> Callable[[str], Mapping
             return settings.provider_credentials
         if settings.provider_credentials_file:
             return json.loads(Path(settings.provider_credentials_file).read_text())
-        return json.loads(secret_text(settings.provider_secret_arn))
+        return json.loads(secret_text(settings.provider_secret_arn, settings.aws_calls))
 
     def lookup(provider: str) -> Mapping[str, str]:
         found = document()
@@ -173,7 +197,7 @@ def registry(settings: _ProviderSettings, clock: Clock, *, connections: int | No
 
 def ledger(settings: _BudgetSettings, clock: Clock) -> Ledger:
     return Ledger(
-        table(settings.jobs_table),
+        table(settings.jobs_table, settings.aws_calls),
         clock,
         Budget(daily_usd=settings.daily_budget_usd, max_job_usd=settings.max_job_cost_usd),
         retention_days=settings.retention_days,
@@ -186,7 +210,7 @@ def ledger(settings: _BudgetSettings, clock: Clock) -> Ledger:
 def store(settings: _Settings, clock: Clock, money: Ledger | None = None) -> JobStore:
     """The jobs table; with the day's ledger where the function moves money."""
     return JobStore(
-        table(settings.jobs_table),
+        table(settings.jobs_table, settings.aws_calls),
         clock,
         due_shards=settings.due_shards if isinstance(settings, _ScheduleSettings) else DUE_SHARDS,
         retention_days=settings.retention_days,
@@ -205,10 +229,10 @@ def provider_metrics(settings: _ProviderSettings) -> ProviderMetrics:
 def element_directory(settings: _Settings, clock: Clock) -> ElementDirectory:
     from .jobs.elements import ElementDirectory, ElementStore
 
-    return ElementDirectory(ElementStore(table(settings.jobs_table)), clock)
+    return ElementDirectory(ElementStore(table(settings.jobs_table, settings.aws_calls)), clock)
 
 
 def reset() -> None:
     """Forget every cached client (a new sandbox, a new moto endpoint)."""
-    for cached in (client, _session, table, _secrets, _ssm):
+    for cached in (_client, _session, _table, _secrets, _ssm):
         cached.cache_clear()

@@ -69,10 +69,10 @@ def build_intake(settings: SubmitSettings, clock: Clock | None = None) -> Intake
     build_job_models()  # its first event reads or writes a job
     money = ledger(settings, clock)
     jobs, providers = store(settings, clock, money), registry(settings, clock)
-    events = EventPublisher(client("events"), settings.event_bus)
-    bucket = storage(settings.bucket)
+    events = EventPublisher(client("events", settings.aws_calls), settings.event_bus)
+    bucket = storage(settings.bucket, settings.aws_calls)
     inputs = Inputs(bucket, url_ttl_s=settings.input_url_ttl_s)
-    submit_queue = JobQueue(client("sqs"), settings.submit_queue_url)
+    submit_queue = JobQueue(client("sqs", settings.aws_calls), settings.submit_queue_url)
     dispatcher = _dispatcher(
         settings, clock, jobs=jobs, money=money, providers=providers, events=events, inputs=inputs
     )
@@ -112,10 +112,11 @@ def _dispatcher(
         registry=providers,
         ledger=money,
         breakers=Breakers(
-            table(settings.jobs_table),
+            table(settings.jobs_table, settings.aws_calls),
             clock,
             failure_threshold=settings.breaker_failures,
             cool_down_s=settings.breaker_cool_down_s,
+            metrics=provider_metrics(settings),
         ),
         recorder=_recorder(
             settings,
@@ -124,11 +125,11 @@ def _dispatcher(
             events=events,
             providers=providers,
             metrics=provider_metrics(settings),
-            archive_queue=JobQueue(client("sqs"), settings.archive_queue_url),
+            archive_queue=JobQueue(client("sqs", settings.aws_calls), settings.archive_queue_url),
         ),
         inputs=inputs,
-        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
-        api_url=lambda: parameter_text(settings.api_url_parameter),
+        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn, settings.aws_calls)),
+        api_url=lambda: parameter_text(settings.api_url_parameter, settings.aws_calls),
         clock=clock,
         config=settings,
     )
@@ -172,7 +173,7 @@ def build_canceller(settings: SubmitSettings, clock: Clock | None = None) -> Can
     clock = clock or SystemClock()
     return Canceller(
         store=store(settings, clock, ledger(settings, clock)),
-        events=EventPublisher(client("events"), settings.event_bus),
+        events=EventPublisher(client("events", settings.aws_calls), settings.event_bus),
     )
 
 
@@ -185,12 +186,12 @@ def build_receiver(settings: CallbackSettings, clock: Clock | None = None) -> Ca
     jobs = store(settings, clock)
     # Parsing callbacks and pricing an adopted task need the adapters and prices, never keys.
     providers = Registry(load_configs(settings.provider_overrides), lambda _: {}, clock=clock)
-    events = EventPublisher(client("events"), settings.event_bus)
+    events = EventPublisher(client("events", settings.aws_calls), settings.event_bus)
     recorder = _recorder(settings, clock, jobs=jobs, events=events, providers=providers)
     return CallbackReceiver(
         store=jobs,
-        queue=JobQueue(client("sqs"), settings.archive_queue_url),
-        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn)),
+        queue=JobQueue(client("sqs", settings.aws_calls), settings.archive_queue_url),
+        signer=CallbackSigner(lambda: secret_text(settings.callback_secret_arn, settings.aws_calls)),
         registry=providers,
         adopt=lambda job, provider, task_id: recorder.submitted(job, provider, Submission(task_id)),
         adopt_late=recorder.adopt_late,
@@ -206,8 +207,8 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
     build_job_models()  # its first event reads or writes a job
     return Archiver(
         store=store(settings, clock, ledger(settings, clock)),
-        storage=storage(settings.bucket),
-        events=EventPublisher(client("events"), settings.event_bus),
+        storage=storage(settings.bucket, settings.aws_calls),
+        events=EventPublisher(client("events", settings.aws_calls), settings.event_bus),
         registry=registry(settings, clock),
         http=SafeHttp(
             allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.download_timeout_s
@@ -220,25 +221,29 @@ def build_archiver(settings: ArchiveSettings, clock: Clock | None = None) -> Arc
 
 def build_sweeper(settings: SweeperSettings, clock: Clock | None = None) -> Sweeper:
     from .flows.sweep import Sweeper
+    from .jobs.leases import RunLease
 
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
     jobs = store(settings, clock, ledger(settings, clock))
-    events = EventPublisher(client("events"), settings.event_bus)
+    events = EventPublisher(client("events", settings.aws_calls), settings.event_bus)
     providers = registry(settings, clock, connections=settings.poll_concurrency)
     recorder = _recorder(
         settings, clock, jobs=jobs, events=events, providers=providers, metrics=provider_metrics(settings)
     )
     return Sweeper(
         store=jobs,
-        queue=JobQueue(client("sqs"), settings.archive_queue_url),
+        queue=JobQueue(client("sqs", settings.aws_calls), settings.archive_queue_url),
         events=events,
         registry=providers,
         clock=clock,
         config=settings,
         resolve_unknown=recorder.resolve_unknown,
         adopt_late=recorder.adopt_late,
-        submit_queue=JobQueue(client("sqs"), settings.submit_queue_url),
+        submit_queue=JobQueue(client("sqs", settings.aws_calls), settings.submit_queue_url),
+        lease=RunLease(
+            table(settings.jobs_table, settings.aws_calls), clock, "sweeper", hold_s=settings.lease_s
+        ),
     )
 
 
@@ -248,8 +253,8 @@ def build_queries(settings: JobsSettings, clock: Clock | None = None) -> JobQuer
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
     return JobQueries(
-        store=JobStore(table(settings.jobs_table), clock),
-        storage=Lazy(lambda: storage(settings.bucket)).get,
+        store=JobStore(table(settings.jobs_table, settings.aws_calls), clock),
+        storage=Lazy(lambda: storage(settings.bucket, settings.aws_calls)).get,
         ledger=ledger(settings, clock),
         elements=element_directory(settings, clock),
         clock=clock,
@@ -264,11 +269,11 @@ def build_webhooks(settings: WebhookSettings, clock: Clock | None = None) -> Web
     clock = clock or SystemClock()
     build_job_models()  # its first event reads or writes a job
     return WebhookSender(
-        store=JobStore(table(settings.jobs_table), clock),
+        store=JobStore(table(settings.jobs_table, settings.aws_calls), clock),
         http=SafeHttp(
             allow_loopback_http=settings.allow_loopback_http, read_timeout_s=settings.webhook_timeout_s
         ),
-        secret=lambda: secret_text(settings.webhook_secret_arn),
+        secret=lambda: secret_text(settings.webhook_secret_arn, settings.aws_calls),
         clock=lambda: clock.now().timestamp(),
         config=settings,
     )

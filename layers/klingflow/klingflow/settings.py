@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
@@ -36,6 +36,14 @@ def _upper(name: str) -> str:
     return name.upper()
 
 
+class AwsCalls(NamedTuple):
+    """How a function's AWS clients call: tries in all, connect and read timeouts (seconds)."""
+
+    attempts: int = 3
+    connect_timeout_s: float = 1.0
+    read_timeout_s: float = 3.0
+
+
 class _Settings(BaseModel):
     # defer_build: a function builds the validator of its own settings only (on `from_env`),
     # not those of the other five functions' settings at import.
@@ -48,6 +56,16 @@ class _Settings(BaseModel):
     retention_days: int = Field(default=RETENTION_DAYS, ge=1)
     powertools_metrics_namespace: str | None = None
     powertools_metrics_disabled: bool = False
+    # Every AWS client's calls (runtime.py): botocore's standard retry mode with this many tries
+    # in all, and these timeouts, so that a call gives up (tries and backoff included) within
+    # half the function's Timeout; tests/unit/test_client_config.py holds each function to it.
+    aws_call_attempts: int = Field(default=3, ge=1, le=5)
+    aws_connect_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    aws_read_timeout_s: float = Field(default=3.0, gt=0, le=60)
+
+    @property
+    def aws_calls(self) -> AwsCalls:
+        return AwsCalls(self.aws_call_attempts, self.aws_connect_timeout_s, self.aws_read_timeout_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -88,6 +106,9 @@ class _BudgetSettings(_Settings):
 
 
 class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, AcceptConfig, DispatchConfig):
+    # A decoded base64 image (a few MB) is sent to S3 within the connect timeout.
+    aws_connect_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    aws_read_timeout_s: float = Field(default=5.0, gt=0, le=60)
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
     submit_queue_url: str = Field(min_length=1)
@@ -100,6 +121,10 @@ class SubmitSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, Acce
 
 
 class CallbackSettings(_ScheduleSettings):
+    # Its function's Timeout is 10 s: every AWS call gives up within 5.
+    aws_call_attempts: int = Field(default=2, ge=1, le=5)
+    aws_connect_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    aws_read_timeout_s: float = Field(default=1.5, gt=0, le=60)
     callback_secret_arn: str = Field(min_length=1)
     archive_queue_url: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
@@ -107,6 +132,9 @@ class CallbackSettings(_ScheduleSettings):
 
 
 class ArchiveSettings(_ProviderSettings, _ScheduleSettings, _BudgetSettings, ArchiveConfig):
+    # An output's 8 MiB parts are sent within the connect timeout (urllib3 sends a body under it).
+    aws_connect_timeout_s: float = Field(default=5.0, gt=0, le=30)
+    aws_read_timeout_s: float = Field(default=10.0, gt=0, le=60)
     bucket: str = Field(min_length=1)
     event_bus: str = Field(min_length=1)
 

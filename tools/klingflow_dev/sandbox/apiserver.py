@@ -94,6 +94,20 @@ def api_event(
     return event
 
 
+# Lambda's synchronous payload, each way: an event (the request body inside it) past this is
+# refused before the function runs, and API Gateway answers 413; a function's answer past it is
+# an invocation error (Lambda allows a little more for the answer's envelope), a 500.
+REQUEST_MAX_BYTES = 6 * 1024 * 1024
+RESPONSE_MAX_BYTES = REQUEST_MAX_BYTES + 100
+TOO_LARGE = (413, {"Content-Type": "application/json"}, b'{"message":"Request Entity Too Large"}')
+FAILED = (500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}')
+
+
+def payload_bytes(value: Any) -> int:
+    """The size of an event or an answer as Lambda counts it: its JSON."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+
+
 class _Server(ThreadingHTTPServer):
     # API Gateway takes many connections at once; the socket module's default backlog of 5
     # resets the sixth client that connects in the same instant.
@@ -193,12 +207,17 @@ class ApiServer:
             event = api_event(
                 route, method=method, raw_path=path, query=query, headers=headers, body=body, params=params
             )
+            if payload_bytes(event) > REQUEST_MAX_BYTES:
+                return TOO_LARGE
             try:
                 answer = self._invoker.invoke(route.function, event, source=f"api {route.key}")
             except Exception:
                 # What Lambda would log for the failed invocation; API Gateway only says 500.
                 traceback.print_exc(file=sys.stderr)
-                return 500, {"Content-Type": "application/json"}, b'{"message":"Internal Server Error"}'
+                return FAILED
+            if payload_bytes(answer) > RESPONSE_MAX_BYTES:
+                print(f"{route.function}: response payload over {RESPONSE_MAX_BYTES} bytes", file=sys.stderr)
+                return FAILED
             reply = answer.get("body") or ""
             data = base64.b64decode(reply) if answer.get("isBase64Encoded") else str(reply).encode()
             return int(answer.get("statusCode", 200)), dict(answer.get("headers") or {}), data

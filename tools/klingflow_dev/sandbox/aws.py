@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 from klingflow.infra import awsmodels
 
 from . import dynamojson
+from .limits import Limits
 from .template import Resolver
 
 ACCOUNT = "123456789012"
@@ -91,20 +92,26 @@ class SerialisedDynamoDB:
 
 class MotoServer(ThreadedMotoServer):
     """moto in server mode on loopback, with DynamoDB's atomic conditional writes, its item
-    answers sent as the JSON they are (`dynamojson`: as quick to read a job as to write it), and
-    the event buses' resource policies enforced (`buspolicy`)."""
+    answers sent as the JSON they are (`dynamojson`: as quick to read a job as to write it), the
+    event buses' resource policies enforced (`buspolicy`), AWS's payload limits (`limits`) and,
+    when asked, DynamoDB's conflicts and throttling (`faults`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, aws_faults: dict[str, float] | None = None, **kwargs: Any) -> None:
         from .buspolicy import BusPolicy  # noqa: PLC0415 (it reads this module's account and stack)
+        from .faults import DynamoFaults  # noqa: PLC0415 (it reads iam's caller, which reads this module)
 
         super().__init__(*args, **kwargs)
         self.bus_policy = BusPolicy()
+        self.faults = DynamoFaults.of(aws_faults or {})
+        self.limits = Limits()
 
     def _server_entry(self) -> None:
         dynamojson.install()
         # werkzeug logs every request it serves; formatting those lines costs the server's CPU.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        app = self.bus_policy.wrap(SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app)))
+        # The faults sit outside the lock: a transaction waiting for it is in flight.
+        moto = SerialisedDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = self.bus_policy.wrap(self.limits.wrap(self.faults.wrap(moto)))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )
@@ -322,6 +329,8 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
         api["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
     if "ExpirationInDays" in rule:
         api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if rule.get("ExpiredObjectDeleteMarker") in (True, "true"):
+        api["Expiration"] = {"ExpiredObjectDeleteMarker": True}
     if "NoncurrentVersionExpiration" in rule:
         days = int(rule["NoncurrentVersionExpiration"]["NoncurrentDays"])
         api["NoncurrentVersionExpiration"] = {"NoncurrentDays": days}

@@ -20,7 +20,7 @@ from klingflow.core.clock import Clock
 from klingflow_dev.clock import START, ManualClock
 from klingflow_dev.emulator import Emulator, EmulatorServer
 
-from . import aws, buspolicy, iam, template
+from . import aws, buspolicy, faults, iam, template
 from .apiserver import ApiServer, Route
 from .aws import ACCOUNT, PSEUDO, REGION, STACK, MotoServer, ResourceBuilder, ensure_aws_models
 from .lambdas import Function, Invoker
@@ -84,6 +84,9 @@ class SandboxOptions:
     # events side by side, so the sandbox does too, and races show here before production.
     function_concurrency: int = 4
     sqs_pollers: int = 4
+    # DynamoDB's passing refusals, which moto never makes ({"transaction_conflict": 0.2,
+    # "throttling": 0.1, "seed": 7}): the share of the functions' calls refused (faults.py).
+    aws_faults: dict[str, float] = field(default_factory=dict)
     # Deterministic mode for tests: no background loops, time moves only when the test says so;
     # the test steps the event sources itself (deliver_s3, drain_archive, sweep, tick_providers).
     clock: Clock | None = None
@@ -120,6 +123,7 @@ class Sandbox:
         # Bad parameters are refused before anything starts, as CloudFormation refuses them.
         document = template.load(self.options.repo / "template.yaml")
         parameters = template.parameter_values(document.get("Parameters", {}), self.options.parameters)
+        faults.check(self.options.aws_faults)
         try:
             given_overrides = json.loads(parameters["ProviderOverrides"])
         except ValueError as error:
@@ -138,7 +142,9 @@ class Sandbox:
     def _boot(
         self, document: dict[str, Any], parameters: dict[str, Any], given_overrides: dict[str, Any]
     ) -> None:
-        self._moto = MotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto = MotoServer(
+            ip_address="127.0.0.1", port=0, verbose=False, aws_faults=self.options.aws_faults
+        )
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
@@ -211,6 +217,7 @@ class Sandbox:
         self.bus_policy = self._moto.bus_policy
         self.bus_policy.rules = [rule for p in created.bus_policies.values() for rule in buspolicy.denials(p)]
         buspolicy.install(runtime._session())
+        faults.install(runtime._session())
         # What a user does after deploying: put the provider keys into the secret.
         self.client("secretsmanager").put_secret_value(
             SecretId=self.names["ProviderKeysSecret"],
@@ -268,6 +275,12 @@ class Sandbox:
         assert self.emulator_server is not None
         return self.emulator_server.base_urls
 
+    @property
+    def aws(self) -> MotoServer:
+        """moto's server: its injected faults (`aws.faults.injected`) and refusals (`aws.limits`)."""
+        assert self._moto is not None
+        return self._moto
+
     def captured_events(self) -> list[dict[str, Any]]:
         with self._events_lock:
             return list(self.events)
@@ -285,6 +298,7 @@ class Sandbox:
         assert clock is not None and self.invoker is not None and self.emulator_server is not None
         self.invoker.wait_idle()
         self.emulator_server.reset()
+        self.aws.faults.reset()
         for dialect in self.base_urls:
             self.emulator.set_faults(dialect, latency_s=self.options.provider_latency_s)
         table = self.session.resource("dynamodb", endpoint_url=self.endpoint).Table(self.names["JobsTable"])
@@ -318,6 +332,7 @@ class Sandbox:
         runtime.reset()
         self.table_guard.install(runtime._session())  # the new session's clients are held too
         buspolicy.install(runtime._session())
+        faults.install(runtime._session())
         for function in self.invoker.functions.values():
             for container in function.warm():
                 self._inject_clock(container.module, function.logical_id)
@@ -399,7 +414,7 @@ class Sandbox:
                 code_dir=self.options.repo / props["CodeUri"],
                 handler=props["Handler"],
                 timeout_s=float(props.get("Timeout", 3)),
-                memory_mb=int(props.get("MemorySize", 128)),
+                memory_mb=int(self.resolver(props.get("MemorySize", 128))),
                 max_retries=int(invoke_config.get("MaximumRetryAttempts", 2)),
                 concurrency=int(self.resolver(props.get("ReservedConcurrentExecutions", default))),
             )

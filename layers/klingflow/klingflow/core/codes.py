@@ -16,6 +16,8 @@ class JobErrorCode(StrEnum):
     # Answers to requests (HTTP)
     INTERNAL = "INTERNAL"
     VALIDATION_FAILED = "VALIDATION_FAILED"
+    # A request too large to reach the function whole (core/payload.py): 413, naming the field
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     NOT_FOUND = "NOT_FOUND"
     CONFLICT = "CONFLICT"
     ALREADY_AT_PROVIDER = "ALREADY_AT_PROVIDER"  # cancel: the task is at a provider

@@ -57,6 +57,14 @@ class RequestRejected(Refused):
         return body
 
 
+class RequestTooLarge(RequestRejected):
+    """A request larger than a function can be handed (Lambda's 6 MB payload, core/payload.py):
+    each detail names the field, the limit and the way round it; nothing was spent."""
+
+    code = JobErrorCode.REQUEST_TOO_LARGE
+    http_status = 413
+
+
 class QueryRejected(RequestRejected):
     """A query parameter of a read route breaks its rule (the same 400 and shape)."""
 

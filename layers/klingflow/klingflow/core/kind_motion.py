@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .errors import FieldError
 from .kind_fields import BaseRequest, ElementIds, MediaInput, OptionalPrompt, YesNo, element_reference_errors
+from .payload import BASE64_MAX_BYTES
 from .vocab import Billing, JobKind, MediaRef, MediaRole, Mode, Orientation, PriceTier, billable_seconds
 
 
@@ -17,7 +18,8 @@ class MotionControlRequest(BaseRequest):
     kind: Literal[JobKind.MOTION_CONTROL] = JobKind.MOTION_CONTROL
     image: MediaInput = Field(
         description="reference image: an object key in the bucket, s3://bucket/key, an https URL "
-        "or base64 (with or without a data:image/...;base64, prefix)",
+        "or base64 (with or without a data:image/...;base64, prefix; a request's base64 images "
+        f"together at most {BASE64_MAX_BYTES:,} bytes, else upload under incoming/ and pass the key)",
     )
     video: MediaInput = Field(description="reference video: object key, s3://bucket/key or https URL")
     character_orientation: Orientation

@@ -15,12 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
-from .errors import FieldError, RequestRejected
+from .errors import FieldError, RequestRejected, RequestTooLarge
 from .kind_element import CustomElementRequest
 from .kind_fields import RESOLVED, shown
 from .kind_motion import MotionControlRequest
 from .kind_omni import OmniVideoRequest
 from .kind_video import ImageToVideoRequest, TextToVideoRequest
+from .payload import too_large
 
 # The vocabulary (kinds, modes, tiers, billing) lives apart, without pydantic; re-exported here
 # (`X as X`: mypy's explicit re-export) for the modules that take it from this one.
@@ -96,6 +97,9 @@ def parse_request(data: Any) -> AnyRequest:
         raise RequestRejected(field_errors(error)) from None
     if errors := request.combination_errors():
         raise RequestRejected(errors)
+    # Its base64 images, together, within what one function invocation can carry (413).
+    if errors := too_large({media.name: media.ref for media in request.media()}):
+        raise RequestTooLarge(errors)
     return request
 
 

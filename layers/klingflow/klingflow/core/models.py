@@ -166,7 +166,11 @@ class Job(_Record):
     external_task_id: str | None = None
     inputs: dict[str, MediaFacts] = Field(default_factory=dict)
     history: list[HistoryEntry] = Field(default_factory=list)
-    attempts: list[Attempt] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(
+        default_factory=list,
+        description="provider calls, oldest first; past the most a job keeps, the newest replaces the last",
+    )
+    attempts_omitted: int = Field(default=0, description="attempts replaced to keep the job's record small")
     cost: Cost = Field(default_factory=Cost)
     outputs: list[Output] = Field(default_factory=list)
     error: JobError | None = None

@@ -63,6 +63,9 @@ class SweepOutcome(StrEnum):
     DEFERRED = "SweepDeferred"
     ERROR = "SweepError"
     SKIPPED = "SweepSkipped"
+    # Another sweep holds the run lease (its tick overran, or two ticks came at once): this
+    # tick visited nothing and returned at once.
+    OVERLAPPED = "SweepOverlapped"
 
 
 class WebhookOutcome(StrEnum):

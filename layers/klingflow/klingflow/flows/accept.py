@@ -2,6 +2,10 @@
 
 Order matters for money: validate and probe everything first (nothing is spent on a request a
 provider would reject), then store the job; only then may the dispatcher claim and send it.
+Every source (POST /jobs, a manifest under incoming/, a `Job Requested` event) stops there and
+hands the job to the submit queue: only its consumer calls providers, so the queue's
+`MaximumConcurrency` (`SubmitConcurrency`) is the one cap on provider calls, whichever way the
+jobs came.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
 from ulid import ULID
 
 from klingflow.core.clock import Clock, epoch, iso
@@ -69,15 +74,11 @@ class Acceptor:
         self._clock = clock
         self._config = config
 
-    def accept(
-        self, data: Any, source: Source, *, idempotency_key: str | None = None, defer: bool = False
-    ) -> Job:
-        """Validate, store and submit one request. Rejections raise RequestRejected and emit
-        `Job Rejected`; a request seen before (same idempotency key) returns its first job.
-
-        With `defer` the job is stored QUEUED and handed to the submit queue instead of being
-        sent now (the API answers at once; provider calls and fail-over happen off its clock).
-        """
+    def accept(self, data: Any, source: Source, *, idempotency_key: str | None = None) -> Job:
+        """Validate and store one request as a QUEUED job, and hand it to the submit queue
+        (provider calls and fail-over happen there, off the trigger's clock). Rejections raise
+        RequestRejected and emit `Job Rejected`; a request seen before (same idempotency key)
+        returns its first job, handed to the queue again while it is still QUEUED."""
         fingerprint = request_sha256(data)
         try:
             request = parse_request(data)
@@ -88,7 +89,7 @@ class Acceptor:
                 # Before any check that could now refuse it (today's budget): a retry gets its job.
                 _same_request(seen, key, fingerprint)
                 self._inputs.restore(seen, request)
-                return self._again(seen, defer=defer)
+                return self._again(seen)
             job_id, request, inputs, estimates = self._priced(request)
         except Refused as rejection:
             self.reject(data, source, rejection)
@@ -106,12 +107,22 @@ class Acceptor:
             raise
         if not created:
             self._inputs.restore(stored, request)
-            return self._again(stored, defer=defer)
-        self._inputs.write(inputs)
-        if defer:
-            self._submit_queue.enqueue(stored.job_id, "accepted")
-            return stored
-        return self._dispatcher.submit(stored, estimates)
+            return self._again(stored)
+        self._inputs.write(inputs)  # before the job is queued: its sender reads the image
+        self._queue(stored.job_id, "accepted")
+        return stored
+
+    def _queue(self, job_id: str, reason: str) -> None:
+        """Hand a stored job to the submit queue. A failed send is not the caller's failure:
+        the job is stored, and the sweeper sends a QUEUED job nobody claimed after
+        `submit_grace_s`; a 500 here would invite a retry that makes a second job."""
+        try:
+            self._submit_queue.enqueue(job_id, reason)
+        except (BotoCoreError, ClientError) as error:
+            logger.warning(
+                "the submit queue refused a stored job: the sweeper sends it",
+                extra={"job_id": job_id, "error": str(error), "after_s": self._config.submit_grace_s},
+            )
 
     def _priced(self, request: AnyRequest) -> tuple[str, AnyRequest, dict[str, Input], dict[str, float]]:
         """A new request placed (with its elements' holder), its media inspected and its
@@ -212,16 +223,14 @@ class Acceptor:
                 ]
             ) from None
 
-    def _again(self, stored: Job, *, defer: bool) -> Job:
+    def _again(self, stored: Job) -> Job:
         """A request seen before returns its first job; one still QUEUED (its first delivery
-        stopped before sending) is sent on. A duplicate only finds the job claimed and stops."""
+        may have stopped before queueing it) is queued again. A duplicate message only finds
+        the job claimed, or ended, and stops."""
         logger.info("request seen before", extra={"job_id": stored.job_id, "status": stored.status})
-        if stored.status is not JobStatus.QUEUED:
-            return stored
-        if defer:
-            self._submit_queue.enqueue(stored.job_id, "accepted again")
-            return stored
-        return self._dispatcher.submit(stored)
+        if stored.status is JobStatus.QUEUED:
+            self._queue(stored.job_id, "accepted again")
+        return stored
 
     def reject(self, data: Any, source: Source, rejection: KlingflowError) -> None:
         metadata = data.get("metadata") if isinstance(data, dict) else None

@@ -123,6 +123,10 @@ class SweepConfig(Polling, Deadlines, ProviderCalls):
     max_jobs_per_run: int = Field(default=500, ge=1)
     # How long a QUEUED job may wait for its submitter before the sweeper resolves it.
     submit_grace_s: ClassVar[int] = SUBMIT_GRACE_S
+    # How long a tick holds the run lease (jobs/leases.RunLease): past the function's Timeout
+    # (60 s), so a sweep that died without giving it back delays only the next tick, never one
+    # still running; under two ticks (120 s), so the tick after that runs.
+    lease_s: ClassVar[int] = 90
 
     @property
     def first_poll_s(self) -> int:

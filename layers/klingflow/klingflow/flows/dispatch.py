@@ -90,20 +90,23 @@ class Dispatcher:
         self._clock = clock
         self._config = config
 
-    def submit_queued(self, job_id: str) -> Done[SubmitOutcome]:
-        """Send a job the API accepted; anything but a QUEUED job is left as it is."""
+    def submit_queued(self, job_id: str) -> tuple[Done[SubmitOutcome], Job | None]:
+        """Send a job taken from the submit queue (every source queues the jobs it accepts);
+        anything but a QUEUED job is left as it is. Also returns the job as it was left (None
+        for an unknown job)."""
         job = self._store.get(job_id)
         if job is None or job.status is not JobStatus.QUEUED:
-            return Done(SubmitOutcome.IGNORED, job.status.value if job else "unknown job")
+            return Done(SubmitOutcome.IGNORED, job.status.value if job else "unknown job"), job
         after = self.submit(job)
         outcome = {
             JobStatus.QUEUED: SubmitOutcome.WAITING,
             JobStatus.FAILED: SubmitOutcome.FAILED,
             JobStatus.CANCELLED: SubmitOutcome.IGNORED,
         }.get(after.status, SubmitOutcome.SENT)
-        return Done(outcome, f"{after.status.value} {after.provider or after.submitting_to or ''}".strip())
+        detail = f"{after.status.value} {after.provider or after.submitting_to or ''}".strip()
+        return Done(outcome, detail), after
 
-    def submit(self, job: Job, estimates: dict[str, float] | None = None) -> Job:
+    def submit(self, job: Job) -> Job:
         """Send a QUEUED job to the first candidate that takes it; at most one paid submission.
 
         Claiming the job reserves its estimate against today's budget in the same write; on
@@ -122,8 +125,7 @@ class Dispatcher:
             )
         billing = billing_of(request, job.inputs)
         try:
-            if estimates is None:
-                estimates = self.affordable(request, billing, self._registry.candidates(request, billing))
+            estimates = self.affordable(request, billing, self._registry.candidates(request, billing))
         except Refused as refusal:
             # Nothing can take it now (disabled, no keys, dearer than MaxJobCostUsd): say so
             # instead of retrying until the deadline. Nothing was sent or charged.

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from klingflow.core.errors import FieldError, RequestRejected
 from klingflow.core.kinds import AnyRequest, MediaRef
-from klingflow.core.media_rules import IMAGE_MAX_BYTES, check_media, facts_from_probe, format_from_name
+from klingflow.core.media_rules import check_media, facts_from_probe, format_from_name
 from klingflow.core.models import Job, MediaFacts
+from klingflow.core.payload import is_base64
 from klingflow.core.probe import probe_image, probe_video
 from klingflow.core.probe_reader import BytesReader, ImageInfo, ProbeError, VideoInfo
 from klingflow.core.states import JobStatus
@@ -78,7 +79,7 @@ class Inputs:
         expected = {media.name: media.ref for media in stored.parsed_request.media()}
         for media in request.media():
             key = expected.get(media.name, "")
-            if not (media.is_image and _is_base64_image(media.ref) and _holds_base64(key, media.name)):
+            if not (media.is_image and is_base64(media.ref) and _holds_base64(key, media.name)):
                 continue
             try:
                 data = base64.b64decode(_DATA_URI.sub("", media.ref, count=1), validate=True)
@@ -108,7 +109,7 @@ class Inputs:
         if ref.startswith("https://"):
             # A provider fetches it itself; all we can check is what the name says.
             return Input(MediaFacts(source=ref, format=format_from_name(ref)), None, ref)
-        if kind == "image" and _is_base64_image(ref):
+        if kind == "image" and is_base64(ref):
             return self._store_base64_image(job_id, field, ref)
         key = self._storage.key_of(field, ref)
         info = self._storage.head(field, key)
@@ -123,12 +124,9 @@ class Inputs:
         return Input(facts_from_probe(self._storage.uri(key), probed, info.content_type), key, None)
 
     def _store_base64_image(self, job_id: str, field: str, ref: str) -> Input:
+        # Its size was bounded when the request was parsed (core/payload.py: every base64 image
+        # of a request together within what one invocation carries, far under IMAGE_MAX_BYTES).
         payload = _DATA_URI.sub("", ref, count=1)
-        # Base64 grows data by a third: refuse oversized text before decoding it.
-        if len(payload) > IMAGE_MAX_BYTES * 4 // 3 + 4:
-            raise RequestRejected(
-                [FieldError(field, "image_max_bytes", f"base64 image is larger than {IMAGE_MAX_BYTES} bytes")]
-            )
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
@@ -146,17 +144,8 @@ class Inputs:
         return Input(facts, key, None, pending=data)
 
 
-def _is_base64_image(ref: str) -> bool:
-    return _DATA_URI.match(ref) is not None or _looks_base64(ref)
-
-
 def _holds_base64(key: str, field: str) -> bool:
     """Whether `key` is where intake stores a base64 image given as `field`: in the job's own
     folder under incoming/ (named by its ULID), named by the field (`_store_base64_image`)."""
     folder, _, name = key.rpartition("/")
     return _JOB_FOLDER.fullmatch(folder) is not None and name.rpartition(".")[0] == field
-
-
-def _looks_base64(value: str) -> bool:
-    # Object keys carry dots and are short; a bare base64 image is long and has neither.
-    return len(value) > 256 and re.fullmatch(r"[A-Za-z0-9+/=\s]+", value) is not None

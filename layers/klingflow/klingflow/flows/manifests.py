@@ -52,17 +52,24 @@ class Manifests:
             self._report(key, rejection)
             return None
         try:
-            job = self._acceptor.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
+            # Stored QUEUED and handed to the submit queue, whose consumer sends it.
+            return self._acceptor.accept(data, source, idempotency_key=f"s3:{key}:{delivery}")
         except Refused as rejection:
             self._report(key, rejection)
             return None
-        if job.status is JobStatus.FAILED and job.error is not None and job.error.code == BudgetExceeded.code:
-            # Accepted, then refused by the day's budget when it was claimed: the manifest's
-            # owner looks in rejected/ for what became of it.
+
+    def report_failed(self, job: Job) -> None:
+        """A manifest's job accepted, then refused by the day's budget when the submit queue
+        claimed it: the manifest's owner looks in rejected/ for what became of it."""
+        prefix = self._storage.uri("")
+        ref = job.source.ref or ""
+        if job.source.type != "s3" or not ref.startswith(prefix) or job.status is not JobStatus.FAILED:
+            return
+        if job.error is not None and job.error.code == BudgetExceeded.code:
             self._report(
-                key, {"job_id": job.job_id, "error": job.error.model_dump(mode="json", exclude_none=True)}
+                ref.removeprefix(prefix),
+                {"job_id": job.job_id, "error": job.error.model_dump(mode="json", exclude_none=True)},
             )
-        return job
 
     def _report(self, key: str, rejection: KlingflowError | dict[str, Any]) -> None:
         self._storage.put_json(

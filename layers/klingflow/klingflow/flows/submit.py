@@ -1,8 +1,9 @@
 """Submit: what the submit function does, one door per trigger.
 
-A request is accepted (validated, probed, priced, stored: `accept.py`), a manifest under
-incoming/ read into one (`manifests.py`), and a stored job sent to a provider, paying at most
-once (`dispatch.py`).
+A request is accepted (validated, probed, priced, stored and queued: `accept.py`), whether it
+came from POST /jobs, a manifest under incoming/ (`manifests.py`) or a `Job Requested` event;
+only the submit queue's consumer sends a stored job to a provider, paying at most once
+(`dispatch.py`), so the queue's concurrency caps every provider call.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from klingflow.core.models import Job, Source
 from klingflow.core.outcomes import Done, SubmitOutcome
+from klingflow.core.states import JobStatus
 
 from .accept import Acceptor
 from .dispatch import Dispatcher
@@ -23,11 +25,9 @@ class Intake:
         self._manifests = manifests
         self._dispatcher = dispatcher
 
-    def accept(
-        self, data: Any, source: Source, *, idempotency_key: str | None = None, defer: bool = False
-    ) -> Job:
-        """Validate, store and (unless `defer`red to the submit queue) send one request."""
-        return self._acceptor.accept(data, source, idempotency_key=idempotency_key, defer=defer)
+    def accept(self, data: Any, source: Source, *, idempotency_key: str | None = None) -> Job:
+        """Validate and store one request, QUEUED, and hand it to the submit queue."""
+        return self._acceptor.accept(data, source, idempotency_key=idempotency_key)
 
     def quote(self, data: Any) -> dict[str, Any]:
         """Each provider's price for a request, validated like POST /jobs; stores nothing."""
@@ -38,5 +38,11 @@ class Intake:
         return self._manifests.accept(key, delivery=delivery)
 
     def submit_queued(self, job_id: str) -> Done[SubmitOutcome]:
-        """Send a job the API accepted and queued."""
-        return self._dispatcher.submit_queued(job_id)
+        """Send a job taken from the submit queue; a manifest's job the day's budget refused
+        when it was claimed gets its report under rejected/, as a refused manifest does."""
+        done, job = self._dispatcher.submit_queued(job_id)
+        # Whatever this delivery did: a redelivery after a crash between the claim that failed
+        # the job and its report finds the job FAILED already, and writes the report then.
+        if job is not None and job.status is JobStatus.FAILED:
+            self._manifests.report_failed(job)
+        return done

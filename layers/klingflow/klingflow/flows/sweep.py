@@ -4,6 +4,8 @@ Reads only the due jobs from the sparse index, polls their providers with bounde
 backs off, enforces each job's deadline, re-enqueues outputs that were never archived, hands
 jobs waiting to be sent back to submit, and keeps watching timed-out tasks a provider may
 still complete (`salvage.py`).
+Two sweeps never overlap: a tick first takes the run lease (`jobs/leases.RunLease`, one item
+in the table), and a tick that cannot take it visits nothing.
 Callbacks are an optimisation; this is what guarantees that every job ends.
 """
 
@@ -25,7 +27,9 @@ from klingflow.core.states import TERMINAL, JobStatus
 from klingflow.infra.events import EventPublisher
 from klingflow.infra.queue import JobQueue
 from klingflow.jobs.endings import announce, end_job
+from klingflow.jobs.leases import RunLease
 from klingflow.jobs.store import JobStore
+from klingflow.jobs.submissions import expected_finish_s
 from klingflow.money.pricing import charged
 from klingflow.money.settlement import Money, Release, Settle
 from klingflow.providers.registry import Registry
@@ -70,8 +74,10 @@ class Sweeper:
         resolve_unknown: Callable[[str, str], Job | None],
         adopt_late: Callable[[Job, str, str], Job | None],
         submit_queue: JobQueue,
+        lease: RunLease,
     ) -> None:
         self._store = store
+        self._lease = lease
         self._queue = queue
         self._submit_queue = submit_queue
         self._events = events
@@ -92,7 +98,25 @@ class Sweeper:
         )
 
     def sweep(self, *, time_left_s: Callable[[], float] = lambda: 60.0) -> Counter[SweepOutcome]:
-        """One pass over the due jobs; returns how many ended in each outcome."""
+        """One pass over the due jobs under the run lease; returns how many ended in each
+        outcome (`OVERLAPPED` alone when another sweep holds the lease: nothing was visited)."""
+        token = self._lease.take()
+        if token is None:
+            logger.warning("another sweep holds the lease: this tick visits nothing")
+            return Counter({SweepOutcome.OVERLAPPED: 1})
+        try:
+            return self._sweep(time_left_s)
+        finally:
+            self._release(token)
+
+    def _release(self, token: str) -> None:
+        try:
+            if not self._lease.release(token):
+                logger.warning("the sweep's lease ran out before it ended: another may have started")
+        except Exception:  # the lease then expires by itself; the sweep's own outcome stands
+            logger.exception("the sweep's lease could not be given back")
+
+    def _sweep(self, time_left_s: Callable[[], float]) -> Counter[SweepOutcome]:
         outcomes: Counter[SweepOutcome] = Counter()
         # Each job is handed to the pool as soon as its page is read, so the first polls are
         # under way while later pages load. The pool starts a thread for a job only when none
@@ -177,8 +201,8 @@ class Sweeper:
             return SweepOutcome.FINISHED
         if late:
             return self._salvager.time_out(job, _POLLED, watch=True)
-        delay = self._backoff(job)
         said = progress_of(report, epoch(self._clock.now()))
+        delay = self._backoff(job, eta_at=said.get("eta_at", job.eta_at))
         if report.status is JobStatus.RUNNING and job.status is JobStatus.SUBMITTED:
             self._store.transition(
                 job.job_id,
@@ -257,12 +281,24 @@ class Sweeper:
         )
         return interval
 
-    def _backoff(self, job: Job, retry_after: float | None = None) -> int:
-        """The next poll: exponential, at least Retry-After, never past the deadline."""
+    def _calls_back(self, job: Job) -> bool:
+        """Whether the job's provider will call back (one since removed from the settings will not)."""
+        if job.provider is None or job.provider not in self._registry.configs:
+            return False
+        return self._registry.adapter(job.provider).calls_back(job.kind)
+
+    def _backoff(self, job: Job, retry_after: float | None = None, *, eta_at: int | None = None) -> int:
+        """The next poll: exponential, at least Retry-After, not before the expected finish
+        (`eta_at`, else the job's) of a job whose provider calls back (its callback is the
+        news), never past the deadline."""
         delay = self._interval(job)
         if retry_after is not None:
             delay = max(delay, int(retry_after))
-        until_deadline = job.deadline_at - epoch(self._clock.now())
+        now = epoch(self._clock.now())
+        eta_at = job.eta_at if eta_at is None else eta_at
+        if eta_at is not None and eta_at > now and self._calls_back(job):
+            delay = max(delay, expected_finish_s(eta_at - now, delay))
+        until_deadline = job.deadline_at - now
         return max(1, min(delay, until_deadline))
 
     def _queued_past_deadline(self, job: Job) -> SweepOutcome:

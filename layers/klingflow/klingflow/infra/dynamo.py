@@ -16,7 +16,8 @@ boto3's own.
 Errors are botocore's own `ClientError`s, unchanged but for one thing a resource does not do:
 an item DynamoDB returns with a refused condition (`ReturnValuesOnConditionCheckFailure`, on
 `ConditionalCheckFailedException` as `Item` and on `TransactionCanceledException` as each
-reason's `Item`) is made plain too.
+reason's `Item`) is made plain too. A refusal that passes (a transaction conflict, throttling
+that outlasted botocore's own tries) is retried here, for calls safe to repeat: `dynamoretry`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools.shared.dynamodb_deserializer import DYNAMODB_CONTEXT, TypeDeserializer
 from botocore.exceptions import ClientError
+
+from .dynamoretry import RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -238,31 +241,32 @@ def _typed(request: Mapping[str, Any]) -> dict[str, Any]:
 class Table:
     """One DynamoDB table, spoken to with plain values (a typed subset of the resource's Table)."""
 
-    def __init__(self, client: DynamoDBClient, name: str) -> None:
+    def __init__(self, client: DynamoDBClient, name: str, retry: RetryPolicy | None = None) -> None:
         self.client = client
         self.name = name
+        self.retry = retry or RetryPolicy()
 
     def get_item(self, **request: Any) -> dict[str, Any]:
         """GetItem; the answer's `Item` (when there is one) plain."""
-        answer = self._call(self.client.get_item, request)
+        answer = self._call("GetItem", self.client.get_item, request)
         return _plain_answer(answer, "Item")
 
     def put_item(self, **request: Any) -> dict[str, Any]:
         """PutItem; `Attributes` (ReturnValues=ALL_OLD) plain."""
-        return _plain_answer(self._call(self.client.put_item, request), "Attributes")
+        return _plain_answer(self._call("PutItem", self.client.put_item, request), "Attributes")
 
     def update_item(self, **request: Any) -> dict[str, Any]:
         """UpdateItem; `Attributes` (per ReturnValues) plain."""
-        return _plain_answer(self._call(self.client.update_item, request), "Attributes")
+        return _plain_answer(self._call("UpdateItem", self.client.update_item, request), "Attributes")
 
     def delete_item(self, **request: Any) -> dict[str, Any]:
         """DeleteItem; `Attributes` (ReturnValues=ALL_OLD) plain."""
-        return _plain_answer(self._call(self.client.delete_item, request), "Attributes")
+        return _plain_answer(self._call("DeleteItem", self.client.delete_item, request), "Attributes")
 
     def query(self, **request: Any) -> dict[str, Any]:
         """One Query page: `Items` and `LastEvaluatedKey` plain; pass that key back as
         `ExclusiveStartKey` (plain too) for the next page."""
-        answer = self._call(self.client.query, request)
+        answer = self._call("Query", self.client.query, request)
         answer["Items"] = [from_dynamo(item) for item in answer.get("Items", [])]
         return _plain_answer(answer, "LastEvaluatedKey")
 
@@ -278,7 +282,11 @@ class Table:
                 raise ValueError(f"not a TransactItems operation: {operation!r}")
             typed.append({operation: {"TableName": self.name, **_typed(body)}})
         try:
-            return dict(self.client.transact_write_items(TransactItems=typed, **request))  # type: ignore[arg-type]
+            return self.retry.run(
+                "TransactWriteItems",
+                {"TransactItems": TransactItems},
+                lambda: dict(self.client.transact_write_items(TransactItems=typed, **request)),  # type: ignore[arg-type]
+            )
         except ClientError as error:
             response = cast("dict[str, Any]", error.response)
             for reason in response.get("CancellationReasons") or []:
@@ -286,9 +294,10 @@ class Table:
                     reason["Item"] = from_dynamo(reason["Item"])
             raise
 
-    def _call(self, method: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _call(self, operation: str, method: Any, request: Mapping[str, Any]) -> dict[str, Any]:
+        typed = _typed(request)
         try:
-            return dict(method(TableName=self.name, **_typed(request)))
+            return self.retry.run(operation, request, lambda: dict(method(TableName=self.name, **typed)))
         except ClientError as error:
             response = cast("dict[str, Any]", error.response)
             item = response.get("Item")

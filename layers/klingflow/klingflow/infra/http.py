@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger
 
-from klingflow.core.errors import FieldError, KlingflowError, RequestRejected, to_http
+from klingflow.core.errors import FieldError, KlingflowError, RequestRejected, RequestTooLarge, to_http
+from klingflow.core.payload import check_body
 
 logger = Logger(child=True)
 Route = TypeVar("Route", bound=Callable[..., Any])
@@ -117,7 +118,10 @@ def raw_body(event: HttpRequest) -> bytes:
 
 def json_body(event: HttpRequest) -> Any:
     """The body as JSON; anything else (empty, not UTF-8, not JSON, nested past what a parser
-    can follow) is refused naming the body."""
+    can follow) is refused naming the body, and so (413) is a body too large for any request
+    that passes validation to have reached the function whole (core/payload.py)."""
+    if too_large := check_body(event.body or ""):
+        raise RequestTooLarge(too_large)
     try:
         return json.loads(raw_body(event))
     except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors

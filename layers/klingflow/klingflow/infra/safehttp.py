@@ -262,7 +262,7 @@ class SafeHttp:
                 target, ANY_HOST, base_headers(headers), method="POST", content=content, watchdog=watchdog
             )
         except DownloadFailed:
-            if watchdog.expired:
+            if watchdog.ran_out:
                 raise DownloadFailed(
                     f"receiver host {host_of(target)!r} did not answer within {deadline_s:g} s"
                 ) from None

@@ -18,6 +18,10 @@ class LookupTooSlow(Exception):
     """The lookup did not answer within what was left of the limit."""
 
 
+# A timeout capped to what is left may fire a hair before the limit by the monotonic clock.
+_TIMER_SLACK_S = 0.01
+
+
 class Watchdog:
     """One request's wall-clock limit. httpx's timeouts apply to each read or write, so a
     receiver that trickles its answer a byte at a time never trips them; when this limit runs
@@ -46,6 +50,12 @@ class Watchdog:
             with self._lock:
                 self.expired = True
             raise LookupTooSlow(host) from None
+
+    @property
+    def ran_out(self) -> bool:
+        """The limit is spent: the timer cut the socket, or a timeout capped to the limit fired
+        first (on a busy machine it can), which is the same failure."""
+        return self.expired or time.monotonic() >= self._ends_at - _TIMER_SLACK_S
 
     def capped(self, timeout: httpx.Timeout) -> dict[str, float | None]:
         """Each operation's timeout, never past what is left of the limit."""

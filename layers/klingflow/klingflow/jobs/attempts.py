@@ -18,13 +18,43 @@ from .writes import is_conditional_failure, to_dynamo
 WEBHOOK_RETRY_KEEP_S = 86_400
 
 
+# The most attempts a job keeps (~0.4 KB each): a pinned job told "not now" for hours would
+# otherwise grow past what a write costs in a few WCU, and toward DynamoDB's 400 KB.
+MAX_ATTEMPTS = 16
+
+
 def add_attempt(items: JobItems, job_id: str, attempt: Attempt) -> None:
-    items.table.update_item(
-        Key=items.key(job_id),
-        UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :empty), :a)",
-        ExpressionAttributeValues={":a": [to_dynamo(attempt.model_dump(mode="json"))], ":empty": []},
-        ConditionExpression="attribute_exists(pk)",
-    )
+    """Appended while there is room; then the newest replaces the last, and is counted."""
+    value = to_dynamo(attempt.model_dump(mode="json"))
+    try:
+        items.table.update_item(
+            Key=items.key(job_id),
+            UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :empty), :a)",
+            ExpressionAttributeValues={":a": [value], ":empty": [], ":most": MAX_ATTEMPTS},
+            ConditionExpression="attribute_exists(pk) AND "
+            "(attribute_not_exists(attempts) OR size(attempts) < :most)",
+        )
+        return
+    except ClientError as error:
+        if not is_conditional_failure(error):
+            raise
+    try:
+        items.table.update_item(
+            Key=items.key(job_id),
+            UpdateExpression=f"SET attempts[{MAX_ATTEMPTS - 1}] = :a ADD attempts_omitted :one",
+            ExpressionAttributeValues={":a": value, ":one": 1, ":most": MAX_ATTEMPTS},
+            ConditionExpression="attribute_exists(pk) AND size(attempts) = :most",
+        )
+    except ClientError as error:
+        if not is_conditional_failure(error):
+            raise
+        # A job written before the bound with more than it keeps: appended, in order, as then.
+        items.table.update_item(
+            Key=items.key(job_id),
+            UpdateExpression="SET attempts = list_append(attempts, :a)",
+            ExpressionAttributeValues={":a": [value], ":most": MAX_ATTEMPTS},
+            ConditionExpression="attribute_exists(pk) AND size(attempts) > :most",
+        )
 
 
 def record_webhook_attempt(

@@ -15,7 +15,7 @@ from klingflow.core.models import Job
 from klingflow.infra.dynamo import unstorable
 
 from .items import JobItems
-from .listing import LIST_PK
+from .pages import job_partition
 from .writes import is_conditional_failure, to_dynamo
 
 # A new job may take half of DynamoDB's 400 KB item: the rest is room for what it gathers later
@@ -61,7 +61,7 @@ def create(items: JobItems, job: Job, *, idempotency_key: str | None) -> tuple[J
             job = job.model_copy(update={"job_id": job_id})
             item["job_id"] = job_id
     item.update(items.key(job_id))
-    item["list_pk"] = LIST_PK
+    item["list_pk"] = job_partition(job_id)
     if job.due_at is not None:
         item["due_shard"] = items.due_shard(job_id)
     try:

@@ -39,7 +39,7 @@ from klingflow.core.params import whole_number
 from klingflow.infra.dynamo import key_fits
 
 from .items import ELEMENT_PREFIX
-from .listing import list_page
+from .pages import list_page
 
 if TYPE_CHECKING:
     from klingflow.core.kinds import AnyRequest

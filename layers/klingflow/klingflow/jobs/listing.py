@@ -1,30 +1,24 @@
-"""Reading jobs in bulk: the sparse due index the sweeper drains shard by shard, and the list
-index's pages (newest first) behind GET /jobs and GET /elements."""
+"""Reading jobs in bulk: the sparse due index the sweeper drains shard by shard, and the pages
+of jobs (newest first) behind GET /jobs, merged across the list index's shards (pages.py)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from klingflow.core.clock import epoch
-from klingflow.core.errors import FieldError, QueryRejected
 from klingflow.core.models import Job
 from klingflow.core.states import JobStatus
 
 from .items import JobItems
-from .writes import from_dynamo
+from .pages import JOB_PARTITIONS, merged_page
 
 if TYPE_CHECKING:
     from klingflow.infra.dynamo import Table
 
 DUE_INDEX = "due-index"
-LIST_INDEX = "list-index"
-LIST_PK = "JOB"
 # Due-index shards read at once (each query is one shard's page).
 _SHARD_READERS = 16
 
@@ -132,50 +126,5 @@ def list_jobs(items: JobItems, *, limit: int, next_token: str | None, status: Jo
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": {":status": status.value},
         }
-    found, token = list_page(items.table, LIST_PK, limit=limit, next_token=next_token, **extra)
+    found, token = merged_page(items.table, JOB_PARTITIONS, limit=limit, next_token=next_token, **extra)
     return Page([items.job(item) for item in found], token)
-
-
-def list_page(
-    table: Table, list_pk: str, *, limit: int, next_token: str | None, **extra: Any
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of the list-index partition `list_pk` (jobs, elements), newest first, and the
-    opaque token of the next page."""
-    kwargs: dict[str, Any] = {
-        "IndexName": LIST_INDEX,
-        "KeyConditionExpression": "list_pk = :pk",
-        "ScanIndexForward": False,
-        "Limit": limit,
-        **extra,
-        "ExpressionAttributeValues": {":pk": list_pk, **extra.get("ExpressionAttributeValues", {})},
-    }
-    if next_token:
-        kwargs["ExclusiveStartKey"] = _decode_token(next_token, list_pk)
-    page = table.query(**kwargs)
-    last = page.get("LastEvaluatedKey")
-    token = base64.urlsafe_b64encode(json.dumps(from_dynamo(last)).encode()).decode() if last else None
-    return [dict(item) for item in page.get("Items", [])], token
-
-
-def _decode_token(token: str, list_pk: str) -> dict[str, Any]:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, RecursionError):
-        key = None
-    if (
-        not isinstance(key, dict)
-        or set(key) != {"pk", "list_pk", "job_id"}
-        or not all(isinstance(value, str) for value in key.values())
-        or key["list_pk"] != list_pk
-    ):
-        raise QueryRejected(
-            [
-                FieldError(
-                    "next_token",
-                    "page_token",
-                    "next_token is not one this API issued: pass the previous page's next_token as it "
-                    "came, or leave it out for the first page",
-                )
-            ]
-        )
-    return key

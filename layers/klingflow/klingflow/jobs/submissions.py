@@ -35,6 +35,18 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 _QUEUED = frozenset({JobStatus.QUEUED})
+# A provider that calls back does so when the task ends, and retries 3 times 10 s apart: a job
+# is first looked at this long after the provider expects it done.
+CALLBACK_GRACE_S = 60
+# The longest estimate believed: a task takes minutes (an element ~10); an estimate of hours is
+# a unit mistaken, and would leave a job whose callback was lost unlooked-at until its deadline.
+MAX_ESTIMATE_S = 3600
+
+
+def expected_finish_s(eta_s: float | None, otherwise_s: int) -> int:
+    """When to first poll a job whose provider calls back: at its expected finish (the provider's
+    estimate, at most MAX_ESTIMATE_S), plus the callback's own retries; without one, `otherwise_s`."""
+    return int(min(eta_s, MAX_ESTIMATE_S)) + CALLBACK_GRACE_S if eta_s else otherwise_s
 
 
 class SubmissionRecorder:
@@ -86,8 +98,9 @@ class SubmissionRecorder:
     def submitted(self, job: Job, provider: str, submission: Submission) -> Job:
         adapter = self._registry.adapter(provider)
         task_id = submission.task_id
+        eta_s = submission.eta_s or adapter.typical_eta_s(job.kind)
         first_poll = (
-            self._first_poll_with_callback_s
+            expected_finish_s(eta_s, self._first_poll_with_callback_s)
             if adapter.calls_back(job.kind)
             else self._first_poll_without_callback_s
         )
@@ -105,7 +118,7 @@ class SubmissionRecorder:
         fields.update(
             progress_patch(
                 progress=None,
-                eta_s=submission.eta_s or adapter.typical_eta_s(job.kind),
+                eta_s=eta_s,
                 message=None,
                 now=epoch(self._clock.now()),
             )

@@ -21,6 +21,8 @@ from .defaults import BREAKER_COOL_DOWN_S, BREAKER_FAILURES
 if TYPE_CHECKING:
     from klingflow.infra.dynamo import Table
 
+    from .telemetry import ProviderMetrics
+
 COUNTED = frozenset(
     {
         ProviderErrorClass.PROVIDER_DOWN,
@@ -44,8 +46,10 @@ class Breakers:
         failure_threshold: int = BREAKER_FAILURES,
         cool_down_s: int = BREAKER_COOL_DOWN_S,
         probe_lease_s: int = 60,
+        metrics: ProviderMetrics | None = None,
     ) -> None:
         self._table = table
+        self._metrics = metrics
         self._clock = clock
         self._threshold = failure_threshold
         self._cool_down_s = cool_down_s
@@ -136,3 +140,6 @@ class Breakers:
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
+                return
+            if self._metrics is not None:
+                self._metrics.breaker_opened(provider)

@@ -1,4 +1,5 @@
-"""Per-provider metrics: calls by outcome and latency, with the provider as a dimension.
+"""Per-provider metrics: calls by outcome and latency, with the provider as a dimension; the
+breakers that open (`BreakersOpened`, per provider and in all, which an alarm watches).
 
 Powertools' `single_metric` gives each datapoint its own dimensions (the function-wide Metrics
 object shares one set per flush). Off when no namespace is configured or metrics are disabled.
@@ -33,5 +34,21 @@ class ProviderMetrics:
                 value=latency_ms,
                 namespace=self._namespace,
                 default_dimensions={"provider": provider},
+            ):
+                pass
+
+    def breaker_opened(self, provider: str) -> None:
+        """A provider's breaker opened, or opened again after a failed probe: once per provider
+        (the dashboard), once with only the service dimension (the alarm's: an alarm names its
+        dimensions, and a new provider must not need a new alarm)."""
+        if not self._enabled:
+            return
+        for dimensions in ({"provider": provider}, {"service": "klingflow"}):
+            with single_metric(
+                name="BreakersOpened",
+                unit=MetricUnit.Count,
+                value=1,
+                namespace=self._namespace,
+                default_dimensions=dimensions,
             ):
                 pass
