@@ -7,7 +7,6 @@ GET /spend agrees with what the jobs were billed."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import random
 from collections import Counter
@@ -25,7 +24,16 @@ from klingflow_dev.sandbox.client import ApiClient
 from tests.fixtures.prices import sandbox_options
 from tests.integration.conftest import Stack, deterministic_stack
 from tests.reliability.conftest import CHAOS
-from tests.reliability.test_storm import CREATE_FAULTS, DIALECTS, SEED, _drain, _forge_callbacks
+from tests.reliability.test_storm import (
+    CREATE_FAULTS,
+    DIALECTS,
+    SEED,
+    TERMINAL,
+    _drain,
+    _forge_callbacks,
+    assert_paid_once_and_stored,
+    misbehave,
+)
 
 JOBS = 120 if CHAOS else 8
 # The budget binds: fewer jobs fit than arrive (a $5 day holds ten of the storm's mix)
@@ -33,7 +41,6 @@ BUDGET_USD = 40.0 if CHAOS else 2.0
 # botocore waits a throttled call out in real time (standard mode: up to 1 s, then 2 s), so the
 # short form throttles less; `make chaos` runs the issue's figures.
 AWS_FAULTS = {"transaction_conflict": 0.2, "throttling": 0.1 if CHAOS else 0.03, "seed": SEED}
-TERMINAL = {"ARCHIVED", "FAILED", "TIMED_OUT", "CANCELLED"}
 ENDING_EVENT = {
     "ARCHIVED": "Job Completed",
     "FAILED": "Job Failed",
@@ -57,14 +64,7 @@ def test_a_storm_on_a_busy_dynamodb_loses_nothing_and_holds_the_budget(busy_stor
     stack = busy_storm
     counts: Counter[str] = Counter()
     rng = random.Random(SEED)
-    for dialect in DIALECTS:
-        stack.emulator.set_faults(
-            dialect,
-            latency_s=rng.choice([20, 60, 300]),
-            duplicate_callbacks=rng.choice([0, 1, 2]),
-            reverse_callbacks=rng.random() < 0.5,
-            drop_callbacks=rng.random() < 0.3,
-        )
+    misbehave(stack, rng)
 
     # Jobs arrive while providers misbehave and DynamoDB is busy; past the budget, refused at the door
     ids: list[str] = []
@@ -115,18 +115,7 @@ def _check(stack: Stack, ids: list[str], counts: Counter[str]) -> None:
         if status != "ARCHIVED":
             assert job["error"]["code"] in JUSTIFIED[status], job
         assert ENDING_EVENT[status] in stack.events_for(job["job_id"]), job["job_id"]
-        # Paid at most once: one task at most was made for the job
-        mine = [
-            task
-            for task in tasks
-            if task.external_task_id == job["job_id"]
-            or job["job_id"] in (task.callback_url or "")
-            or task.task_id == job.get("provider_task_id")
-        ]
-        assert len(mine) <= 1, (job["job_id"], [t.task_id for t in mine])
-        for output in job["outputs"]:
-            stored = stack.s3.get_object(Bucket=stack.bucket, Key=output["key"])["Body"].read()
-            assert hashlib.sha256(stored).hexdigest() == output["sha256"]
+        assert_paid_once_and_stored(stack, job, tasks)
         billed += job["cost"].get("billed_usd") or 0.0
     # The day: what the jobs were billed, what may still be billed, and never past its budget
     spend: dict[str, Any] = stack.spend()

@@ -73,14 +73,7 @@ def storm(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Stac
 def test_a_storm_of_jobs_and_faults_keeps_every_invariant(storm: tuple[Stack, Counter[str]]) -> None:
     stack, counts = storm
     rng = random.Random(SEED)
-    for dialect in DIALECTS:
-        stack.emulator.set_faults(
-            dialect,
-            latency_s=rng.choice([20, 60, 300]),
-            duplicate_callbacks=rng.choice([0, 1, 2]),
-            reverse_callbacks=rng.random() < 0.5,
-            drop_callbacks=rng.random() < 0.3,
-        )
+    misbehave(stack, rng)
 
     # Jobs arrive while providers misbehave
     ids: list[str] = []
@@ -117,6 +110,35 @@ def test_a_storm_of_jobs_and_faults_keeps_every_invariant(storm: tuple[Stack, Co
     counts["rounds of 30 s"] = rounds
     _check_invariants(stack, ids, counts)
     print("\nstorm:", json.dumps(dict(sorted(counts.items())), indent=1))
+
+
+def misbehave(stack: Stack, rng: random.Random) -> None:
+    """Every provider slow, repeating, reordering or dropping its callbacks, as `rng` picks."""
+    for dialect in DIALECTS:
+        stack.emulator.set_faults(
+            dialect,
+            latency_s=rng.choice([20, 60, 300]),
+            duplicate_callbacks=rng.choice([0, 1, 2]),
+            reverse_callbacks=rng.random() < 0.5,
+            drop_callbacks=rng.random() < 0.3,
+        )
+
+
+def assert_paid_once_and_stored(stack: Stack, job: dict[str, Any], tasks: list[Any]) -> None:
+    """At most one task was made for the job (it was paid for once at most), and what it
+    archived is exactly what is in S3."""
+    mine = [
+        task
+        for task in tasks
+        if task.external_task_id == job["job_id"]
+        or job["job_id"] in (task.callback_url or "")
+        or task.task_id == job.get("provider_task_id")
+    ]
+    assert len(mine) <= 1, (job["job_id"], [t.task_id for t in mine])
+    for output in job["outputs"]:
+        stored = stack.s3.get_object(Bucket=stack.bucket, Key=output["key"])["Body"].read()
+        assert hashlib.sha256(stored).hexdigest() == output["sha256"]
+        assert len(stored) == output["bytes"]
 
 
 def _forge_callbacks(stack: Stack, rng: random.Random, ids: list[str], counts: Counter[str]) -> None:
@@ -156,20 +178,7 @@ def _check_invariants(stack: Stack, ids: list[str], counts: Counter[str]) -> Non
             salvage = (before, after) == (JobStatus.TIMED_OUT, JobStatus.SUCCEEDED)
             assert after.rank > before.rank or salvage, (job["job_id"], path)
         assert path.count(JobStatus.ARCHIVED) <= 1
-        # Paid at most once: one task at most was made for the job
-        mine = [
-            task
-            for task in tasks
-            if task.external_task_id == job["job_id"]
-            or job["job_id"] in (task.callback_url or "")
-            or task.task_id == job.get("provider_task_id")
-        ]
-        assert len(mine) <= 1, (job["job_id"], [t.task_id for t in mine])
-        # What is archived is exactly what is in S3
-        for output in job["outputs"]:
-            stored = stack.s3.get_object(Bucket=stack.bucket, Key=output["key"])["Body"].read()
-            assert hashlib.sha256(stored).hexdigest() == output["sha256"]
-            assert len(stored) == output["bytes"]
+        assert_paid_once_and_stored(stack, job, tasks)
         billed += job["cost"].get("billed_usd") or 0.0
     # And the day's spend is what the jobs were billed, nothing reserved for a finished job
     spend = stack.spend()

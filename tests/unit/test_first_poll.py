@@ -10,27 +10,16 @@ import pytest
 from klingflow.core.clock import epoch
 from klingflow.core.models import Job
 from klingflow.core.states import JobStatus
-from klingflow.infra.events import EventPublisher
 from klingflow.jobs.store import JobStore
-from klingflow.jobs.submissions import CALLBACK_GRACE_S, SubmissionRecorder, expected_finish_s
+from klingflow.jobs.submissions import CALLBACK_GRACE_S, expected_finish_s
 from klingflow.providers.base import Submission, TaskReport
 from klingflow.providers.registry import Registry, load_configs
 from klingflow_dev.clock import ManualClock
-from tests.unit.test_outbox import FlakyBus, sweeper
+from tests.unit.test_outbox import sweeper
+from tests.unit.test_salvage import recorder
 from tests.unit.test_store import _job
 
 REQUEST = {"image": "a.png", "video": "b.mp4", "character_orientation": "image", "mode": "std"}
-
-
-def _recorder(store: JobStore, clock: ManualClock) -> SubmissionRecorder:
-    return SubmissionRecorder(
-        store=store,
-        events=EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
-        registry=Registry(load_configs({}), lambda _: {}),
-        clock=clock,
-        first_poll_with_callback_s=120,
-        first_poll_without_callback_s=20,
-    )
 
 
 @pytest.mark.parametrize(
@@ -43,7 +32,7 @@ def test_a_job_that_will_be_called_back_is_first_polled_at_its_expected_finish(
 ) -> None:
     job, _ = store.create(_job("01CB", request=REQUEST))
 
-    sent = _recorder(store, clock).submitted(job, "gateway", Submission("task-1", eta_s=eta_s))
+    sent = recorder(store, clock).submitted(job, "gateway", Submission("task-1", eta_s=eta_s))
 
     assert sent.due_at == epoch(clock.now()) + first_poll_s
 
@@ -53,7 +42,7 @@ def test_a_job_that_is_never_called_back_is_polled_soon_whatever_its_estimate(
 ) -> None:
     job, _ = store.create(_job("01NOCB", request=REQUEST))
 
-    sent = _recorder(store, clock).submitted(job, "apimaster", Submission("task-2", eta_s=900.0))
+    sent = recorder(store, clock).submitted(job, "apimaster", Submission("task-2", eta_s=900.0))
 
     assert sent.due_at == epoch(clock.now()) + 20
 

@@ -15,6 +15,18 @@ from tests.unit.test_outbox import FlakyBus
 from tests.unit.test_store import _job
 
 
+def recorder(store: JobStore, clock: ManualClock) -> SubmissionRecorder:
+    """A recorder with no metrics or archive queue, first polls at 120 s (callbacks) and 20 s."""
+    return SubmissionRecorder(
+        store=store,
+        events=EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
+        registry=Registry(load_configs({}), lambda _: {}),
+        clock=clock,
+        first_poll_with_callback_s=120,
+        first_poll_without_callback_s=20,
+    )
+
+
 def test_a_create_answer_after_the_deadline_is_adopted_for_the_salvage_watch(
     store: JobStore, clock: ManualClock
 ) -> None:
@@ -25,17 +37,8 @@ def test_a_create_answer_after_the_deadline_is_adopted_for_the_salvage_watch(
         "01SLOW", JobStatus.TIMED_OUT, by=Actor.SWEEPER, money=Keep(), fields={"salvage_until": 10**10}
     )
     assert ended is not None and ended.salvaging
-    recorder = SubmissionRecorder(
-        store=store,
-        events=EventPublisher(FlakyBus(), "klingflow"),  # type: ignore[arg-type]
-        registry=Registry(load_configs({}), lambda _: {}),
-        clock=clock,
-        first_poll_with_callback_s=120,
-        first_poll_without_callback_s=20,
-    )
-
     # When the provider's answer finally arrives
-    adopted = recorder.submitted(job, "apimaster", Submission("task_late"))
+    adopted = recorder(store, clock).submitted(job, "apimaster", Submission("task_late"))
 
     # Then the job stays TIMED_OUT but now follows that task, so a completion is archived late
     assert adopted.status is JobStatus.TIMED_OUT

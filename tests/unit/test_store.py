@@ -201,3 +201,24 @@ def test_an_attempt_for_a_job_that_does_not_exist_writes_nothing(store: JobStore
             "01NONE", Attempt(provider="kling", outcome=AttemptOutcome.WAITING, at="2026-11-21T12:00:00Z")
         )
     assert store.get("01NONE") is None
+
+
+def test_a_job_written_before_the_bound_with_more_attempts_is_appended_to_in_order(
+    store: JobStore, table: Table
+) -> None:
+    # Given a job an earlier klingflow gave more attempts than MAX_ATTEMPTS
+    older = [
+        Attempt(provider="kling", outcome=AttemptOutcome.WAITING, at=f"2026-11-21T11:{n:02d}:00Z")
+        for n in range(MAX_ATTEMPTS + 2)
+    ]
+    store.create(_job(attempts=older))
+
+    store.add_attempt(
+        "01JOB", Attempt(provider="kling", outcome=AttemptOutcome.WAITING, at="2026-11-21T12:00:00Z")
+    )
+
+    # Then the newest comes last, none of the earlier ones overwritten
+    job = store.get("01JOB")
+    assert job is not None and len(job.attempts) == MAX_ATTEMPTS + 3
+    assert job.attempts[-1].at == "2026-11-21T12:00:00Z"
+    assert [a.at for a in job.attempts[:-1]] == [a.at for a in older]

@@ -24,37 +24,35 @@ MAX_ATTEMPTS = 16
 
 
 def add_attempt(items: JobItems, job_id: str, attempt: Attempt) -> None:
-    """Appended while there is room; then the newest replaces the last, and is counted."""
+    """Appended while there is room; then the newest replaces the last, and is counted. A job
+    written before the bound, with more than it keeps, is appended to in order, as then."""
     value = to_dynamo(attempt.model_dump(mode="json"))
-    try:
-        items.table.update_item(
-            Key=items.key(job_id),
-            UpdateExpression="SET attempts = list_append(if_not_exists(attempts, :empty), :a)",
-            ExpressionAttributeValues={":a": [value], ":empty": [], ":most": MAX_ATTEMPTS},
-            ConditionExpression="attribute_exists(pk) AND "
-            "(attribute_not_exists(attempts) OR size(attempts) < :most)",
-        )
-        return
-    except ClientError as error:
-        if not is_conditional_failure(error):
-            raise
-    try:
-        items.table.update_item(
-            Key=items.key(job_id),
-            UpdateExpression=f"SET attempts[{MAX_ATTEMPTS - 1}] = :a ADD attempts_omitted :one",
-            ExpressionAttributeValues={":a": value, ":one": 1, ":most": MAX_ATTEMPTS},
-            ConditionExpression="attribute_exists(pk) AND size(attempts) = :most",
-        )
-    except ClientError as error:
-        if not is_conditional_failure(error):
-            raise
-        # A job written before the bound with more than it keeps: appended, in order, as then.
-        items.table.update_item(
-            Key=items.key(job_id),
-            UpdateExpression="SET attempts = list_append(attempts, :a)",
-            ExpressionAttributeValues={":a": [value], ":most": MAX_ATTEMPTS},
-            ConditionExpression="attribute_exists(pk) AND size(attempts) > :most",
-        )
+    writes = (
+        (
+            "SET attempts = list_append(if_not_exists(attempts, :empty), :a)",
+            "attribute_not_exists(attempts) OR size(attempts) < :most",
+            {":a": [value], ":empty": []},
+        ),
+        (
+            f"SET attempts[{MAX_ATTEMPTS - 1}] = :a ADD attempts_omitted :one",
+            "size(attempts) = :most",
+            {":a": value, ":one": 1},
+        ),
+        ("SET attempts = list_append(attempts, :a)", "size(attempts) > :most", {":a": [value]}),
+    )
+    # The first write whose condition holds; none holds for a job that does not exist.
+    for number, (update, condition, values) in enumerate(writes, start=1):
+        try:
+            items.table.update_item(
+                Key=items.key(job_id),
+                UpdateExpression=update,
+                ExpressionAttributeValues={**values, ":most": MAX_ATTEMPTS},
+                ConditionExpression=f"attribute_exists(pk) AND ({condition})",
+            )
+            return
+        except ClientError as error:
+            if number == len(writes) or not is_conditional_failure(error):
+                raise
 
 
 def record_webhook_attempt(
